@@ -1,0 +1,253 @@
+//! [`PageBuffer`]: one page-aligned buffer, owned, returned to its pool on drop.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use crate::cache::SlotRef;
+use crate::pool::PoolInner;
+use crate::Error;
+
+/// A page-aligned buffer from a [`BufferPool`](crate::BufferPool): the Rust
+/// face of `INSSBuffer`.
+///
+/// It has a maximum length fixed at allocation ([`max_len`](Self::max_len),
+/// `GetMaxLength`) and a current length ([`len`](Self::len), `GetLength`,
+/// 0 when fresh) that [`set_len`](Self::set_len) (`SetLength`) moves within
+/// it. It dereferences to its first `len()` bytes; all `max_len()` bytes are
+/// reachable through [`as_max_slice_mut`](Self::as_max_slice_mut), so a
+/// `read()` can fill the buffer before the length is set.
+///
+/// Dropping it returns the slot to the pool (on any thread).
+pub struct PageBuffer {
+    /// First byte: page-aligned, valid for reads and writes of the whole slot
+    /// (at least `max_len` bytes), and accessed by no one else while `self`
+    /// lives.
+    ptr: NonNull<u8>,
+    /// Current length; invariant `len <= max_len`.
+    len: usize,
+    /// The requested size; invariant `1 <= max_len <= slot bytes`.
+    max_len: usize,
+    /// The slot this buffer owns.
+    slot: SlotRef,
+    /// Keeps the pool, and so the slab behind `ptr`, alive.
+    pool: Arc<PoolInner>,
+}
+
+// SAFETY: the buffer owns its slot exclusively (the pool hands a slot to one
+// buffer at a time), so moving it to another thread moves that ownership;
+// releasing from another thread is supported (free lists are thread-safe).
+unsafe impl Send for PageBuffer {}
+// SAFETY: `&PageBuffer` only allows reading the bytes, like `&[u8]`.
+unsafe impl Sync for PageBuffer {}
+
+impl PageBuffer {
+    /// Wraps a slot just taken from a free list.
+    ///
+    /// # Safety
+    /// - `slot` was just taken off a free list of `pool` (so no one else owns it);
+    /// - `1 <= max_len <=` the slot's size.
+    pub(crate) unsafe fn from_slot(slot: SlotRef, max_len: usize, pool: Arc<PoolInner>) -> Self {
+        // SAFETY: the caller guarantees the slot is live and ours.
+        let ptr = unsafe { slot.get() }.data();
+        PageBuffer {
+            ptr,
+            len: 0,
+            max_len,
+            slot,
+            pool,
+        }
+    }
+
+    /// The current length (`INSSBuffer::GetLength`); 0 for a fresh buffer.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether `len() == 0`.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The maximum length (`INSSBuffer::GetMaxLength`): exactly the
+    /// `max_size` it was allocated with.
+    #[inline]
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Bytes still free between `len()` and `max_len()`.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.max_len - self.len
+    }
+
+    /// Sets the current length (`INSSBuffer::SetLength`). The bytes up to
+    /// `len` are whatever the buffer holds (see
+    /// [`as_max_slice_mut`](Self::as_max_slice_mut)).
+    ///
+    /// # Errors
+    /// [`Error::LengthExceedsMax`] when `len > max_len()`; the length is then
+    /// unchanged.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> Result<(), Error> {
+        if len > self.max_len {
+            return Err(Error::LengthExceedsMax {
+                requested: len,
+                max: self.max_len,
+            });
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Sets the length to 0.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends `data` after the current length.
+    ///
+    /// # Errors
+    /// [`Error::LengthExceedsMax`] when the result would pass `max_len()`;
+    /// nothing is written then.
+    pub fn extend_from_slice(&mut self, data: &[u8]) -> Result<(), Error> {
+        let end = self
+            .len
+            .checked_add(data.len())
+            .filter(|&e| e <= self.max_len);
+        let Some(end) = end else {
+            return Err(Error::LengthExceedsMax {
+                requested: self.len.saturating_add(data.len()),
+                max: self.max_len,
+            });
+        };
+        let start = self.len;
+        self.as_max_slice_mut()[start..end].copy_from_slice(data);
+        self.len = end;
+        Ok(())
+    }
+
+    /// The first byte (`INSSBuffer::GetBuffer`); page-aligned. Valid for reads
+    /// of `max_len()` bytes while the buffer lives.
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The first byte, for writing; valid for writes of `max_len()` bytes
+    /// while the buffer lives. Write initialised bytes only.
+    #[inline]
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// `INSSBuffer::GetBufferAndLength`: the first byte and the current length.
+    #[inline]
+    pub fn buffer_and_length(&mut self) -> (*mut u8, usize) {
+        (self.ptr.as_ptr(), self.len)
+    }
+
+    /// The first `len()` bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` is valid for `max_len >= len` bytes, all initialised
+        // (fresh mappings are zeroed; later contents were written as bytes),
+        // and no one else accesses the slot while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The first `len()` bytes, writable.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// All `max_len()` bytes, whatever the current length.
+    #[inline]
+    pub fn as_max_slice(&self) -> &[u8] {
+        // SAFETY: as in `as_slice`, for `max_len` bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.max_len) }
+    }
+
+    /// All `max_len()` bytes, writable: fill them (a `read()`, a codec), then
+    /// [`set_len`](Self::set_len).
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// let pool = pagepool::BufferPool::new();
+    /// let mut buf = pool.allocate_page_size_buffer(8)?;
+    /// let n = (&b"payload"[..]).read(buf.as_max_slice_mut())?;
+    /// buf.set_len(n)?;
+    /// assert_eq!(&buf[..], b"payload");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn as_max_slice_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_mut_slice`, for `max_len` bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.max_len) }
+    }
+
+    /// The size of the slot behind the buffer (whole pages, at least
+    /// `max_len()`): the buffer's guard page starts right after it.
+    pub fn slot_len(&self) -> usize {
+        self.pool.slot_bytes_of(self.slot)
+    }
+
+    /// The name of the pool the buffer came from.
+    pub fn pool_name(&self) -> &str {
+        self.pool.name()
+    }
+}
+
+impl Drop for PageBuffer {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: we own the slot and are done with it; `self.pool` is the
+        // pool it came from.
+        unsafe { self.pool.release(self.slot) }
+    }
+}
+
+impl Deref for PageBuffer {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl DerefMut for PageBuffer {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+impl AsRef<[u8]> for PageBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsMut<[u8]> for PageBuffer {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+impl fmt::Debug for PageBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageBuffer")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("max_len", &self.max_len)
+            .field("pool", &self.pool.name())
+            .finish()
+    }
+}

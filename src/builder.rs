@@ -1,0 +1,148 @@
+//! [`PoolBuilder`]: a pool's settings, checked once at `build`.
+
+use crate::guard::GuardMechanism;
+use crate::{page_size, BufferPool, Error};
+
+/// Default largest buffer: 16 MiB.
+pub const DEFAULT_MAX_BUFFER_SIZE: usize = 16 << 20;
+/// Default target size of a slab's slots: 1 MiB (a slab of 4 KiB slots holds 256).
+pub const DEFAULT_SLAB_SIZE: usize = 1 << 20;
+/// The largest `max_buffer_size` and `slab_size` a pool accepts (1 TiB on
+/// 64-bit targets), far from any arithmetic overflow.
+pub const SIZE_LIMIT: usize = if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 };
+/// The most slots one slab holds.
+pub(crate) const MAX_SLOTS_PER_SLAB: usize = 4096;
+
+// Slot indices and class numbers fit the metadata's `u32`s.
+const _: () = assert!(MAX_SLOTS_PER_SLAB <= u32::MAX as usize);
+
+/// Settings of a pool, checked by [`PoolBuilder::build`].
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) max_bytes: Option<usize>,
+    pub(crate) max_buffer_size: usize,
+    pub(crate) guards: Option<GuardMechanism>,
+    pub(crate) slab_size: usize,
+}
+
+/// Builds a [`BufferPool`]; every setter consumes and returns the builder.
+///
+/// ```
+/// let pool = pagepool::BufferPool::builder()
+///     .name("media")
+///     .max_bytes(256 << 20)
+///     .max_buffer_size(4 << 20)
+///     .guard_pages(true)
+///     .build()?;
+/// assert_eq!(pool.name(), "media");
+/// # Ok::<(), pagepool::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    config: Config,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            config: Config {
+                name: "default".to_owned(),
+                max_bytes: None,
+                max_buffer_size: DEFAULT_MAX_BUFFER_SIZE,
+                guards: Some(GuardMechanism::Auto),
+                slab_size: DEFAULT_SLAB_SIZE,
+            },
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// A builder with the defaults: name `"default"`, no byte cap, buffers up
+    /// to 16 MiB, guard pages on, slabs of about 1 MiB of slots.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pool's name, used in logs, leak reports and as the `pool` label of
+    /// its metrics. Two pools with the same name share metric series.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Caps the bytes the pool maps (`PoolStats::bytes_reserved`, guard pages
+    /// included). An allocation that would pass it fails with
+    /// [`Error::Exhausted`] once no free slot of its class is left and idle
+    /// slabs of other classes have been unmapped. Default: no cap.
+    pub fn max_bytes(mut self, max_bytes: usize) -> Self {
+        self.config.max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// The largest `max_size` the pool accepts (default 16 MiB); it is rounded
+    /// up to whole pages and becomes the largest size class. Larger requests
+    /// fail with [`Error::TooLarge`].
+    pub fn max_buffer_size(mut self, bytes: usize) -> Self {
+        self.config.max_buffer_size = bytes;
+        self
+    }
+
+    /// Whether every slot gets an inaccessible guard page directly before and
+    /// after it (default `true`). Guards cost address space (one page per
+    /// slot), no memory, and no time after the slab is mapped.
+    pub fn guard_pages(mut self, on: bool) -> Self {
+        self.config.guards = on.then(|| self.config.guards.unwrap_or_default());
+        self
+    }
+
+    /// Which system call places the guard pages (default
+    /// [`GuardMechanism::Auto`]); turns guard pages on.
+    pub fn guard_mechanism(mut self, mechanism: GuardMechanism) -> Self {
+        self.config.guards = Some(mechanism);
+        self
+    }
+
+    /// Target bytes of slots per slab (default 1 MiB): a slab holds
+    /// `slab_size / slot size` slots, at least 1 and at most 4096. Larger
+    /// slabs mean fewer system calls while the pool warms up; smaller ones
+    /// mean finer trimming and less reserved up front.
+    pub fn slab_size(mut self, bytes: usize) -> Self {
+        self.config.slab_size = bytes;
+        self
+    }
+
+    /// Checks the settings and creates the pool. Nothing is mapped until the
+    /// first allocation.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when `max_buffer_size` or `slab_size` is zero
+    /// or above [`SIZE_LIMIT`], or when `max_bytes` cannot hold even one
+    /// one-page slot (with its guard pages).
+    pub fn build(self) -> Result<BufferPool, Error> {
+        let c = &self.config;
+        if c.max_buffer_size == 0 {
+            return Err(Error::InvalidConfig(
+                "max_buffer_size must be at least 1 byte",
+            ));
+        }
+        if c.max_buffer_size > SIZE_LIMIT {
+            return Err(Error::InvalidConfig(
+                "max_buffer_size is above pagepool::SIZE_LIMIT",
+            ));
+        }
+        if c.slab_size == 0 || c.slab_size > SIZE_LIMIT {
+            return Err(Error::InvalidConfig(
+                "slab_size must be between 1 byte and pagepool::SIZE_LIMIT",
+            ));
+        }
+        let smallest = page_size() * if c.guards.is_some() { 3 } else { 1 };
+        if c.max_bytes.is_some_and(|m| m < smallest) {
+            return Err(Error::InvalidConfig(
+                "max_bytes cannot hold one page-sized slot and its guard pages",
+            ));
+        }
+        Ok(BufferPool::from_config(self.config))
+    }
+}

@@ -1,0 +1,89 @@
+//! # Design notes (documentation only)
+//!
+//! ## The pieces
+//!
+//! ```text
+//!  BufferPool (Arc handle) ──► PoolInner
+//!                               ├─ SizeClasses      1,2,3,4,5,6,7,8,10,12,.. pages   (class.rs)
+//!                               ├─ ClassState[c]    one per class, cache-padded
+//!                               │    ├─ FreeList    lock-free SegQueue of SlotRef      (cache.rs)
+//!                               │    └─ counters    hits, releases (hot); misses, ... (stats.rs)
+//!                               └─ Mutex<slabs>     per class, sorted by address       (pool.rs)
+//!                                    └─ Slab        one mapping, its slots and guards  (slab.rs)
+//! ```
+//!
+//! ## One slab
+//!
+//! A slab is one anonymous mapping that holds `n` slots of one size class
+//! (`P` pages each). With guard pages on, every slot has an inaccessible page
+//! directly before it and directly after its last page; neighbours share the
+//! guard between them:
+//!
+//! ```text
+//!   base                                                               base + (n(P+1)+1) pages
+//!   │                                                                              │
+//!   ▼                                                                              ▼
+//!   ┌────┬───────────────────┬────┬───────────────────┬────┬─── ─ ─ ───┬────┐
+//!   │ G  │ slot 0: P pages   │ G  │ slot 1: P pages   │ G  │    ...    │ G  │
+//!   └────┴───────────────────┴────┴───────────────────┴────┴─── ─ ─ ───┴────┘
+//!        ▲                   ▲                                             ▲
+//!        │                   └ as_ptr() + P*page faults (overflow)         └ last guard
+//!        └ as_ptr(): page-aligned; as_ptr() - 1 faults (underflow)
+//!
+//!   PageBuffer { ptr, len ≤ max_len ≤ P*page, slot, pool }
+//!   bytes [max_len, P*page) of the slot: slack inside the last page(s)
+//! ```
+//!
+//! Guards are placed once, when the slab is mapped, with
+//! `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+: no extra kernel memory areas,
+//! so any number of slots can be guarded) or, failing that, `mprotect`,
+//! which splits the mapping into separate areas; pagepool spends at most half
+//! of `vm.max_map_count` on those, process-wide. A guard that cannot be
+//! placed leaves its page readable and writable: the 64 bytes at each end of
+//! it then hold an address-dependent canary that is checked when a
+//! neighbouring slot is released, the slot is counted in
+//! `PoolStats::unguarded_slots`, and one warning is logged. Allocation never
+//! fails for want of a guard.
+//!
+//! ## Size classes and waste
+//!
+//! Classes of 1–4 pages are exact; above that each doubling is split into four
+//! steps (see `class.rs`), so the slot exceeds the request by less than one
+//! page up to four pages and by less than a fifth of the slot above that. With
+//! guards, address space (not memory) grows by one page per slot.
+//!
+//! ## Hot path
+//!
+//! `allocate_page_size_buffer`: size check, class index (a leading-zeros
+//! count), `pop` from the class's free list, one relaxed counter increment,
+//! a relaxed swap of the slot's state. `drop(PageBuffer)`: a relaxed swap, one
+//! counter increment, `push`. No lock, no system call, no allocation apart
+//! from the `SegQueue`'s amortised block of 31 entries.
+//!
+//! The slow path (`refill`) takes the pool's slab lock (a `parking_lot`
+//! mutex; it cannot be poisoned), pops once more (another thread may have
+//! refilled the list), computes how many slots fit under `max_bytes`, trims
+//! idle slabs of other classes if none fit, and maps a slab. Every change of
+//! `bytes_reserved` happens under that lock, so the cap holds under any
+//! number of threads.
+//!
+//! ## Why the orderings are enough
+//!
+//! pagepool relies on `crossbeam`'s queue for every hand-over of a slot:
+//!
+//! - **No two owners.** A slot is either on exactly one free list or owned by
+//!   exactly one `PageBuffer`. `SegQueue::pop` hands each pushed element to
+//!   exactly one popper (crossbeam's guarantee), a buffer pushes its slot
+//!   exactly once (in `Drop`), and `trim` removes slots only by popping them.
+//! - **Contents are handed over.** `push` is a release and the matching `pop`
+//!   an acquire inside the queue, so every write by the previous owner happens
+//!   before every access by the next one, on any threads.
+//! - **Counters are `Relaxed`.** They order nothing: each is a single atomic
+//!   read-modify-write, so no increment is lost, and snapshots are documented
+//!   as exact only once the pool is quiet. The slot `state` byte is likewise a
+//!   relaxed debugging aid; the queue provides the ordering.
+//! - **Unmapping is safe.** A slab is unmapped only by `trim`, under the slab
+//!   lock, after *all* of its slots were popped from the free list by the
+//!   trimming thread itself; no buffer can own one of them then, and no other
+//!   thread can pop one. Buffers hold an `Arc` of the pool, so the remaining
+//!   slabs outlive every buffer, whatever happens to the pool's handles.

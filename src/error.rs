@@ -1,0 +1,137 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in pagepool.
+///
+/// Every public entry point returns this type for a caller's bad input or an
+/// exhausted resource; none of them panics on either.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A buffer of zero bytes was requested. `AllocatePageSizeBuffer(0)` has no
+    /// page to align, so pagepool refuses it rather than inventing one.
+    ZeroSize,
+    /// The request is larger than the pool's largest size class
+    /// ([`PoolBuilder::max_buffer_size`](crate::PoolBuilder::max_buffer_size)).
+    TooLarge {
+        /// The `max_size` that was asked for.
+        requested: usize,
+        /// The largest buffer this pool hands out.
+        max: usize,
+    },
+    /// No free slot of the request's class exists, and mapping one more slab
+    /// (even a one-slot slab, after trimming idle slabs of other classes) would
+    /// pass [`PoolBuilder::max_bytes`](crate::PoolBuilder::max_bytes).
+    /// Allocation succeeds again once buffers come back.
+    Exhausted {
+        /// The `max_size` that was asked for.
+        requested: usize,
+        /// The pool's cap on reserved bytes.
+        limit: usize,
+    },
+    /// [`PageBuffer::set_len`](crate::PageBuffer::set_len) (or a write) asked
+    /// for more than the buffer's `max_len`, the seed's `SetLength` failure.
+    LengthExceedsMax {
+        /// The length that was asked for.
+        requested: usize,
+        /// The buffer's `max_len`.
+        max: usize,
+    },
+    /// A [`PoolBuilder`](crate::PoolBuilder) setting is out of range; the
+    /// text says which and why.
+    InvalidConfig(&'static str),
+    /// The operating system refused a mapping (or another call); the pool is
+    /// still consistent and usable.
+    Os(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ZeroSize => f.write_str("a buffer of zero bytes was requested"),
+            Error::TooLarge { requested, max } => write!(
+                f,
+                "requested {requested} bytes, more than the pool's largest buffer of {max} bytes"
+            ),
+            Error::Exhausted { requested, limit } => write!(
+                f,
+                "pool exhausted: no free slot for {requested} bytes and mapping more would pass the cap of {limit} bytes"
+            ),
+            Error::LengthExceedsMax { requested, max } => write!(
+                f,
+                "length {requested} exceeds the buffer's maximum length {max}"
+            ),
+            Error::InvalidConfig(why) => write!(f, "invalid pool configuration: {why}"),
+            Error::Os(e) => write!(f, "the operating system refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Os(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Os(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    /// Lets pagepool errors flow through `std::io` code (`?` in a `Read`
+    /// loop): `Os` keeps its OS error; the rest map to the nearest kind.
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Os(e) => e,
+            Error::ZeroSize | Error::TooLarge { .. } | Error::InvalidConfig(_) => {
+                io::Error::new(io::ErrorKind::InvalidInput, e)
+            }
+            Error::LengthExceedsMax { .. } => io::Error::new(io::ErrorKind::WriteZero, e),
+            Error::Exhausted { .. } => io::Error::new(io::ErrorKind::OutOfMemory, e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_numbers() {
+        let e = Error::TooLarge {
+            requested: 10,
+            max: 5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "requested 10 bytes, more than the pool's largest buffer of 5 bytes"
+        );
+        let e = Error::LengthExceedsMax {
+            requested: 7,
+            max: 6,
+        };
+        assert!(e.to_string().contains("length 7 exceeds"));
+    }
+
+    #[test]
+    fn converts_to_io_error_kinds() {
+        let io: io::Error = Error::Exhausted {
+            requested: 1,
+            limit: 2,
+        }
+        .into();
+        assert_eq!(io.kind(), io::ErrorKind::OutOfMemory);
+        let io: io::Error = Error::ZeroSize.into();
+        assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
+        let raw = io::Error::from_raw_os_error(libc::ENOMEM);
+        let io: io::Error = Error::Os(raw).into();
+        assert_eq!(io.raw_os_error(), Some(libc::ENOMEM));
+    }
+}

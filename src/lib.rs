@@ -1,0 +1,85 @@
+//! # pagepool
+//!
+//! Guarded, page-aligned, pooled buffers for media servers: the Rust face of
+//! the Windows Media allocator
+//! `IWMSBufferAllocator::AllocatePageSizeBuffer(dwMaxBufferSize, &INSSBuffer)`.
+//!
+//! [`BufferPool::allocate_page_size_buffer`] returns a [`PageBuffer`] whose
+//! first byte is page-aligned (ready for `O_DIRECT` and io_uring reads), with
+//! a current length ([`PageBuffer::len`], `GetLength`), a maximum
+//! ([`PageBuffer::max_len`], `GetMaxLength`), a [`PageBuffer::set_len`]
+//! (`SetLength`) that fails past the maximum, and the raw pointer
+//! ([`PageBuffer::as_ptr`], `GetBuffer`). Around that call pagepool adds:
+//!
+//! - a **thread-safe slab pool** that recycles buffers by size class without
+//!   a lock or a system call once warm, and releases from any thread;
+//! - **guard pages** directly before and after every buffer, placed once per
+//!   slab (`MADV_GUARD_INSTALL` where the kernel has it, `mprotect` within a
+//!   budget elsewhere), so a write one byte too far faults at once;
+//! - a **byte cap** ([`PoolBuilder::max_bytes`]) that holds under any load,
+//!   and [`BufferPool::trim`] to give idle slabs back;
+//! - **counters** ([`BufferPool::stats`]).
+//!
+//! ```
+//! use pagepool::{BufferPool, Error};
+//!
+//! let pool = BufferPool::builder()
+//!     .name("vod")
+//!     .max_bytes(64 << 20)
+//!     .build()?;
+//!
+//! let mut buf = pool.allocate_page_size_buffer(64 * 1024)?;
+//! assert_eq!(buf.as_ptr() as usize % pagepool::page_size(), 0);
+//! assert_eq!(buf.max_len(), 64 * 1024);
+//!
+//! // Fill it (here by hand; in a server, an O_DIRECT read), then set the length.
+//! buf.as_max_slice_mut()[..4].copy_from_slice(b"\x47\x40\x00\x10");
+//! buf.set_len(4)?;
+//! assert_eq!(&buf[..], b"\x47\x40\x00\x10");
+//! assert!(matches!(buf.set_len(64 * 1024 + 1), Err(Error::LengthExceedsMax { .. })));
+//!
+//! drop(buf); // the slot goes back to the pool...
+//! let again = pool.allocate_page_size_buffer(60 * 1024)?; // ...and is reused
+//! assert_eq!(pool.stats().hits, 1);
+//! # drop(again);
+//! # Ok::<(), Error>(())
+//! ```
+//!
+//! The [`design`] module explains the memory layout and the concurrency
+//! argument.
+
+#![deny(missing_docs)]
+#![warn(
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+#[cfg(not(unix))]
+compile_error!("pagepool needs a Unix memory API (mmap, mprotect, madvise)");
+
+mod buffer;
+mod builder;
+mod cache;
+mod class;
+pub mod design;
+mod error;
+mod guard;
+mod pool;
+mod slab;
+mod stats;
+
+pub use buffer::PageBuffer;
+pub use builder::{PoolBuilder, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, SIZE_LIMIT};
+pub use error::Error;
+pub use guard::{guard_markers_supported, GuardMechanism};
+pub use pool::BufferPool;
+pub use stats::{ClassStats, PoolStats};
+
+/// The size of a memory page in bytes (4096 on most x86-64 and ARM Linux
+/// systems); every buffer's first byte is a multiple of it.
+#[inline]
+pub fn page_size() -> usize {
+    region::page::size()
+}

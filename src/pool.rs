@@ -1,0 +1,430 @@
+//! [`BufferPool`]: routing requests to size classes, the slow path that maps
+//! slabs under the cap, and trimming.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
+use crate::cache::{FreeList, SlotRef};
+use crate::class::SizeClasses;
+use crate::slab::{self, Layout, Slab, FREE, IN_USE};
+use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
+use crate::{page_size, Error, PageBuffer};
+
+/// A thread-safe pool of page-aligned, guarded buffers.
+///
+/// `BufferPool` is a cheap handle: clones share one pool. Buffers keep the
+/// pool's memory alive, so dropping every handle while buffers are out is
+/// sound; the slabs are unmapped when the last buffer comes back.
+///
+/// ```
+/// use pagepool::BufferPool;
+///
+/// let pool = BufferPool::new();
+/// let mut buf = pool.allocate_page_size_buffer(1500)?;
+/// assert_eq!(buf.as_ptr() as usize % pagepool::page_size(), 0);
+/// assert_eq!((buf.len(), buf.max_len()), (0, 1500));
+/// buf.extend_from_slice(b"RTP")?;
+/// assert_eq!(&buf[..], b"RTP");
+/// drop(buf); // back to the pool
+/// assert_eq!(pool.stats().buffers_in_use, 0);
+/// # Ok::<(), pagepool::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct BufferPool {
+    inner: Arc<PoolInner>,
+}
+
+/// The shared state behind every handle and buffer of one pool.
+pub(crate) struct PoolInner {
+    config: Config,
+    /// Bytes in a page.
+    page: usize,
+    classes: SizeClasses,
+    /// One entry per size class, padded so classes do not share cache lines.
+    class_state: Box<[CachePadded<ClassState>]>,
+    counters: PoolCounters,
+    /// Every mapped slab, by class, each list sorted by base address. Held for
+    /// mapping, trimming and nothing on the hot path.
+    slabs: Mutex<Vec<Vec<Slab>>>,
+}
+
+/// The hot state of one size class.
+#[derive(Debug, Default)]
+struct ClassState {
+    free: FreeList,
+    counters: ClassCounters,
+}
+
+impl BufferPool {
+    /// A pool with the default settings (see [`PoolBuilder::new`]). It maps
+    /// nothing until the first allocation.
+    pub fn new() -> BufferPool {
+        PoolBuilder::new()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder for a pool with other settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    pub(crate) fn from_config(config: Config) -> BufferPool {
+        let page = page_size();
+        let classes = SizeClasses::new(page, config.max_buffer_size);
+        let class_state = (0..classes.len())
+            .map(|_| CachePadded::new(ClassState::default()))
+            .collect();
+        let slabs = Mutex::new((0..classes.len()).map(|_| Vec::new()).collect());
+        BufferPool {
+            inner: Arc::new(PoolInner {
+                config,
+                page,
+                classes,
+                class_state,
+                counters: PoolCounters::default(),
+                slabs,
+            }),
+        }
+    }
+
+    /// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a buffer of `max_len() ==
+    /// max_size` bytes whose first byte is page-aligned, with `len() == 0`.
+    ///
+    /// The slot behind it is the smallest size class that holds `max_size`;
+    /// with guard pages on, the page directly before the buffer and the page
+    /// directly after the slot's last page are inaccessible. The contents are
+    /// whatever the slot's previous owner left (zero for fresh memory).
+    ///
+    /// Once the pool is warm (a free slot of the class exists) this takes no
+    /// lock and makes no system call.
+    ///
+    /// # Errors
+    /// - [`Error::ZeroSize`] for `max_size == 0`;
+    /// - [`Error::TooLarge`] above the pool's `max_buffer_size`;
+    /// - [`Error::Exhausted`] when the byte cap is reached;
+    /// - [`Error::Os`] when the OS refuses a new mapping.
+    #[track_caller]
+    #[inline]
+    pub fn allocate_page_size_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
+        let slot = self.inner.allocate(max_size)?;
+        // SAFETY: `allocate` just took `slot` off a free list for us alone; its
+        // slab stays mapped while the `Arc` in the buffer keeps the pool alive.
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner)) })
+    }
+
+    /// A snapshot of the pool's counters (see [`PoolStats`] for when they agree).
+    pub fn stats(&self) -> PoolStats {
+        let inner = &*self.inner;
+        let classes = (0..inner.classes.len()).map(|i| inner.class_snapshot(i));
+        stats::total(classes, &inner.counters, inner.config.max_bytes)
+    }
+
+    /// A snapshot of every size class, smallest first.
+    pub fn class_stats(&self) -> Vec<ClassStats> {
+        let inner = &*self.inner;
+        (0..inner.classes.len())
+            .map(|i| inner.class_snapshot(i))
+            .collect()
+    }
+
+    /// Unmaps every slab whose slots are all free, and returns the bytes given
+    /// back to the OS (guard pages included). Allocations of a class being
+    /// trimmed wait for the trim rather than map a new slab.
+    pub fn trim(&self) -> usize {
+        let mut slabs = self.inner.slabs.lock();
+        self.inner.trim_locked(&mut slabs, None)
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The largest `max_size` this pool accepts.
+    pub fn max_buffer_size(&self) -> usize {
+        self.inner.config.max_buffer_size
+    }
+
+    /// The cap on reserved bytes, `None` when unlimited.
+    pub fn max_bytes(&self) -> Option<usize> {
+        self.inner.config.max_bytes
+    }
+
+    /// Whether slots get guard pages.
+    pub fn guard_pages(&self) -> bool {
+        self.inner.config.guards.is_some()
+    }
+
+    /// The slot size of every size class, in bytes, smallest first.
+    pub fn size_classes(&self) -> Vec<usize> {
+        let c = &self.inner.classes;
+        (0..c.len()).map(|i| c.slot_bytes(i)).collect()
+    }
+
+    /// The slot size that serves a request of `max_size` bytes, or `None`
+    /// when the pool would refuse it.
+    pub fn slot_size_for(&self, max_size: usize) -> Option<usize> {
+        let c = &self.inner.classes;
+        (max_size != 0 && max_size <= self.inner.config.max_buffer_size)
+            .then(|| c.slot_bytes(c.index_for(max_size)))
+    }
+}
+
+impl Default for BufferPool {
+    fn default() -> Self {
+        BufferPool::new()
+    }
+}
+
+impl fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats();
+        f.debug_struct("BufferPool")
+            .field("name", &self.name())
+            .field("buffers_in_use", &s.buffers_in_use)
+            .field("bytes_reserved", &s.bytes_reserved)
+            .field("bytes_limit", &s.bytes_limit)
+            .field("guard_pages", &self.guard_pages())
+            .finish()
+    }
+}
+
+impl fmt::Debug for PoolInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolInner")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolInner {
+    /// The pool's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Bytes in the slot of a live buffer.
+    pub(crate) fn slot_bytes_of(&self, slot: SlotRef) -> usize {
+        // SAFETY: only called with the slot of a live buffer of this pool.
+        self.classes.slot_bytes(unsafe { slot.get() }.class())
+    }
+
+    /// Takes a slot for a request of `max_size` bytes.
+    #[inline]
+    fn allocate(&self, max_size: usize) -> Result<SlotRef, Error> {
+        if max_size == 0 || max_size > self.config.max_buffer_size {
+            return Err(self.reject(max_size));
+        }
+        let idx = self.classes.index_for(max_size);
+        let class = &self.class_state[idx];
+        let slot = match class.free.pop() {
+            Some(slot) => {
+                class.counters.hits.fetch_add(1, Relaxed);
+                slot
+            }
+            None => self.refill(idx, max_size)?,
+        };
+        // SAFETY: a slot taken off a free list belongs to a mapped slab of this
+        // pool; slabs are unmapped only after their slots are drained from it.
+        let prev = unsafe { slot.get() }.take();
+        debug_assert_eq!(prev, FREE, "a slot was handed out twice");
+        Ok(slot)
+    }
+
+    /// Counts and builds the error for a request no class can serve.
+    #[cold]
+    fn reject(&self, max_size: usize) -> Error {
+        self.counters.rejected.fetch_add(1, Relaxed);
+        if max_size == 0 {
+            Error::ZeroSize
+        } else {
+            Error::TooLarge {
+                requested: max_size,
+                max: self.config.max_buffer_size,
+            }
+        }
+    }
+
+    /// Returns a buffer's slot to its class's free list.
+    ///
+    /// # Safety
+    /// `slot` is the slot of a buffer of this pool that is being dropped: no
+    /// one accesses its bytes from now on.
+    #[inline]
+    pub(crate) unsafe fn release(&self, slot: SlotRef) {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        if s.edges() != 0 {
+            // SAFETY: the caller owns the slot and its slab is mapped.
+            unsafe { self.check_edges(s) };
+        }
+        let prev = s.give_back();
+        debug_assert_eq!(prev, IN_USE, "a slot was released twice");
+        let class = &self.class_state[s.class()];
+        class.counters.releases.fetch_add(1, Relaxed);
+        class.free.push(slot);
+    }
+
+    /// Checks the canaries that stand in for missing guard pages.
+    ///
+    /// # Safety
+    /// As for [`slab::check_edges`].
+    #[cold]
+    unsafe fn check_edges(&self, s: &slab::Slot) {
+        let slot_bytes = self.classes.slot_bytes(s.class());
+        // SAFETY: forwarded from the caller.
+        let damaged = unsafe { slab::check_edges(s, slot_bytes) };
+        if damaged > 0 {
+            self.counters.corruptions.fetch_add(1, Relaxed);
+            tracing::error!(
+                target: "pagepool",
+                pool = %self.config.name,
+                slot = ?s.data(),
+                damaged,
+                "a write outside a buffer damaged the canary beside an unguarded slot"
+            );
+        }
+    }
+
+    /// The slow path of `allocate`: no free slot was found, so map a slab
+    /// (within the cap), under the slab lock.
+    #[cold]
+    #[inline(never)]
+    fn refill(&self, idx: usize, max_size: usize) -> Result<SlotRef, Error> {
+        let class = &self.class_state[idx];
+        let mut slabs = self.slabs.lock();
+        // Another thread may have mapped a slab, or a trim may have put slots
+        // back, while we waited for the lock.
+        if let Some(slot) = class.free.pop() {
+            class.counters.hits.fetch_add(1, Relaxed);
+            return Ok(slot);
+        }
+        let layout = self.layout(idx);
+        let wanted = (self.config.slab_size / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
+        let mut n = self.slots_within_cap(layout, wanted);
+        if n == 0 {
+            // Give idle slabs of other classes back, then try again.
+            self.trim_locked(&mut slabs, Some(idx));
+            n = self.slots_within_cap(layout, wanted);
+        }
+        if n == 0 {
+            class.counters.exhausted.fetch_add(1, Relaxed);
+            return Err(Error::Exhausted {
+                requested: max_size,
+                limit: self.config.max_bytes.unwrap_or(usize::MAX),
+            });
+        }
+        let slab = match Slab::map(idx, n, layout) {
+            Ok(slab) => slab,
+            Err(e) => {
+                class.counters.os_errors.fetch_add(1, Relaxed);
+                return Err(Error::Os(e));
+            }
+        };
+        self.counters.reserved.fetch_add(slab.reserved(), Relaxed);
+        self.counters.unguarded.fetch_add(slab.unguarded(), Relaxed);
+        class.counters.slots.fetch_add(n, Relaxed);
+        class.counters.slabs.fetch_add(1, Relaxed);
+        class.counters.misses.fetch_add(1, Relaxed);
+        let (first, rest) = slab.slots().split_first().expect("n >= 1");
+        for s in rest {
+            class.free.push(SlotRef(NonNull::from(s)));
+        }
+        let first = SlotRef(NonNull::from(first));
+        let list = &mut slabs[idx];
+        let at = list.partition_point(|s| s.base() < slab.base());
+        list.insert(at, slab);
+        Ok(first)
+    }
+
+    /// How the slabs of class `idx` are laid out.
+    fn layout(&self, idx: usize) -> Layout {
+        Layout {
+            page: self.page,
+            slot_bytes: self.classes.slot_bytes(idx),
+            guards: self.config.guards,
+        }
+    }
+
+    /// Up to `wanted` slots: as many as fit under the cap (call with the slab
+    /// lock held, which serialises every change of `reserved`).
+    fn slots_within_cap(&self, layout: Layout, wanted: usize) -> usize {
+        match self.config.max_bytes {
+            None => wanted,
+            Some(limit) => {
+                let room = limit.saturating_sub(self.counters.reserved.load(Relaxed));
+                layout.slots_within(room).min(wanted)
+            }
+        }
+    }
+
+    /// Unmaps the idle slabs of every class but `except`; returns the bytes.
+    fn trim_locked(&self, slabs: &mut [Vec<Slab>], except: Option<usize>) -> usize {
+        let mut freed = 0;
+        for (idx, list) in slabs.iter_mut().enumerate() {
+            if Some(idx) != except && !list.is_empty() {
+                freed += self.trim_class_locked(idx, list);
+            }
+        }
+        freed
+    }
+
+    /// Unmaps the slabs of class `idx` whose slots are all on its free list.
+    fn trim_class_locked(&self, idx: usize, list: &mut Vec<Slab>) -> usize {
+        let class = &self.class_state[idx];
+        // Take every free slot. Allocations of this class that find the list
+        // empty meanwhile wait on the slab lock we hold, then find the slots
+        // we push back.
+        let free = class.free.drain();
+        let mut free_in = vec![0usize; list.len()];
+        let owners: Vec<usize> = free
+            .iter()
+            .map(|s| {
+                // SAFETY: slots on the free list belong to mapped slabs in `list`.
+                let addr = unsafe { s.addr() };
+                let owner = list.partition_point(|slab| slab.base() <= addr) - 1;
+                debug_assert!(list[owner].contains(addr));
+                free_in[owner] += 1;
+                owner
+            })
+            .collect();
+        let idle: Vec<bool> = list
+            .iter()
+            .zip(&free_in)
+            .map(|(slab, &n)| n == slab.slots().len())
+            .collect();
+        for (slot, &owner) in free.iter().zip(&owners) {
+            if !idle[owner] {
+                class.free.push(*slot);
+            }
+        }
+        let mut freed = 0;
+        let mut idle = idle.into_iter();
+        list.retain(|slab| {
+            let keep = !idle.next().expect("one flag per slab");
+            if !keep {
+                freed += slab.reserved();
+                self.counters.reserved.fetch_sub(slab.reserved(), Relaxed);
+                self.counters.unguarded.fetch_sub(slab.unguarded(), Relaxed);
+                class.counters.slots.fetch_sub(slab.slots().len(), Relaxed);
+                class.counters.slabs.fetch_sub(1, Relaxed);
+            }
+            keep
+        });
+        self.counters.trimmed.fetch_add(freed as u64, Relaxed);
+        freed
+    }
+
+    fn class_snapshot(&self, idx: usize) -> ClassStats {
+        self.class_state[idx]
+            .counters
+            .snapshot(self.classes.slot_bytes(idx))
+    }
+}

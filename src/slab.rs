@@ -1,0 +1,370 @@
+//! A slab: one mapping holding the slots of one size class and their guard
+//! pages, and the per-slot metadata.
+//!
+//! ```text
+//!  base                                                    base + len
+//!  |                                                                |
+//!  [ G ][ slot 0 (P pages) ][ G ][ slot 1 ][ G ] ... [ slot n-1 ][ G ]
+//!       ^ page-aligned           ^ stride = (P + 1) pages apart
+//! ```
+//!
+//! Guard pages (`G`) are placed once, when the slab is mapped; allocation and
+//! release never touch the mapping again.
+
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::guard::{self, GuardMechanism, Placed};
+
+/// Slot state: on a free list (or about to be pushed to one).
+pub(crate) const FREE: u8 = 0;
+/// Slot state: owned by a live buffer.
+pub(crate) const IN_USE: u8 = 1;
+
+/// `Slot::edges` bit: the page before the slot is not a guard (canary instead).
+pub(crate) const CANARY_BEFORE: u8 = 1;
+/// `Slot::edges` bit: the page after the slot is not a guard (canary instead).
+pub(crate) const CANARY_AFTER: u8 = 2;
+/// Bytes of canary checked on each unguarded edge.
+pub(crate) const EDGE_CANARY: usize = 64;
+
+/// The canary byte at address `addr` of an unguarded edge: it depends on the
+/// address, so a copy of the neighbouring bytes does not pass for it.
+#[inline]
+pub(crate) fn edge_canary(addr: usize) -> u8 {
+    ((addr >> 3) as u8).wrapping_mul(0x9d) ^ 0x5a
+}
+
+/// An `mmap`ed range owned by pagepool; unmapped on drop.
+pub(crate) struct Mapping(region::Allocation);
+
+// SAFETY: `region::Allocation` is only a base pointer and a length plus the
+// `munmap` in its `Drop`; it is `!Send`/`!Sync` merely because it holds a raw
+// pointer. `munmap` may be called from any thread, and pagepool never reads or
+// writes through the `Allocation` itself: every access to the mapped bytes goes
+// through a slot that exactly one `PageBuffer` owns (or, for canaries, under the
+// pool's slab lock), so sharing the handle between threads creates no data race.
+unsafe impl Send for Mapping {}
+// SAFETY: see `Send` above; `&Mapping` only exposes the base address and length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes (a multiple of the page size) readable and writable.
+    fn new(len: usize) -> io::Result<Mapping> {
+        region::alloc(len, region::Protection::READ_WRITE)
+            .map(Mapping)
+            .map_err(|e| match e {
+                region::Error::SystemCall(code) => io::Error::from_raw_os_error(code),
+                other => io::Error::other(other.to_string()),
+            })
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.0.as_ptr::<u8>().cast_mut()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Metadata of one slot. It lives in the slab's `slots` array, at a stable
+/// address for as long as the slab is mapped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// First byte of the slot: page-aligned, `slot_bytes` long, inside the
+    /// slab's mapping, never moves.
+    data: NonNull<u8>,
+    /// Index of the slot's size class in the pool's table.
+    class: u32,
+    /// `CANARY_BEFORE` / `CANARY_AFTER` where a guard page could not be placed.
+    edges: u8,
+    /// `FREE` or `IN_USE`. Written only by the slot's owner (the pool while it
+    /// is free, the buffer while it is out); read by anyone.
+    state: AtomicU8,
+}
+
+// SAFETY: `data` is only an address; the bytes behind it are accessed by the
+// slot's single owner (see `state`), and the other fields are immutable or
+// atomic.
+unsafe impl Send for Slot {}
+// SAFETY: as for `Send`: shared access reads immutable fields or atomics only.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    #[inline]
+    pub(crate) fn data(&self) -> NonNull<u8> {
+        self.data
+    }
+
+    #[inline]
+    pub(crate) fn class(&self) -> usize {
+        self.class as usize
+    }
+
+    #[inline]
+    pub(crate) fn edges(&self) -> u8 {
+        self.edges
+    }
+
+    /// Marks the slot as handed out; returns the state it had.
+    #[inline]
+    pub(crate) fn take(&self) -> u8 {
+        self.state.swap(IN_USE, Ordering::Relaxed)
+    }
+
+    /// Marks the slot as free again; returns the state it had.
+    #[inline]
+    pub(crate) fn give_back(&self) -> u8 {
+        self.state.swap(FREE, Ordering::Relaxed)
+    }
+}
+
+/// One mapping of `slots.len()` slots of one class.
+pub(crate) struct Slab {
+    /// The mapping; every slot and guard page lies inside it.
+    mapping: Mapping,
+    /// Per-slot metadata, in address order. Never resized, so `Slot` addresses
+    /// stay put while the pool's slab list grows.
+    slots: Vec<Slot>,
+    /// Kernel memory areas this slab's `mprotect` guards cost.
+    protect_areas: usize,
+    /// Slots with at least one missing guard page.
+    unguarded: usize,
+}
+
+impl std::fmt::Debug for Slab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slab")
+            .field("base", &self.mapping.base())
+            .field("len", &self.mapping.len())
+            .field("slots", &self.slots.len())
+            .field("unguarded", &self.unguarded)
+            .finish()
+    }
+}
+
+/// How a slab is laid out.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    /// Bytes in a page.
+    pub page: usize,
+    /// Bytes in a slot (whole pages).
+    pub slot_bytes: usize,
+    /// `Some` when every slot gets a guard page before and after it.
+    pub guards: Option<GuardMechanism>,
+}
+
+impl Layout {
+    /// Distance between the starts of two neighbouring slots.
+    fn stride(&self) -> usize {
+        self.slot_bytes + if self.guards.is_some() { self.page } else { 0 }
+    }
+
+    /// Bytes a slab of `n` slots maps, guard pages included.
+    pub(crate) fn slab_bytes(&self, n: usize) -> usize {
+        n * self.stride() + if self.guards.is_some() { self.page } else { 0 }
+    }
+
+    /// The most slots a slab may hold within `bytes` of mapping.
+    pub(crate) fn slots_within(&self, bytes: usize) -> usize {
+        let lead = if self.guards.is_some() { self.page } else { 0 };
+        bytes.saturating_sub(lead) / self.stride()
+    }
+}
+
+impl Slab {
+    /// Maps a slab of `n >= 1` slots of class `class`, and places its guards.
+    pub(crate) fn map(class: usize, n: usize, layout: Layout) -> io::Result<Slab> {
+        debug_assert!(n >= 1 && layout.slot_bytes.is_multiple_of(layout.page));
+        let mapping = Mapping::new(layout.slab_bytes(n))?;
+        let base = mapping.base();
+        let stride = layout.stride();
+        let lead = if layout.guards.is_some() {
+            layout.page
+        } else {
+            0
+        };
+        let class = u32::try_from(class).expect("fewer than 2^32 classes");
+
+        let mut edges = vec![0u8; n];
+        let mut protect_areas = 0;
+        if let Some(mechanism) = layout.guards {
+            // Guard page `g` sits before slot `g` and after slot `g - 1`.
+            // Place the slab's two edge guards first: they are the cheapest
+            // under `mprotect` (one area each) and the last to go.
+            let order = [0, n].into_iter().chain(1..n);
+            for g in order {
+                let areas = if g == 0 || g == n { 1 } else { 2 };
+                // SAFETY: `g * stride < mapping.len()` for `g <= n` (slab_bytes
+                // = n * stride + page), the address is page-aligned since
+                // stride and base are, and the fresh mapping has no users yet.
+                let placed =
+                    unsafe { guard::place(base.add(g * stride), layout.page, mechanism, areas) };
+                match placed {
+                    Placed::Marker => {}
+                    Placed::Protected { areas } => protect_areas += areas,
+                    Placed::Missing => {
+                        // SAFETY: the page is inside the mapping (as above) and
+                        // still readable and writable, since no guard was placed.
+                        unsafe { write_edge_canary(base.add(g * stride), layout.page) };
+                        if g < n {
+                            edges[g] |= CANARY_BEFORE;
+                        }
+                        if g > 0 {
+                            edges[g - 1] |= CANARY_AFTER;
+                        }
+                    }
+                }
+            }
+        }
+
+        let slots: Vec<Slot> = (0..n)
+            .map(|i| Slot {
+                // SAFETY: `lead + i * stride + slot_bytes <= mapping.len()` for
+                // `i < n`, so the pointer is inside the mapping and non-null.
+                data: unsafe { NonNull::new_unchecked(base.add(lead + i * stride)) },
+                class,
+                edges: edges[i],
+                state: AtomicU8::new(FREE),
+            })
+            .collect();
+        let unguarded = edges.iter().filter(|&&e| e != 0).count();
+        Ok(Slab {
+            mapping,
+            slots,
+            protect_areas,
+            unguarded,
+        })
+    }
+
+    /// The slots, in address order.
+    pub(crate) fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Bytes mapped, guard pages included.
+    pub(crate) fn reserved(&self) -> usize {
+        self.mapping.len()
+    }
+
+    /// First mapped address.
+    pub(crate) fn base(&self) -> usize {
+        self.mapping.base() as usize
+    }
+
+    /// Whether `addr` lies inside this slab's mapping.
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base()) < self.reserved()
+    }
+
+    /// Slots served without one of their guard pages.
+    pub(crate) fn unguarded(&self) -> usize {
+        self.unguarded
+    }
+}
+
+impl Drop for Slab {
+    fn drop(&mut self) {
+        // The mapping's own drop unmaps it, guards and all.
+        guard::return_areas(self.protect_areas);
+    }
+}
+
+/// Writes the edge canary at both ends of an unguarded guard page.
+///
+/// # Safety
+/// `page..page + len` is readable and writable memory of a live mapping that
+/// no one else accesses, with `len >= 2 * EDGE_CANARY`.
+unsafe fn write_edge_canary(page: *mut u8, len: usize) {
+    for off in (0..EDGE_CANARY).chain(len - EDGE_CANARY..len) {
+        // SAFETY: `off < len`, so the byte is inside the page (caller's contract).
+        unsafe {
+            let p = page.add(off);
+            p.write(edge_canary(p as usize));
+        }
+    }
+}
+
+/// Checks (and repairs) the canary on the unguarded edges of `slot`, whose
+/// slots are `slot_bytes` long. Returns the number of damaged bytes.
+///
+/// # Safety
+/// The slot belongs to a live slab and the caller owns it (it is being
+/// released), so its unguarded edge pages are readable and writable and, apart
+/// from the neighbouring slot's owner writing out of bounds (which is exactly
+/// what this looks for), not accessed by anyone else.
+pub(crate) unsafe fn check_edges(slot: &Slot, slot_bytes: usize) -> usize {
+    let mut damaged = 0;
+    let mut check = |p: *mut u8| {
+        // SAFETY: the caller guarantees the edge pages of an unguarded side are
+        // mapped, readable and writable.
+        unsafe {
+            let want = edge_canary(p as usize);
+            if p.read_volatile() != want {
+                damaged += 1;
+                p.write_volatile(want);
+            }
+        }
+    };
+    let data = slot.data.as_ptr();
+    if slot.edges & CANARY_BEFORE != 0 {
+        for i in 1..=EDGE_CANARY {
+            // SAFETY: the page before the slot is inside the slab (see above).
+            check(unsafe { data.sub(i) });
+        }
+    }
+    if slot.edges & CANARY_AFTER != 0 {
+        for i in 0..EDGE_CANARY {
+            // SAFETY: the page after the slot is inside the slab (see above).
+            check(unsafe { data.add(slot_bytes + i) });
+        }
+    }
+    damaged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(guards: Option<GuardMechanism>) -> Layout {
+        Layout {
+            page: crate::page_size(),
+            slot_bytes: 2 * crate::page_size(),
+            guards,
+        }
+    }
+
+    #[test]
+    fn layout_arithmetic() {
+        let p = crate::page_size();
+        let g = layout(Some(GuardMechanism::Auto));
+        assert_eq!(g.slab_bytes(3), 3 * 3 * p + p);
+        assert_eq!(g.slots_within(g.slab_bytes(3)), 3);
+        assert_eq!(g.slots_within(g.slab_bytes(3) - 1), 2);
+        assert_eq!(g.slots_within(p), 0);
+        let u = layout(None);
+        assert_eq!(u.slab_bytes(3), 6 * p);
+        assert_eq!(u.slots_within(6 * p - 1), 2);
+    }
+
+    #[test]
+    fn slots_are_aligned_disjoint_and_inside() {
+        let p = crate::page_size();
+        for guards in [None, Some(GuardMechanism::Auto)] {
+            let slab = Slab::map(3, 5, layout(guards)).unwrap();
+            let mut last_end = 0;
+            for s in slab.slots() {
+                let a = s.data().as_ptr() as usize;
+                assert_eq!(a % p, 0);
+                assert!(a >= last_end + if guards.is_some() { p } else { 0 });
+                assert!(slab.contains(a) && slab.contains(a + 2 * p - 1));
+                assert_eq!(s.class(), 3);
+                last_end = a + 2 * p;
+            }
+            assert!(slab.contains(last_end - 1));
+            assert_eq!(slab.unguarded(), 0);
+        }
+    }
+}

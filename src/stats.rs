@@ -1,0 +1,165 @@
+//! Counters and the snapshots built from them.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A snapshot of one pool's state, from [`BufferPool::stats`](crate::BufferPool::stats).
+///
+/// Each field is read atomically, but not all at one instant: while other
+/// threads allocate, the fields may disagree by the few operations that ran
+/// during the read. Once the pool is quiet they agree exactly:
+/// `allocations == hits + misses` and
+/// `buffers_in_use == allocations - releases`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Buffers handed out and not yet dropped.
+    pub buffers_in_use: usize,
+    /// Slot bytes pinned by those buffers (whole slots, not `max_len`).
+    pub bytes_in_use: usize,
+    /// Free slots ready for reuse without a system call.
+    pub buffers_cached: usize,
+    /// Slot bytes of those free slots.
+    pub bytes_cached: usize,
+    /// Every byte mapped, guard pages included; never above `bytes_limit`.
+    pub bytes_reserved: usize,
+    /// The cap on `bytes_reserved`, `None` when unlimited.
+    pub bytes_limit: Option<usize>,
+    /// Mapped slabs.
+    pub slabs: usize,
+    /// Successful allocations (`hits + misses`).
+    pub allocations: u64,
+    /// Allocations served from a free slot.
+    pub hits: u64,
+    /// Allocations that had to map a new slab.
+    pub misses: u64,
+    /// Allocations refused with [`Error::Exhausted`](crate::Error::Exhausted).
+    pub exhausted: u64,
+    /// Allocations refused with [`Error::Os`](crate::Error::Os).
+    pub os_errors: u64,
+    /// Requests refused as bad input (`ZeroSize`, `TooLarge`).
+    pub rejected: u64,
+    /// Buffers returned to the pool.
+    pub releases: u64,
+    /// Bytes given back to the OS by [`trim`](crate::BufferPool::trim), in all.
+    pub trimmed_bytes: u64,
+    /// Slots served without one of their guard pages because the guard budget
+    /// ran out (a canary watches their edges instead). Zero without guards.
+    pub unguarded_slots: usize,
+    /// Damaged canaries found so far.
+    pub corruptions: u64,
+}
+
+/// A snapshot of one size class, from [`BufferPool::class_stats`](crate::BufferPool::class_stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassStats {
+    /// Bytes in one slot of this class (whole pages).
+    pub slot_bytes: usize,
+    /// Buffers of this class handed out and not yet dropped.
+    pub buffers_in_use: usize,
+    /// Free slots of this class.
+    pub buffers_cached: usize,
+    /// Mapped slabs of this class.
+    pub slabs: usize,
+    /// Successful allocations (`hits + misses`).
+    pub allocations: u64,
+    /// Allocations served from a free slot.
+    pub hits: u64,
+    /// Allocations that mapped a new slab.
+    pub misses: u64,
+    /// Allocations refused with `Exhausted`.
+    pub exhausted: u64,
+    /// Allocations refused with `Os`.
+    pub os_errors: u64,
+    /// Buffers returned.
+    pub releases: u64,
+}
+
+/// The live counters of one size class.
+///
+/// The hot path touches `hits` (allocate) and `releases` (release) only;
+/// everything else changes on the slow path under the pool's slab lock.
+#[derive(Debug, Default)]
+pub(crate) struct ClassCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) exhausted: AtomicU64,
+    pub(crate) os_errors: AtomicU64,
+    pub(crate) releases: AtomicU64,
+    /// Slots in mapped slabs of this class (changed under the slab lock).
+    pub(crate) slots: AtomicUsize,
+    /// Mapped slabs of this class (changed under the slab lock).
+    pub(crate) slabs: AtomicUsize,
+}
+
+impl ClassCounters {
+    /// Reads the counters into a snapshot.
+    pub(crate) fn snapshot(&self, slot_bytes: usize) -> ClassStats {
+        // Read `releases` before the allocation counters, so a release racing
+        // with this read can only make `in_use` look larger, never wrap.
+        let releases = self.releases.load(Relaxed);
+        let hits = self.hits.load(Relaxed);
+        let misses = self.misses.load(Relaxed);
+        let allocations = hits + misses;
+        let in_use = allocations.saturating_sub(releases) as usize;
+        let slots = self.slots.load(Relaxed);
+        ClassStats {
+            slot_bytes,
+            buffers_in_use: in_use,
+            buffers_cached: slots.saturating_sub(in_use),
+            slabs: self.slabs.load(Relaxed),
+            allocations,
+            hits,
+            misses,
+            exhausted: self.exhausted.load(Relaxed),
+            os_errors: self.os_errors.load(Relaxed),
+            releases,
+        }
+    }
+}
+
+/// Pool-wide counters beside the per-class ones.
+#[derive(Debug, Default)]
+pub(crate) struct PoolCounters {
+    /// Bytes mapped (changed under the slab lock).
+    pub(crate) reserved: AtomicUsize,
+    /// Bytes unmapped by trimming, in all.
+    pub(crate) trimmed: AtomicU64,
+    /// Slots missing a guard page, in mapped slabs.
+    pub(crate) unguarded: AtomicUsize,
+    /// `ZeroSize` and `TooLarge` refusals.
+    pub(crate) rejected: AtomicU64,
+    /// Damaged canaries found.
+    pub(crate) corruptions: AtomicU64,
+}
+
+/// Adds up class snapshots and pool counters.
+pub(crate) fn total(
+    classes: impl Iterator<Item = ClassStats>,
+    pool: &PoolCounters,
+    limit: Option<usize>,
+) -> PoolStats {
+    let mut s = PoolStats {
+        bytes_reserved: pool.reserved.load(Relaxed),
+        bytes_limit: limit,
+        trimmed_bytes: pool.trimmed.load(Relaxed),
+        unguarded_slots: pool.unguarded.load(Relaxed),
+        rejected: pool.rejected.load(Relaxed),
+        corruptions: pool.corruptions.load(Relaxed),
+        ..PoolStats::default()
+    };
+    for c in classes {
+        s.buffers_in_use += c.buffers_in_use;
+        s.bytes_in_use += c.buffers_in_use * c.slot_bytes;
+        s.buffers_cached += c.buffers_cached;
+        s.bytes_cached += c.buffers_cached * c.slot_bytes;
+        s.slabs += c.slabs;
+        s.allocations += c.allocations;
+        s.hits += c.hits;
+        s.misses += c.misses;
+        s.exhausted += c.exhausted;
+        s.os_errors += c.os_errors;
+        s.releases += c.releases;
+    }
+    s
+}
