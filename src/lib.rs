@@ -83,3 +83,8 @@ pub use stats::{ClassStats, PoolStats};
 pub fn page_size() -> usize {
     region::page::size()
 }
+
+/// The README's examples, run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
