@@ -30,7 +30,7 @@ fn main() -> Result<(), Error> {
         println!(
             "request {size:>8} B -> {:p} aligned={} max_len={:>8} slot_len={:>8} len={}",
             buf.as_ptr(),
-            buf.as_ptr() as usize % page == 0,
+            (buf.as_ptr() as usize).is_multiple_of(page),
             buf.max_len(),
             buf.slot_len(),
             buf.len()

@@ -33,6 +33,9 @@ pub struct PageBuffer {
     slot: SlotRef,
     /// Keeps the pool, and so the slab behind `ptr`, alive.
     pool: Arc<PoolInner>,
+    /// `clock::now_nanos()` at allocation for buffers sampled for the hold
+    /// time histogram; 0 for the others.
+    sampled_at: u64,
 }
 
 // SAFETY: the buffer owns its slot exclusively (the pool hands a slot to one
@@ -48,7 +51,12 @@ impl PageBuffer {
     /// # Safety
     /// - `slot` was just taken off a free list of `pool` (so no one else owns it);
     /// - `1 <= max_len <=` the slot's size.
-    pub(crate) unsafe fn from_slot(slot: SlotRef, max_len: usize, pool: Arc<PoolInner>) -> Self {
+    pub(crate) unsafe fn from_slot(
+        slot: SlotRef,
+        max_len: usize,
+        pool: Arc<PoolInner>,
+        sampled_at: u64,
+    ) -> Self {
         // SAFETY: the caller guarantees the slot is live and ours.
         let ptr = unsafe { slot.get() }.data();
         PageBuffer {
@@ -57,6 +65,7 @@ impl PageBuffer {
             max_len,
             slot,
             pool,
+            sampled_at,
         }
     }
 
@@ -208,6 +217,9 @@ impl PageBuffer {
 impl Drop for PageBuffer {
     #[inline]
     fn drop(&mut self) {
+        if self.sampled_at != 0 {
+            self.pool.record_hold(self.sampled_at);
+        }
         // SAFETY: we own the slot and are done with it; `self.pool` is the
         // pool it came from.
         unsafe { self.pool.release(self.slot) }

@@ -1,6 +1,9 @@
 //! [`PoolBuilder`]: a pool's settings, checked once at `build`.
 
+use std::time::Duration;
+
 use crate::guard::GuardMechanism;
+use crate::metrics::{DEFAULT_PUBLISH_INTERVAL, DEFAULT_SAMPLE_EVERY, MAX_PUBLISH_INTERVAL};
 use crate::{page_size, BufferPool, Error};
 
 /// Default largest buffer: 16 MiB.
@@ -24,6 +27,9 @@ pub(crate) struct Config {
     pub(crate) max_buffer_size: usize,
     pub(crate) guards: Option<GuardMechanism>,
     pub(crate) slab_size: usize,
+    pub(crate) metrics: bool,
+    pub(crate) publish_interval: Duration,
+    pub(crate) sample_every: u32,
 }
 
 /// Builds a [`BufferPool`]; every setter consumes and returns the builder.
@@ -53,6 +59,9 @@ impl Default for PoolBuilder {
                 max_buffer_size: DEFAULT_MAX_BUFFER_SIZE,
                 guards: Some(GuardMechanism::Auto),
                 slab_size: DEFAULT_SLAB_SIZE,
+                metrics: true,
+                publish_interval: DEFAULT_PUBLISH_INTERVAL,
+                sample_every: DEFAULT_SAMPLE_EVERY,
             },
         }
     }
@@ -66,7 +75,11 @@ impl PoolBuilder {
     }
 
     /// The pool's name, used in logs, leak reports and as the `pool` label of
-    /// its metrics. Two pools with the same name share metric series.
+    /// its metrics.
+    ///
+    /// **Two pools with the same name share every metric series** and
+    /// overwrite each other's values; pagepool logs a warning when that
+    /// happens. Give each pool its own name.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = name.into();
         self
@@ -113,13 +126,39 @@ impl PoolBuilder {
         self
     }
 
+    /// Whether the pool registers and publishes [metrics](crate::metrics)
+    /// (default `true`). With `false` it never touches the `metrics` recorder
+    /// and starts no publisher thread; [`BufferPool::stats`] still works.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.config.metrics = on;
+        self
+    }
+
+    /// How often the background publisher copies the pool's counters into
+    /// its metric handles (default 250 ms; between 1 ms and 1 s). Once the
+    /// pool has been idle this long, scraped values equal [`BufferPool::stats`].
+    pub fn metrics_publish_interval(mut self, interval: Duration) -> Self {
+        self.config.publish_interval = interval;
+        self
+    }
+
+    /// Record the histograms (allocation latency, request size, hold time)
+    /// for one allocation in `n` (default 64); 0 turns them off, 1 records
+    /// every call (exporters buffer every sample until a scrape: keep it for
+    /// tests and low rates).
+    pub fn metrics_sample_every(mut self, n: u32) -> Self {
+        self.config.sample_every = n;
+        self
+    }
+
     /// Checks the settings and creates the pool. Nothing is mapped until the
     /// first allocation.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when `max_buffer_size` or `slab_size` is zero
-    /// or above [`SIZE_LIMIT`], or when `max_bytes` cannot hold even one
-    /// one-page slot (with its guard pages).
+    /// or above [`SIZE_LIMIT`], when `max_bytes` cannot hold even one
+    /// one-page slot (with its guard pages), or when the metrics publish
+    /// interval is outside 1 ms ..= 1 s.
     pub fn build(self) -> Result<BufferPool, Error> {
         let c = &self.config;
         if c.max_buffer_size == 0 {
@@ -135,6 +174,13 @@ impl PoolBuilder {
         if c.slab_size == 0 || c.slab_size > SIZE_LIMIT {
             return Err(Error::InvalidConfig(
                 "slab_size must be between 1 byte and pagepool::SIZE_LIMIT",
+            ));
+        }
+        if c.publish_interval < Duration::from_millis(1)
+            || c.publish_interval > MAX_PUBLISH_INTERVAL
+        {
+            return Err(Error::InvalidConfig(
+                "metrics_publish_interval must be between 1 ms and 1 s",
             ));
         }
         let smallest = page_size() * if c.guards.is_some() { 3 } else { 1 };

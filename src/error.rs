@@ -42,6 +42,10 @@ pub enum Error {
     /// A [`PoolBuilder`](crate::PoolBuilder) setting is out of range; the
     /// text says which and why.
     InvalidConfig(&'static str),
+    /// The Prometheus exporter could not start (feature `prometheus`): the
+    /// address is in use or not local, or a global `metrics` recorder is
+    /// already installed. The text says which.
+    Exporter(String),
     /// The operating system refused a mapping (or another call); the pool is
     /// still consistent and usable.
     Os(io::Error),
@@ -64,6 +68,7 @@ impl fmt::Display for Error {
                 "length {requested} exceeds the buffer's maximum length {max}"
             ),
             Error::InvalidConfig(why) => write!(f, "invalid pool configuration: {why}"),
+            Error::Exporter(why) => write!(f, "Prometheus exporter: {why}"),
             Error::Os(e) => write!(f, "the operating system refused: {e}"),
         }
     }
@@ -95,6 +100,7 @@ impl From<Error> for io::Error {
             }
             Error::LengthExceedsMax { .. } => io::Error::new(io::ErrorKind::WriteZero, e),
             Error::Exhausted { .. } => io::Error::new(io::ErrorKind::OutOfMemory, e),
+            Error::Exporter(_) => io::Error::other(e),
         }
     }
 }

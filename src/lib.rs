@@ -63,10 +63,15 @@ mod buffer;
 mod builder;
 mod cache;
 mod class;
+mod clock;
 pub mod design;
 mod error;
 mod guard;
+pub mod metrics;
 mod pool;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod prometheus;
 mod slab;
 mod stats;
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -12,6 +12,8 @@ use parking_lot::Mutex;
 use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
 use crate::cache::{FreeList, SlotRef};
 use crate::class::SizeClasses;
+use crate::clock;
+use crate::metrics::{self, PoolMetrics, Publisher};
 use crate::slab::{self, Layout, Slab, FREE, IN_USE};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
@@ -52,6 +54,10 @@ pub(crate) struct PoolInner {
     /// Every mapped slab, by class, each list sorted by base address. Held for
     /// mapping, trimming and nothing on the hot path.
     slabs: Mutex<Vec<Vec<Slab>>>,
+    /// Metric handles, registered at build; `None` with metrics off.
+    metrics: Option<PoolMetrics>,
+    /// The background publisher, started right after the pool is shared.
+    publisher: OnceLock<Publisher>,
 }
 
 /// The hot state of one size class.
@@ -82,16 +88,30 @@ impl BufferPool {
             .map(|_| CachePadded::new(ClassState::default()))
             .collect();
         let slabs = Mutex::new((0..classes.len()).map(|_| Vec::new()).collect());
-        BufferPool {
-            inner: Arc::new(PoolInner {
-                config,
-                page,
-                classes,
-                class_state,
-                counters: PoolCounters::default(),
-                slabs,
-            }),
+        let metrics = config.metrics.then(|| {
+            let sizes = (0..classes.len()).map(|i| classes.slot_bytes(i));
+            PoolMetrics::register(&config.name, sizes, config.max_bytes, config.sample_every)
+        });
+        let inner = Arc::new(PoolInner {
+            config,
+            page,
+            classes,
+            class_state,
+            counters: PoolCounters::default(),
+            slabs,
+            metrics,
+            publisher: OnceLock::new(),
+        });
+        if inner.metrics.is_some() {
+            inner.publish_metrics();
+            let publisher = Publisher::start(
+                Arc::downgrade(&inner),
+                &inner.config.name,
+                inner.config.publish_interval,
+            );
+            let _ = inner.publisher.set(publisher);
         }
+        BufferPool { inner }
     }
 
     /// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a buffer of `max_len() ==
@@ -113,25 +133,46 @@ impl BufferPool {
     #[track_caller]
     #[inline]
     pub fn allocate_page_size_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
+        if let Some(m) = &self.inner.metrics {
+            if m.should_sample() {
+                return self.allocate_sampled(max_size, m);
+            }
+        }
         let slot = self.inner.allocate(max_size)?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone; its
         // slab stays mapped while the `Arc` in the buffer keeps the pool alive.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner)) })
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner), 0) })
+    }
+
+    /// `allocate_page_size_buffer` for the one call in `sample_every` that
+    /// records the histograms.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn allocate_sampled(&self, max_size: usize, m: &PoolMetrics) -> Result<PageBuffer, Error> {
+        let start = clock::now_nanos();
+        let slot = self.inner.allocate(max_size)?;
+        let now = clock::now_nanos();
+        m.allocation_duration.record((now - start) as f64 * 1e-9);
+        m.request_size.record(max_size as f64);
+        // SAFETY: as in `allocate_page_size_buffer`.
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner), now) })
+    }
+
+    /// Copies the pool's counters into its metric handles now, rather than
+    /// at the publisher's next tick. Does nothing with metrics off.
+    pub fn publish_metrics(&self) {
+        self.inner.publish_metrics();
     }
 
     /// A snapshot of the pool's counters (see [`PoolStats`] for when they agree).
     pub fn stats(&self) -> PoolStats {
-        let inner = &*self.inner;
-        let classes = (0..inner.classes.len()).map(|i| inner.class_snapshot(i));
-        stats::total(classes, &inner.counters, inner.config.max_bytes)
+        self.inner.stats()
     }
 
     /// A snapshot of every size class, smallest first.
     pub fn class_stats(&self) -> Vec<ClassStats> {
-        let inner = &*self.inner;
-        (0..inner.classes.len())
-            .map(|i| inner.class_snapshot(i))
-            .collect()
+        self.inner.class_stats()
     }
 
     /// Unmaps every slab whose slots are all free, and returns the bytes given
@@ -204,7 +245,52 @@ impl fmt::Debug for PoolInner {
     }
 }
 
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        if let Some(publisher) = self.publisher.get() {
+            publisher.stop();
+        }
+        if let Some(m) = &self.metrics {
+            // Every buffer is back (each held an `Arc` of us), and the slabs
+            // are about to be unmapped: publish that final state.
+            let mut last = self.stats();
+            last.bytes_reserved = 0;
+            last.bytes_cached = 0;
+            last.buffers_cached = 0;
+            last.slabs = 0;
+            m.publish(&last, &self.class_stats());
+            metrics::forget_name(&self.config.name);
+        }
+    }
+}
+
 impl PoolInner {
+    /// Publishes the counters to the metric handles, if any.
+    pub(crate) fn publish_metrics(&self) {
+        if let Some(m) = &self.metrics {
+            m.publish(&self.stats(), &self.class_stats());
+        }
+    }
+
+    /// Records how long a sampled buffer was held.
+    #[cold]
+    pub(crate) fn record_hold(&self, since: u64) {
+        if let Some(m) = &self.metrics {
+            m.hold.record(clock::since(since).as_secs_f64());
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let classes = (0..self.classes.len()).map(|i| self.class_snapshot(i));
+        stats::total(classes, &self.counters, self.config.max_bytes)
+    }
+
+    fn class_stats(&self) -> Vec<ClassStats> {
+        (0..self.classes.len())
+            .map(|i| self.class_snapshot(i))
+            .collect()
+    }
+
     /// The pool's name.
     pub(crate) fn name(&self) -> &str {
         &self.config.name

@@ -1,0 +1,136 @@
+//! A ready Prometheus exporter for pagepool's [metrics](crate::metrics)
+//! (feature `prometheus`, on by default).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), pagepool::Error> {
+//! // One call: global recorder, HTTP listener on /metrics, upkeep.
+//! let handle = pagepool::prometheus::install("127.0.0.1:9187".parse().unwrap())?;
+//! let pool = pagepool::BufferPool::builder().name("vod").build()?;
+//! let _buf = pool.allocate_page_size_buffer(4096)?;
+//! pool.publish_metrics();
+//! assert!(handle.render().contains("pagepool_allocations_total"));
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::thread;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::metrics::{ALLOCATION_DURATION_SECONDS, BUFFER_HOLD_SECONDS, REQUEST_SIZE_BYTES};
+use crate::{page_size, Error, DEFAULT_MAX_BUFFER_SIZE};
+
+pub use metrics_exporter_prometheus;
+
+/// Bucket bounds for `pagepool_allocation_duration_seconds`: 1, 2.5 and 5 per
+/// decade from 100 ns to 1 s.
+pub fn duration_buckets() -> Vec<f64> {
+    decades(1e-7, 1.0)
+}
+
+/// Bucket bounds for `pagepool_buffer_hold_seconds`: 1, 2.5 and 5 per decade
+/// from 10 µs to 100 s (buffers are held far longer than they take to get).
+pub fn hold_buckets() -> Vec<f64> {
+    decades(1e-5, 100.0)
+}
+
+/// Bucket bounds for `pagepool_request_size_bytes`: every power of two from
+/// one page to `max_buffer_size` (rounded up to a power of two).
+pub fn size_buckets(max_buffer_size: usize) -> Vec<f64> {
+    let top = max_buffer_size.max(page_size()).next_power_of_two();
+    std::iter::successors(Some(page_size()), |&b| (b < top).then_some(b * 2))
+        .map(|b| b as f64)
+        .collect()
+}
+
+/// `start`, 2.5 `start`, 5 `start`, 10 `start`, ... up to `end` inclusive.
+fn decades(start: f64, end: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut base = start;
+    while base <= end * (1.0 + 1e-9) {
+        for m in [1.0, 2.5, 5.0] {
+            let b = base * m;
+            if b <= end * (1.0 + 1e-9) {
+                out.push(b);
+            }
+        }
+        base *= 10.0;
+    }
+    out
+}
+
+/// A `PrometheusBuilder` preconfigured for pagepool: recommended naming
+/// (`_total` on counters, unit suffixes) and histogram buckets that fit each
+/// histogram (see [`duration_buckets`], [`hold_buckets`], [`size_buckets`] for
+/// the default 16 MiB largest buffer). Add a listener or call
+/// `install_recorder` as you like.
+pub fn builder() -> PrometheusBuilder {
+    builder_for(DEFAULT_MAX_BUFFER_SIZE)
+}
+
+/// [`builder`] with request-size buckets up to `max_buffer_size`.
+pub fn builder_for(max_buffer_size: usize) -> PrometheusBuilder {
+    let set = |b: PrometheusBuilder, name: &str, buckets: &[f64]| {
+        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+            .expect("bucket lists are never empty")
+    };
+    let b = PrometheusBuilder::new().with_recommended_naming(true);
+    let b = set(b, ALLOCATION_DURATION_SECONDS, &duration_buckets());
+    let b = set(b, BUFFER_HOLD_SECONDS, &hold_buckets());
+    set(b, REQUEST_SIZE_BYTES, &size_buckets(max_buffer_size))
+}
+
+/// Installs the [`builder`]'s recorder as the global `metrics` recorder,
+/// serves `GET /metrics` (any path, in fact) on `addr` from a thread of its
+/// own, and runs the exporter's upkeep there. Returns a handle that renders
+/// the same text on demand.
+///
+/// Install it before building pools: a pool registers its metric handles
+/// with the recorder current at `build`.
+///
+/// # Errors
+/// [`Error::Exporter`] when the address cannot be bound (in use, not
+/// local) or another global recorder is already installed.
+pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Exporter(format!("cannot start the exporter's runtime: {e}")))?;
+    let (recorder, exporter) = {
+        let _entered = runtime.enter();
+        builder()
+            .with_http_listener(addr)
+            .build()
+            .map_err(|e| Error::Exporter(format!("cannot listen on {addr}: {e}")))?
+    };
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| Error::Exporter(format!("cannot install the recorder: {e}")))?;
+    thread::Builder::new()
+        .name("pagepool-prometheus".to_owned())
+        .spawn(move || {
+            if let Err(e) = runtime.block_on(exporter) {
+                tracing::error!(target: "pagepool", error = ?e, "the Prometheus exporter stopped");
+            }
+        })
+        .map_err(|e| Error::Exporter(format!("cannot start the exporter thread: {e}")))?;
+    Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_span_what_the_docs_say() {
+        let d = duration_buckets();
+        assert!((d[0] - 1e-7).abs() < 1e-15);
+        assert!((d[d.len() - 1] - 1.0).abs() < 1e-9);
+        assert!(d.windows(2).all(|w| w[0] < w[1]));
+        let s = size_buckets(16 << 20);
+        assert_eq!(s[0], page_size() as f64);
+        assert_eq!(s[s.len() - 1], (16 << 20) as f64);
+        let h = hold_buckets();
+        assert!(h.len() > 15 && (h[h.len() - 1] - 100.0).abs() < 1e-6);
+    }
+}
