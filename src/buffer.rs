@@ -263,3 +263,148 @@ impl fmt::Debug for PageBuffer {
             .finish()
     }
 }
+
+/// A frozen, reference-counted [`PageBuffer`]: cheap to clone, shared by
+/// every subscriber of a stream without copying.
+///
+/// Made by [`PageBuffer::freeze`]. It dereferences to the frozen buffer's
+/// first `len()` bytes (or a sub-range, see [`slice`](Self::slice)); the slot
+/// returns to its pool when the last clone drops, and until then the buffer
+/// counts as in use (leak tracking still sees it).
+///
+/// ```
+/// let pool = pagepool::BufferPool::new();
+/// let mut buf = pool.allocate_page_size_buffer(1316)?;
+/// buf.extend_from_slice(&[0x47; 1316])?;
+/// let packet = buf.freeze();
+/// let for_client_a = packet.clone();
+/// let header = packet.slice(0..4);
+/// assert_eq!(for_client_a.as_ptr(), packet.as_ptr()); // no copy
+/// assert_eq!(&header[..], &[0x47; 4]);
+/// drop((packet, for_client_a));
+/// assert_eq!(pool.stats().buffers_in_use, 1); // `header` still holds it
+/// drop(header);
+/// assert_eq!(pool.stats().buffers_in_use, 0);
+/// # Ok::<(), pagepool::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedBuffer {
+    buf: Arc<PageBuffer>,
+    /// The visible range: `start <= end <= buf.len()`.
+    start: usize,
+    end: usize,
+}
+
+impl PageBuffer {
+    /// Freezes the buffer into a [`SharedBuffer`] of its first `len()` bytes.
+    pub fn freeze(self) -> SharedBuffer {
+        let end = self.len;
+        SharedBuffer {
+            buf: Arc::new(self),
+            start: 0,
+            end,
+        }
+    }
+}
+
+impl SharedBuffer {
+    /// Bytes visible through this handle.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether no bytes are visible.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The first visible byte (page-aligned for a handle from `freeze`).
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.as_slice().as_ptr()
+    }
+
+    /// The visible bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf.as_slice()[self.start..self.end]
+    }
+
+    /// A handle to a sub-range of the visible bytes, sharing the same slot.
+    ///
+    /// # Panics
+    /// When the range is out of bounds or decreasing, like slice indexing.
+    pub fn slice(&self, range: impl std::ops::RangeBounds<usize>) -> SharedBuffer {
+        use std::ops::Bound;
+        let len = self.len();
+        let from = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.checked_add(1).expect("range start overflows"),
+            Bound::Unbounded => 0,
+        };
+        let to = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1).expect("range end overflows"),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => len,
+        };
+        assert!(
+            from <= to && to <= len,
+            "range {from}..{to} out of bounds for a SharedBuffer of {len} bytes"
+        );
+        SharedBuffer {
+            buf: Arc::clone(&self.buf),
+            start: self.start + from,
+            end: self.start + to,
+        }
+    }
+
+    /// Handles sharing this slot (this one included).
+    pub fn ref_count(&self) -> usize {
+        Arc::strong_count(&self.buf)
+    }
+
+    /// Gets the [`PageBuffer`] back when this is the only handle (any
+    /// sub-range is forgotten: the buffer keeps the length it was frozen
+    /// with); otherwise returns the handle unchanged.
+    pub fn try_unwrap(self) -> Result<PageBuffer, SharedBuffer> {
+        let SharedBuffer { buf, start, end } = self;
+        Arc::try_unwrap(buf).map_err(|buf| SharedBuffer { buf, start, end })
+    }
+
+    /// The `max_len()` of the frozen buffer.
+    pub fn max_len(&self) -> usize {
+        self.buf.max_len()
+    }
+
+    /// The name of the pool the buffer came from.
+    pub fn pool_name(&self) -> &str {
+        self.buf.pool_name()
+    }
+}
+
+impl Deref for SharedBuffer {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl AsRef<[u8]> for SharedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl fmt::Debug for SharedBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedBuffer")
+            .field("ptr", &self.as_ptr())
+            .field("len", &self.len())
+            .field("refs", &self.ref_count())
+            .field("pool", &self.pool_name())
+            .finish()
+    }
+}

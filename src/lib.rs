@@ -75,7 +75,7 @@ pub mod prometheus;
 mod slab;
 mod stats;
 
-pub use buffer::PageBuffer;
+pub use buffer::{PageBuffer, SharedBuffer};
 pub use builder::{PoolBuilder, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, SIZE_LIMIT};
 pub use error::Error;
 pub use guard::{guard_markers_supported, GuardMechanism};
