@@ -214,15 +214,36 @@ impl PageBuffer {
     }
 }
 
+impl PageBuffer {
+    /// Returns the buffer to its pool, like dropping it, and records this
+    /// call's location as the release site: reports of a later use after
+    /// release (poison, quarantine faults) then name it.
+    #[track_caller]
+    pub fn release(self) {
+        let site = std::panic::Location::caller();
+        let this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again; the pool `Arc` is
+        // moved out exactly once.
+        let pool = unsafe { std::ptr::read(&this.pool) };
+        this.give_back(&pool, Some(site));
+    }
+
+    /// The common end of `drop` and `release`.
+    #[inline]
+    fn give_back(&self, pool: &PoolInner, site: Option<&'static std::panic::Location<'static>>) {
+        if self.sampled_at != 0 {
+            pool.record_hold(self.sampled_at);
+        }
+        // SAFETY: we own the slot and are done with it; `pool` is the pool it
+        // came from.
+        unsafe { pool.release(self.slot, self.max_len, site) }
+    }
+}
+
 impl Drop for PageBuffer {
     #[inline]
     fn drop(&mut self) {
-        if self.sampled_at != 0 {
-            self.pool.record_hold(self.sampled_at);
-        }
-        // SAFETY: we own the slot and are done with it; `self.pool` is the
-        // pool it came from.
-        unsafe { self.pool.release(self.slot) }
+        self.give_back(&self.pool, None);
     }
 }
 

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use crate::debug::{CorruptionAction, DebugConfig, DebugLevel, Zeroing};
 use crate::guard::GuardMechanism;
+use crate::leak::LeakTracking;
 use crate::metrics::{DEFAULT_PUBLISH_INTERVAL, DEFAULT_SAMPLE_EVERY, MAX_PUBLISH_INTERVAL};
 use crate::{page_size, BufferPool, Error};
 
@@ -10,9 +12,15 @@ use crate::{page_size, BufferPool, Error};
 pub const DEFAULT_MAX_BUFFER_SIZE: usize = 16 << 20;
 /// Default target size of a slab's slots: 1 MiB (a slab of 4 KiB slots holds 256).
 pub const DEFAULT_SLAB_SIZE: usize = 1 << 20;
-/// The largest `max_buffer_size` and `slab_size` a pool accepts (1 TiB on
-/// 64-bit targets), far from any arithmetic overflow.
-pub const SIZE_LIMIT: usize = if usize::BITS >= 64 { 1 << 40 } else { 1 << 30 };
+/// The largest `max_buffer_size` and `slab_size` a pool accepts: 2 GiB (1 GiB
+/// on 32-bit targets). Like the seed's `DWORD dwMaxBufferSize`, every offset
+/// into a buffer fits 32 bits, which keeps the per-slot metadata in one cache
+/// line.
+pub const SIZE_LIMIT: usize = if usize::BITS >= 64 { 1 << 31 } else { 1 << 30 };
+
+// Offsets and lengths inside a slot are stored as `u32`.
+const _: () = assert!(SIZE_LIMIT <= u32::MAX as usize);
+
 /// The most slots one slab holds.
 pub(crate) const MAX_SLOTS_PER_SLAB: usize = 4096;
 
@@ -30,7 +38,14 @@ pub(crate) struct Config {
     pub(crate) metrics: bool,
     pub(crate) publish_interval: Duration,
     pub(crate) sample_every: u32,
+    pub(crate) debug: DebugConfig,
+    pub(crate) tracking: LeakTracking,
+    pub(crate) leak_age: Duration,
 }
+
+/// Default [`PoolBuilder::leak_age_threshold`]: a buffer out for a minute is
+/// a leak suspect.
+pub const DEFAULT_LEAK_AGE_THRESHOLD: Duration = Duration::from_secs(60);
 
 /// Builds a [`BufferPool`]; every setter consumes and returns the builder.
 ///
@@ -62,6 +77,9 @@ impl Default for PoolBuilder {
                 metrics: true,
                 publish_interval: DEFAULT_PUBLISH_INTERVAL,
                 sample_every: DEFAULT_SAMPLE_EVERY,
+                debug: DebugConfig::preset(DebugLevel::Standard, CorruptionAction::Log),
+                tracking: LeakTracking::CallSite,
+                leak_age: DEFAULT_LEAK_AGE_THRESHOLD,
             },
         }
     }
@@ -151,6 +169,77 @@ impl PoolBuilder {
         self
     }
 
+    /// What the pool records about each outstanding buffer (default
+    /// [`LeakTracking::CallSite`]); see [`crate::leak`].
+    pub fn leak_tracking(mut self, tracking: LeakTracking) -> Self {
+        self.config.tracking = tracking;
+        self
+    }
+
+    /// Buffers out longer than this are leak suspects, counted by the
+    /// `pagepool_leak_suspects` gauge (default one minute). Needs leak
+    /// tracking (ages are not recorded with [`LeakTracking::Off`]).
+    pub fn leak_age_threshold(mut self, age: Duration) -> Self {
+        self.config.leak_age = age;
+        self
+    }
+
+    /// Sets every debugging knob to a preset (default
+    /// [`DebugLevel::Standard`]); setters called after it override single
+    /// knobs. See [`crate::debug`] for what each costs.
+    pub fn debug(mut self, level: DebugLevel) -> Self {
+        self.config.debug = DebugConfig::preset(level, self.config.debug.on_corruption);
+        self
+    }
+
+    /// The bytes from `max_len` to the end of its page hold an
+    /// address-dependent canary, checked when the buffer is released.
+    pub fn slack_canary(mut self, on: bool) -> Self {
+        self.config.debug.slack_canary = on;
+        self
+    }
+
+    /// Every byte of the slot beyond `max_len` (all its later pages too)
+    /// holds the canary and is checked at release: catches a write anywhere
+    /// past `max_len`, at the cost of comparing the whole slack.
+    pub fn full_canary(mut self, on: bool) -> Self {
+        self.config.debug.full_canary = on;
+        self
+    }
+
+    /// Poisons one release in `sample_every` (0: none, 1: all) over the first
+    /// `bytes` bytes of the buffer (`usize::MAX`: all `max_len`), and checks
+    /// the poison when the slot is handed out again: a write after release
+    /// is reported with the buffer's allocation and release sites.
+    pub fn poison(mut self, sample_every: u32, bytes: usize) -> Self {
+        self.config.debug.poison_every = sample_every;
+        self.config.debug.poison_bytes = bytes;
+        self
+    }
+
+    /// When buffers are zeroed (default [`Zeroing::Off`]).
+    pub fn zero(mut self, when: Zeroing) -> Self {
+        self.config.debug.zero = when;
+        self
+    }
+
+    /// Quarantines one release in `sample_every` (0: none): the slot is made
+    /// inaccessible and kept out of reuse until `max_slots` newer ones have
+    /// joined it, so a late access through a stale pointer faults (and, with
+    /// [`install_fault_handler`](crate::install_fault_handler), is reported).
+    /// Needs guard pages.
+    pub fn quarantine(mut self, sample_every: u32, max_slots: usize) -> Self {
+        self.config.debug.quarantine_every = sample_every;
+        self.config.debug.quarantine_slots = max_slots;
+        self
+    }
+
+    /// What to do on detected corruption (default [`CorruptionAction::Log`]).
+    pub fn on_corruption(mut self, action: CorruptionAction) -> Self {
+        self.config.debug.on_corruption = action;
+        self
+    }
+
     /// Checks the settings and creates the pool. Nothing is mapped until the
     /// first allocation.
     ///
@@ -181,6 +270,11 @@ impl PoolBuilder {
         {
             return Err(Error::InvalidConfig(
                 "metrics_publish_interval must be between 1 ms and 1 s",
+            ));
+        }
+        if c.debug.quarantine_every != 0 && (c.guards.is_none() || c.debug.quarantine_slots == 0) {
+            return Err(Error::InvalidConfig(
+                "quarantine needs guard pages and room for at least one slot",
             ));
         }
         let smallest = page_size() * if c.guards.is_some() { 3 } else { 1 };

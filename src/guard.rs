@@ -142,6 +142,60 @@ unsafe fn madvise_guard(_addr: *mut u8, _len: usize) -> io::Result<()> {
     Err(io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// How a quarantined slot was sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealed {
+    /// Guard markers over the whole slot (its contents are discarded).
+    Marker,
+    /// `mprotect(PROT_NONE)`; costs two memory areas until unsealed.
+    Protected,
+}
+
+/// `MADV_GUARD_REMOVE` from `<linux/mman.h>` (Linux 6.13).
+#[cfg(target_os = "linux")]
+const MADV_GUARD_REMOVE: libc::c_int = 103;
+
+/// Makes a whole slot inaccessible (quarantine); `None` when neither
+/// mechanism is available (the budget is spent).
+///
+/// # Safety
+/// `addr..addr + len` is a page-aligned range of a live mapping of ours that
+/// no one accesses until [`unseal`] (any access is a bug that should fault).
+pub(crate) unsafe fn seal(addr: *mut u8, len: usize, mechanism: GuardMechanism) -> Option<Sealed> {
+    // SAFETY: forwarded from the caller; an interior range costs two areas.
+    match unsafe { place(addr, len, mechanism, 2) } {
+        Placed::Marker => Some(Sealed::Marker),
+        Placed::Protected { .. } => Some(Sealed::Protected),
+        Placed::Missing => None,
+    }
+}
+
+/// Makes a sealed slot accessible again. With guard markers the pages read
+/// as zero afterwards.
+///
+/// # Safety
+/// The range was sealed by [`seal`] with the result `sealed`, and the mapping
+/// is still live.
+pub(crate) unsafe fn unseal(addr: *mut u8, len: usize, sealed: Sealed) {
+    match sealed {
+        Sealed::Marker => {
+            #[cfg(target_os = "linux")]
+            // SAFETY: removing guard markers from our own range only makes it
+            // accessible again (zero-filled on first touch).
+            unsafe {
+                libc::madvise(addr.cast(), len, MADV_GUARD_REMOVE);
+            }
+        }
+        Sealed::Protected => {
+            // SAFETY: the range is ours and was readable and writable before
+            // it was sealed.
+            let _ =
+                unsafe { region::protect(addr.cast_const(), len, region::Protection::READ_WRITE) };
+            return_areas(2);
+        }
+    }
+}
+
 /// Says once per process that guards are running out.
 #[cold]
 fn warn_exhausted(why: &str) {

@@ -64,9 +64,11 @@ mod builder;
 mod cache;
 mod class;
 mod clock;
+pub mod debug;
 pub mod design;
 mod error;
 mod guard;
+pub mod leak;
 pub mod metrics;
 mod pool;
 #[cfg(feature = "prometheus")]
@@ -76,9 +78,13 @@ mod slab;
 mod stats;
 
 pub use buffer::{PageBuffer, SharedBuffer};
-pub use builder::{PoolBuilder, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, SIZE_LIMIT};
+pub use builder::{
+    PoolBuilder, DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, SIZE_LIMIT,
+};
+pub use debug::{install_fault_handler, CorruptionAction, CorruptionKind, DebugLevel, Zeroing};
 pub use error::Error;
 pub use guard::{guard_markers_supported, GuardMechanism};
+pub use leak::{LeakCheck, LeakReport, LeakSite, LeakTracking, OutstandingBuffer};
 pub use pool::BufferPool;
 pub use stats::{ClassStats, PoolStats};
 

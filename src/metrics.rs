@@ -1,4 +1,4 @@
-//! Prometheus-style metrics through the [`metrics`](::metrics) facade.
+//! Prometheus-style metrics through the `metrics` facade.
 //!
 //! The library records through the facade only; the application chooses the
 //! exporter (see [`crate::prometheus`] for a ready one).
@@ -13,7 +13,7 @@
 //! ([`DEFAULT_PUBLISH_INTERVAL`], 250 ms, at most [`MAX_PUBLISH_INTERVAL`], 1 s;
 //! [`PoolBuilder::metrics_publish_interval`](crate::PoolBuilder::metrics_publish_interval)).
 //! So **once a pool has been idle for one publish interval, every scraped
-//! counter and gauge equals [`PoolStats`](crate::PoolStats) exactly**.
+//! counter and gauge equals [`PoolStats`] exactly**.
 //! [`BufferPool::publish_metrics`](crate::BufferPool::publish_metrics)
 //! publishes at once.
 //!
@@ -45,7 +45,8 @@
 //! | `pagepool_trimmed_bytes_total` | counter | pool | bytes given back by trim |
 //! | `pagepool_rejected_total` | counter | pool | requests refused as bad input (zero size, too large) |
 //! | `pagepool_unguarded_slots` | gauge | pool | slots served without a guard page (budget spent) |
-//! | `pagepool_corruptions_total` | counter | pool, kind | damaged canaries found |
+//! | `pagepool_corruptions_total` | counter | pool, kind | memory corruptions found, by kind: `slack_canary`, `edge_canary`, `poison` |
+//! | `pagepool_leak_suspects` | gauge | pool | outstanding buffers older than the leak age threshold (refreshed by each publish) |
 //! | `pagepool_allocation_duration_seconds` | histogram | pool | sampled allocate latency |
 //! | `pagepool_request_size_bytes` | histogram | pool | sampled requested `max_size` |
 //! | `pagepool_buffer_hold_seconds` | histogram | pool | sampled time from allocate to release |
@@ -66,6 +67,7 @@ use ::metrics::{
 };
 use parking_lot::{Condvar, Mutex};
 
+use crate::debug::CorruptionKind;
 use crate::pool::PoolInner;
 use crate::stats::{ClassStats, PoolStats};
 
@@ -93,6 +95,8 @@ pub const REJECTED_TOTAL: &str = "pagepool_rejected_total";
 pub const UNGUARDED_SLOTS: &str = "pagepool_unguarded_slots";
 /// `pagepool_corruptions_total{pool, kind}`.
 pub const CORRUPTIONS_TOTAL: &str = "pagepool_corruptions_total";
+/// `pagepool_leak_suspects{pool}`.
+pub const LEAK_SUSPECTS: &str = "pagepool_leak_suspects";
 /// `pagepool_allocation_duration_seconds{pool}` (histogram).
 pub const ALLOCATION_DURATION_SECONDS: &str = "pagepool_allocation_duration_seconds";
 /// `pagepool_request_size_bytes{pool}` (histogram).
@@ -101,7 +105,7 @@ pub const REQUEST_SIZE_BYTES: &str = "pagepool_request_size_bytes";
 pub const BUFFER_HOLD_SECONDS: &str = "pagepool_buffer_hold_seconds";
 
 /// Every metric name pagepool registers, as scraped.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     ALLOCATIONS_TOTAL,
     RELEASES_TOTAL,
     BUFFERS_IN_USE,
@@ -114,6 +118,7 @@ pub const ALL: [&str; 15] = [
     REJECTED_TOTAL,
     UNGUARDED_SLOTS,
     CORRUPTIONS_TOTAL,
+    LEAK_SUSPECTS,
     ALLOCATION_DURATION_SECONDS,
     REQUEST_SIZE_BYTES,
     BUFFER_HOLD_SECONDS,
@@ -181,7 +186,12 @@ fn describe() {
     describe_counter!(
         CORRUPTIONS_TOTAL,
         Unit::Count,
-        "Memory corruptions detected, by kind."
+        "Memory corruptions detected, by kind (slack_canary: write past max_len; edge_canary: write outside an unguarded slot; poison: write after release)."
+    );
+    describe_gauge!(
+        LEAK_SUSPECTS,
+        Unit::Count,
+        "Outstanding buffers older than the pool's leak age threshold."
     );
     describe_histogram!(
         ALLOCATION_DURATION_SECONDS,
@@ -223,7 +233,8 @@ pub(crate) struct PoolMetrics {
     trimmed: Counter,
     rejected: Counter,
     unguarded: Gauge,
-    corruptions_edge: Counter,
+    corruptions: [Counter; 3],
+    leak_suspects: Gauge,
     pub(crate) allocation_duration: Histogram,
     pub(crate) request_size: Histogram,
     pub(crate) hold: Histogram,
@@ -269,7 +280,9 @@ impl PoolMetrics {
             trimmed: counter!(TRIMMED_BYTES_TOTAL, "pool" => p.clone()),
             rejected: counter!(REJECTED_TOTAL, "pool" => p.clone()),
             unguarded: gauge!(UNGUARDED_SLOTS, "pool" => p.clone()),
-            corruptions_edge: counter!(CORRUPTIONS_TOTAL, "pool" => p.clone(), "kind" => "edge_canary"),
+            corruptions: CorruptionKind::ALL
+                .map(|k| counter!(CORRUPTIONS_TOTAL, "pool" => p.clone(), "kind" => k.as_str())),
+            leak_suspects: gauge!(LEAK_SUSPECTS, "pool" => p.clone()),
             allocation_duration: histogram!(ALLOCATION_DURATION_SECONDS, "pool" => p.clone()),
             request_size: histogram!(REQUEST_SIZE_BYTES, "pool" => p.clone()),
             hold: histogram!(BUFFER_HOLD_SECONDS, "pool" => p),
@@ -282,7 +295,7 @@ impl PoolMetrics {
     }
 
     /// Copies a snapshot into the handles.
-    pub(crate) fn publish(&self, pool: &PoolStats, classes: &[ClassStats]) {
+    pub(crate) fn publish(&self, pool: &PoolStats, classes: &[ClassStats], corruptions: [u64; 3]) {
         for (h, c) in self.classes.iter().zip(classes) {
             h.hit.absolute(c.hits);
             h.miss.absolute(c.misses);
@@ -301,7 +314,10 @@ impl PoolMetrics {
         self.trimmed.absolute(pool.trimmed_bytes);
         self.rejected.absolute(pool.rejected);
         self.unguarded.set(pool.unguarded_slots as f64);
-        self.corruptions_edge.absolute(pool.corruptions);
+        for (c, n) in self.corruptions.iter().zip(corruptions) {
+            c.absolute(n);
+        }
+        self.leak_suspects.set(pool.leak_suspects as f64);
     }
 
     /// Whether this allocation should record the histograms: a per-thread

@@ -1,10 +1,15 @@
 //! [`BufferPool`]: routing requests to size classes, the slow path that maps
 //! slabs under the cap, and trimming.
 
+use std::backtrace::Backtrace;
+use std::collections::HashMap;
 use std::fmt;
+use std::panic::Location;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -13,8 +18,11 @@ use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
 use crate::cache::{FreeList, SlotRef};
 use crate::class::SizeClasses;
 use crate::clock;
+use crate::debug::quarantine::Quarantine;
+use crate::debug::Zeroing;
+use crate::leak::{self, LeakTracking};
 use crate::metrics::{self, PoolMetrics, Publisher};
-use crate::slab::{self, Layout, Slab, FREE, IN_USE};
+use crate::slab::{Layout, Slab, FREE, HAS_BACKTRACE, IN_USE};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
 
@@ -37,23 +45,36 @@ use crate::{page_size, Error, PageBuffer};
 /// assert_eq!(pool.stats().buffers_in_use, 0);
 /// # Ok::<(), pagepool::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct BufferPool {
-    inner: Arc<PoolInner>,
+    pub(crate) inner: Arc<PoolInner>,
 }
 
 /// The shared state behind every handle and buffer of one pool.
 pub(crate) struct PoolInner {
-    config: Config,
+    pub(crate) config: Config,
+    /// The pool's name, shared with the fault handler's slab table.
+    pub(crate) name: Arc<str>,
     /// Bytes in a page.
     page: usize,
-    classes: SizeClasses,
+    pub(crate) classes: SizeClasses,
     /// One entry per size class, padded so classes do not share cache lines.
-    class_state: Box<[CachePadded<ClassState>]>,
-    counters: PoolCounters,
+    pub(crate) class_state: Box<[CachePadded<ClassState>]>,
+    pub(crate) counters: PoolCounters,
     /// Every mapped slab, by class, each list sorted by base address. Held for
-    /// mapping, trimming and nothing on the hot path.
-    slabs: Mutex<Vec<Vec<Slab>>>,
+    /// mapping, trimming and leak reports; never on the hot path.
+    pub(crate) slabs: Mutex<Vec<Vec<Slab>>>,
+    /// Bumped by every `leak_check`; each allocation records the value.
+    pub(crate) leak_epoch: AtomicU32,
+    /// Backtraces of sampled allocations, by slot address (slots with
+    /// `HAS_BACKTRACE`).
+    pub(crate) backtraces: Mutex<HashMap<usize, Arc<Backtrace>>>,
+    /// Released slots kept inaccessible for a while.
+    pub(crate) quarantine: Quarantine,
+    /// Live `BufferPool` handles (buffers hold the `Arc`, not a handle).
+    handles: AtomicUsize,
+    /// Whether allocation / release run any debugging check.
+    debug_on_allocate: bool,
+    debug_on_release: bool,
     /// Metric handles, registered at build; `None` with metrics off.
     metrics: Option<PoolMetrics>,
     /// The background publisher, started right after the pool is shared.
@@ -62,9 +83,9 @@ pub(crate) struct PoolInner {
 
 /// The hot state of one size class.
 #[derive(Debug, Default)]
-struct ClassState {
-    free: FreeList,
-    counters: ClassCounters,
+pub(crate) struct ClassState {
+    pub(crate) free: FreeList,
+    pub(crate) counters: ClassCounters,
 }
 
 impl BufferPool {
@@ -92,7 +113,17 @@ impl BufferPool {
             let sizes = (0..classes.len()).map(|i| classes.slot_bytes(i));
             PoolMetrics::register(&config.name, sizes, config.max_bytes, config.sample_every)
         });
+        let d = config.debug;
+        let debug_on_allocate = d.canary() || d.poison_every != 0 || d.zero == Zeroing::OnAllocate;
+        let debug_on_release = d.canary()
+            || d.poison_every != 0
+            || d.zero == Zeroing::OnRelease
+            || d.quarantine_every != 0;
+        if config.tracking != LeakTracking::Off {
+            clock::start_coarse_clock();
+        }
         let inner = Arc::new(PoolInner {
+            name: config.name.as_str().into(),
             config,
             page,
             classes,
@@ -101,6 +132,12 @@ impl BufferPool {
             slabs,
             metrics,
             publisher: OnceLock::new(),
+            leak_epoch: AtomicU32::new(0),
+            backtraces: Mutex::new(HashMap::new()),
+            quarantine: Quarantine::default(),
+            handles: AtomicUsize::new(1),
+            debug_on_allocate,
+            debug_on_release,
         });
         if inner.metrics.is_some() {
             inner.publish_metrics();
@@ -138,7 +175,7 @@ impl BufferPool {
                 return self.allocate_sampled(max_size, m);
             }
         }
-        let slot = self.inner.allocate(max_size)?;
+        let slot = self.inner.allocate(max_size, Location::caller())?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone; its
         // slab stays mapped while the `Arc` in the buffer keeps the pool alive.
         Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner), 0) })
@@ -151,7 +188,7 @@ impl BufferPool {
     #[track_caller]
     fn allocate_sampled(&self, max_size: usize, m: &PoolMetrics) -> Result<PageBuffer, Error> {
         let start = clock::now_nanos();
-        let slot = self.inner.allocate(max_size)?;
+        let slot = self.inner.allocate(max_size, Location::caller())?;
         let now = clock::now_nanos();
         m.allocation_duration.record((now - start) as f64 * 1e-9);
         m.request_size.record(max_size as f64);
@@ -218,6 +255,33 @@ impl BufferPool {
     }
 }
 
+impl Clone for BufferPool {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Relaxed);
+        BufferPool {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, AcqRel) == 1 && self.stats().buffers_in_use > 0 {
+            // The last handle: whatever is still out is probably leaked.
+            let report = self.leak_report(Duration::ZERO);
+            if !report.is_empty() {
+                tracing::warn!(
+                    target: "pagepool",
+                    pool = %self.name(),
+                    buffers = report.buffers(),
+                    bytes = report.bytes(),
+                    "the last handle of the pool was dropped with buffers still out:\n{report}"
+                );
+            }
+        }
+    }
+}
+
 impl Default for BufferPool {
     fn default() -> Self {
         BufferPool::new()
@@ -250,6 +314,12 @@ impl Drop for PoolInner {
         if let Some(publisher) = self.publisher.get() {
             publisher.stop();
         }
+        // Give quarantined slots their access back (and `mprotect` guards
+        // their memory-area budget) before the slabs are unmapped.
+        for (slot, sealed) in self.quarantine.drain() {
+            // SAFETY: quarantined slots belong to our still-mapped slabs.
+            unsafe { self.unseal(slot, sealed) };
+        }
         if let Some(m) = &self.metrics {
             // Every buffer is back (each held an `Arc` of us), and the slabs
             // are about to be unmapped: publish that final state.
@@ -257,8 +327,10 @@ impl Drop for PoolInner {
             last.bytes_reserved = 0;
             last.bytes_cached = 0;
             last.buffers_cached = 0;
+            last.buffers_quarantined = 0;
             last.slabs = 0;
-            m.publish(&last, &self.class_stats());
+            last.leak_suspects = 0;
+            m.publish(&last, &self.class_stats(), self.corruption_counts());
             metrics::forget_name(&self.config.name);
         }
     }
@@ -268,7 +340,8 @@ impl PoolInner {
     /// Publishes the counters to the metric handles, if any.
     pub(crate) fn publish_metrics(&self) {
         if let Some(m) = &self.metrics {
-            m.publish(&self.stats(), &self.class_stats());
+            self.refresh_leak_suspects();
+            m.publish(&self.stats(), &self.class_stats(), self.corruption_counts());
         }
     }
 
@@ -280,7 +353,15 @@ impl PoolInner {
         }
     }
 
-    fn stats(&self) -> PoolStats {
+    /// Corruptions found so far, by `CorruptionKind::index`.
+    fn corruption_counts(&self) -> [u64; 3] {
+        self.counters
+            .corruptions
+            .each_ref()
+            .map(|c| c.load(Relaxed))
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
         let classes = (0..self.classes.len()).map(|i| self.class_snapshot(i));
         stats::total(classes, &self.counters, self.config.max_bytes)
     }
@@ -302,9 +383,13 @@ impl PoolInner {
         self.classes.slot_bytes(unsafe { slot.get() }.class())
     }
 
-    /// Takes a slot for a request of `max_size` bytes.
+    /// Takes a slot for a request of `max_size` bytes made at `site`.
     #[inline]
-    fn allocate(&self, max_size: usize) -> Result<SlotRef, Error> {
+    fn allocate(
+        &self,
+        max_size: usize,
+        site: &'static Location<'static>,
+    ) -> Result<SlotRef, Error> {
         if max_size == 0 || max_size > self.config.max_buffer_size {
             return Err(self.reject(max_size));
         }
@@ -319,9 +404,45 @@ impl PoolInner {
         };
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool; slabs are unmapped only after their slots are drained from it.
-        let prev = unsafe { slot.get() }.take();
+        let s = unsafe { slot.get() };
+        let prev = s.take();
         debug_assert_eq!(prev, FREE, "a slot was handed out twice");
+        if self.debug_on_allocate {
+            // Before the tracking fields are overwritten: a poison report
+            // names the previous owner.
+            // SAFETY: the slot is ours alone now.
+            unsafe { self.debug_allocate(s, max_size) };
+        }
+        // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
+        s.max_len.store(max_size as u32, Relaxed);
+        s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
+        if self.config.tracking != LeakTracking::Off {
+            self.track(s, site);
+        }
         Ok(slot)
+    }
+
+    /// Records where, when and by whom a slot was taken.
+    #[inline]
+    fn track(&self, s: &crate::slab::Slot, site: &'static Location<'static>) {
+        s.site.store(ptr_of(site), Relaxed);
+        s.allocated_at.store(clock::coarse_nanos(), Relaxed);
+        s.thread.store(leak::thread_id(), Relaxed);
+        if let LeakTracking::Backtrace { sample_every } = self.config.tracking {
+            if crate::debug::sampled(&crate::debug::BACKTRACE_COUNTDOWN, sample_every) {
+                self.capture_backtrace(s);
+            }
+        }
+    }
+
+    /// Stores a backtrace of this allocation.
+    #[cold]
+    fn capture_backtrace(&self, s: &crate::slab::Slot) {
+        let bt = Arc::new(Backtrace::force_capture());
+        self.backtraces
+            .lock()
+            .insert(s.data().as_ptr() as usize, bt);
+        s.flags.fetch_or(HAS_BACKTRACE, Relaxed);
     }
 
     /// Counts and builds the error for a request no class can serve.
@@ -338,18 +459,44 @@ impl PoolInner {
         }
     }
 
-    /// Returns a buffer's slot to its class's free list.
+    /// Returns a buffer's slot (of `max_len` bytes, released at `site` if
+    /// known) to its class's free list, or to the quarantine.
     ///
     /// # Safety
     /// `slot` is the slot of a buffer of this pool that is being dropped: no
     /// one accesses its bytes from now on.
     #[inline]
-    pub(crate) unsafe fn release(&self, slot: SlotRef) {
+    pub(crate) unsafe fn release(
+        &self,
+        slot: SlotRef,
+        max_len: usize,
+        site: Option<&'static Location<'static>>,
+    ) {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
         if s.edges() != 0 {
             // SAFETY: the caller owns the slot and its slab is mapped.
             unsafe { self.check_edges(s) };
+        }
+        if self.debug_on_release {
+            // SAFETY: as above.
+            unsafe { self.debug_release(s, max_len) };
+        }
+        if self.config.tracking != LeakTracking::Off {
+            s.release_site
+                .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
+            s.thread.store(leak::thread_id(), Relaxed);
+        }
+        if s.flags.load(Relaxed) & HAS_BACKTRACE != 0 {
+            self.forget_backtrace(s);
+        }
+        let d = &self.config.debug;
+        if d.quarantine_every != 0
+            && crate::debug::sampled(&crate::debug::QUARANTINE_COUNTDOWN, d.quarantine_every)
+            // SAFETY: as above.
+            && unsafe { self.quarantine(slot) }
+        {
+            return;
         }
         let prev = s.give_back();
         debug_assert_eq!(prev, IN_USE, "a slot was released twice");
@@ -358,25 +505,11 @@ impl PoolInner {
         class.free.push(slot);
     }
 
-    /// Checks the canaries that stand in for missing guard pages.
-    ///
-    /// # Safety
-    /// As for [`slab::check_edges`].
+    /// Drops the stored backtrace of a slot being released.
     #[cold]
-    unsafe fn check_edges(&self, s: &slab::Slot) {
-        let slot_bytes = self.classes.slot_bytes(s.class());
-        // SAFETY: forwarded from the caller.
-        let damaged = unsafe { slab::check_edges(s, slot_bytes) };
-        if damaged > 0 {
-            self.counters.corruptions.fetch_add(1, Relaxed);
-            tracing::error!(
-                target: "pagepool",
-                pool = %self.config.name,
-                slot = ?s.data(),
-                damaged,
-                "a write outside a buffer damaged the canary beside an unguarded slot"
-            );
-        }
+    fn forget_backtrace(&self, s: &crate::slab::Slot) {
+        s.flags.fetch_and(!HAS_BACKTRACE, Relaxed);
+        self.backtraces.lock().remove(&(s.data().as_ptr() as usize));
     }
 
     /// The slow path of `allocate`: no free slot was found, so map a slab
@@ -407,13 +540,14 @@ impl PoolInner {
                 limit: self.config.max_bytes.unwrap_or(usize::MAX),
             });
         }
-        let slab = match Slab::map(idx, n, layout) {
+        let mut slab = match Slab::map(idx, n, layout) {
             Ok(slab) => slab,
             Err(e) => {
                 class.counters.os_errors.fetch_add(1, Relaxed);
                 return Err(Error::Os(e));
             }
         };
+        slab.register(Arc::clone(&self.name));
         self.counters.reserved.fetch_add(slab.reserved(), Relaxed);
         self.counters.unguarded.fetch_add(slab.unguarded(), Relaxed);
         class.counters.slots.fetch_add(n, Relaxed);
@@ -508,9 +642,15 @@ impl PoolInner {
         freed
     }
 
-    fn class_snapshot(&self, idx: usize) -> ClassStats {
+    pub(crate) fn class_snapshot(&self, idx: usize) -> ClassStats {
         self.class_state[idx]
             .counters
             .snapshot(self.classes.slot_bytes(idx))
     }
+}
+
+/// A `&'static Location` as the raw pointer stored in slot metadata.
+#[inline]
+fn ptr_of(site: &'static Location<'static>) -> *mut Location<'static> {
+    (site as *const Location<'static>).cast_mut()
 }

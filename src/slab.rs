@@ -12,9 +12,14 @@
 //! release never touch the mapping again.
 
 use std::io;
+use std::panic::Location;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+use std::sync::Arc;
+
+use crate::debug::canary;
+use crate::debug::fault::{Registration, SlabInfo};
 use crate::guard::{self, GuardMechanism, Placed};
 
 /// Slot state: on a free list (or about to be pushed to one).
@@ -28,13 +33,6 @@ pub(crate) const CANARY_BEFORE: u8 = 1;
 pub(crate) const CANARY_AFTER: u8 = 2;
 /// Bytes of canary checked on each unguarded edge.
 pub(crate) const EDGE_CANARY: usize = 64;
-
-/// The canary byte at address `addr` of an unguarded edge: it depends on the
-/// address, so a copy of the neighbouring bytes does not pass for it.
-#[inline]
-pub(crate) fn edge_canary(addr: usize) -> u8 {
-    ((addr >> 3) as u8).wrapping_mul(0x9d) ^ 0x5a
-}
 
 /// An `mmap`ed range owned by pagepool; unmapped on drop.
 pub(crate) struct Mapping(region::Allocation);
@@ -69,21 +67,59 @@ impl Mapping {
     }
 }
 
-/// Metadata of one slot. It lives in the slab's `slots` array, at a stable
-/// address for as long as the slab is mapped.
+/// Metadata of one slot: one cache line, in the slab's `slots` array, at a
+/// stable address for as long as the slab is mapped.
+///
+/// Ownership: while the slot is `FREE` on a free list, only the pool touches
+/// it; while `IN_USE`, only its buffer writes the tracking fields (at
+/// allocation and release). Anyone may read every field at any time (leak
+/// reports, the fault handler), so all mutable fields are atomics accessed
+/// `Relaxed`: a reader racing with a hand-over may see a mix of two owners'
+/// values, which reports tolerate, and never undefined behaviour.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub(crate) struct Slot {
     /// First byte of the slot: page-aligned, `slot_bytes` long, inside the
     /// slab's mapping, never moves.
     data: NonNull<u8>,
     /// Index of the slot's size class in the pool's table.
-    class: u32,
+    class: u16,
     /// `CANARY_BEFORE` / `CANARY_AFTER` where a guard page could not be placed.
     edges: u8,
-    /// `FREE` or `IN_USE`. Written only by the slot's owner (the pool while it
-    /// is free, the buffer while it is out); read by anyone.
-    state: AtomicU8,
+    /// `FREE`, `IN_USE` or `QUARANTINED`.
+    pub(crate) state: AtomicU8,
+    /// `max_len` of the current (or last) buffer.
+    pub(crate) max_len: AtomicU32,
+    /// Allocation site of the current (or last) buffer; null when untracked.
+    pub(crate) site: AtomicPtr<Location<'static>>,
+    /// Release site of the last buffer, when it was released with
+    /// `PageBuffer::release`; null after a plain drop.
+    pub(crate) release_site: AtomicPtr<Location<'static>>,
+    /// Coarse clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
+    pub(crate) allocated_at: AtomicU64,
+    /// `leak::thread_id()` of the allocating thread while in use, of the
+    /// releasing thread once free; 0 when untracked.
+    pub(crate) thread: AtomicU32,
+    /// The pool's leak-check epoch at allocation.
+    pub(crate) epoch: AtomicU32,
+    /// Offsets `[canary_from, canary_to)` of the slot known to hold the
+    /// canary pattern (empty when equal).
+    pub(crate) canary_from: AtomicU32,
+    pub(crate) canary_to: AtomicU32,
+    /// Bytes from the slot's start poisoned at the last release (0: none).
+    pub(crate) poisoned: AtomicU32,
+    /// `HAS_BACKTRACE` when the pool holds a backtrace for this slot.
+    pub(crate) flags: AtomicU8,
 }
+
+/// `Slot::flags`: a backtrace of the allocation is stored in the pool.
+pub(crate) const HAS_BACKTRACE: u8 = 1;
+/// Slot state: made inaccessible and kept out of reuse for a while.
+pub(crate) const QUARANTINED: u8 = 2;
+
+// One slot's metadata is one cache line: neighbours owned by different
+// threads never share one.
+const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 
 // SAFETY: `data` is only an address; the bytes behind it are accessed by the
 // slot's single owner (see `state`), and the other fields are immutable or
@@ -93,6 +129,25 @@ unsafe impl Send for Slot {}
 unsafe impl Sync for Slot {}
 
 impl Slot {
+    fn new(data: NonNull<u8>, class: u16, edges: u8) -> Slot {
+        Slot {
+            data,
+            class,
+            edges,
+            state: AtomicU8::new(FREE),
+            max_len: AtomicU32::new(0),
+            site: AtomicPtr::new(std::ptr::null_mut()),
+            release_site: AtomicPtr::new(std::ptr::null_mut()),
+            allocated_at: AtomicU64::new(0),
+            thread: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
+            canary_from: AtomicU32::new(0),
+            canary_to: AtomicU32::new(0),
+            poisoned: AtomicU32::new(0),
+            flags: AtomicU8::new(0),
+        }
+    }
+
     #[inline]
     pub(crate) fn data(&self) -> NonNull<u8> {
         self.data
@@ -119,10 +174,28 @@ impl Slot {
     pub(crate) fn give_back(&self) -> u8 {
         self.state.swap(FREE, Ordering::Relaxed)
     }
+
+    /// The allocation site, if tracked.
+    pub(crate) fn site(&self) -> Option<&'static Location<'static>> {
+        let p = self.site.load(Ordering::Relaxed);
+        // SAFETY: only `&'static Location` values are ever stored here.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The release site, if recorded.
+    pub(crate) fn release_site(&self) -> Option<&'static Location<'static>> {
+        let p = self.release_site.load(Ordering::Relaxed);
+        // SAFETY: only `&'static Location` values are ever stored here.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
 }
 
 /// One mapping of `slots.len()` slots of one class.
 pub(crate) struct Slab {
+    /// The slab's entry in the fault handler's table (removed first on drop).
+    registration: Option<Registration>,
+    /// How the slots are laid out.
+    layout: Layout,
     /// The mapping; every slot and guard page lies inside it.
     mapping: Mapping,
     /// Per-slot metadata, in address order. Never resized, so `Slot` addresses
@@ -186,7 +259,7 @@ impl Slab {
         } else {
             0
         };
-        let class = u32::try_from(class).expect("fewer than 2^32 classes");
+        let class = u16::try_from(class).expect("fewer than 2^16 classes");
 
         let mut edges = vec![0u8; n];
         let mut protect_areas = 0;
@@ -221,17 +294,17 @@ impl Slab {
         }
 
         let slots: Vec<Slot> = (0..n)
-            .map(|i| Slot {
+            .map(|i| {
                 // SAFETY: `lead + i * stride + slot_bytes <= mapping.len()` for
                 // `i < n`, so the pointer is inside the mapping and non-null.
-                data: unsafe { NonNull::new_unchecked(base.add(lead + i * stride)) },
-                class,
-                edges: edges[i],
-                state: AtomicU8::new(FREE),
+                let data = unsafe { NonNull::new_unchecked(base.add(lead + i * stride)) };
+                Slot::new(data, class, edges[i])
             })
             .collect();
         let unguarded = edges.iter().filter(|&&e| e != 0).count();
         Ok(Slab {
+            registration: None,
+            layout,
             mapping,
             slots,
             protect_areas,
@@ -259,6 +332,26 @@ impl Slab {
         addr.wrapping_sub(self.base()) < self.reserved()
     }
 
+    /// Enters the slab in the fault handler's table, so faults in its guard
+    /// pages and quarantined slots name the buffer and `pool`.
+    pub(crate) fn register(&mut self, pool: Arc<str>) {
+        let lead = if self.layout.guards.is_some() {
+            self.layout.page
+        } else {
+            0
+        };
+        self.registration = Registration::new(SlabInfo {
+            base: self.base(),
+            len: self.reserved(),
+            lead,
+            stride: self.layout.stride(),
+            slot_bytes: self.layout.slot_bytes,
+            slots: self.slots.as_ptr(),
+            nslots: self.slots.len(),
+            pool,
+        });
+    }
+
     /// Slots served without one of their guard pages.
     pub(crate) fn unguarded(&self) -> usize {
         self.unguarded
@@ -267,7 +360,9 @@ impl Slab {
 
 impl Drop for Slab {
     fn drop(&mut self) {
-        // The mapping's own drop unmaps it, guards and all.
+        // Leave the fault handler's table before the memory goes away; the
+        // mapping's own drop then unmaps it, guards and all.
+        self.registration = None;
         guard::return_areas(self.protect_areas);
     }
 }
@@ -278,50 +373,46 @@ impl Drop for Slab {
 /// `page..page + len` is readable and writable memory of a live mapping that
 /// no one else accesses, with `len >= 2 * EDGE_CANARY`.
 unsafe fn write_edge_canary(page: *mut u8, len: usize) {
-    for off in (0..EDGE_CANARY).chain(len - EDGE_CANARY..len) {
-        // SAFETY: `off < len`, so the byte is inside the page (caller's contract).
-        unsafe {
-            let p = page.add(off);
-            p.write(edge_canary(p as usize));
-        }
+    // SAFETY: both ranges lie inside the page (caller's contract).
+    unsafe {
+        canary::fill(page, EDGE_CANARY);
+        canary::fill(page.add(len - EDGE_CANARY), EDGE_CANARY);
     }
 }
 
 /// Checks (and repairs) the canary on the unguarded edges of `slot`, whose
-/// slots are `slot_bytes` long. Returns the number of damaged bytes.
+/// slots are `slot_bytes` long. Returns the offset from the slot's start of
+/// the first damaged byte (negative: before the slot) and how many are
+/// damaged.
 ///
 /// # Safety
 /// The slot belongs to a live slab and the caller owns it (it is being
 /// released), so its unguarded edge pages are readable and writable and, apart
 /// from the neighbouring slot's owner writing out of bounds (which is exactly
 /// what this looks for), not accessed by anyone else.
-pub(crate) unsafe fn check_edges(slot: &Slot, slot_bytes: usize) -> usize {
-    let mut damaged = 0;
-    let mut check = |p: *mut u8| {
-        // SAFETY: the caller guarantees the edge pages of an unguarded side are
-        // mapped, readable and writable.
-        unsafe {
-            let want = edge_canary(p as usize);
-            if p.read_volatile() != want {
-                damaged += 1;
-                p.write_volatile(want);
-            }
+pub(crate) unsafe fn check_edges(slot: &Slot, slot_bytes: usize) -> Option<(isize, usize)> {
+    let data = slot.data.as_ptr();
+    let mut found: Option<(isize, usize)> = None;
+    let mut note = |start: *mut u8, rel: isize| {
+        // SAFETY: the edge pages of an unguarded side are mapped, readable
+        // and writable (caller's contract); `start..start + EDGE_CANARY` lies
+        // inside one of them.
+        if let Some((first, n)) = unsafe { canary::check(start, EDGE_CANARY) } {
+            // SAFETY: as above.
+            unsafe { canary::fill(start, EDGE_CANARY) };
+            let (f, total) = found.unwrap_or((rel + first as isize, 0));
+            found = Some((f, total + n));
         }
     };
-    let data = slot.data.as_ptr();
     if slot.edges & CANARY_BEFORE != 0 {
-        for i in 1..=EDGE_CANARY {
-            // SAFETY: the page before the slot is inside the slab (see above).
-            check(unsafe { data.sub(i) });
-        }
+        // SAFETY: the page before the slot is inside the slab.
+        note(unsafe { data.sub(EDGE_CANARY) }, -(EDGE_CANARY as isize));
     }
     if slot.edges & CANARY_AFTER != 0 {
-        for i in 0..EDGE_CANARY {
-            // SAFETY: the page after the slot is inside the slab (see above).
-            check(unsafe { data.add(slot_bytes + i) });
-        }
+        // SAFETY: the page after the slot is inside the slab.
+        note(unsafe { data.add(slot_bytes) }, slot_bytes as isize);
     }
-    damaged
+    found
 }
 
 #[cfg(test)]

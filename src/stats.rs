@@ -20,6 +20,9 @@ pub struct PoolStats {
     pub buffers_cached: usize,
     /// Slot bytes of those free slots.
     pub bytes_cached: usize,
+    /// Released slots held inaccessible in quarantine (neither in use nor
+    /// cached).
+    pub buffers_quarantined: usize,
     /// Every byte mapped, guard pages included; never above `bytes_limit`.
     pub bytes_reserved: usize,
     /// The cap on `bytes_reserved`, `None` when unlimited.
@@ -45,8 +48,11 @@ pub struct PoolStats {
     /// Slots served without one of their guard pages because the guard budget
     /// ran out (a canary watches their edges instead). Zero without guards.
     pub unguarded_slots: usize,
-    /// Damaged canaries found so far.
+    /// Corruptions found so far (damaged canaries and poison), all kinds.
     pub corruptions: u64,
+    /// Outstanding buffers older than the leak age threshold, as of the last
+    /// scan (the metrics publisher's, or [`BufferPool::leak_suspects`](crate::BufferPool::leak_suspects)).
+    pub leak_suspects: usize,
 }
 
 /// A snapshot of one size class, from [`BufferPool::class_stats`](crate::BufferPool::class_stats).
@@ -59,6 +65,8 @@ pub struct ClassStats {
     pub buffers_in_use: usize,
     /// Free slots of this class.
     pub buffers_cached: usize,
+    /// Slots of this class in quarantine.
+    pub buffers_quarantined: usize,
     /// Mapped slabs of this class.
     pub slabs: usize,
     /// Successful allocations (`hits + misses`).
@@ -90,6 +98,8 @@ pub(crate) struct ClassCounters {
     pub(crate) slots: AtomicUsize,
     /// Mapped slabs of this class (changed under the slab lock).
     pub(crate) slabs: AtomicUsize,
+    /// Slots of this class in quarantine.
+    pub(crate) quarantined: AtomicUsize,
 }
 
 impl ClassCounters {
@@ -103,10 +113,12 @@ impl ClassCounters {
         let allocations = hits + misses;
         let in_use = allocations.saturating_sub(releases) as usize;
         let slots = self.slots.load(Relaxed);
+        let quarantined = self.quarantined.load(Relaxed);
         ClassStats {
             slot_bytes,
             buffers_in_use: in_use,
-            buffers_cached: slots.saturating_sub(in_use),
+            buffers_cached: slots.saturating_sub(in_use + quarantined),
+            buffers_quarantined: quarantined,
             slabs: self.slabs.load(Relaxed),
             allocations,
             hits,
@@ -129,8 +141,10 @@ pub(crate) struct PoolCounters {
     pub(crate) unguarded: AtomicUsize,
     /// `ZeroSize` and `TooLarge` refusals.
     pub(crate) rejected: AtomicU64,
-    /// Damaged canaries found.
-    pub(crate) corruptions: AtomicU64,
+    /// Corruptions found, by `CorruptionKind::index`.
+    pub(crate) corruptions: [AtomicU64; 3],
+    /// Leak suspects at the last scan.
+    pub(crate) leak_suspects: AtomicUsize,
 }
 
 /// Adds up class snapshots and pool counters.
@@ -145,7 +159,8 @@ pub(crate) fn total(
         trimmed_bytes: pool.trimmed.load(Relaxed),
         unguarded_slots: pool.unguarded.load(Relaxed),
         rejected: pool.rejected.load(Relaxed),
-        corruptions: pool.corruptions.load(Relaxed),
+        corruptions: pool.corruptions.iter().map(|c| c.load(Relaxed)).sum(),
+        leak_suspects: pool.leak_suspects.load(Relaxed),
         ..PoolStats::default()
     };
     for c in classes {
@@ -153,6 +168,7 @@ pub(crate) fn total(
         s.bytes_in_use += c.buffers_in_use * c.slot_bytes;
         s.buffers_cached += c.buffers_cached;
         s.bytes_cached += c.buffers_cached * c.slot_bytes;
+        s.buffers_quarantined += c.buffers_quarantined;
         s.slabs += c.slabs;
         s.allocations += c.allocations;
         s.hits += c.hits;

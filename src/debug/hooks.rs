@@ -1,0 +1,227 @@
+//! The pool's debugging hooks on allocate and release: canary, poison,
+//! zeroing, quarantine, and the corruption reports they raise.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{canary, poison, sampled, Corruption, CorruptionKind, Zeroing, POISON_COUNTDOWN};
+use crate::cache::SlotRef;
+use crate::guard::{self, Sealed};
+use crate::leak::thread_name;
+use crate::pool::PoolInner;
+use crate::slab::{self, Slot, FREE, QUARANTINED};
+
+/// Bytes after `max_len` that a standard (not full) canary check compares,
+/// besides the last 8 of the page.
+const CANARY_WINDOW: usize = 64;
+
+impl PoolInner {
+    /// The canary's span for a buffer of `max_len` bytes in a slot of
+    /// `slot_len`: to the end of `max_len`'s page, or of the slot.
+    fn canary_span(&self, max_len: usize, slot_len: usize) -> (usize, usize) {
+        let end = if self.config.debug.full_canary {
+            slot_len
+        } else {
+            max_len.next_multiple_of(crate::page_size()).min(slot_len)
+        };
+        (max_len, end)
+    }
+
+    /// Checks and prepares a slot being handed out for `max_len` bytes.
+    ///
+    /// # Safety
+    /// The caller owns the slot (just taken off a free list).
+    #[inline]
+    pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize) {
+        let d = &self.config.debug;
+        let slot_len = self.classes.slot_bytes(s.class());
+        let data = s.data().as_ptr();
+        if s.poisoned.load(Relaxed) != 0 {
+            // SAFETY: the slot is ours (caller's contract).
+            unsafe { self.check_poison(s, slot_len) };
+        }
+        if d.zero == Zeroing::OnAllocate {
+            // SAFETY: `max_len <= slot_len`, and the slot is ours.
+            unsafe { std::ptr::write_bytes(data, 0, max_len) };
+        }
+        if d.canary() {
+            let (from, to) = self.canary_span(max_len, slot_len);
+            let (kf, kt) = (
+                s.canary_from.load(Relaxed) as usize,
+                s.canary_to.load(Relaxed) as usize,
+            );
+            // Write only what the pattern does not cover yet.
+            let (wf, wt) = if kf <= from && to <= kt || from == to {
+                (from, from)
+            } else if from < kf && kf <= to && to <= kt {
+                (from, kf)
+            } else {
+                (from, to)
+            };
+            if wf < wt {
+                // SAFETY: `wf < wt <= slot_len`: inside our slot.
+                unsafe { canary::fill(data.add(wf), wt - wf) };
+            }
+            // Offsets fit u32: slots are at most SIZE_LIMIT bytes.
+            s.canary_from.store(from as u32, Relaxed);
+            s.canary_to.store(to as u32, Relaxed);
+        }
+    }
+
+    /// Checks a slot being released (canary) and prepares it for its next
+    /// owner (zero, poison).
+    ///
+    /// # Safety
+    /// The caller owns the slot (its buffer is being dropped).
+    #[inline]
+    pub(crate) unsafe fn debug_release(&self, s: &Slot, max_len: usize) {
+        let d = &self.config.debug;
+        let slot_len = self.classes.slot_bytes(s.class());
+        let data = s.data().as_ptr();
+        if d.canary() {
+            let (from, to) = self.canary_span(max_len, slot_len);
+            let len = to - from;
+            // SAFETY: `from..to` lies inside our slot.
+            let found = unsafe {
+                if d.full_canary || len <= CANARY_WINDOW + 8 {
+                    canary::check(data.add(from), len)
+                } else {
+                    canary::check(data.add(from), CANARY_WINDOW).or_else(|| {
+                        canary::check(data.add(to - 8), 8).map(|(f, n)| (f + len - 8, n))
+                    })
+                }
+            };
+            if let Some((first, damaged)) = found {
+                // SAFETY: as above; repair so the slot stays usable.
+                unsafe { canary::fill(data.add(from), len) };
+                self.raise(
+                    CorruptionKind::SlackCanary,
+                    s,
+                    slot_len,
+                    (from + first) as isize,
+                    damaged,
+                );
+            }
+        }
+        if d.zero == Zeroing::OnRelease {
+            // SAFETY: `max_len <= slot_len`, and the slot is ours.
+            unsafe { std::ptr::write_bytes(data, 0, max_len) };
+        }
+        if sampled(&POISON_COUNTDOWN, d.poison_every) {
+            let n = max_len.min(d.poison_bytes);
+            // SAFETY: `n <= max_len <= slot_len`.
+            unsafe { poison::fill(data, n) };
+            s.poisoned.store(n as u32, Relaxed);
+        }
+    }
+
+    /// Reports writes into the poisoned bytes of a slot being handed out.
+    ///
+    /// # Safety
+    /// The caller owns the slot.
+    #[cold]
+    unsafe fn check_poison(&self, s: &Slot, slot_len: usize) {
+        let n = s.poisoned.swap(0, Relaxed) as usize;
+        // SAFETY: `n <= slot_len`; the slot is ours.
+        if let Some((first, damaged)) = unsafe { poison::check(s.data().as_ptr(), n) } {
+            self.raise(CorruptionKind::Poison, s, slot_len, first as isize, damaged);
+        }
+    }
+
+    /// Checks the canaries that stand in for missing guard pages.
+    ///
+    /// # Safety
+    /// As for [`slab::check_edges`].
+    #[cold]
+    pub(crate) unsafe fn check_edges(&self, s: &Slot) {
+        let slot_len = self.classes.slot_bytes(s.class());
+        // SAFETY: forwarded from the caller.
+        if let Some((first, damaged)) = unsafe { slab::check_edges(s, slot_len) } {
+            self.raise(CorruptionKind::EdgeCanary, s, slot_len, first, damaged);
+        }
+    }
+
+    /// Counts and reports a corruption found in slot `s`.
+    #[cold]
+    fn raise(
+        &self,
+        kind: CorruptionKind,
+        s: &Slot,
+        slot_len: usize,
+        offset: isize,
+        damaged: usize,
+    ) {
+        self.counters.corruptions[kind.index()].fetch_add(1, Relaxed);
+        let thread = thread_name(s.thread.load(Relaxed));
+        let poison = kind == CorruptionKind::Poison;
+        Corruption {
+            kind,
+            pool: &self.name,
+            buffer: s.data().as_ptr() as usize,
+            max_len: s.max_len.load(Relaxed) as usize,
+            slot_len,
+            offset,
+            damaged,
+            allocated_at: s.site(),
+            // For poison, the tracking fields still describe the last owner,
+            // whose `thread` is the releasing one.
+            thread: if poison { None } else { thread.clone() },
+            released_at: if poison { s.release_site() } else { None },
+            released_by: if poison { thread } else { None },
+        }
+        .raise(self.config.debug.on_corruption);
+    }
+
+    /// Seals a released slot into the quarantine; returns `false` (the
+    /// caller then frees it as usual) when it cannot be sealed.
+    ///
+    /// # Safety
+    /// The caller owns the slot (its buffer is being dropped).
+    #[cold]
+    pub(crate) unsafe fn quarantine(&self, slot: SlotRef) -> bool {
+        let Some(mechanism) = self.config.guards else {
+            return false;
+        };
+        // SAFETY: the caller owns the slot; its slab is mapped.
+        let s = unsafe { slot.get() };
+        let len = self.classes.slot_bytes(s.class());
+        // SAFETY: the slot is page-aligned, whole pages, ours, and nobody
+        // may touch it until it is unsealed.
+        let Some(sealed) = (unsafe { guard::seal(s.data().as_ptr(), len, mechanism) }) else {
+            return false;
+        };
+        s.state.store(QUARANTINED, Relaxed);
+        let class = &self.class_state[s.class()];
+        class.counters.quarantined.fetch_add(1, Relaxed);
+        class.counters.releases.fetch_add(1, Relaxed);
+        let leaving = self
+            .quarantine
+            .admit(slot, sealed, self.config.debug.quarantine_slots);
+        for (old, sealed) in leaving {
+            // SAFETY: a quarantined slot of this pool; its slab is mapped.
+            unsafe { self.unseal(old, sealed) };
+            // SAFETY: as above.
+            let o = unsafe { old.get() };
+            let class = &self.class_state[o.class()];
+            class.counters.quarantined.fetch_sub(1, Relaxed);
+            o.state.store(FREE, Relaxed);
+            class.free.push(old);
+        }
+        true
+    }
+
+    /// Makes a quarantined slot accessible again; its contents are gone, so
+    /// the canary and poison records are reset.
+    ///
+    /// # Safety
+    /// `slot` is a quarantined slot of this pool, sealed as `sealed`.
+    pub(crate) unsafe fn unseal(&self, slot: SlotRef, sealed: Sealed) {
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { slot.get() };
+        let len = self.classes.slot_bytes(s.class());
+        // SAFETY: the slot was sealed with `sealed` and its slab is mapped.
+        unsafe { guard::unseal(s.data().as_ptr(), len, sealed) };
+        s.canary_from.store(0, Relaxed);
+        s.canary_to.store(0, Relaxed);
+        s.poisoned.store(0, Relaxed);
+    }
+}

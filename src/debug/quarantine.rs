@@ -1,0 +1,37 @@
+//! Quarantine: a sampled release makes its slot inaccessible and keeps it out
+//! of reuse while newer releases go through, so a late access through a stale
+//! pointer faults at once (and the fault handler names the buffer).
+
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
+
+use crate::cache::SlotRef;
+use crate::guard::Sealed;
+
+/// Slots in quarantine, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Quarantine {
+    queue: Mutex<VecDeque<(SlotRef, Sealed)>>,
+}
+
+impl Quarantine {
+    /// Adds a sealed slot; returns the slots that must leave (oldest first)
+    /// to keep at most `max` inside.
+    pub(crate) fn admit(
+        &self,
+        slot: SlotRef,
+        sealed: Sealed,
+        max: usize,
+    ) -> Vec<(SlotRef, Sealed)> {
+        let mut q = self.queue.lock();
+        q.push_back((slot, sealed));
+        let over = q.len().saturating_sub(max);
+        q.drain(..over).collect()
+    }
+
+    /// Empties the quarantine (for trimming and dropping the pool).
+    pub(crate) fn drain(&self) -> Vec<(SlotRef, Sealed)> {
+        self.queue.lock().drain(..).collect()
+    }
+}
