@@ -307,3 +307,40 @@ fn the_prometheus_exporter_renders_every_metric_with_help_and_type() {
         "{text}"
     );
 }
+
+#[test]
+fn corruptions_and_leak_suspects_are_published() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let pool = metrics::with_local_recorder(&recorder, || {
+        BufferPool::builder()
+            .name("bad")
+            .leak_age_threshold(std::time::Duration::from_millis(20))
+            .build()
+            .unwrap()
+    });
+    let mut b = pool.allocate_page_size_buffer(10).unwrap();
+    // SAFETY (test): inside the slot's first page; the planted overflow.
+    unsafe { std::ptr::write_volatile(b.as_mut_ptr().add(10), 0) };
+    drop(b);
+    let held = pool.allocate_page_size_buffer(10).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    pool.publish_metrics();
+    let v = values(&snapshotter);
+    let kind = |k| [("pool", "bad"), ("kind", k)];
+    assert_eq!(
+        counter(&v, "pagepool_corruptions_total", &kind("slack_canary")),
+        1
+    );
+    assert_eq!(
+        counter(&v, "pagepool_corruptions_total", &kind("poison")),
+        0
+    );
+    assert_eq!(
+        counter(&v, "pagepool_corruptions_total", &kind("edge_canary")),
+        0
+    );
+    assert_eq!(gauge(&v, "pagepool_leak_suspects", &[("pool", "bad")]), 1.0);
+    assert_eq!(pool.stats().corruptions, 1);
+    drop(held);
+}
