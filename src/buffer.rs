@@ -230,7 +230,11 @@ impl PageBuffer {
 
     /// The common end of `drop` and `release`.
     #[inline]
-    fn give_back(&self, pool: &PoolInner, site: Option<&'static std::panic::Location<'static>>) {
+    fn give_back(
+        &self,
+        pool: &Arc<PoolInner>,
+        site: Option<&'static std::panic::Location<'static>>,
+    ) {
         if self.sampled_at != 0 {
             pool.record_hold(self.sampled_at);
         }

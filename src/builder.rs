@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) debug: DebugConfig,
     pub(crate) tracking: LeakTracking,
     pub(crate) leak_age: Duration,
+    pub(crate) thread_cache: bool,
 }
 
 /// Default [`PoolBuilder::leak_age_threshold`]: a buffer out for a minute is
@@ -80,6 +81,7 @@ impl Default for PoolBuilder {
                 debug: DebugConfig::preset(DebugLevel::Standard, CorruptionAction::Log),
                 tracking: LeakTracking::CallSite,
                 leak_age: DEFAULT_LEAK_AGE_THRESHOLD,
+                thread_cache: true,
             },
         }
     }
@@ -166,6 +168,19 @@ impl PoolBuilder {
     /// tests and low rates).
     pub fn metrics_sample_every(mut self, n: u32) -> Self {
         self.config.sample_every = n;
+        self
+    }
+
+    /// Whether each thread keeps a small cache of free slots (default
+    /// `true`): the hot path then makes no atomic read-modify-write on
+    /// shared memory. A cache holds at most 1 MiB (or 64 slots) per class,
+    /// flushed when its thread exits and, for threads that keep calling the
+    /// pool, on `trim` and before an allocation fails with
+    /// [`Error::Exhausted`]. Idle threads keep theirs, so with a tight
+    /// `max_bytes` an allocation may fail while another, idle thread caches
+    /// a free slot of its class: turn caching off where the cap must be exact.
+    pub fn thread_cache(mut self, on: bool) -> Self {
+        self.config.thread_cache = on;
         self
     }
 

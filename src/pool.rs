@@ -15,14 +15,14 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
-use crate::cache::{FreeList, SlotRef};
+use crate::cache::{self, FreeList, SlotRef, Tally};
 use crate::class::SizeClasses;
 use crate::clock;
 use crate::debug::quarantine::Quarantine;
 use crate::debug::Zeroing;
 use crate::leak::{self, LeakTracking};
 use crate::metrics::{self, PoolMetrics, Publisher};
-use crate::slab::{Layout, Slab, FREE, HAS_BACKTRACE, IN_USE};
+use crate::slab::{Layout, Slab, HAS_BACKTRACE};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
 
@@ -51,11 +51,13 @@ pub struct BufferPool {
 
 /// The shared state behind every handle and buffer of one pool.
 pub(crate) struct PoolInner {
+    /// Unique in the process (never reused): thread caches are keyed by it.
+    pub(crate) id: u64,
     pub(crate) config: Config,
     /// The pool's name, shared with the fault handler's slab table.
     pub(crate) name: Arc<str>,
     /// Bytes in a page.
-    page: usize,
+    pub(crate) page: usize,
     pub(crate) classes: SizeClasses,
     /// One entry per size class, padded so classes do not share cache lines.
     pub(crate) class_state: Box<[CachePadded<ClassState>]>,
@@ -72,6 +74,12 @@ pub(crate) struct PoolInner {
     pub(crate) quarantine: Quarantine,
     /// Live `BufferPool` handles (buffers hold the `Arc`, not a handle).
     handles: AtomicUsize,
+    /// Per class, the slots a thread cache keeps (empty: no thread caches).
+    pub(crate) cache_slots: Box<[usize]>,
+    /// Bumped to ask every thread to flush its cache at its next call.
+    pub(crate) flush_epoch: AtomicU32,
+    /// The counters of every thread with a cache for this pool.
+    tallies: Mutex<Vec<Arc<Tally>>>,
     /// Whether allocation / release run any debugging check.
     debug_on_allocate: bool,
     debug_on_release: bool,
@@ -122,7 +130,19 @@ impl BufferPool {
         if config.tracking != LeakTracking::Off {
             clock::start_coarse_clock();
         }
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let cache_slots = if config.thread_cache {
+            (0..classes.len())
+                .map(|i| cache::thread_cache_slots(classes.slot_bytes(i)))
+                .collect()
+        } else {
+            Box::default()
+        };
         let inner = Arc::new(PoolInner {
+            id: IDS.fetch_add(1, Relaxed),
+            cache_slots,
+            flush_epoch: AtomicU32::new(0),
+            tallies: Mutex::new(Vec::new()),
             name: config.name.as_str().into(),
             config,
             page,
@@ -216,6 +236,7 @@ impl BufferPool {
     /// back to the OS (guard pages included). Allocations of a class being
     /// trimmed wait for the trim rather than map a new slab.
     pub fn trim(&self) -> usize {
+        self.inner.ask_caches_to_flush();
         let mut slabs = self.inner.slabs.lock();
         self.inner.trim_locked(&mut slabs, None)
     }
@@ -362,14 +383,55 @@ impl PoolInner {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        let classes = (0..self.classes.len()).map(|i| self.class_snapshot(i));
-        stats::total(classes, &self.counters, self.config.max_bytes)
+        stats::total(
+            self.class_stats().into_iter(),
+            &self.counters,
+            self.config.max_bytes,
+        )
     }
 
+    /// Every class's snapshot: the shared counters plus every thread's.
     fn class_stats(&self) -> Vec<ClassStats> {
+        let tallies = self.tallies.lock();
         (0..self.classes.len())
-            .map(|i| self.class_snapshot(i))
+            .map(|i| {
+                let (hits, releases) = tallies.iter().fold((0, 0), |(h, r), t| {
+                    let c = &t.classes[i];
+                    (h + c.hits.load(Relaxed), r + c.releases.load(Relaxed))
+                });
+                self.class_state[i]
+                    .counters
+                    .snapshot(self.classes.slot_bytes(i), hits, releases)
+            })
             .collect()
+    }
+
+    /// Adds a thread's counters to those `stats()` sums.
+    pub(crate) fn register_tally(&self, tally: Arc<Tally>) {
+        self.tallies.lock().push(tally);
+    }
+
+    /// Folds an exiting thread's counters into the shared ones, atomically
+    /// with respect to `stats()` (both hold the registry lock).
+    pub(crate) fn retire_tally(&self, tally: &Arc<Tally>) {
+        let mut tallies = self.tallies.lock();
+        for (i, c) in tally.classes.iter().enumerate() {
+            let counters = &self.class_state[i].counters;
+            counters.hits.fetch_add(c.hits.load(Relaxed), Relaxed);
+            counters
+                .releases
+                .fetch_add(c.releases.load(Relaxed), Relaxed);
+        }
+        tallies.retain(|t| !Arc::ptr_eq(t, tally));
+    }
+
+    /// Asks every thread to return its cached slots at its next call, and
+    /// returns the calling thread's now.
+    pub(crate) fn ask_caches_to_flush(self: &Arc<Self>) {
+        if !self.cache_slots.is_empty() {
+            self.flush_epoch.fetch_add(1, Relaxed);
+            cache::flush_current(self);
+        }
     }
 
     /// The pool's name.
@@ -386,7 +448,7 @@ impl PoolInner {
     /// Takes a slot for a request of `max_size` bytes made at `site`.
     #[inline]
     fn allocate(
-        &self,
+        self: &Arc<Self>,
         max_size: usize,
         site: &'static Location<'static>,
     ) -> Result<SlotRef, Error> {
@@ -394,19 +456,19 @@ impl PoolInner {
             return Err(self.reject(max_size));
         }
         let idx = self.classes.index_for(max_size);
-        let class = &self.class_state[idx];
-        let slot = match class.free.pop() {
-            Some(slot) => {
-                class.counters.hits.fetch_add(1, Relaxed);
-                slot
-            }
-            None => self.refill(idx, max_size)?,
+        let cached = if self.cache_slots.is_empty() {
+            None
+        } else {
+            cache::pop(self, idx)
+        };
+        let slot = match cached {
+            Some(slot) => slot,
+            None => self.allocate_shared(idx, max_size)?,
         };
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool; slabs are unmapped only after their slots are drained from it.
         let s = unsafe { slot.get() };
-        let prev = s.take();
-        debug_assert_eq!(prev, FREE, "a slot was handed out twice");
+        s.take();
         if self.debug_on_allocate {
             // Before the tracking fields are overwritten: a poison report
             // names the previous owner.
@@ -420,6 +482,19 @@ impl PoolInner {
             self.track(s, site);
         }
         Ok(slot)
+    }
+
+    /// Takes a slot from the class's shared free list, or maps a slab.
+    #[inline]
+    fn allocate_shared(self: &Arc<Self>, idx: usize, max_size: usize) -> Result<SlotRef, Error> {
+        let class = &self.class_state[idx];
+        match class.free.pop() {
+            Some(slot) => {
+                class.counters.hits.fetch_add(1, Relaxed);
+                Ok(slot)
+            }
+            None => self.refill(idx, max_size),
+        }
     }
 
     /// Records where, when and by whom a slot was taken.
@@ -467,7 +542,7 @@ impl PoolInner {
     /// one accesses its bytes from now on.
     #[inline]
     pub(crate) unsafe fn release(
-        &self,
+        self: &Arc<Self>,
         slot: SlotRef,
         max_len: usize,
         site: Option<&'static Location<'static>>,
@@ -498,11 +573,12 @@ impl PoolInner {
         {
             return;
         }
-        let prev = s.give_back();
-        debug_assert_eq!(prev, IN_USE, "a slot was released twice");
-        let class = &self.class_state[s.class()];
-        class.counters.releases.fetch_add(1, Relaxed);
-        class.free.push(slot);
+        s.give_back();
+        if self.cache_slots.is_empty() || !cache::push(self, s.class(), slot) {
+            let class = &self.class_state[s.class()];
+            class.counters.releases.fetch_add(1, Relaxed);
+            class.free.push(slot);
+        }
     }
 
     /// Drops the stored backtrace of a slot being released.
@@ -516,7 +592,7 @@ impl PoolInner {
     /// (within the cap), under the slab lock.
     #[cold]
     #[inline(never)]
-    fn refill(&self, idx: usize, max_size: usize) -> Result<SlotRef, Error> {
+    fn refill(self: &Arc<Self>, idx: usize, max_size: usize) -> Result<SlotRef, Error> {
         let class = &self.class_state[idx];
         let mut slabs = self.slabs.lock();
         // Another thread may have mapped a slab, or a trim may have put slots
@@ -529,7 +605,14 @@ impl PoolInner {
         let wanted = (self.config.slab_size / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
         let mut n = self.slots_within_cap(layout, wanted);
         if n == 0 {
-            // Give idle slabs of other classes back, then try again.
+            // Ask threads to return cached slots (ours at once), take one of
+            // this class if that freed any, else give idle slabs of other
+            // classes back and try again.
+            self.ask_caches_to_flush();
+            if let Some(slot) = class.free.pop() {
+                class.counters.hits.fetch_add(1, Relaxed);
+                return Ok(slot);
+            }
             self.trim_locked(&mut slabs, Some(idx));
             n = self.slots_within_cap(layout, wanted);
         }
@@ -640,12 +723,6 @@ impl PoolInner {
         });
         self.counters.trimmed.fetch_add(freed as u64, Relaxed);
         freed
-    }
-
-    pub(crate) fn class_snapshot(&self, idx: usize) -> ClassStats {
-        self.class_state[idx]
-            .counters
-            .snapshot(self.classes.slot_bytes(idx))
     }
 }
 

@@ -163,16 +163,27 @@ impl Slot {
         self.edges
     }
 
-    /// Marks the slot as handed out; returns the state it had.
+    /// Marks the slot as handed out. A plain store, not a swap: the free
+    /// list already made us its only owner, and the state is for readers.
     #[inline]
-    pub(crate) fn take(&self) -> u8 {
-        self.state.swap(IN_USE, Ordering::Relaxed)
+    pub(crate) fn take(&self) {
+        debug_assert_eq!(
+            self.state.load(Ordering::Relaxed),
+            FREE,
+            "a slot was handed out twice"
+        );
+        self.state.store(IN_USE, Ordering::Relaxed);
     }
 
-    /// Marks the slot as free again; returns the state it had.
+    /// Marks the slot as free again.
     #[inline]
-    pub(crate) fn give_back(&self) -> u8 {
-        self.state.swap(FREE, Ordering::Relaxed)
+    pub(crate) fn give_back(&self) {
+        debug_assert_eq!(
+            self.state.load(Ordering::Relaxed),
+            IN_USE,
+            "a slot was released twice"
+        );
+        self.state.store(FREE, Ordering::Relaxed);
     }
 
     /// The allocation site, if tracked.

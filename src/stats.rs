@@ -103,12 +103,18 @@ pub(crate) struct ClassCounters {
 }
 
 impl ClassCounters {
-    /// Reads the counters into a snapshot.
-    pub(crate) fn snapshot(&self, slot_bytes: usize) -> ClassStats {
+    /// Reads the counters into a snapshot, adding the hits and releases
+    /// that thread caches counted.
+    pub(crate) fn snapshot(
+        &self,
+        slot_bytes: usize,
+        cached_hits: u64,
+        cached_releases: u64,
+    ) -> ClassStats {
         // Read `releases` before the allocation counters, so a release racing
         // with this read can only make `in_use` look larger, never wrap.
-        let releases = self.releases.load(Relaxed);
-        let hits = self.hits.load(Relaxed);
+        let releases = self.releases.load(Relaxed) + cached_releases;
+        let hits = self.hits.load(Relaxed) + cached_hits;
         let misses = self.misses.load(Relaxed);
         let allocations = hits + misses;
         let in_use = allocations.saturating_sub(releases) as usize;

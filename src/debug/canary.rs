@@ -16,11 +16,12 @@ fn mix(hi: usize) -> u8 {
     ((hi ^ (hi >> 8)) as u8).wrapping_mul(0x9d) ^ 0x5a
 }
 
-/// The canary word at an 8-aligned address `a`.
+/// The canary word at an 8-aligned address `a`, little-endian (byte `i` of
+/// the range in bits `8i..8i + 8`).
 #[inline]
 fn word(a: usize) -> u64 {
     debug_assert!(a.is_multiple_of(8));
-    let low = u64::from_ne_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
+    let low = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
     (((a as u8) as u64 * 0x0101_0101_0101_0101) | low)
         ^ (mix(a >> 8) as u64 * 0x0101_0101_0101_0101)
 }
@@ -40,7 +41,7 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
     }
     while a + 8 <= end {
         // SAFETY: `a` is 8-aligned and `a + 8 <= end`.
-        unsafe { (a as *mut u64).write(word(a)) };
+        unsafe { (a as *mut u64).write(word(a).to_le()) };
         a += 8;
     }
     while a < end {
@@ -53,39 +54,46 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
 /// Compares `p..p + len` with the canary; returns the offset (from `p`) of
 /// the first damaged byte and how many are damaged, or `None`.
 ///
+/// Works a whole aligned word at a time: the words that hold the range's first
+/// and last bytes are read in full and the bytes outside the range masked off.
+///
 /// # Safety
-/// The range is readable memory; concurrent writers (the bugs this looks for)
-/// make the answer approximate, not undefined, as every access is volatile.
+/// The 8-byte-aligned words that contain the range are readable memory.
+/// Concurrent writers (the bugs this looks for) make the answer approximate,
+/// not undefined in practice: every access is volatile.
 pub(crate) unsafe fn check(p: *const u8, len: usize) -> Option<(usize, usize)> {
+    if len == 0 {
+        return None;
+    }
     let start = p as usize;
     let end = start + len;
-    let mut first = None;
-    let mut damaged = 0;
-    let mut a = start;
-    let bytewise = |a: usize, first: &mut Option<usize>, damaged: &mut usize| {
-        // SAFETY: callers keep `start <= a < end`.
-        if unsafe { (a as *const u8).read_volatile() } != byte(a) {
-            first.get_or_insert(a - start);
-            *damaged += 1;
+    let mut diff = 0u64;
+    let mut a = start & !7;
+    while a < end {
+        // SAFETY: `a` is 8-aligned and its word holds part of the range; the
+        // caller guarantees such words are readable.
+        let got = u64::from_le(unsafe { (a as *const u64).read_volatile() });
+        let mut x = got ^ word(a);
+        if a < start {
+            x &= !0u64 << (8 * (start - a)); // bytes before the range
         }
-    };
-    while a < end && !a.is_multiple_of(8) {
-        bytewise(a, &mut first, &mut damaged);
-        a += 1;
-    }
-    while a + 8 <= end {
-        // SAFETY: `a` is 8-aligned and `a + 8 <= end`.
-        let got = unsafe { (a as *const u64).read_volatile() };
-        if got != word(a) {
-            for b in a..a + 8 {
-                bytewise(b, &mut first, &mut damaged);
-            }
+        if a + 8 > end {
+            x &= !0u64 >> (8 * (a + 8 - end)); // bytes after the range
         }
+        diff |= x;
         a += 8;
     }
-    while a < end {
-        bytewise(a, &mut first, &mut damaged);
-        a += 1;
+    if diff == 0 {
+        return None;
+    }
+    let mut first = None;
+    let mut damaged = 0;
+    for b in start..end {
+        // SAFETY: inside the range.
+        if unsafe { (b as *const u8).read_volatile() } != byte(b) {
+            first.get_or_insert(b - start);
+            damaged += 1;
+        }
     }
     first.map(|f| (f, damaged))
 }
@@ -97,7 +105,7 @@ mod tests {
     #[test]
     fn word_matches_bytes() {
         for a in (0..4096usize).step_by(8).map(|a| a + 0x7f00_0000_0000) {
-            let w = word(a).to_ne_bytes();
+            let w = word(a).to_le_bytes();
             for (i, b) in w.iter().enumerate() {
                 assert_eq!(*b, byte(a + i), "at {a:#x}+{i}");
             }

@@ -21,7 +21,7 @@ impl PoolInner {
         let end = if self.config.debug.full_canary {
             slot_len
         } else {
-            max_len.next_multiple_of(crate::page_size()).min(slot_len)
+            max_len.next_multiple_of(self.page).min(slot_len)
         };
         (max_len, end)
     }
