@@ -1,0 +1,689 @@
+//! A small media server on pagepool: files read with `O_DIRECT` into pooled,
+//! page-aligned, guarded buffers and streamed over HTTP/1.1 (with Range
+//! requests), synthetic live channels fanned out to every subscriber without
+//! a copy, Prometheus metrics and a buffer report.
+//!
+//! ```text
+//! cargo run --release --example media_server
+//! cargo run --release --example media_server -- --listen 127.0.0.1:8080 --media-dir /srv/media
+//! cargo run --release --example load -- --clients 8 --seconds 10    # in another terminal
+//! ```
+//!
+//! Endpoints:
+//!
+//! | endpoint | what |
+//! |---|---|
+//! | `GET /media` | the files: `name \t size \t pattern` per line (`pattern` is `splitmix64` for generated samples, else `-`) |
+//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable); header `x-pagepool-read-mode: direct\|buffered` |
+//! | `GET /live/{channel}[?seconds=N]` | a live stream of 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
+//! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
+//! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |
+//!
+//! Options:
+//!
+//! ```text
+//! --listen ADDR       address to serve on (default 127.0.0.1:8080; port 0 picks one)
+//! --media-dir DIR     files to serve (default: generate samples in a temp dir, removed at exit)
+//! --max-bytes N       cap on pooled memory, K/M/G suffixes (default 256M): 7/8 for the
+//!                     "media" pool, 1/8 for the "live" pool
+//! --chunk-size N      bytes per file read, a multiple of the page size (default 256K)
+//! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+//! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
+//! --grace SECS        how long shutdown lets responses in flight finish (default 5)
+//! --seconds N         shut down by itself after N seconds
+//! ```
+//!
+//! Memory: every byte read or sent lives in one of the two pools, so
+//! `--max-bytes` bounds it. A media response holds a handful of chunks at most
+//! (the one being read, two read ahead, the ones hyper is writing); when the
+//! media pool is at its cap, reads wait for room (up to `--pool-wait`), so a
+//! busy server slows down rather than failing requests. A live channel holds at
+//! most 256 frames (its broadcast ring); when the live pool is full the
+//! producer drops the frame and counts it (its sequence number is skipped).
+//!
+//! Logs go to stderr (`RUST_LOG`, e.g. `info` or `media_server=debug,pagepool=info`);
+//! the startup banner and the final pool statistics go to stdout. Ctrl-C or
+//! SIGTERM shut down gracefully (a second one skips the grace period); the
+//! exit code is 0 then, 1 when the server cannot start, 2 for bad arguments.
+
+mod body;
+mod live;
+mod media;
+mod wire;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RANGE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use pagepool::prometheus::metrics_exporter_prometheus::PrometheusHandle;
+use pagepool::BufferPool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::body::Body;
+use crate::live::Live;
+use crate::media::Media;
+
+const USAGE: &str = "usage: media_server [--listen ADDR] [--media-dir DIR] [--max-bytes N] \
+[--chunk-size N] [--live-rate N] [--pool-wait SECS] [--grace SECS] [--seconds N]";
+
+/// How often the Prometheus exporter's upkeep runs (it drains histogram
+/// buffers; `install_recorder` leaves that to us).
+const UPKEEP: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+struct Args {
+    listen: SocketAddr,
+    media_dir: Option<PathBuf>,
+    max_bytes: usize,
+    chunk: usize,
+    live_rate: u32,
+    pool_wait: Duration,
+    grace: Duration,
+    seconds: Option<u64>,
+}
+
+/// Parses `262144`, `256K`, `256KiB`, `16M`, `1G` (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("bad size unit in {s:?} (use K, M or G)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        listen: "127.0.0.1:8080".parse().expect("a valid default address"),
+        media_dir: None,
+        max_bytes: 256 << 20,
+        chunk: 256 << 10,
+        live_rate: 500,
+        pool_wait: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        seconds: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
+        let number = |v: String| -> Result<u64, String> {
+            v.parse().map_err(|_| format!("{flag}: not a number: {v}"))
+        };
+        match flag.as_str() {
+            "--listen" => {
+                let v = value()?;
+                a.listen = v
+                    .parse()
+                    .map_err(|_| format!("--listen {v}: not an IP:PORT address"))?;
+            }
+            "--media-dir" => a.media_dir = Some(PathBuf::from(value()?)),
+            "--max-bytes" => a.max_bytes = parse_size(&value()?)?,
+            "--chunk-size" => a.chunk = parse_size(&value()?)?,
+            "--live-rate" => {
+                a.live_rate = u32::try_from(number(value()?)?)
+                    .map_err(|_| "--live-rate is too large".to_owned())?
+            }
+            "--pool-wait" => a.pool_wait = Duration::from_secs(number(value()?)?),
+            "--grace" => a.grace = Duration::from_secs(number(value()?)?),
+            "--seconds" => a.seconds = Some(number(value()?)?),
+            "-h" | "--help" => return Err(USAGE.to_owned()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    let page = pagepool::page_size();
+    if a.chunk == 0 || !a.chunk.is_multiple_of(page) || a.chunk > pagepool::DEFAULT_MAX_BUFFER_SIZE
+    {
+        return Err(format!(
+            "--chunk-size must be a multiple of the page size ({page}) up to 16M"
+        ));
+    }
+    if a.max_bytes / 8 * 7 < 4 * (a.chunk + 2 * page) || a.max_bytes / 8 < 64 * 2 * page {
+        return Err(format!(
+            "--max-bytes {} is too small for --chunk-size {} (it needs room for a few chunks)",
+            a.max_bytes, a.chunk
+        ));
+    }
+    if a.live_rate == 0 || a.live_rate > 100_000 {
+        return Err("--live-rate must be between 1 and 100000".to_owned());
+    }
+    Ok(a)
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct State {
+    media: Media,
+    live: Arc<Live>,
+    prometheus: PrometheusHandle,
+    connections: AtomicUsize,
+}
+
+impl State {
+    fn pools(&self) -> [&BufferPool; 2] {
+        [&self.media.pool, &self.live.pool]
+    }
+}
+
+/// Resolves once shutdown starts (or its sender is gone).
+pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    // Not holding the guard `wait_for` returns keeps the future `Send`.
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut r = Response::new(Body::full(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The value of `key` in a query string (no decoding; our values are numbers).
+pub fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+fn describe_server_metrics() {
+    metrics::describe_counter!(
+        "media_server_requests_total",
+        metrics::Unit::Count,
+        "HTTP requests answered, by route and status code."
+    );
+    metrics::describe_gauge!(
+        "media_server_connections",
+        metrics::Unit::Count,
+        "Open HTTP connections."
+    );
+}
+
+async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let range = req
+        .headers()
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let head = method == Method::HEAD;
+
+    let (name, response) = if method != Method::GET && !head {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        ("other", r)
+    } else if path == "/media" || path == "/media/" {
+        ("media_list", media::list(Arc::clone(&state)).await)
+    } else if let Some(name) = path.strip_prefix("/media/") {
+        let r = media::get(Arc::clone(&state), name, range.as_deref(), head).await;
+        ("media", r)
+    } else if let Some(channel) = path.strip_prefix("/live/") {
+        let r = live::get(Arc::clone(&state.live), channel, query.as_deref()).await;
+        ("live", r)
+    } else if path == "/metrics" {
+        ("metrics", metrics_page(&state))
+    } else if path == "/debug/buffers" {
+        ("debug", debug_buffers(&state, query.as_deref()))
+    } else {
+        ("other", text(StatusCode::NOT_FOUND, "not found\n"))
+    };
+    let status = response.status();
+    metrics::counter!("media_server_requests_total", "route" => name, "status" => status.as_str().to_owned())
+        .increment(1);
+    tracing::debug!(%method, %path, range = range.as_deref().unwrap_or(""), status = status.as_u16(), elapsed = ?started.elapsed(), "request");
+    Ok(response)
+}
+
+fn metrics_page(state: &State) -> Response<Body> {
+    // Publish now so the scrape matches `stats()` exactly.
+    for pool in state.pools() {
+        pool.publish_metrics();
+    }
+    let mut r = text(StatusCode::OK, state.prometheus.render());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `GET /debug/buffers`: per pool, its stats and the size classes in use.
+fn debug_buffers(state: &State, query: Option<&str>) -> Response<Body> {
+    let min_age = query_param(query, "min_age")
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_secs);
+    let mut out = String::new();
+    for pool in state.pools() {
+        let _ = writeln!(
+            out,
+            "== pool {:?} (max_buffer_size {}, guard pages {}) ==",
+            pool.name(),
+            pool.max_buffer_size(),
+            pool.guard_pages()
+        );
+        let _ = writeln!(out, "{:#?}", pool.stats());
+        let _ = writeln!(out, "size classes in use:");
+        for c in pool
+            .class_stats()
+            .iter()
+            .filter(|c| c.allocations > 0 || c.slabs > 0 || c.buffers_in_use > 0)
+        {
+            let _ = writeln!(out, "  {c:?}");
+        }
+        leak_report(pool, min_age, &mut out);
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "media readers streaming: {}",
+        state.media.readers.load(Relaxed)
+    );
+    let _ = writeln!(out, "connections: {}", state.connections.load(Relaxed));
+    let _ = writeln!(out, "live subscribers: {}", state.live.subscribers());
+    for (name, receivers) in state.live.channels() {
+        let _ = writeln!(out, "  live channel {name}: {receivers} receivers");
+    }
+    text(StatusCode::OK, out)
+}
+
+/// The outstanding buffers of `pool` held at least `min_age`, by allocation site.
+fn leak_report(pool: &BufferPool, min_age: Duration, out: &mut String) {
+    let report = pool.leak_report(min_age);
+    let _ = write!(out, "{report}");
+}
+
+async fn connection(stream: TcpStream, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    state.connections.fetch_add(1, Relaxed);
+    metrics::gauge!("media_server_connections").increment(1.0);
+    let svc = {
+        let state = Arc::clone(&state);
+        service_fn(move |req| route(Arc::clone(&state), req))
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping(&mut shutdown) => {
+            // Finish the response in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+    state.connections.fetch_sub(1, Relaxed);
+    metrics::gauge!("media_server_connections").decrement(1.0);
+}
+
+/// Why the server stops.
+enum Stop {
+    Signal(&'static str),
+    Timer,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: &Arc<State>,
+    shutdown: &watch::Receiver<bool>,
+    signals: &mut Signals,
+    seconds: Option<u64>,
+) -> (JoinSet<()>, Stop) {
+    let mut conns = JoinSet::new();
+    let timer = async {
+        match seconds {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer);
+    let stop = loop {
+        tokio::select! {
+            which = signals.next() => break Stop::Signal(which),
+            () = &mut timer => break Stop::Timer,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    conns.spawn(connection(stream, Arc::clone(state), shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    };
+    (conns, stop)
+}
+
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("media-server")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("media_server: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(args));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
+}
+
+fn init_logging() {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .init();
+}
+
+async fn run(args: Args) -> ExitCode {
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("media_server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    if let Some(dir) = &args.media_dir {
+        media::check_dir(dir)?;
+    }
+    let listener = bind(args.listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut signals =
+        Signals::new().map_err(|e| format!("cannot install the signal handlers: {e}"))?;
+
+    // The recorder first: pools register their metrics with the recorder
+    // current when they are built.
+    let prometheus = pagepool::prometheus::builder()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    describe_server_metrics();
+    let live_bytes = args.max_bytes / 8;
+    let media_pool = BufferPool::builder()
+        .name("media")
+        .max_bytes(args.max_bytes - live_bytes)
+        .max_buffer_size(args.chunk)
+        .slab_size((4 * args.chunk).max(1 << 20))
+        .build()
+        .map_err(|e| format!("cannot build the media pool: {e}"))?;
+    let live_pool = BufferPool::builder()
+        .name("live")
+        .max_bytes(live_bytes)
+        .max_buffer_size(wire::FRAME_LEN)
+        .build()
+        .map_err(|e| format!("cannot build the live pool: {e}"))?;
+
+    let (dir, generated) = match args.media_dir.clone() {
+        Some(dir) => (dir, false),
+        None => (
+            tokio::task::spawn_blocking(media::generate_samples)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot write the sample files: {e}"))?,
+            true,
+        ),
+    };
+    let samples: HashSet<String> = if generated {
+        media::SAMPLES
+            .iter()
+            .map(|(n, _)| (*n).to_owned())
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let probe = media::probe_direct(&dir, &media_pool);
+    let direct = match &probe {
+        media::Probe::On(why) => {
+            tracing::info!("O_DIRECT: on for {} ({why})", dir.display());
+            true
+        }
+        media::Probe::Off(why) => {
+            tracing::warn!(
+                "O_DIRECT: off for {} ({why}); reading through the page cache",
+                dir.display()
+            );
+            false
+        }
+        media::Probe::Unknown(why) => {
+            tracing::info!("O_DIRECT: on for {} (not verified: {why})", dir.display());
+            true
+        }
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(State {
+        media: Media {
+            dir: dir.clone(),
+            generated,
+            samples,
+            pool: media_pool,
+            chunk: args.chunk,
+            direct: AtomicBool::new(direct),
+            pool_wait: args.pool_wait,
+            readers: Arc::default(),
+            counters: media::MediaCounters::register(),
+        },
+        live: Arc::new(Live::new(live_pool, args.live_rate, shutdown_rx.clone())),
+        prometheus,
+        connections: AtomicUsize::new(0),
+    });
+
+    let upkeep = {
+        let handle = state.prometheus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(UPKEEP);
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        })
+    };
+
+    print_banner(&state, addr, direct, args.seconds);
+    tracing::info!(%addr, "serving");
+
+    let (mut conns, why) =
+        accept_loop(listener, &state, &shutdown_rx, &mut signals, args.seconds).await;
+    match why {
+        Stop::Signal(s) => tracing::info!(
+            "{s}: shutting down ({} connections open; grace {:?})",
+            conns.len(),
+            args.grace
+        ),
+        Stop::Timer => tracing::info!(
+            "--seconds elapsed: shutting down ({} connections open)",
+            conns.len()
+        ),
+    }
+    // Stops the live producers (their subscribers' streams end) and tells
+    // every connection to close after its response in flight.
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::select! {
+        r = tokio::time::timeout(args.grace, async { while conns.join_next().await.is_some() {} }) => r.is_ok(),
+        s = signals.next() => {
+            tracing::warn!("{s} again: not waiting for responses in flight");
+            false
+        }
+    };
+    if !drained {
+        tracing::warn!(
+            "closing {} connections with responses in flight",
+            conns.len()
+        );
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+    upkeep.abort();
+    // Reader tasks end when they see their body gone; producers when they
+    // see the shutdown. Give them a moment to hand their buffers back.
+    let quiet_by = Instant::now() + Duration::from_secs(2);
+    while (state.media.readers.load(Relaxed) > 0
+        || state.live.subscribers() > 0
+        || !state.live.channels().is_empty())
+        && Instant::now() < quiet_by
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    println!("final pool stats:");
+    for pool in state.pools() {
+        pool.publish_metrics();
+        println!("{}: {:#?}", pool.name(), pool.stats());
+    }
+    let outstanding: usize = state.pools().iter().map(|p| p.stats().buffers_in_use).sum();
+    if outstanding > 0 {
+        tracing::warn!(outstanding, "buffers still in use at exit");
+    }
+    if state.media.generated {
+        if let Err(e) = std::fs::remove_dir_all(&state.media.dir) {
+            tracing::warn!(dir = %state.media.dir.display(), error = %e, "cannot remove the sample files");
+        }
+    }
+    tracing::info!("bye");
+    Ok(())
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            format!("cannot listen on {addr}: address in use")
+        } else {
+            format!("cannot listen on {addr}: {e}")
+        }
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    TcpListener::from_std(std_listener).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
+fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Option<u64>) {
+    let m = &state.media;
+    println!("media_server listening on http://{addr}");
+    println!(
+        "media dir: {}{}",
+        m.dir.display(),
+        if m.generated {
+            " (generated samples, removed at exit)"
+        } else {
+            ""
+        }
+    );
+    if m.generated {
+        for (name, size) in media::SAMPLES {
+            println!("  {name:<16} {size:>10} bytes   http://{addr}/media/{name}");
+        }
+    }
+    println!(
+        "reads: {} KiB chunks, O_DIRECT {}; pools: media {} MiB, live {} MiB",
+        m.chunk >> 10,
+        if direct { "on" } else { "off" },
+        m.pool.max_bytes().unwrap_or(0) >> 20,
+        state.live.pool.max_bytes().unwrap_or(0) >> 20,
+    );
+    println!("endpoints:");
+    let live = format!(
+        "live frames, {}/s each channel (?seconds=N to stop)",
+        state.live.rate
+    );
+    for (path, what) in [
+        ("/media", "file list: name, size, pattern"),
+        ("/media/{name}", "a file; Range: bytes=a-b | a- | -n"),
+        ("/live/{channel}", live.as_str()),
+        ("/metrics", "Prometheus metrics"),
+        ("/debug/buffers", "pool statistics"),
+    ] {
+        let url = format!("http://{addr}{path}");
+        println!("  GET {url:<44} {what}");
+    }
+    match seconds {
+        Some(s) => println!("stopping after {s} s, or on Ctrl-C / SIGTERM"),
+        None => println!("Ctrl-C or SIGTERM to stop"),
+    }
+}
