@@ -3,13 +3,24 @@
 //! ## The pieces
 //!
 //! ```text
+//!  thread T ── thread-local ThreadCaches ── Entry(pool id) ── stacks[c]: LIFO Vec<SlotRef>
+//!                                                         └─ Tally: T's hits/releases  (cache.rs)
+//!       │ refill / spill in half-stack batches
+//!       ▼
 //!  BufferPool (Arc handle) ──► PoolInner
 //!                               ├─ SizeClasses      1,2,3,4,5,6,7,8,10,12,.. pages   (class.rs)
 //!                               ├─ ClassState[c]    one per class, cache-padded
 //!                               │    ├─ FreeList    lock-free SegQueue of SlotRef      (cache.rs)
-//!                               │    └─ counters    hits, releases (hot); misses, ... (stats.rs)
-//!                               └─ Mutex<slabs>     per class, sorted by address       (pool.rs)
-//!                                    └─ Slab        one mapping, its slots and guards  (slab.rs)
+//!                               │    └─ counters    slow-path and cross-thread counts (stats.rs)
+//!                               ├─ Mutex<slabs>     per class, sorted by address       (pool.rs)
+//!                               │    └─ Slab        one mapping, its slots and guards  (slab.rs)
+//!                               │         └─ Slot   64-byte metadata line per slot:
+//!                               │                   state, max_len, site, time, thread,
+//!                               │                   canary span, poison length       (slab.rs)
+//!                               ├─ Quarantine       sealed released slots             (debug/)
+//!                               ├─ PoolMetrics      handles + publisher thread        (metrics.rs)
+//!                               └─ fault table      lock-free slab registry for the
+//!                                                   SIGSEGV handler (static)          (debug/fault.rs)
 //! ```
 //!
 //! ## One slab
@@ -55,10 +66,15 @@
 //! ## Hot path
 //!
 //! `allocate_page_size_buffer`: size check, class index (a leading-zeros
-//! count), `pop` from the class's free list, one relaxed counter increment,
-//! a relaxed swap of the slot's state. `drop(PageBuffer)`: a relaxed swap, one
-//! counter increment, `push`. No lock, no system call, no allocation apart
-//! from the `SegQueue`'s amortised block of 31 entries.
+//! count), a pop from this thread's LIFO stack for the pool and class, a
+//! single-writer counter store, plain stores into the slot's metadata line
+//! (state; with call-site tracking also site, coarse time, thread), the
+//! `Arc` increment that keeps the pool alive for the buffer, and, one call
+//! in 64, a histogram sample. `drop(PageBuffer)`: the slack canary's word
+//! compare (Standard), plain stores, a push onto this thread's stack, the
+//! `Arc` decrement. No lock, no system call; the only atomic
+//! read-modify-writes are the `Arc`'s. The shared `SegQueue` is touched once
+//! per half stack when a thread's stack runs empty or full.
 //!
 //! The slow path (`refill`) takes the pool's slab lock (a `parking_lot`
 //! mutex; it cannot be poisoned), pops once more (another thread may have
@@ -78,12 +94,24 @@
 //! - **Contents are handed over.** `push` is a release and the matching `pop`
 //!   an acquire inside the queue, so every write by the previous owner happens
 //!   before every access by the next one, on any threads.
-//! - **Counters are `Relaxed`.** They order nothing: each is a single atomic
-//!   read-modify-write, so no increment is lost, and snapshots are documented
-//!   as exact only once the pool is quiet. The slot `state` byte is likewise a
-//!   relaxed debugging aid; the queue provides the ordering.
+//! - **Thread stacks are private.** A stack is reachable only through its
+//!   thread's `thread_local!`, so its pushes and pops need no ordering; a slot
+//!   moves between threads only through the `SegQueue` (spill on one thread,
+//!   refill on another), which provides the hand-over above. A stack's entry
+//!   is keyed by the pool's process-unique id and holds only a `Weak` to the
+//!   pool, so an entry of a dropped pool is never used (and is pruned).
+//! - **Counters are `Relaxed`.** They order nothing. Shared ones are atomic
+//!   read-modify-writes, so no increment is lost; a thread's own tally is
+//!   written by that thread alone (load, add, store), so nothing is lost
+//!   either, and `stats()` reads every tally under the registry lock that an
+//!   exiting thread also takes to fold its tally into the shared counters:
+//!   no count is seen twice or missed. Snapshots are documented as exact only
+//!   once the pool is quiet. The slot metadata (state, site, time) is
+//!   likewise written with relaxed stores by the slot's single owner and read
+//!   by reports, which tolerate a torn view of a slot changing hands.
 //! - **Unmapping is safe.** A slab is unmapped only by `trim`, under the slab
-//!   lock, after *all* of its slots were popped from the free list by the
-//!   trimming thread itself; no buffer can own one of them then, and no other
-//!   thread can pop one. Buffers hold an `Arc` of the pool, so the remaining
+//!   lock, after *all* of its slots were popped from the shared free list by
+//!   the trimming thread itself; no buffer can own one of them then, no other
+//!   thread can pop one, and no thread stack holds one (a stacked slot is not
+//!   on the shared list, so its slab never looks idle). Buffers hold an `Arc` of the pool, so the remaining
 //!   slabs outlive every buffer, whatever happens to the pool's handles.
