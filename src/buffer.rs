@@ -5,6 +5,7 @@ use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use crate::anchor::Anchor;
 use crate::cache::SlotRef;
 use crate::pool::PoolInner;
 use crate::Error;
@@ -31,8 +32,9 @@ pub struct PageBuffer {
     max_len: usize,
     /// The slot this buffer owns.
     slot: SlotRef,
-    /// Keeps the pool, and so the slab behind `ptr`, alive.
-    pool: Arc<PoolInner>,
+    /// The anchor this buffer was issued through: it counts the buffer and
+    /// keeps the pool, and so the slab behind `ptr`, alive.
+    anchor: NonNull<Anchor>,
     /// `clock::now_nanos()` at allocation for buffers sampled for the hold
     /// time histogram; 0 for the others.
     sampled_at: u64,
@@ -50,11 +52,12 @@ impl PageBuffer {
     ///
     /// # Safety
     /// - `slot` was just taken off a free list of `pool` (so no one else owns it);
-    /// - `1 <= max_len <=` the slot's size.
+    /// - `1 <= max_len <=` the slot's size;
+    /// - the buffer was counted on `anchor`, which belongs to the slot's pool.
     pub(crate) unsafe fn from_slot(
         slot: SlotRef,
         max_len: usize,
-        pool: Arc<PoolInner>,
+        anchor: NonNull<Anchor>,
         sampled_at: u64,
     ) -> Self {
         // SAFETY: the caller guarantees the slot is live and ours.
@@ -64,7 +67,7 @@ impl PageBuffer {
             len: 0,
             max_len,
             slot,
-            pool,
+            anchor,
             sampled_at,
         }
     }
@@ -205,12 +208,12 @@ impl PageBuffer {
     /// The size of the slot behind the buffer (whole pages, at least
     /// `max_len()`): the buffer's guard page starts right after it.
     pub fn slot_len(&self) -> usize {
-        self.pool.slot_bytes_of(self.slot)
+        self.pool().slot_bytes_of(self.slot)
     }
 
     /// The name of the pool the buffer came from.
     pub fn pool_name(&self) -> &str {
-        self.pool.name()
+        self.pool().name()
     }
 }
 
@@ -222,32 +225,42 @@ impl PageBuffer {
     pub fn release(self) {
         let site = std::panic::Location::caller();
         let this = std::mem::ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again; the pool `Arc` is
-        // moved out exactly once.
-        let pool = unsafe { std::ptr::read(&this.pool) };
-        this.give_back(&pool, Some(site));
+        this.give_back(Some(site));
     }
 
-    /// The common end of `drop` and `release`.
+    /// The pool the buffer came from.
     #[inline]
-    fn give_back(
-        &self,
-        pool: &Arc<PoolInner>,
-        site: Option<&'static std::panic::Location<'static>>,
-    ) {
-        if self.sampled_at != 0 {
-            pool.record_hold(self.sampled_at);
+    pub(crate) fn pool(&self) -> &Arc<PoolInner> {
+        // SAFETY: the anchor stays live while this buffer, counted on it, lives.
+        unsafe { &self.anchor.as_ref().pool }
+    }
+
+    /// The common end of `drop` and `release`; the buffer is unusable after.
+    #[inline]
+    fn give_back(&self, site: Option<&'static std::panic::Location<'static>>) {
+        let anchor = self.anchor;
+        let settled = {
+            let pool = self.pool();
+            if self.sampled_at != 0 {
+                pool.record_hold(self.sampled_at);
+            }
+            // SAFETY: we own the slot and are done with it; `pool` is the pool
+            // it came from and `anchor` the one it was counted on.
+            unsafe { pool.release(self.slot, self.max_len, site, anchor) }
+        };
+        if !settled {
+            // The last step: it may free the anchor and the pool, so no
+            // reference into either is held here.
+            // SAFETY: this buffer was counted on `anchor` and is gone now.
+            unsafe { Anchor::release_remote(anchor) };
         }
-        // SAFETY: we own the slot and are done with it; `pool` is the pool it
-        // came from.
-        unsafe { pool.release(self.slot, self.max_len, site) }
     }
 }
 
 impl Drop for PageBuffer {
     #[inline]
     fn drop(&mut self) {
-        self.give_back(&self.pool, None);
+        self.give_back(None);
     }
 }
 
@@ -284,7 +297,7 @@ impl fmt::Debug for PageBuffer {
             .field("ptr", &self.ptr)
             .field("len", &self.len)
             .field("max_len", &self.max_len)
-            .field("pool", &self.pool.name())
+            .field("pool", &self.pool().name())
             .finish()
     }
 }

@@ -21,12 +21,14 @@
 use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use crossbeam_queue::SegQueue;
 
+use crate::anchor::Anchor;
 use crate::pool::PoolInner;
 use crate::slab::Slot;
+use crate::Error;
 
 /// A pointer to a free slot's metadata, as stored on a free list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +136,9 @@ struct Entry {
     /// The pool's unique id (`PoolInner::id`); never reused, so an entry of a
     /// dropped pool never matches a new one.
     id: u64,
-    /// For flushing at thread exit, and for pruning entries of dead pools.
-    pool: Weak<PoolInner>,
+    /// This thread's anchor for the pool: its `pool` is the pool, kept alive
+    /// by the anchor until the entry retires it.
+    anchor: NonNull<Anchor>,
     tally: Arc<Tally>,
     /// Free slots by class, most recently released last (LIFO: the next
     /// allocation gets the slot whose lines and pages are still hot).
@@ -145,8 +148,16 @@ struct Entry {
 }
 
 impl Entry {
+    fn pool(&self) -> &PoolInner {
+        // SAFETY: the entry holds the owner's reference to its anchor until
+        // `retire` below, so the anchor (and its pool) is live.
+        unsafe { &self.anchor.as_ref().pool }
+    }
+
     /// Returns every cached slot to the pool's free lists.
-    fn flush(&mut self, pool: &PoolInner) {
+    fn flush(&mut self) {
+        // SAFETY: as in `pool`; the stacks are borrowed separately.
+        let pool = unsafe { &*std::ptr::addr_of!(self.anchor.as_ref().pool) };
         for (idx, stack) in self.stacks.iter_mut().enumerate() {
             for slot in stack.drain(..) {
                 pool.class_state[idx].free.push(slot);
@@ -156,12 +167,21 @@ impl Entry {
 
     /// Flushes if the pool asked every thread to.
     #[inline]
-    fn catch_up(&mut self, pool: &PoolInner) {
-        let epoch = pool.flush_epoch.load(Relaxed);
+    fn catch_up(&mut self) {
+        let epoch = self.pool().flush_epoch.load(Relaxed);
         if epoch != self.epoch {
-            self.flush(pool);
+            self.flush();
             self.epoch = epoch;
         }
+    }
+
+    /// Gives everything back: slots, counters, and the anchor reference.
+    fn retire(mut self) {
+        self.flush();
+        self.pool().retire_tally(&self.tally);
+        // SAFETY: we are the owning thread, retiring once; `self` (and with it
+        // the pointer) is dropped right after.
+        unsafe { Anchor::retire(self.anchor) };
     }
 }
 
@@ -169,14 +189,12 @@ impl Entry {
 struct ThreadCaches(RefCell<Vec<Entry>>);
 
 impl Drop for ThreadCaches {
-    /// At thread exit: give the slots back and fold the counters into the
-    /// pool's, so nothing is stranded and `stats()` stays exact.
+    /// At thread exit: give the slots back, fold the counters into the
+    /// pool's (so nothing is stranded and `stats()` stays exact), and drop
+    /// this thread's references to the pools.
     fn drop(&mut self) {
-        for mut entry in self.0.get_mut().drain(..) {
-            if let Some(pool) = entry.pool.upgrade() {
-                entry.flush(&pool);
-                pool.retire_tally(&entry.tally);
-            }
+        for entry in self.0.get_mut().drain(..) {
+            entry.retire();
         }
     }
 }
@@ -191,50 +209,81 @@ thread_local! {
 fn with_entry<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
     CACHES
         .try_with(|caches| {
-            let mut entries = caches.0.borrow_mut();
+            let mut entries = caches.0.try_borrow_mut().ok()?;
             let at = match entries.iter().position(|e| e.id == pool.id) {
                 Some(at) => at,
+                // A closed pool only takes buffers back: no new entry.
+                None if pool.is_closed() => return None,
                 None => new_entry(&mut entries, pool),
             };
-            f(&mut entries[at])
+            Some(f(&mut entries[at]))
         })
         .ok()
+        .flatten()
 }
 
 #[cold]
 fn new_entry(entries: &mut Vec<Entry>, pool: &Arc<PoolInner>) -> usize {
-    // Entries of dropped pools hold no memory worth keeping.
-    entries.retain(|e| e.pool.strong_count() > 0);
+    // Entries of closed pools: give their memory back now.
+    let mut i = 0;
+    while i < entries.len() {
+        if entries[i].pool().is_closed() {
+            entries.swap_remove(i).retire();
+        } else {
+            i += 1;
+        }
+    }
     let classes = pool.classes.len();
     let tally = Arc::new(Tally::new(classes));
     pool.register_tally(Arc::clone(&tally));
     entries.push(Entry {
         id: pool.id,
-        pool: Arc::downgrade(pool),
+        anchor: Anchor::new(Arc::clone(pool)),
         tally,
         stacks: (0..classes)
-            .map(|i| Vec::with_capacity(pool.cache_slots[i] + 1))
+            .map(|i| Vec::with_capacity(pool.cache_slots.get(i).map_or(0, |n| n + 1)))
             .collect(),
         epoch: pool.flush_epoch.load(Relaxed),
     });
     entries.len() - 1
 }
 
-/// Takes a free slot of class `idx` from this thread's cache, refilling it
-/// from the pool's free list in a batch when empty. `None`: no free slot
-/// anywhere (or no cache on this thread); the caller takes the slow path.
+/// Takes a slot of class `idx` for a new buffer: from this thread's cache,
+/// refilled from the pool's free list in a batch when empty, else from the
+/// pool's slow path. Returns the slot and the anchor the buffer must hold.
 #[inline]
-pub(crate) fn pop(pool: &Arc<PoolInner>, idx: usize) -> Option<SlotRef> {
-    with_entry(pool, |e| {
-        e.catch_up(pool);
-        let slot = match e.stacks[idx].pop() {
-            Some(slot) => slot,
-            None => refill(e, pool, idx)?,
+pub(crate) fn acquire(
+    pool: &Arc<PoolInner>,
+    idx: usize,
+    max_size: usize,
+) -> Result<(SlotRef, NonNull<Anchor>), Error> {
+    let got = with_entry(pool, |e| {
+        let slot = if pool.cache_slots.is_empty() {
+            None
+        } else {
+            e.catch_up();
+            match e.stacks[idx].pop() {
+                Some(slot) => Some(slot),
+                None => refill(e, pool, idx),
+            }
         };
-        bump(&e.tally.classes[idx].hits);
-        Some(slot)
-    })
-    .flatten()
+        if slot.is_some() {
+            bump(&e.tally.classes[idx].hits);
+        }
+        (slot, e.anchor)
+    });
+    let (slot, anchor) = match got {
+        Some((Some(slot), anchor)) => (slot, anchor),
+        Some((None, anchor)) => (pool.allocate_shared(idx, max_size)?, anchor),
+        // This thread is exiting: no cache, and an anchor of its own.
+        None => {
+            let slot = pool.allocate_shared(idx, max_size)?;
+            return Ok((slot, Anchor::detached(Arc::clone(pool))));
+        }
+    };
+    // SAFETY: `anchor` is this thread's live entry's anchor, not retired.
+    unsafe { anchor.as_ref().issue() };
+    Ok((slot, anchor))
 }
 
 /// Moves up to half a cache of free slots from the pool's list into ours.
@@ -253,21 +302,44 @@ fn refill(e: &mut Entry, pool: &PoolInner, idx: usize) -> Option<SlotRef> {
     Some(first)
 }
 
-/// Puts a released slot of class `idx` in this thread's cache, spilling half
-/// of it to the pool's free list when full. `false`: no cache on this thread
-/// (it is exiting); the caller frees the slot to the pool itself.
+/// Takes back the slot of class `idx` of a buffer issued through `anchor`:
+/// into this thread's cache (spilling half to the pool's free list when full)
+/// or the pool's free list, counted. Returns whether the buffer's reference
+/// on `anchor` was settled here (this thread owns it); if not, the caller
+/// must end with [`Anchor::release_remote`].
 #[inline]
-pub(crate) fn push(pool: &Arc<PoolInner>, idx: usize, slot: SlotRef) -> bool {
-    with_entry(pool, |e| {
-        e.catch_up(pool);
-        let stack = &mut e.stacks[idx];
-        stack.push(slot);
-        if stack.len() > pool.cache_slots[idx] {
-            spill(stack, pool, idx);
+pub(crate) fn give_back(
+    pool: &Arc<PoolInner>,
+    idx: usize,
+    slot: SlotRef,
+    anchor: NonNull<Anchor>,
+) -> bool {
+    let owned = with_entry(pool, |e| {
+        if pool.cache_slots.is_empty() {
+            pool.free_shared(idx, slot);
+        } else {
+            e.catch_up();
+            let stack = &mut e.stacks[idx];
+            stack.push(slot);
+            if stack.len() > pool.cache_slots[idx] {
+                spill(stack, pool, idx);
+            }
+            bump(&e.tally.classes[idx].releases);
         }
-        bump(&e.tally.classes[idx].releases);
-    })
-    .is_some()
+        let owned = e.anchor == anchor;
+        if owned {
+            // SAFETY: this thread owns the anchor (it is its live entry's).
+            unsafe { anchor.as_ref().release_local() };
+        }
+        owned
+    });
+    match owned {
+        Some(owned) => owned,
+        None => {
+            pool.free_shared(idx, slot);
+            false
+        }
+    }
 }
 
 /// Moves the older half of a full cache to the pool's free list.
@@ -281,5 +353,20 @@ fn spill(stack: &mut Vec<SlotRef>, pool: &PoolInner, idx: usize) {
 
 /// Returns this thread's cached slots of `pool` to its free lists.
 pub(crate) fn flush_current(pool: &Arc<PoolInner>) {
-    let _ = with_entry(pool, |e| e.flush(pool));
+    let _ = with_entry(pool, |e| e.flush());
+}
+
+/// Settles a released buffer's reference on `anchor` when this thread owns
+/// it (the buffer's slot went elsewhere, e.g. to quarantine). Returns
+/// whether it did; if not, the caller ends with [`Anchor::release_remote`].
+pub(crate) fn settle(pool: &Arc<PoolInner>, anchor: NonNull<Anchor>) -> bool {
+    with_entry(pool, |e| {
+        let owned = e.anchor == anchor;
+        if owned {
+            // SAFETY: this thread owns the anchor (it is its live entry's).
+            unsafe { anchor.as_ref().release_local() };
+        }
+        owned
+    })
+    .unwrap_or(false)
 }

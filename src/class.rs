@@ -18,8 +18,9 @@
 /// The class table of one pool.
 #[derive(Debug)]
 pub(crate) struct SizeClasses {
-    /// Bytes in a page; a power of two.
-    page: usize,
+    /// log2 of the page size (pages are powers of two): requests are
+    /// rounded with a shift, not a division.
+    page_shift: u32,
     /// Pages in each class, ascending; the last is the largest buffer's pages.
     pages: Box<[usize]>,
 }
@@ -59,13 +60,16 @@ impl SizeClasses {
         let pages = (0..=last)
             .map(|i| grid_pages(i).min(max_pages))
             .collect::<Box<[usize]>>();
-        SizeClasses { page, pages }
+        SizeClasses {
+            page_shift: page.trailing_zeros(),
+            pages,
+        }
     }
 
     /// Index of the class serving a request of `bytes` (1 ..= largest).
     #[inline]
     pub(crate) fn index_for(&self, bytes: usize) -> usize {
-        grid_index(bytes.div_ceil(self.page))
+        grid_index((bytes + (1 << self.page_shift) - 1) >> self.page_shift)
     }
 
     /// Number of classes.
@@ -82,7 +86,7 @@ impl SizeClasses {
     /// Slot bytes of class `idx`.
     #[inline]
     pub(crate) fn slot_bytes(&self, idx: usize) -> usize {
-        self.pages[idx] * self.page
+        self.pages[idx] << self.page_shift
     }
 }
 

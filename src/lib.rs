@@ -59,6 +59,7 @@
 #[cfg(not(unix))]
 compile_error!("pagepool needs a Unix memory API (mmap, mprotect, madvise)");
 
+mod anchor;
 mod buffer;
 mod builder;
 mod cache;

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
-use std::sync::atomic::{AtomicU32, AtomicUsize};
+use std::sync::atomic::Ordering::{AcqRel, Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
+use crate::anchor::Anchor;
 use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
 use crate::cache::{self, FreeList, SlotRef, Tally};
 use crate::class::SizeClasses;
@@ -72,8 +73,13 @@ pub(crate) struct PoolInner {
     pub(crate) backtraces: Mutex<HashMap<usize, Arc<Backtrace>>>,
     /// Released slots kept inaccessible for a while.
     pub(crate) quarantine: Quarantine,
-    /// Live `BufferPool` handles (buffers hold the `Arc`, not a handle).
+    /// Live `BufferPool` handles (buffers keep the pool alive through their
+    /// anchors, not handles).
     handles: AtomicUsize,
+    /// Set when the last handle drops: no allocation can happen any more.
+    closed: AtomicBool,
+    /// Set once the slabs were unmapped and the metrics retired.
+    shut: AtomicBool,
     /// Per class, the slots a thread cache keeps (empty: no thread caches).
     pub(crate) cache_slots: Box<[usize]>,
     /// Bumped to ask every thread to flush its cache at its next call.
@@ -156,6 +162,8 @@ impl BufferPool {
             backtraces: Mutex::new(HashMap::new()),
             quarantine: Quarantine::default(),
             handles: AtomicUsize::new(1),
+            closed: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
             debug_on_allocate,
             debug_on_release,
         });
@@ -195,10 +203,10 @@ impl BufferPool {
                 return self.allocate_sampled(max_size, m);
             }
         }
-        let slot = self.inner.allocate(max_size, Location::caller())?;
-        // SAFETY: `allocate` just took `slot` off a free list for us alone; its
-        // slab stays mapped while the `Arc` in the buffer keeps the pool alive.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner), 0) })
+        let (slot, anchor) = self.inner.allocate(max_size, Location::caller())?;
+        // SAFETY: `allocate` just took `slot` off a free list for us alone and
+        // counted the buffer on `anchor`, which keeps the pool alive.
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor, 0) })
     }
 
     /// `allocate_page_size_buffer` for the one call in `sample_every` that
@@ -208,12 +216,12 @@ impl BufferPool {
     #[track_caller]
     fn allocate_sampled(&self, max_size: usize, m: &PoolMetrics) -> Result<PageBuffer, Error> {
         let start = clock::now_nanos();
-        let slot = self.inner.allocate(max_size, Location::caller())?;
+        let (slot, anchor) = self.inner.allocate(max_size, Location::caller())?;
         let now = clock::now_nanos();
         m.allocation_duration.record((now - start) as f64 * 1e-9);
         m.request_size.record(max_size as f64);
         // SAFETY: as in `allocate_page_size_buffer`.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, Arc::clone(&self.inner), now) })
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor, now) })
     }
 
     /// Copies the pool's counters into its metric handles now, rather than
@@ -287,8 +295,16 @@ impl Clone for BufferPool {
 
 impl Drop for BufferPool {
     fn drop(&mut self) {
-        if self.inner.handles.fetch_sub(1, AcqRel) == 1 && self.stats().buffers_in_use > 0 {
-            // The last handle: whatever is still out is probably leaked.
+        if self.inner.handles.fetch_sub(1, AcqRel) != 1 {
+            return;
+        }
+        // The last handle: no allocation can follow.
+        self.inner.closed.store(true, SeqCst);
+        if self.stats().buffers_in_use == 0 {
+            self.inner.shutdown();
+        } else {
+            // Whatever is still out is probably leaked; the last release
+            // unmaps the slabs.
             let report = self.leak_report(Duration::ZERO);
             if !report.is_empty() {
                 tracing::warn!(
@@ -332,6 +348,34 @@ impl fmt::Debug for PoolInner {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl PoolInner {
+    /// Whether the last handle is gone.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    /// After the last handle: once no buffer is out, unmap everything and
+    /// retire the metrics. (Threads that used the pool keep its small header
+    /// alive through their anchors until they exit or use another pool; the
+    /// memory goes back now.)
+    #[cold]
+    pub(crate) fn shutdown_if_idle(&self) {
+        if !self.shut.load(Relaxed) && self.stats().buffers_in_use == 0 {
+            self.shutdown();
+        }
+    }
+
+    /// Unmaps every slab and publishes the final, empty state (once).
+    #[cold]
+    fn shutdown(&self) {
+        if self.shut.swap(true, AcqRel) {
+            return;
+        }
         if let Some(publisher) = self.publisher.get() {
             publisher.stop();
         }
@@ -354,6 +398,19 @@ impl Drop for PoolInner {
             m.publish(&last, &self.class_stats(), self.corruption_counts());
             metrics::forget_name(&self.config.name);
         }
+        // No buffer is out and none can be made: every slot is free (on a
+        // free list, in a thread cache, or sealed). Forget the shared lists'
+        // pointers and unmap; thread caches only ever push their stale
+        // pointers back to these lists, never dereference them.
+        for class in self.class_state.iter() {
+            drop(class.free.drain());
+        }
+        let mut slabs = self.slabs.lock();
+        for list in slabs.iter_mut() {
+            list.clear();
+        }
+        self.counters.reserved.store(0, Relaxed);
+        self.counters.unguarded.store(0, Relaxed);
     }
 }
 
@@ -451,20 +508,12 @@ impl PoolInner {
         self: &Arc<Self>,
         max_size: usize,
         site: &'static Location<'static>,
-    ) -> Result<SlotRef, Error> {
+    ) -> Result<(SlotRef, NonNull<Anchor>), Error> {
         if max_size == 0 || max_size > self.config.max_buffer_size {
             return Err(self.reject(max_size));
         }
         let idx = self.classes.index_for(max_size);
-        let cached = if self.cache_slots.is_empty() {
-            None
-        } else {
-            cache::pop(self, idx)
-        };
-        let slot = match cached {
-            Some(slot) => slot,
-            None => self.allocate_shared(idx, max_size)?,
-        };
+        let (slot, anchor) = cache::acquire(self, idx, max_size)?;
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool; slabs are unmapped only after their slots are drained from it.
         let s = unsafe { slot.get() };
@@ -481,12 +530,16 @@ impl PoolInner {
         if self.config.tracking != LeakTracking::Off {
             self.track(s, site);
         }
-        Ok(slot)
+        Ok((slot, anchor))
     }
 
     /// Takes a slot from the class's shared free list, or maps a slab.
     #[inline]
-    fn allocate_shared(self: &Arc<Self>, idx: usize, max_size: usize) -> Result<SlotRef, Error> {
+    pub(crate) fn allocate_shared(
+        self: &Arc<Self>,
+        idx: usize,
+        max_size: usize,
+    ) -> Result<SlotRef, Error> {
         let class = &self.class_state[idx];
         match class.free.pop() {
             Some(slot) => {
@@ -534,19 +587,24 @@ impl PoolInner {
         }
     }
 
-    /// Returns a buffer's slot (of `max_len` bytes, released at `site` if
-    /// known) to its class's free list, or to the quarantine.
+    /// Returns a buffer's slot (of `max_len` bytes, issued through `anchor`,
+    /// released at `site` if known) to a free list or the quarantine. Returns
+    /// whether the buffer's reference on `anchor` was settled; if not, the
+    /// caller must end with `Anchor::release_remote`, after which it must not
+    /// touch the pool.
     ///
     /// # Safety
     /// `slot` is the slot of a buffer of this pool that is being dropped: no
     /// one accesses its bytes from now on.
     #[inline]
+    #[must_use]
     pub(crate) unsafe fn release(
         self: &Arc<Self>,
         slot: SlotRef,
         max_len: usize,
         site: Option<&'static Location<'static>>,
-    ) {
+        anchor: NonNull<Anchor>,
+    ) -> bool {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
         if s.edges() != 0 {
@@ -566,19 +624,27 @@ impl PoolInner {
             self.forget_backtrace(s);
         }
         let d = &self.config.debug;
-        if d.quarantine_every != 0
+        let settled = if d.quarantine_every != 0
             && crate::debug::sampled(&crate::debug::QUARANTINE_COUNTDOWN, d.quarantine_every)
             // SAFETY: as above.
             && unsafe { self.quarantine(slot) }
         {
-            return;
+            cache::settle(self, anchor)
+        } else {
+            s.give_back();
+            cache::give_back(self, s.class(), slot, anchor)
+        };
+        if self.is_closed() {
+            self.shutdown_if_idle();
         }
-        s.give_back();
-        if self.cache_slots.is_empty() || !cache::push(self, s.class(), slot) {
-            let class = &self.class_state[s.class()];
-            class.counters.releases.fetch_add(1, Relaxed);
-            class.free.push(slot);
-        }
+        settled
+    }
+
+    /// Returns a slot to its class's shared free list, counted there.
+    pub(crate) fn free_shared(&self, idx: usize, slot: SlotRef) {
+        let class = &self.class_state[idx];
+        class.counters.releases.fetch_add(1, Relaxed);
+        class.free.push(slot);
     }
 
     /// Drops the stored backtrace of a slot being released.

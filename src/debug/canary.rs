@@ -61,6 +61,7 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
 /// The 8-byte-aligned words that contain the range are readable memory.
 /// Concurrent writers (the bugs this looks for) make the answer approximate,
 /// not undefined in practice: every access is volatile.
+#[inline]
 pub(crate) unsafe fn check(p: *const u8, len: usize) -> Option<(usize, usize)> {
     if len == 0 {
         return None;

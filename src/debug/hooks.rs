@@ -12,16 +12,18 @@ use crate::slab::{self, Slot, FREE, QUARANTINED};
 
 /// Bytes after `max_len` that a standard (not full) canary check compares,
 /// besides the last 8 of the page.
-const CANARY_WINDOW: usize = 64;
+const CANARY_WINDOW: usize = 16;
 
 impl PoolInner {
     /// The canary's span for a buffer of `max_len` bytes in a slot of
     /// `slot_len`: to the end of `max_len`'s page, or of the slot.
+    #[inline]
     fn canary_span(&self, max_len: usize, slot_len: usize) -> (usize, usize) {
         let end = if self.config.debug.full_canary {
             slot_len
         } else {
-            max_len.next_multiple_of(self.page).min(slot_len)
+            // Pages are powers of two: round up with a mask, not a division.
+            ((max_len + self.page - 1) & !(self.page - 1)).min(slot_len)
         };
         (max_len, end)
     }
