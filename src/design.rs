@@ -7,7 +7,7 @@
 //!                                                         └─ Tally: T's hits/releases  (cache.rs)
 //!       │ refill / spill in half-stack batches
 //!       ▼
-//!  BufferPool (Arc handle) ──► PoolInner
+//!  BufferPool (Arc handle) ──► PoolInner ◄── Arc ── Anchor (per thread) ◄── PageBuffer
 //!                               ├─ SizeClasses      1,2,3,4,5,6,7,8,10,12,.. pages   (class.rs)
 //!                               ├─ ClassState[c]    one per class, cache-padded
 //!                               │    ├─ FreeList    lock-free SegQueue of SlotRef      (cache.rs)
@@ -68,13 +68,29 @@
 //! `allocate_page_size_buffer`: size check, class index (a leading-zeros
 //! count), a pop from this thread's LIFO stack for the pool and class, a
 //! single-writer counter store, plain stores into the slot's metadata line
-//! (state; with call-site tracking also site, coarse time, thread), the
-//! `Arc` increment that keeps the pool alive for the buffer, and, one call
-//! in 64, a histogram sample. `drop(PageBuffer)`: the slack canary's word
-//! compare (Standard), plain stores, a push onto this thread's stack, the
-//! `Arc` decrement. No lock, no system call; the only atomic
-//! read-modify-writes are the `Arc`'s. The shared `SegQueue` is touched once
+//! (state; with call-site tracking also site, coarse time, thread), a plain
+//! increment of this thread's anchor count (which keeps the pool alive for
+//! the buffer), and, one call in 64, a histogram sample.
+//! `drop(PageBuffer)`: the slack canary's word compare (Standard), plain
+//! stores, a push onto this thread's stack, a plain decrement of the anchor
+//! count. No lock, no system call, and no atomic read-modify-write on the
+//! same-thread path; a buffer released on another thread costs one atomic
+//! decrement of its anchor's count. The shared `SegQueue` is touched once
 //! per half stack when a thread's stack runs empty or full.
+//!
+//! ## Who keeps a pool alive
+//!
+//! `BufferPool` handles hold an `Arc` of the pool; so does each thread's
+//! anchor (see `anchor.rs`), and each buffer points to the anchor it was
+//! issued through, counted there with a reference count biased towards the
+//! anchor's thread. When the last handle drops, the pool is *closed*: no
+//! allocation can follow. Once no buffer is out (checked at close, by every
+//! release after it, and by the metrics publisher), it *shuts down*: every
+//! slab is unmapped, the metrics get their final values, and the quarantine
+//! is emptied. The pool's header lives on until every anchor is retired (its
+//! thread exits, or creates a cache entry for another pool), holding no
+//! mapped memory. A release racing with the close may miss the shutdown;
+//! the publisher's next tick, or the header's drop, catches it.
 //!
 //! The slow path (`refill`) takes the pool's slab lock (a `parking_lot`
 //! mutex; it cannot be poisoned), pops once more (another thread may have
@@ -113,5 +129,8 @@
 //!   lock, after *all* of its slots were popped from the shared free list by
 //!   the trimming thread itself; no buffer can own one of them then, no other
 //!   thread can pop one, and no thread stack holds one (a stacked slot is not
-//!   on the shared list, so its slab never looks idle). Buffers hold an `Arc` of the pool, so the remaining
-//!   slabs outlive every buffer, whatever happens to the pool's handles.
+//!   on the shared list, so its slab never looks idle). Shutdown unmaps
+//!   every slab only when no buffer is out and none can be made (no handle
+//!   is left); the slot pointers left in thread stacks are only ever pushed
+//!   back onto the shared lists, never dereferenced. Buffers reach the pool
+//!   through their anchor, which outlives them (see `anchor.rs`).

@@ -405,6 +405,9 @@ impl Publisher {
                     }
                 }
                 match pool.upgrade() {
+                    // A closed pool whose last buffer's release missed the
+                    // close (a benign race) shuts down here.
+                    Some(pool) if pool.is_closed() => pool.shutdown_if_idle(),
                     Some(pool) => pool.publish_metrics(),
                     None => return,
                 }

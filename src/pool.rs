@@ -386,7 +386,7 @@ impl PoolInner {
             unsafe { self.unseal(slot, sealed) };
         }
         if let Some(m) = &self.metrics {
-            // Every buffer is back (each held an `Arc` of us), and the slabs
+            // Every buffer is back (shutdown runs only then), and the slabs
             // are about to be unmapped: publish that final state.
             let mut last = self.stats();
             last.bytes_reserved = 0;
