@@ -62,13 +62,19 @@ compile_error!("pagepool needs a Unix memory API (mmap, mprotect, madvise)");
 mod anchor;
 mod buffer;
 mod builder;
+#[cfg(feature = "bytes")]
+mod bytes;
 mod cache;
 mod class;
 mod clock;
 pub mod debug;
 pub mod design;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
+pub mod direct;
 mod error;
 mod guard;
+mod io;
 pub mod leak;
 pub mod metrics;
 mod pool;

@@ -1,7 +1,7 @@
 //! Prometheus-style metrics through the `metrics` facade.
 //!
 //! The library records through the facade only; the application chooses the
-//! exporter (see [`crate::prometheus`] for a ready one).
+//! exporter (see the `prometheus` module, feature `prometheus`, for a ready one).
 //!
 //! # How values get to the recorder
 //!
