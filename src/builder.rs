@@ -174,9 +174,10 @@ impl PoolBuilder {
     /// Whether each thread keeps a small cache of free slots (default
     /// `true`): the hot path then makes no atomic read-modify-write on
     /// shared memory. A cache holds at most 1 MiB (or 64 slots) per class,
-    /// flushed when its thread exits and, for threads that keep calling the
-    /// pool, on `trim` and before an allocation fails with
-    /// [`Error::Exhausted`]. Idle threads keep theirs, so with a tight
+    /// flushed when its thread exits. `trim` and an allocation about to fail
+    /// with [`Error::Exhausted`] flush the calling thread's cache at once and
+    /// ask every other thread to flush at its next call. Idle threads keep
+    /// theirs until then, so with a tight
     /// `max_bytes` an allocation may fail while another, idle thread caches
     /// a free slot of its class: turn caching off where the cap must be exact.
     pub fn thread_cache(mut self, on: bool) -> Self {

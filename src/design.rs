@@ -89,8 +89,14 @@
 //! slab is unmapped, the metrics get their final values, and the quarantine
 //! is emptied. The pool's header lives on until every anchor is retired (its
 //! thread exits, or creates a cache entry for another pool), holding no
-//! mapped memory. A release racing with the close may miss the shutdown;
-//! the publisher's next tick, or the header's drop, catches it.
+//! mapped memory. `closed` is read with `Acquire`: it is stored after every
+//! handle's drop, so whoever sees it also sees every allocation's count, and
+//! shutdown acts only when the raw totals of allocations and releases are
+//! equal (a stale read that shows more releases never counts as idle). A
+//! release racing with the close may still miss the shutdown; the metrics
+//! publisher's next tick catches it, and without metrics the slabs stay
+//! mapped until the pool's header is dropped (when the last thread that
+//! used it retires its anchor).
 //!
 //! The slow path (`refill`) takes the pool's slab lock (a `parking_lot`
 //! mutex; it cannot be poisoned), pops once more (another thread may have
@@ -103,26 +109,39 @@
 //!
 //! pagepool relies on `crossbeam`'s queue for every hand-over of a slot:
 //!
-//! - **No two owners.** A slot is either on exactly one free list or owned by
-//!   exactly one `PageBuffer`. `SegQueue::pop` hands each pushed element to
-//!   exactly one popper (crossbeam's guarantee), a buffer pushes its slot
-//!   exactly once (in `Drop`), and `trim` removes slots only by popping them.
-//! - **Contents are handed over.** `push` is a release and the matching `pop`
-//!   an acquire inside the queue, so every write by the previous owner happens
-//!   before every access by the next one, on any threads.
+//! - **No two owners.** At any time a slot is in exactly one place: owned by
+//!   one `PageBuffer`, on one thread's stack, on its class's shared
+//!   `SegQueue`, in the quarantine, or in transit inside one of the pool's
+//!   functions that took it from one of those (a refill batch, `trim`'s
+//!   drained list, a spill). Every move takes it out of the old place before
+//!   it enters the new one: `SegQueue::pop` hands each pushed element to
+//!   exactly one popper (crossbeam's guarantee), a stack is touched by its
+//!   thread alone, the quarantine is a mutex-protected queue, and a buffer
+//!   gives its slot back exactly once (its `Drop`, or `release`, which skips
+//!   the `Drop`).
+//! - **Contents are handed over.** Each move between threads goes through a
+//!   release/acquire pair: the `SegQueue`'s push and pop, the quarantine's
+//!   mutex, the user's own synchronisation when a buffer (`Send`) is moved to
+//!   another thread and dropped there, the `Arc` inside `SharedBuffer` (its
+//!   last drop follows every reader's accesses), and the anchor's
+//!   `fetch_sub(Release)` with `fence(Acquire)` before it is freed. So every
+//!   write by the previous owner happens before every access by the next.
 //! - **Thread stacks are private.** A stack is reachable only through its
 //!   thread's `thread_local!`, so its pushes and pops need no ordering; a slot
 //!   moves between threads only through the `SegQueue` (spill on one thread,
 //!   refill on another), which provides the hand-over above. A stack's entry
-//!   is keyed by the pool's process-unique id and holds only a `Weak` to the
-//!   pool, so an entry of a dropped pool is never used (and is pruned).
+//!   is keyed by the pool's process-unique id and holds the thread's anchor
+//!   (and through it an `Arc` of the pool); it is retired when the thread
+//!   exits, or when the thread makes an entry for another pool and finds
+//!   this one's pool closed.
 //! - **Counters are `Relaxed`.** They order nothing. Shared ones are atomic
 //!   read-modify-writes, so no increment is lost; a thread's own tally is
 //!   written by that thread alone (load, add, store), so nothing is lost
 //!   either, and `stats()` reads every tally under the registry lock that an
 //!   exiting thread also takes to fold its tally into the shared counters:
 //!   no count is seen twice or missed. Snapshots are documented as exact only
-//!   once the pool is quiet. The slot metadata (state, site, time) is
+//!   once every thread that used the pool is synchronised with the reader
+//!   (joined, or through a lock or channel). The slot metadata (state, site, time) is
 //!   likewise written with relaxed stores by the slot's single owner and read
 //!   by reports, which tolerate a torn view of a slot changing hands.
 //! - **Unmapping is safe.** A slab is unmapped only by `trim`, under the slab

@@ -97,12 +97,20 @@ pub(crate) unsafe fn place(
     if mechanism == GuardMechanism::Auto && MADVISE_GUARDS.load(Ordering::Relaxed) != 2 {
         // SAFETY: the caller guarantees the range is ours and unused; a guard
         // marker only changes how later accesses to it behave.
-        if unsafe { madvise_guard(addr, len) }.is_ok() {
-            MADVISE_GUARDS.store(1, Ordering::Relaxed);
-            return Placed::Marker;
+        match unsafe { madvise_guard(addr, len) } {
+            Ok(()) => {
+                MADVISE_GUARDS.store(1, Ordering::Relaxed);
+                return Placed::Marker;
+            }
+            // EINVAL: the kernel predates MADV_GUARD_INSTALL. Remember that,
+            // and fall back for good.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                MADVISE_GUARDS.store(2, Ordering::Relaxed);
+            }
+            // Anything else (ENOMEM, EAGAIN) is about this call: fall back
+            // for this guard only.
+            Err(_) => {}
         }
-        // EINVAL: the kernel predates MADV_GUARD_INSTALL. Remember, fall back.
-        MADVISE_GUARDS.store(2, Ordering::Relaxed);
     }
     let budget = protect_budget();
     if PROTECT_AREAS.fetch_add(areas, Ordering::Relaxed) + areas > budget {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{AcqRel, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -240,10 +240,15 @@ impl BufferPool {
         self.inner.class_stats()
     }
 
-    /// Unmaps every slab whose slots are all free, and returns the bytes given
-    /// back to the OS (guard pages included). Allocations of a class being
-    /// trimmed wait for the trim rather than map a new slab.
+    /// Empties the quarantine, then unmaps every slab whose slots are all on
+    /// the pool's shared free lists, and returns the bytes given back to the
+    /// OS (guard pages included). The calling thread's cached slots go back
+    /// first; other threads return theirs at their next call or when they
+    /// exit, so a slab holding one of those stays mapped until a later trim.
+    /// Allocations of a class being trimmed wait for the trim rather than
+    /// map a new slab.
     pub fn trim(&self) -> usize {
+        self.inner.release_quarantine();
         self.inner.ask_caches_to_flush();
         let mut slabs = self.inner.slabs.lock();
         self.inner.trim_locked(&mut slabs, None)
@@ -301,7 +306,7 @@ impl Drop for BufferPool {
         // The last handle: no allocation can follow.
         self.inner.closed.store(true, SeqCst);
         if self.stats().buffers_in_use == 0 {
-            self.inner.shutdown();
+            self.inner.shutdown_if_idle();
         } else {
             // Whatever is still out is probably leaked; the last release
             // unmaps the slabs.
@@ -353,10 +358,12 @@ impl Drop for PoolInner {
 }
 
 impl PoolInner {
-    /// Whether the last handle is gone.
+    /// Whether the last handle is gone. `Acquire`: the closing thread's
+    /// store follows every handle's drop, so a thread that sees it closed
+    /// also sees every allocation's count (allocations need a handle).
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Relaxed)
+        self.closed.load(Acquire)
     }
 
     /// After the last handle: once no buffer is out, unmap everything and
@@ -365,8 +372,25 @@ impl PoolInner {
     /// memory goes back now.)
     #[cold]
     pub(crate) fn shutdown_if_idle(&self) {
-        if !self.shut.load(Relaxed) && self.stats().buffers_in_use == 0 {
+        if self.shut.load(Relaxed) {
+            return;
+        }
+        // Exactly as many releases as allocations; a count that looks like
+        // more releases than allocations is a stale read: not idle.
+        let (allocated, released) = self
+            .class_stats()
+            .iter()
+            .fold((0, 0), |(a, r), c| (a + c.allocations, r + c.releases));
+        if allocated == released {
             self.shutdown();
+        }
+    }
+
+    /// Lets every quarantined slot go back to the free lists.
+    pub(crate) fn release_quarantine(&self) {
+        for (slot, sealed) in self.quarantine.drain() {
+            // SAFETY: quarantined slots belong to this pool's mapped slabs.
+            unsafe { self.leave_quarantine(slot, sealed) };
         }
     }
 
@@ -671,9 +695,10 @@ impl PoolInner {
         let wanted = (self.config.slab_size / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
         let mut n = self.slots_within_cap(layout, wanted);
         if n == 0 {
-            // Ask threads to return cached slots (ours at once), take one of
-            // this class if that freed any, else give idle slabs of other
-            // classes back and try again.
+            // Let the quarantine go and ask threads to return cached slots
+            // (ours at once), take one of this class if that freed any, else
+            // give idle slabs of other classes back and try again.
+            self.release_quarantine();
             self.ask_caches_to_flush();
             if let Some(slot) = class.free.pop() {
                 class.counters.hits.fetch_add(1, Relaxed);

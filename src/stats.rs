@@ -111,8 +111,10 @@ impl ClassCounters {
         cached_hits: u64,
         cached_releases: u64,
     ) -> ClassStats {
-        // Read `releases` before the allocation counters, so a release racing
-        // with this read can only make `in_use` look larger, never wrap.
+        // Relaxed loads of different counters are not ordered with other
+        // threads' increments: a racing read can see a release before its
+        // allocation, so `in_use` saturates at zero (and shutdown, which must
+        // not act on such a read, compares the raw totals instead).
         let releases = self.releases.load(Relaxed) + cached_releases;
         let hits = self.hits.load(Relaxed) + cached_hits;
         let misses = self.misses.load(Relaxed);

@@ -103,8 +103,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The handler runs on an alternate signal stack: this call gives the calling
 /// thread one if it has none; threads started by `std` have their own.
 ///
-/// A fault that races with its slab being unmapped (by `trim` or the pool's
-/// last buffer) may be reported without the buffer's details.
+/// Known limit: a fault on one thread that races with its slab being
+/// unmapped on another (by `trim` or the pool's shutdown) can read the
+/// slab's freed description; the process is dying of that fault anyway.
 ///
 /// # Errors
 /// [`Error::Os`] when `sigaltstack`, `mmap` or `sigaction` fail.

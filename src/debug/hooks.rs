@@ -194,21 +194,31 @@ impl PoolInner {
         s.state.store(QUARANTINED, Relaxed);
         let class = &self.class_state[s.class()];
         class.counters.quarantined.fetch_add(1, Relaxed);
-        class.counters.releases.fetch_add(1, Relaxed);
         let leaving = self
             .quarantine
             .admit(slot, sealed, self.config.debug.quarantine_slots);
         for (old, sealed) in leaving {
             // SAFETY: a quarantined slot of this pool; its slab is mapped.
-            unsafe { self.unseal(old, sealed) };
-            // SAFETY: as above.
-            let o = unsafe { old.get() };
-            let class = &self.class_state[o.class()];
-            class.counters.quarantined.fetch_sub(1, Relaxed);
-            o.state.store(FREE, Relaxed);
-            class.free.push(old);
+            unsafe { self.leave_quarantine(old, sealed) };
         }
+        // Counted last: once this release shows, the pool may shut down.
+        class.counters.releases.fetch_add(1, Relaxed);
         true
+    }
+
+    /// Unseals a slot leaving quarantine and frees it to its class.
+    ///
+    /// # Safety
+    /// `slot` is a quarantined slot of this pool, sealed as `sealed`.
+    pub(crate) unsafe fn leave_quarantine(&self, slot: SlotRef, sealed: Sealed) {
+        // SAFETY: forwarded from the caller.
+        unsafe { self.unseal(slot, sealed) };
+        // SAFETY: as above.
+        let s = unsafe { slot.get() };
+        let class = &self.class_state[s.class()];
+        class.counters.quarantined.fetch_sub(1, Relaxed);
+        s.state.store(FREE, Relaxed);
+        class.free.push(slot);
     }
 
     /// Makes a quarantined slot accessible again; its contents are gone, so

@@ -224,14 +224,20 @@ impl Corruption<'_> {
     #[cold]
     pub(crate) fn raise(&self, action: CorruptionAction) {
         match action {
-            CorruptionAction::Log => tracing::error!(
-                target: "pagepool",
-                pool = self.pool,
-                kind = self.kind.as_str(),
-                buffer = self.buffer,
-                offset = self.offset,
-                "{self}"
-            ),
+            CorruptionAction::Log => {
+                // Reports run in the middle of allocate and release: a
+                // subscriber that panics must not cost the pool its slot.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    tracing::error!(
+                        target: "pagepool",
+                        pool = self.pool,
+                        kind = self.kind.as_str(),
+                        buffer = self.buffer,
+                        offset = self.offset,
+                        "{self}"
+                    )
+                }));
+            }
             CorruptionAction::Abort => {
                 let _ = writeln!(std::io::stderr().lock(), "{self}");
                 std::process::abort();
