@@ -71,6 +71,9 @@
 //! metrics off (the rest still default), to tell the recorder's share of any
 //! page fault from the pool's.
 
+#[path = "support/estimates.rs"]
+mod estimates;
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::io::Write;
@@ -758,20 +761,6 @@ fn syscall_probe() {
 // ---------------------------------------------------------------------------
 // The report.
 
-/// Reads criterion's saved mean for `group/id`, in ns.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let path = format!(
-        "{dir}/criterion/{}/{id}/new/estimates.json",
-        group.replace('/', "_")
-    );
-    let text = std::fs::read_to_string(path).ok()?;
-    let rest = &text[text.find("\"mean\"")?..];
-    let at = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let rest = &rest[at..];
-    rest[..rest.find([',', '}'])?].trim().parse().ok()
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -868,7 +857,7 @@ fn report(total: Duration) {
     for (group, row) in &rows {
         let cells: Vec<String> = CONTENDERS
             .iter()
-            .map(|c| fmt_ns(mean_ns(group, c)))
+            .map(|c| fmt_ns(estimates::mean_ns(group, c)))
             .collect();
         println!("| {row} | {} |", cells.join(" | "));
     }
@@ -879,7 +868,7 @@ fn report(total: Duration) {
          on one shared contender."
     );
     for (label, _) in CROSS_SIZES {
-        if let Some(ns) = mean_ns(&format!("cross_thread/{label}"), "channel_only") {
+        if let Some(ns) = estimates::mean_ns(&format!("cross_thread/{label}"), "channel_only") {
             println!("`cross_thread/{label}` channel_only floor (no allocation): {ns:.1} ns/item.");
         }
     }
@@ -893,10 +882,10 @@ fn report(total: Duration) {
     println!("| group/size | {} |", header.join(" | "));
     println!("|---|{}", "---:|".repeat(peers.len()));
     for (group, row) in &rows {
-        let base = mean_ns(group, CONTENDERS[0]);
+        let base = estimates::mean_ns(group, CONTENDERS[0]);
         let cells: Vec<String> = peers
             .iter()
-            .map(|p| match (base, mean_ns(group, p)) {
+            .map(|p| match (base, estimates::mean_ns(group, p)) {
                 (Some(b), Some(ns)) => fmt_ratio(b / ns),
                 _ => "—".into(),
             })
@@ -911,8 +900,8 @@ fn report(total: Duration) {
     println!("|---|---:|---:|---:|---:|---:|");
     for (label, _) in CONTENDED_SIZES {
         for c in CONTENDERS {
-            let one = mean_ns(&format!("contended_1thread/{label}"), c);
-            let two = mean_ns(&format!("contended/{label}"), c);
+            let one = estimates::mean_ns(&format!("contended_1thread/{label}"), c);
+            let two = estimates::mean_ns(&format!("contended/{label}"), c);
             if let (Some(one), Some(two)) = (one, two) {
                 println!(
                     "| {c} | {one:.1} | {two:.1} | {:.1} | {:.1} | {:.2} |",

@@ -6,6 +6,9 @@
 //! cargo bench --bench debug
 //! ```
 
+#[path = "support/estimates.rs"]
+mod estimates;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -56,33 +59,7 @@ fn debug_levels(c: &mut Criterion) {
         }
         g.finish();
         let names: Vec<&str> = configs.iter().map(|(n, _)| *n).collect();
-        report(&group, &names);
-    }
-}
-
-/// Reads criterion's saved mean for `group/id`, in ns.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let path = format!(
-        "{dir}/criterion/{}/{id}/new/estimates.json",
-        group.replace('/', "_")
-    );
-    let text = std::fs::read_to_string(path).ok()?;
-    let rest = &text[text.find("\"mean\"")?..];
-    let at = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let rest = &rest[at..];
-    rest[..rest.find([',', '}'])?].trim().parse().ok()
-}
-
-fn report(group: &str, ids: &[&str]) {
-    let Some(base) = mean_ns(group, ids[0]) else {
-        return;
-    };
-    println!("\n{group}: ratio to {}", ids[0]);
-    for id in ids {
-        if let Some(ns) = mean_ns(group, id) {
-            println!("  {id:<22} {ns:>10.2} ns  {:>6.2}x", ns / base);
-        }
+        estimates::print_ratios(&group, &names);
     }
 }
 

@@ -6,6 +6,9 @@
 //! cargo bench --bench metrics
 //! ```
 
+#[path = "support/estimates.rs"]
+mod estimates;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -47,38 +50,10 @@ fn metrics_overhead(c: &mut Criterion) {
         let on = warm(BufferPool::builder().name("prom").build().unwrap(), size);
         g.bench_function("on_prometheus", |b| b.iter(|| cycle(&on, size)));
         g.finish();
-        report(
+        estimates::print_ratios(
             &format!("metrics_overhead/{label}"),
             &["off", "on_no_recorder", "on_prometheus"],
         );
-    }
-}
-
-/// Reads criterion's saved mean for `group/id`, in ns.
-fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let path = format!(
-        "{dir}/criterion/{}/{id}/new/estimates.json",
-        group.replace('/', "_")
-    );
-    let text = std::fs::read_to_string(path).ok()?;
-    let at = text.find("\"mean\"")?;
-    let rest = &text[at..];
-    let at = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let rest = &rest[at..];
-    let end = rest.find([',', '}'])?;
-    rest[..end].trim().parse().ok()
-}
-
-fn report(group: &str, ids: &[&str]) {
-    let Some(base) = mean_ns(group, ids[0]) else {
-        return;
-    };
-    println!("\n{group}: ratio to {}", ids[0]);
-    for id in ids {
-        if let Some(ns) = mean_ns(group, id) {
-            println!("  {id:<16} {ns:>8.2} ns  {:>5.2}x", ns / base);
-        }
     }
 }
 
