@@ -363,8 +363,9 @@ fn guarded_slots_leave_a_page_between_buffers() {
 
 #[test]
 fn os_refusal_is_an_error_not_a_panic() {
-    // A 1 TiB buffer: under the default overcommit heuristic the kernel
-    // refuses the mapping; where it does not, the buffer must still be right.
+    // The largest buffer a pool accepts (SIZE_LIMIT, 2 GiB): where the kernel
+    // refuses the mapping it is `Error::Os`; where it does not, the buffer
+    // must still be right. (tests/fault_injection.rs forces the refusal.)
     let page = page_size();
     let pool = BufferPool::builder()
         .name("huge")
@@ -381,7 +382,7 @@ fn os_refusal_is_an_error_not_a_panic() {
             assert_eq!(buf.max_len(), SIZE_LIMIT);
             assert_eq!(buf.as_ptr() as usize % page, 0);
         }
-        Err(other) => panic!("1 TiB gave {other}"),
+        Err(other) => panic!("SIZE_LIMIT gave {other}"),
     }
     let buf = pool.allocate_page_size_buffer(page).unwrap();
     assert_eq!(buf.max_len(), page);

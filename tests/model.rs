@@ -1343,8 +1343,9 @@ fn verify_sampled(bytes: &[u8], id: u64, ctx: &str) {
 /// The model's end-of-program invariant (everything released, then `trim`
 /// unmaps everything) for a configuration the model leaves out: quarantine
 /// (`DebugLevel::Paranoid`). A quarantined slot is on no free list, so its
-/// slab never looks idle to `trim`, which does not drain the quarantine;
-/// under a cap that also means `Exhausted` with nothing in use.
+/// slab looks idle only once `trim` (or an allocation at the cap) empties the
+/// quarantine first; without that, a capped pool would answer `Exhausted`
+/// with nothing in use.
 #[test]
 fn trim_unmaps_everything_once_released_even_with_quarantine() {
     let page = page_size();
