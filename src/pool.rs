@@ -209,6 +209,20 @@ impl BufferPool {
         Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor, 0) })
     }
 
+    /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
+    /// max_size` bytes with no promise of page alignment, with `len() == 0`.
+    ///
+    /// For now every size is served from the page classes, exactly like
+    /// [`allocate_page_size_buffer`](Self::allocate_page_size_buffer).
+    ///
+    /// # Errors
+    /// As for [`allocate_page_size_buffer`](Self::allocate_page_size_buffer).
+    #[track_caller]
+    #[inline]
+    pub fn allocate_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
+        self.allocate_page_size_buffer(max_size)
+    }
+
     /// `allocate_page_size_buffer` for the one call in `sample_every` that
     /// records the histograms.
     #[cold]
