@@ -4,11 +4,12 @@
 //! Every thread that allocates from a pool gets one anchor for it (made with
 //! its thread cache entry). An anchor holds an `Arc` of the pool, and every
 //! buffer holds a pointer to the anchor it was issued through. The anchor's
-//! own count is *biased* towards its thread: buffers issued and released on
-//! the owning thread move a plain counter that only that thread touches; a
-//! buffer released on another thread decrements an atomic counter. When the
-//! owning thread exits (or drops the entry), it *retires* the anchor by adding
-//! its plain count to the atomic one; whoever brings the atomic count to zero
+//! count is *biased* towards its thread: buffers issued and released on the
+//! owning thread move a plain counter in the thread's cache entry
+//! (`cache::Entry::issued`) that only that thread touches; a buffer released
+//! on another thread decrements the anchor's atomic counter. When the owning
+//! thread exits (or drops the entry), it *retires* the anchor by adding its
+//! plain count to the atomic one; whoever brings the atomic count to zero
 //! after that frees the anchor and with it its `Arc` of the pool.
 //!
 //! Why nothing is freed too early: before retirement the atomic count is the
@@ -18,7 +19,6 @@
 //! releasing thread makes, and the freeing thread takes an `Acquire` fence
 //! first, as `Arc` does.
 
-use std::cell::Cell;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicIsize, Ordering};
 use std::sync::Arc;
@@ -31,27 +31,16 @@ pub(crate) struct Anchor {
     /// Keeps the pool alive while any buffer issued through this anchor is out
     /// (and while the owning thread keeps its cache entry).
     pub(crate) pool: Arc<PoolInner>,
-    /// Owner thread only, until it retires the anchor: buffers issued through this
-    /// anchor minus those released on the owner thread.
-    local: Cell<isize>,
-    /// Minus the remote releases; plus `local` once retired.
+    /// Minus the remote releases; plus the owner's count once retired.
     shared: AtomicIsize,
 }
 
-// SAFETY: `pool` and `shared` are thread-safe; `local` is touched only by
-// the owning thread (every caller of `issue`, `release_local` and `retire`
-// is that thread, which `cache.rs` guarantees by reaching the
-// anchor only through its own thread-local entry).
-unsafe impl Sync for Anchor {}
-// SAFETY: as above; moving the box between threads moves no `Cell` access.
-unsafe impl Send for Anchor {}
-
 impl Anchor {
-    /// A new anchor owned by the calling thread.
+    /// A new anchor owned by the calling thread, which counts its own
+    /// issues and releases until it retires the anchor.
     pub(crate) fn new(pool: Arc<PoolInner>) -> NonNull<Anchor> {
         NonNull::from(Box::leak(Box::new(Anchor {
             pool,
-            local: Cell::new(0),
             shared: AtomicIsize::new(0),
         })))
     }
@@ -61,27 +50,8 @@ impl Anchor {
     pub(crate) fn detached(pool: Arc<PoolInner>) -> NonNull<Anchor> {
         NonNull::from(Box::leak(Box::new(Anchor {
             pool,
-            local: Cell::new(0),
             shared: AtomicIsize::new(1),
         })))
-    }
-
-    /// Counts a buffer issued through this anchor.
-    ///
-    /// # Safety
-    /// Called on the owning thread, before retirement.
-    #[inline]
-    pub(crate) unsafe fn issue(&self) {
-        self.local.set(self.local.get() + 1);
-    }
-
-    /// Counts a buffer released on the owning thread.
-    ///
-    /// # Safety
-    /// Called on the owning thread, before retirement.
-    #[inline]
-    pub(crate) unsafe fn release_local(&self) {
-        self.local.set(self.local.get() - 1);
     }
 
     /// Counts a buffer released anywhere but through the owner's live entry;
@@ -100,14 +70,15 @@ impl Anchor {
         }
     }
 
-    /// Merges the owner's count; frees the anchor if nothing is out.
+    /// Merges the owner's count `local` (buffers it issued through `this`
+    /// minus those it took back); frees the anchor if nothing is out.
     ///
     /// # Safety
-    /// Called once, on the owning thread, which forgets `this` afterwards.
-    pub(crate) unsafe fn retire(this: NonNull<Anchor>) {
+    /// Called once, by the owner, with its final count; the owner forgets
+    /// `this` afterwards.
+    pub(crate) unsafe fn retire(this: NonNull<Anchor>, local: isize) {
         // SAFETY: the owner's reference keeps it live until the merge below.
         let anchor = unsafe { this.as_ref() };
-        let local = anchor.local.get();
         if anchor.shared.fetch_add(local, Ordering::Release) + local == 0 {
             // SAFETY: as in `release_remote`.
             unsafe { Self::free(this) };

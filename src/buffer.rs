@@ -27,18 +27,20 @@ pub struct PageBuffer {
     /// lives.
     ptr: NonNull<u8>,
     /// Current length; invariant `len <= max_len`.
-    len: usize,
-    /// The requested size; invariant `1 <= max_len <= slot bytes`.
-    max_len: usize,
+    len: u32,
+    /// The requested size; invariant `1 <= max_len <= slot bytes`. A `u32`
+    /// (every size fits: `SIZE_LIMIT` is 2 GiB) to keep the buffer at 32
+    /// bytes, cheap to return and move.
+    max_len: u32,
     /// The slot this buffer owns.
     slot: SlotRef,
     /// The anchor this buffer was issued through: it counts the buffer and
     /// keeps the pool, and so the slab behind `ptr`, alive.
     anchor: NonNull<Anchor>,
-    /// `clock::now_nanos()` at allocation for buffers sampled for the hold
-    /// time histogram; 0 for the others.
-    sampled_at: u64,
 }
+
+// Four words: cheap to return and move, half a cache line.
+const _: () = assert!(std::mem::size_of::<PageBuffer>() == 32);
 
 // SAFETY: the buffer owns its slot exclusively (the pool hands a slot to one
 // buffer at a time), so moving it to another thread moves that ownership;
@@ -54,28 +56,24 @@ impl PageBuffer {
     /// - `slot` was just taken off a free list of `pool` (so no one else owns it);
     /// - `1 <= max_len <=` the slot's size;
     /// - the buffer was counted on `anchor`, which belongs to the slot's pool.
-    pub(crate) unsafe fn from_slot(
-        slot: SlotRef,
-        max_len: usize,
-        anchor: NonNull<Anchor>,
-        sampled_at: u64,
-    ) -> Self {
+    #[inline(always)]
+    pub(crate) unsafe fn from_slot(slot: SlotRef, max_len: usize, anchor: NonNull<Anchor>) -> Self {
         // SAFETY: the caller guarantees the slot is live and ours.
         let ptr = unsafe { slot.get() }.data();
         PageBuffer {
             ptr,
             len: 0,
-            max_len,
+            // `max_len <= SIZE_LIMIT < 2^32`: the pool checked it.
+            max_len: max_len as u32,
             slot,
             anchor,
-            sampled_at,
         }
     }
 
     /// The current length (`INSSBuffer::GetLength`); 0 for a fresh buffer.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len
+        self.len as usize
     }
 
     /// Whether `len() == 0`.
@@ -88,13 +86,13 @@ impl PageBuffer {
     /// `max_size` it was allocated with.
     #[inline]
     pub fn max_len(&self) -> usize {
-        self.max_len
+        self.max_len as usize
     }
 
     /// Bytes still free between `len()` and `max_len()`.
     #[inline]
     pub fn remaining(&self) -> usize {
-        self.max_len - self.len
+        (self.max_len - self.len) as usize
     }
 
     /// Sets the current length (`INSSBuffer::SetLength`). The bytes up to
@@ -106,13 +104,14 @@ impl PageBuffer {
     /// unchanged.
     #[inline]
     pub fn set_len(&mut self, len: usize) -> Result<(), Error> {
-        if len > self.max_len {
+        if len > self.max_len() {
             return Err(Error::LengthExceedsMax {
                 requested: len,
-                max: self.max_len,
+                max: self.max_len(),
             });
         }
-        self.len = len;
+        // `len <= max_len`, which fits `u32`.
+        self.len = len as u32;
         Ok(())
     }
 
@@ -128,19 +127,19 @@ impl PageBuffer {
     /// [`Error::LengthExceedsMax`] when the result would pass `max_len()`;
     /// nothing is written then.
     pub fn extend_from_slice(&mut self, data: &[u8]) -> Result<(), Error> {
-        let end = self
-            .len
+        let start = self.len();
+        let end = start
             .checked_add(data.len())
-            .filter(|&e| e <= self.max_len);
+            .filter(|&e| e <= self.max_len());
         let Some(end) = end else {
             return Err(Error::LengthExceedsMax {
-                requested: self.len.saturating_add(data.len()),
-                max: self.max_len,
+                requested: start.saturating_add(data.len()),
+                max: self.max_len(),
             });
         };
-        let start = self.len;
         self.as_max_slice_mut()[start..end].copy_from_slice(data);
-        self.len = end;
+        // `end <= max_len`, which fits `u32`.
+        self.len = end as u32;
         Ok(())
     }
 
@@ -161,7 +160,7 @@ impl PageBuffer {
     /// `INSSBuffer::GetBufferAndLength`: the first byte and the current length.
     #[inline]
     pub fn buffer_and_length(&mut self) -> (*mut u8, usize) {
-        (self.ptr.as_ptr(), self.len)
+        (self.ptr.as_ptr(), self.len())
     }
 
     /// The first `len()` bytes.
@@ -170,21 +169,21 @@ impl PageBuffer {
         // SAFETY: `ptr` is valid for `max_len >= len` bytes, all initialised
         // (fresh mappings are zeroed; later contents were written as bytes),
         // and no one else accesses the slot while `self` lives.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
     }
 
     /// The first `len()` bytes, writable.
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes the access unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) }
     }
 
     /// All `max_len()` bytes, whatever the current length.
     #[inline]
     pub fn as_max_slice(&self) -> &[u8] {
         // SAFETY: as in `as_slice`, for `max_len` bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.max_len) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.max_len()) }
     }
 
     /// All `max_len()` bytes, writable: fill them (a `read()`, a codec), then
@@ -202,7 +201,7 @@ impl PageBuffer {
     #[inline]
     pub fn as_max_slice_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_mut_slice`, for `max_len` bytes.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.max_len) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.max_len()) }
     }
 
     /// The size of the slot behind the buffer (whole pages, at least
@@ -241,12 +240,9 @@ impl PageBuffer {
         let anchor = self.anchor;
         let settled = {
             let pool = self.pool();
-            if self.sampled_at != 0 {
-                pool.record_hold(self.sampled_at);
-            }
             // SAFETY: we own the slot and are done with it; `pool` is the pool
             // it came from and `anchor` the one it was counted on.
-            unsafe { pool.release(self.slot, self.max_len, site, anchor) }
+            unsafe { pool.release(self.slot, self.max_len(), site, anchor) }
         };
         if !settled {
             // The last step: it may free the anchor and the pool, so no
@@ -336,7 +332,7 @@ pub struct SharedBuffer {
 impl PageBuffer {
     /// Freezes the buffer into a [`SharedBuffer`] of its first `len()` bytes.
     pub fn freeze(self) -> SharedBuffer {
-        let end = self.len;
+        let end = self.len();
         SharedBuffer {
             buf: Arc::new(self),
             start: 0,

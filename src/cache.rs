@@ -18,7 +18,7 @@
 //! owner wrote to the slot is visible to the next one, and the two never
 //! overlap: a slot is on the list or owned by one buffer, never both.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -126,87 +126,175 @@ impl Tally {
 }
 
 /// Adds one to a counter only this thread writes.
-#[inline]
+#[inline(always)]
 fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed) + 1, Relaxed);
 }
 
+/// One class's free slots in a thread's cache.
+struct Bin {
+    /// Free slots, most recently released last (LIFO: the next allocation
+    /// gets the slot whose lines and pages are still hot). Capacity
+    /// `limit + 1`, so a push never reallocates.
+    slots: Vec<SlotRef>,
+    /// The most slots kept; 0 when the pool has no thread caches (every
+    /// release then spills at once).
+    limit: usize,
+    /// This thread's counters for the class: an element of the entry's
+    /// `tally`, which the entry keeps alive.
+    tally: NonNull<ClassTally>,
+}
+
+impl Bin {
+    #[inline(always)]
+    fn tally(&self) -> &ClassTally {
+        // SAFETY: points into the owning entry's `tally`, alive as long as
+        // the entry (and so this bin).
+        unsafe { self.tally.as_ref() }
+    }
+}
+
 /// One thread's cache for one pool.
-struct Entry {
+pub(crate) struct Entry {
+    /// The pool: the anchor's, kept alive by it until the entry retires.
+    pool: NonNull<PoolInner>,
+    /// This thread's anchor for the pool.
+    anchor: NonNull<Anchor>,
+    /// Buffers issued through `anchor` minus those this thread took back:
+    /// the owner's side of the anchor's count (see `anchor.rs`).
+    issued: isize,
+    /// The pool's `flush_epoch` this cache has caught up with.
+    epoch: u32,
+    /// Free slots by class.
+    bins: Box<[Bin]>,
+    /// This thread's counters, registered with the pool for `stats()`.
+    tally: Arc<Tally>,
     /// The pool's unique id (`PoolInner::id`); never reused, so an entry of a
     /// dropped pool never matches a new one.
     id: u64,
-    /// This thread's anchor for the pool: its `pool` is the pool, kept alive
-    /// by the anchor until the entry retires it.
-    anchor: NonNull<Anchor>,
-    tally: Arc<Tally>,
-    /// Free slots by class, most recently released last (LIFO: the next
-    /// allocation gets the slot whose lines and pages are still hot).
-    stacks: Box<[Vec<SlotRef>]>,
-    /// The pool's `flush_epoch` this cache has caught up with.
-    epoch: u32,
 }
 
 impl Entry {
+    #[inline(always)]
     fn pool(&self) -> &PoolInner {
         // SAFETY: the entry holds the owner's reference to its anchor until
-        // `retire` below, so the anchor (and its pool) is live.
-        unsafe { &self.anchor.as_ref().pool }
+        // `retire`, and the anchor holds the pool.
+        unsafe { self.pool.as_ref() }
     }
 
     /// Returns every cached slot to the pool's free lists.
     fn flush(&mut self) {
-        // SAFETY: as in `pool`; the stacks are borrowed separately.
-        let pool = unsafe { &*std::ptr::addr_of!(self.anchor.as_ref().pool) };
-        for (idx, stack) in self.stacks.iter_mut().enumerate() {
-            for slot in stack.drain(..) {
+        // SAFETY: as in `pool`; borrowed apart from the bins.
+        let pool = unsafe { self.pool.as_ref() };
+        for (idx, bin) in self.bins.iter_mut().enumerate() {
+            for slot in bin.slots.drain(..) {
                 pool.class_state[idx].free.push(slot);
             }
         }
     }
 
     /// Flushes if the pool asked every thread to.
-    #[inline]
+    #[inline(always)]
     fn catch_up(&mut self) {
         let epoch = self.pool().flush_epoch.load(Relaxed);
         if epoch != self.epoch {
-            self.flush();
-            self.epoch = epoch;
+            self.flush_for(epoch);
         }
     }
 
+    #[cold]
+    fn flush_for(&mut self, epoch: u32) {
+        self.flush();
+        self.epoch = epoch;
+    }
+
     /// Gives everything back: slots, counters, and the anchor reference.
-    fn retire(mut self) {
+    fn retire(mut self: Box<Self>) {
         self.flush();
         self.pool().retire_tally(&self.tally);
-        // SAFETY: we are the owning thread, retiring once; `self` (and with it
-        // the pointer) is dropped right after.
-        unsafe { Anchor::retire(self.anchor) };
+        // SAFETY: we are the owning thread, retiring once with our final
+        // count; `self` (and with it the pointer) is dropped right after.
+        unsafe { Anchor::retire(self.anchor, self.issued) };
     }
 }
 
-/// The calling thread's caches, one entry per pool it has used.
-struct ThreadCaches(RefCell<Vec<Entry>>);
+/// The calling thread's caches, one entry per pool it has used. Each entry
+/// is boxed so that [`FAST`] can point at it while the list grows.
+struct ThreadCaches(RefCell<Vec<Box<Entry>>>);
 
 impl Drop for ThreadCaches {
     /// At thread exit: give the slots back, fold the counters into the
     /// pool's (so nothing is stranded and `stats()` stays exact), and drop
     /// this thread's references to the pools.
     fn drop(&mut self) {
+        // First, so no later call (another thread-local's destructor that
+        // drops a buffer) reaches an entry through the shortcut.
+        FAST.with(Fast::clear);
         for entry in self.0.get_mut().drain(..) {
             entry.retire();
         }
     }
 }
 
+/// The calling thread's most recently used entry, tried before the list: a
+/// plain thread-local with no destructor, so reaching it costs one load
+/// relative to the thread pointer, no `RefCell` and no search.
+///
+/// Invariant: `entry` is null, or points to a live entry in this thread's
+/// [`CACHES`] list whose pool is `pool` (the entry's anchor keeps that pool
+/// alive, so no other pool can have its address meanwhile). Every removal
+/// from the list clears this first.
+struct Fast {
+    pool: Cell<*const PoolInner>,
+    entry: Cell<*mut Entry>,
+}
+
+impl Fast {
+    fn clear(&self) {
+        self.pool.set(std::ptr::null());
+        self.entry.set(std::ptr::null_mut());
+    }
+}
+
 thread_local! {
     static CACHES: ThreadCaches = const { ThreadCaches(RefCell::new(Vec::new())) };
+    static FAST: Fast = const {
+        Fast {
+            pool: Cell::new(std::ptr::null()),
+            entry: Cell::new(std::ptr::null_mut()),
+        }
+    };
 }
 
 /// Runs `f` on this thread's cache for `pool` (made on first use). `None`
 /// when the thread is exiting and its caches are gone.
-#[inline]
+///
+/// `f` gets the entry exclusively, so it must not call back into this
+/// module's entry points; no caller's closure does.
+#[inline(always)]
 fn with_entry<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+    let entry = FAST.with(|fast| {
+        if fast.pool.get() == Arc::as_ptr(pool) {
+            fast.entry.get()
+        } else {
+            std::ptr::null_mut()
+        }
+    });
+    match NonNull::new(entry) {
+        // SAFETY: `FAST`'s invariant: a live entry of this thread for `pool`.
+        // Only this thread reaches it, and no other reference to it is alive:
+        // `with_entry` is not re-entered from `f`, and the slow path's
+        // `RefCell` borrow has ended.
+        Some(mut entry) => Some(f(unsafe { entry.as_mut() })),
+        None => with_entry_slow(pool, f),
+    }
+}
+
+/// `with_entry` when the shortcut points elsewhere: search the list, make
+/// the entry if needed, and point the shortcut at it.
+#[cold]
+#[inline(never)]
+fn with_entry_slow<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
     CACHES
         .try_with(|caches| {
             let mut entries = caches.0.try_borrow_mut().ok()?;
@@ -216,15 +304,22 @@ fn with_entry<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) -> Opti
                 None if pool.is_closed() => return None,
                 None => new_entry(&mut entries, pool),
             };
-            Some(f(&mut entries[at]))
+            let entry = &mut entries[at];
+            FAST.with(|fast| {
+                fast.pool.set(Arc::as_ptr(pool));
+                fast.entry.set(&mut **entry);
+            });
+            Some(f(entry))
         })
         .ok()
         .flatten()
 }
 
 #[cold]
-fn new_entry(entries: &mut Vec<Entry>, pool: &Arc<PoolInner>) -> usize {
-    // Entries of closed pools: give their memory back now.
+fn new_entry(entries: &mut Vec<Box<Entry>>, pool: &Arc<PoolInner>) -> usize {
+    // Entries of closed pools: give their memory back now (the shortcut may
+    // point at one of them).
+    FAST.with(Fast::clear);
     let mut i = 0;
     while i < entries.len() {
         if entries[i].pool().is_closed() {
@@ -236,66 +331,76 @@ fn new_entry(entries: &mut Vec<Entry>, pool: &Arc<PoolInner>) -> usize {
     let classes = pool.classes.len();
     let tally = Arc::new(Tally::new(classes));
     pool.register_tally(Arc::clone(&tally));
-    entries.push(Entry {
-        id: pool.id,
+    let bins = (0..classes)
+        .map(|i| {
+            let limit = pool.cache_slots.get(i).copied().unwrap_or(0);
+            Bin {
+                slots: Vec::with_capacity(limit + 1),
+                limit,
+                tally: NonNull::from(&tally.classes[i]),
+            }
+        })
+        .collect();
+    entries.push(Box::new(Entry {
+        pool: NonNull::from(&**pool),
         anchor: Anchor::new(Arc::clone(pool)),
-        tally,
-        stacks: (0..classes)
-            .map(|i| Vec::with_capacity(pool.cache_slots.get(i).map_or(0, |n| n + 1)))
-            .collect(),
+        issued: 0,
         epoch: pool.flush_epoch.load(Relaxed),
-    });
+        bins,
+        tally,
+        id: pool.id,
+    }));
     entries.len() - 1
 }
 
 /// Takes a slot of class `idx` for a new buffer: from this thread's cache,
 /// refilled from the pool's free list in a batch when empty, else from the
 /// pool's slow path. Returns the slot and the anchor the buffer must hold.
-#[inline]
+#[inline(always)]
 pub(crate) fn acquire(
     pool: &Arc<PoolInner>,
     idx: usize,
     max_size: usize,
 ) -> Result<(SlotRef, NonNull<Anchor>), Error> {
     let got = with_entry(pool, |e| {
-        let slot = if pool.cache_slots.is_empty() {
-            None
-        } else {
-            e.catch_up();
-            match e.stacks[idx].pop() {
-                Some(slot) => Some(slot),
-                None => refill(e, pool, idx),
-            }
+        e.catch_up();
+        e.issued += 1;
+        let bin = &mut e.bins[idx];
+        let slot = match bin.slots.pop() {
+            Some(slot) => Some(slot),
+            None => refill(bin, &pool.class_state[idx].free),
         };
         if slot.is_some() {
-            bump(&e.tally.classes[idx].hits);
+            bump(&bin.tally().hits);
         }
         (slot, e.anchor)
     });
-    let (slot, anchor) = match got {
-        Some((Some(slot), anchor)) => (slot, anchor),
-        Some((None, anchor)) => (pool.allocate_shared(idx, max_size)?, anchor),
+    match got {
+        Some((Some(slot), anchor)) => Ok((slot, anchor)),
+        Some((None, anchor)) => match pool.allocate_shared(idx, max_size) {
+            Ok(slot) => Ok((slot, anchor)),
+            Err(e) => {
+                // Not issued after all.
+                let _ = with_entry(pool, |e| e.issued -= 1);
+                Err(e)
+            }
+        },
         // This thread is exiting: no cache, and an anchor of its own.
         None => {
             let slot = pool.allocate_shared(idx, max_size)?;
-            return Ok((slot, Anchor::detached(Arc::clone(pool))));
+            Ok((slot, Anchor::detached(Arc::clone(pool))))
         }
-    };
-    // SAFETY: `anchor` is this thread's live entry's anchor, not retired.
-    unsafe { anchor.as_ref().issue() };
-    Ok((slot, anchor))
+    }
 }
 
 /// Moves up to half a cache of free slots from the pool's list into ours.
 #[cold]
-fn refill(e: &mut Entry, pool: &PoolInner, idx: usize) -> Option<SlotRef> {
-    let free = &pool.class_state[idx].free;
+fn refill(bin: &mut Bin, free: &FreeList) -> Option<SlotRef> {
     let first = free.pop()?;
-    let batch = pool.cache_slots[idx] / 2;
-    let stack = &mut e.stacks[idx];
-    while stack.len() < batch {
+    let batch = bin.limit / 2;
+    while bin.slots.len() < batch {
         match free.pop() {
-            Some(slot) => stack.push(slot),
+            Some(slot) => bin.slots.push(slot),
             None => break,
         }
     }
@@ -303,11 +408,12 @@ fn refill(e: &mut Entry, pool: &PoolInner, idx: usize) -> Option<SlotRef> {
 }
 
 /// Takes back the slot of class `idx` of a buffer issued through `anchor`:
-/// into this thread's cache (spilling half to the pool's free list when full)
-/// or the pool's free list, counted. Returns whether the buffer's reference
-/// on `anchor` was settled here (this thread owns it); if not, the caller
-/// must end with [`Anchor::release_remote`].
-#[inline]
+/// into this thread's cache (spilling half to the pool's free list when full,
+/// everything when the pool keeps no caches) or the pool's free list,
+/// counted. Returns whether the buffer's reference on `anchor` was settled
+/// here (this thread owns it); if not, the caller must end with
+/// [`Anchor::release_remote`].
+#[inline(always)]
 pub(crate) fn give_back(
     pool: &Arc<PoolInner>,
     idx: usize,
@@ -315,23 +421,14 @@ pub(crate) fn give_back(
     anchor: NonNull<Anchor>,
 ) -> bool {
     let owned = with_entry(pool, |e| {
-        if pool.cache_slots.is_empty() {
-            pool.free_shared(idx, slot);
-        } else {
-            e.catch_up();
-            let stack = &mut e.stacks[idx];
-            stack.push(slot);
-            if stack.len() > pool.cache_slots[idx] {
-                spill(stack, pool, idx);
-            }
-            bump(&e.tally.classes[idx].releases);
+        e.catch_up();
+        let bin = &mut e.bins[idx];
+        bin.slots.push(slot);
+        bump(&bin.tally().releases);
+        if bin.slots.len() > bin.limit {
+            spill(bin, &pool.class_state[idx].free);
         }
-        let owned = e.anchor == anchor;
-        if owned {
-            // SAFETY: this thread owns the anchor (it is its live entry's).
-            unsafe { anchor.as_ref().release_local() };
-        }
-        owned
+        settle_in(e, anchor)
     });
     match owned {
         Some(owned) => owned,
@@ -342,12 +439,23 @@ pub(crate) fn give_back(
     }
 }
 
-/// Moves the older half of a full cache to the pool's free list.
+/// Settles a buffer's reference on `anchor` if it is this entry's.
+#[inline(always)]
+fn settle_in(e: &mut Entry, anchor: NonNull<Anchor>) -> bool {
+    let owned = e.anchor == anchor;
+    if owned {
+        e.issued -= 1;
+    }
+    owned
+}
+
+/// Moves the older half of a full cache (all of it with no caches) to the
+/// pool's free list.
 #[cold]
-fn spill(stack: &mut Vec<SlotRef>, pool: &PoolInner, idx: usize) {
-    let keep = pool.cache_slots[idx] / 2;
-    for slot in stack.drain(..stack.len() - keep) {
-        pool.class_state[idx].free.push(slot);
+fn spill(bin: &mut Bin, free: &FreeList) {
+    let keep = bin.limit / 2;
+    for slot in bin.slots.drain(..bin.slots.len() - keep) {
+        free.push(slot);
     }
 }
 
@@ -360,13 +468,5 @@ pub(crate) fn flush_current(pool: &Arc<PoolInner>) {
 /// it (the buffer's slot went elsewhere, e.g. to quarantine). Returns
 /// whether it did; if not, the caller ends with [`Anchor::release_remote`].
 pub(crate) fn settle(pool: &Arc<PoolInner>, anchor: NonNull<Anchor>) -> bool {
-    with_entry(pool, |e| {
-        let owned = e.anchor == anchor;
-        if owned {
-            // SAFETY: this thread owns the anchor (it is its live entry's).
-            unsafe { anchor.as_ref().release_local() };
-        }
-        owned
-    })
-    .unwrap_or(false)
+    with_entry(pool, |e| settle_in(e, anchor)).unwrap_or(false)
 }

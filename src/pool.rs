@@ -23,7 +23,7 @@ use crate::debug::quarantine::Quarantine;
 use crate::debug::Zeroing;
 use crate::leak::{self, LeakTracking};
 use crate::metrics::{self, PoolMetrics, Publisher};
-use crate::slab::{Layout, Slab, HAS_BACKTRACE};
+use crate::slab::{Layout, Slab, HAS_BACKTRACE, SAMPLED};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
 
@@ -196,7 +196,7 @@ impl BufferPool {
     /// - [`Error::Exhausted`] when the byte cap is reached;
     /// - [`Error::Os`] when the OS refuses a new mapping.
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     pub fn allocate_page_size_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
         if let Some(m) = &self.inner.metrics {
             if m.should_sample() {
@@ -206,7 +206,7 @@ impl BufferPool {
         let (slot, anchor) = self.inner.allocate(max_size, Location::caller())?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone and
         // counted the buffer on `anchor`, which keeps the pool alive.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor, 0) })
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor) })
     }
 
     /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
@@ -234,8 +234,14 @@ impl BufferPool {
         let now = clock::now_nanos();
         m.allocation_duration.record((now - start) as f64 * 1e-9);
         m.request_size.record(max_size as f64);
+        // SAFETY: `allocate` just took the slot for us alone.
+        let s = unsafe { slot.get() };
+        // The precise stamp the hold time is measured from (also a more
+        // precise leak age); the release sees `SAMPLED`.
+        s.allocated_at.store(now, Relaxed);
+        s.flags.store(s.flags.load(Relaxed) | SAMPLED, Relaxed);
         // SAFETY: as in `allocate_page_size_buffer`.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor, now) })
+        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor) })
     }
 
     /// Copies the pool's counters into its metric handles now, rather than
@@ -541,7 +547,7 @@ impl PoolInner {
     }
 
     /// Takes a slot for a request of `max_size` bytes made at `site`.
-    #[inline]
+    #[inline(always)]
     fn allocate(
         self: &Arc<Self>,
         max_size: usize,
@@ -658,8 +664,9 @@ impl PoolInner {
                 .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
             s.thread.store(leak::thread_id(), Relaxed);
         }
-        if s.flags.load(Relaxed) & HAS_BACKTRACE != 0 {
-            self.forget_backtrace(s);
+        let flags = s.flags.load(Relaxed);
+        if flags != 0 {
+            self.release_flagged(s, flags);
         }
         let d = &self.config.debug;
         let settled = if d.quarantine_every != 0
@@ -685,11 +692,17 @@ impl PoolInner {
         class.free.push(slot);
     }
 
-    /// Drops the stored backtrace of a slot being released.
+    /// The rare duties of a release, flagged on the slot: record the hold
+    /// time of a sampled buffer, drop a stored backtrace.
     #[cold]
-    fn forget_backtrace(&self, s: &crate::slab::Slot) {
-        s.flags.fetch_and(!HAS_BACKTRACE, Relaxed);
-        self.backtraces.lock().remove(&(s.data().as_ptr() as usize));
+    fn release_flagged(&self, s: &crate::slab::Slot, flags: u8) {
+        s.flags.store(0, Relaxed);
+        if flags & SAMPLED != 0 {
+            self.record_hold(s.allocated_at.load(Relaxed));
+        }
+        if flags & HAS_BACKTRACE != 0 {
+            self.backtraces.lock().remove(&(s.data().as_ptr() as usize));
+        }
     }
 
     /// The slow path of `allocate`: no free slot was found, so map a slab

@@ -108,12 +108,18 @@ pub(crate) struct Slot {
     pub(crate) canary_to: AtomicU32,
     /// Bytes from the slot's start poisoned at the last release (0: none).
     pub(crate) poisoned: AtomicU32,
-    /// `HAS_BACKTRACE` when the pool holds a backtrace for this slot.
+    /// `HAS_BACKTRACE` when the pool holds a backtrace for this slot,
+    /// `SAMPLED` when its buffer's hold time is to be recorded. Written by
+    /// the slot's owner only; 0 for most buffers, so a release tests one
+    /// byte for every rare duty.
     pub(crate) flags: AtomicU8,
 }
 
 /// `Slot::flags`: a backtrace of the allocation is stored in the pool.
 pub(crate) const HAS_BACKTRACE: u8 = 1;
+/// `Slot::flags`: the buffer was sampled for the metrics histograms; its
+/// `allocated_at` is the precise `clock::now_nanos()` of the allocation.
+pub(crate) const SAMPLED: u8 = 2;
 /// Slot state: made inaccessible and kept out of reuse for a while.
 pub(crate) const QUARANTINED: u8 = 2;
 
