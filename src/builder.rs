@@ -163,9 +163,10 @@ impl PoolBuilder {
     }
 
     /// Record the histograms (allocation latency, request size, hold time)
-    /// for one allocation in `n` (default 64); 0 turns them off, 1 records
-    /// every call (exporters buffer every sample until a scrape: keep it for
-    /// tests and low rates).
+    /// for one allocation in `n` (default 256, see
+    /// [`DEFAULT_SAMPLE_EVERY`](crate::metrics::DEFAULT_SAMPLE_EVERY)); 0
+    /// turns them off, 1 records every call (exporters buffer every sample
+    /// until a scrape: keep it for tests and low rates).
     pub fn metrics_sample_every(mut self, n: u32) -> Self {
         self.config.sample_every = n;
         self

@@ -209,7 +209,7 @@ impl Entry {
     }
 
     /// Gives everything back: slots, counters, and the anchor reference.
-    fn retire(mut self: Box<Self>) {
+    fn retire(mut self) {
         self.flush();
         self.pool().retire_tally(&self.tally);
         // SAFETY: we are the owning thread, retiring once with our final
@@ -220,6 +220,8 @@ impl Entry {
 
 /// The calling thread's caches, one entry per pool it has used. Each entry
 /// is boxed so that [`FAST`] can point at it while the list grows.
+// Boxed on purpose: `FAST` holds an entry's address while the list grows.
+#[allow(clippy::vec_box)]
 struct ThreadCaches(RefCell<Vec<Box<Entry>>>);
 
 impl Drop for ThreadCaches {
@@ -231,7 +233,7 @@ impl Drop for ThreadCaches {
         // drops a buffer) reaches an entry through the shortcut.
         FAST.with(Fast::clear);
         for entry in self.0.get_mut().drain(..) {
-            entry.retire();
+            (*entry).retire();
         }
     }
 }
@@ -316,6 +318,7 @@ fn with_entry_slow<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) ->
 }
 
 #[cold]
+#[allow(clippy::vec_box)] // see `ThreadCaches`
 fn new_entry(entries: &mut Vec<Box<Entry>>, pool: &Arc<PoolInner>) -> usize {
     // Entries of closed pools: give their memory back now (the shortcut may
     // point at one of them).
@@ -323,7 +326,7 @@ fn new_entry(entries: &mut Vec<Box<Entry>>, pool: &Arc<PoolInner>) -> usize {
     let mut i = 0;
     while i < entries.len() {
         if entries[i].pool().is_closed() {
-            entries.swap_remove(i).retire();
+            (*entries.swap_remove(i)).retire();
         } else {
             i += 1;
         }

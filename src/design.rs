@@ -70,7 +70,7 @@
 //! single-writer counter store, plain stores into the slot's metadata line
 //! (state; with call-site tracking also site, coarse time, thread), a plain
 //! increment of this thread's anchor count (which keeps the pool alive for
-//! the buffer), and, one call in 64, a histogram sample.
+//! the buffer), and, one call in 256, a histogram sample.
 //! `drop(PageBuffer)`: the slack canary's word compare (Standard), plain
 //! stores, a push onto this thread's stack, a plain decrement of the anchor
 //! count. No lock, no system call, and no atomic read-modify-write on the

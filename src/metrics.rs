@@ -128,8 +128,12 @@ pub const ALL: [&str; 16] = [
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// The longest publish interval a pool accepts.
 pub const MAX_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
-/// By default one allocation in this many records the histograms.
-pub const DEFAULT_SAMPLE_EVERY: u32 = 64;
+/// By default one allocation in this many records the histograms. A sample
+/// costs three clock reads and three histogram records, about 200 ns on a
+/// VM: one in 256 keeps that near 1 ns per allocation while a pool busy
+/// enough for the cost to matter (100,000 calls a second) still records
+/// about 400 samples a second.
+pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
 /// Describes every metric to the current recorder. The exporter appends a
 /// unit suffix to names that lack it, so gauges whose fixed names do not end

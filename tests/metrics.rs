@@ -321,7 +321,10 @@ fn corruptions_and_leak_suspects_are_published() {
     });
     let mut b = pool.allocate_page_size_buffer(10).unwrap();
     // SAFETY (test): inside the slot's first page; the planted overflow.
-    unsafe { std::ptr::write_volatile(b.as_mut_ptr().add(10), 0) };
+    unsafe {
+        let p = b.as_mut_ptr().add(10);
+        std::ptr::write_volatile(p, !std::ptr::read_volatile(p));
+    }
     drop(b);
     let held = pool.allocate_page_size_buffer(10).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(60));

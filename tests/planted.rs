@@ -19,6 +19,16 @@ fn child_line(out: &ChildOutput, key: &str) -> u32 {
     out.value(key)
 }
 
+/// Overwrites the byte at `p` with its complement: a damage no canary
+/// pattern can hide, whatever byte it holds there.
+///
+/// # Safety
+/// `p` is readable and writable.
+unsafe fn flip(p: *mut u8) {
+    // SAFETY: forwarded from the caller.
+    unsafe { ptr::write_volatile(p, !ptr::read_volatile(p)) };
+}
+
 fn assert_signal(out: &ChildOutput, sig: i32) {
     assert_eq!(
         out.status.signal(),
@@ -53,7 +63,8 @@ fn one_byte_past_max_len_is_reported_at_release() {
         child_marker(&format!("line={line}"));
         // SAFETY (test): byte 1500 is inside the slot's first page, so the
         // write itself is harmless; it is the bug the canary must catch.
-        unsafe { ptr::write_volatile(buf.as_mut_ptr().add(1500), 0x41) };
+        // The complement of what is there: a change whatever the canary byte.
+        unsafe { flip(buf.as_mut_ptr().add(1500)) };
         drop(buf);
         no_fault();
     }
@@ -78,7 +89,7 @@ fn one_byte_past_max_len_is_counted_when_logging() {
     let pool = BufferPool::builder().name("planted-log").build().unwrap();
     let mut buf = pool.allocate_page_size_buffer(100).unwrap();
     // SAFETY (test): inside the slot's first page.
-    unsafe { ptr::write_volatile(buf.as_mut_ptr().add(100), 1) };
+    unsafe { flip(buf.as_mut_ptr().add(100)) };
     drop(buf);
     assert_eq!(pool.stats().corruptions, 1);
     // The canary was repaired: the slot is reused without a second report.
@@ -107,7 +118,7 @@ fn a_write_in_a_later_page_of_the_slot_is_caught_by_paranoid() {
         assert_eq!(buf.slot_len(), 10 * page);
         child_marker(&format!("line={line}"));
         // SAFETY (test): inside the slot.
-        unsafe { ptr::write_volatile(buf.as_mut_ptr().add(target), 7) };
+        unsafe { flip(buf.as_mut_ptr().add(target)) };
         drop(buf);
         no_fault();
     }
@@ -132,7 +143,7 @@ fn a_write_in_a_later_page_of_the_slot_is_caught_by_paranoid() {
     let pool = BufferPool::new();
     let mut buf = pool.allocate_page_size_buffer(max_len).unwrap();
     // SAFETY (test): inside the slot.
-    unsafe { ptr::write_volatile(buf.as_mut_ptr().add(target), 7) };
+    unsafe { flip(buf.as_mut_ptr().add(target)) };
     drop(buf);
     assert_eq!(pool.stats().corruptions, 0);
 }

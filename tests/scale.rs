@@ -162,8 +162,9 @@ fn mprotect_fallback_hundred_thousand() {
     // same slab mapping (checked above), readable and writable, holding only
     // the canary; nothing else uses them.
     unsafe {
-        std::ptr::write_volatile(p.add(page), 0);
-        std::ptr::write_volatile(p.sub(1), 0);
+        // Complements: a change whatever canary byte is there.
+        std::ptr::write_volatile(p.add(page), !std::ptr::read_volatile(p.add(page)));
+        std::ptr::write_volatile(p.sub(1), !std::ptr::read_volatile(p.sub(1)));
     }
     assert_eq!(canaried.stats().corruptions, 0, "found on release");
     drop(three.remove(1));

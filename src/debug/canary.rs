@@ -51,21 +51,17 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
     }
 }
 
-/// Compares `p..p + len` with the canary; returns the offset (from `p`) of
-/// the first damaged byte and how many are damaged, or `None`.
-///
-/// Works a whole aligned word at a time: the words that hold the range's first
-/// and last bytes are read in full and the bytes outside the range masked off.
+/// Whether `p..p + len` holds the canary: the fast test of a release,
+/// a whole aligned word at a time (the words that hold the range's first and
+/// last bytes are read in full and the bytes outside the range masked off).
+/// [`check`] then says where the damage is.
 ///
 /// # Safety
 /// The 8-byte-aligned words that contain the range are readable memory.
 /// Concurrent writers (the bugs this looks for) make the answer approximate,
 /// not undefined in practice: every access is volatile.
-#[inline]
-pub(crate) unsafe fn check(p: *const u8, len: usize) -> Option<(usize, usize)> {
-    if len == 0 {
-        return None;
-    }
+#[inline(always)]
+pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
     let start = p as usize;
     let end = start + len;
     let mut diff = 0u64;
@@ -84,9 +80,21 @@ pub(crate) unsafe fn check(p: *const u8, len: usize) -> Option<(usize, usize)> {
         diff |= x;
         a += 8;
     }
-    if diff == 0 {
+    diff == 0
+}
+
+/// Compares `p..p + len` with the canary; returns the offset (from `p`) of
+/// the first damaged byte and how many are damaged, or `None`.
+///
+/// # Safety
+/// As for [`intact`].
+pub(crate) unsafe fn check(p: *const u8, len: usize) -> Option<(usize, usize)> {
+    // SAFETY: forwarded from the caller.
+    if len == 0 || unsafe { intact(p, len) } {
         return None;
     }
+    let start = p as usize;
+    let end = start + len;
     let mut first = None;
     let mut damaged = 0;
     for b in start..end {

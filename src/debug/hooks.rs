@@ -32,36 +32,29 @@ impl PoolInner {
     ///
     /// # Safety
     /// The caller owns the slot (just taken off a free list).
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize) {
         let d = &self.config.debug;
-        let slot_len = self.classes.slot_bytes(s.class());
-        let data = s.data().as_ptr();
         if s.poisoned.load(Relaxed) != 0 {
             // SAFETY: the slot is ours (caller's contract).
-            unsafe { self.check_poison(s, slot_len) };
+            unsafe { self.check_poison(s) };
         }
         if d.zero == Zeroing::OnAllocate {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
-            unsafe { std::ptr::write_bytes(data, 0, max_len) };
+            unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
         }
         if d.canary() {
+            let slot_len = self.classes.slot_bytes(s.class());
             let (from, to) = self.canary_span(max_len, slot_len);
             let (kf, kt) = (
                 s.canary_from.load(Relaxed) as usize,
                 s.canary_to.load(Relaxed) as usize,
             );
-            // Write only what the pattern does not cover yet.
-            let (wf, wt) = if kf <= from && to <= kt || from == to {
-                (from, from)
-            } else if from < kf && kf <= to && to <= kt {
-                (from, kf)
-            } else {
-                (from, to)
-            };
-            if wf < wt {
-                // SAFETY: `wf < wt <= slot_len`: inside our slot.
-                unsafe { canary::fill(data.add(wf), wt - wf) };
+            // In steady state the slot already holds the pattern where it is
+            // wanted (or nothing is wanted): no write.
+            if from < to && !(kf <= from && to <= kt) {
+                // SAFETY: the slot is ours; `from < to <= slot_len`.
+                unsafe { fill_canary(s, from, to, kf, kt) };
             }
             // Offsets fit u32: slots are at most SIZE_LIMIT bytes.
             s.canary_from.store(from as u32, Relaxed);
@@ -74,45 +67,69 @@ impl PoolInner {
     ///
     /// # Safety
     /// The caller owns the slot (its buffer is being dropped).
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn debug_release(&self, s: &Slot, max_len: usize) {
         let d = &self.config.debug;
-        let slot_len = self.classes.slot_bytes(s.class());
-        let data = s.data().as_ptr();
         if d.canary() {
+            let slot_len = self.classes.slot_bytes(s.class());
             let (from, to) = self.canary_span(max_len, slot_len);
-            let len = to - from;
-            // SAFETY: `from..to` lies inside our slot.
-            let found = unsafe {
-                if d.full_canary || len <= CANARY_WINDOW + 8 {
-                    canary::check(data.add(from), len)
-                } else {
-                    canary::check(data.add(from), CANARY_WINDOW).or_else(|| {
-                        canary::check(data.add(to - 8), 8).map(|(f, n)| (f + len - 8, n))
-                    })
+            if from < to {
+                let data = s.data().as_ptr();
+                let len = to - from;
+                // SAFETY: `from..to` lies inside our slot.
+                let intact = unsafe {
+                    if d.full_canary || len <= CANARY_WINDOW + 8 {
+                        canary::intact(data.add(from), len)
+                    } else {
+                        canary::intact(data.add(from), CANARY_WINDOW)
+                            && canary::intact(data.add(to - 8), 8)
+                    }
+                };
+                if !intact {
+                    // SAFETY: as above.
+                    unsafe { self.canary_damaged(s, slot_len, from, to) };
                 }
-            };
-            if let Some((first, damaged)) = found {
-                // SAFETY: as above; repair so the slot stays usable.
-                unsafe { canary::fill(data.add(from), len) };
-                self.raise(
-                    CorruptionKind::SlackCanary,
-                    s,
-                    slot_len,
-                    (from + first) as isize,
-                    damaged,
-                );
             }
         }
         if d.zero == Zeroing::OnRelease {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
-            unsafe { std::ptr::write_bytes(data, 0, max_len) };
+            unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
         }
         if sampled(&POISON_COUNTDOWN, d.poison_every) {
-            let n = max_len.min(d.poison_bytes);
-            // SAFETY: `n <= max_len <= slot_len`.
-            unsafe { poison::fill(data, n) };
-            s.poisoned.store(n as u32, Relaxed);
+            // SAFETY: the slot is ours.
+            unsafe { poison_slot(s, max_len.min(d.poison_bytes)) };
+        }
+    }
+
+    /// Reports and repairs the canary of slot `s` over `from..to`.
+    ///
+    /// # Safety
+    /// The caller owns the slot; `from..to` lies inside it.
+    #[cold]
+    #[inline(never)]
+    unsafe fn canary_damaged(&self, s: &Slot, slot_len: usize, from: usize, to: usize) {
+        let d = &self.config.debug;
+        let data = s.data().as_ptr();
+        let len = to - from;
+        // SAFETY: `from..to` lies inside our slot (caller's contract).
+        let found = unsafe {
+            if d.full_canary || len <= CANARY_WINDOW + 8 {
+                canary::check(data.add(from), len)
+            } else {
+                canary::check(data.add(from), CANARY_WINDOW)
+                    .or_else(|| canary::check(data.add(to - 8), 8).map(|(f, n)| (f + len - 8, n)))
+            }
+        };
+        // SAFETY: as above; repair so the slot stays usable.
+        unsafe { canary::fill(data.add(from), len) };
+        if let Some((first, damaged)) = found {
+            self.raise(
+                CorruptionKind::SlackCanary,
+                s,
+                slot_len,
+                (from + first) as isize,
+                damaged,
+            );
         }
     }
 
@@ -121,7 +138,9 @@ impl PoolInner {
     /// # Safety
     /// The caller owns the slot.
     #[cold]
-    unsafe fn check_poison(&self, s: &Slot, slot_len: usize) {
+    #[inline(never)]
+    unsafe fn check_poison(&self, s: &Slot) {
+        let slot_len = self.classes.slot_bytes(s.class());
         let n = s.poisoned.swap(0, Relaxed) as usize;
         // SAFETY: `n <= slot_len`; the slot is ours.
         if let Some((first, damaged)) = unsafe { poison::check(s.data().as_ptr(), n) } {
@@ -144,6 +163,7 @@ impl PoolInner {
 
     /// Counts and reports a corruption found in slot `s`.
     #[cold]
+    #[inline(never)]
     fn raise(
         &self,
         kind: CorruptionKind,
@@ -236,4 +256,34 @@ impl PoolInner {
         s.canary_to.store(0, Relaxed);
         s.poisoned.store(0, Relaxed);
     }
+}
+
+/// Writes the canary over `from..to` of slot `s`, skipping what the slot's
+/// record (`kf..kt`) says already holds it.
+///
+/// # Safety
+/// The caller owns the slot; `from < to <=` its length.
+#[cold]
+#[inline(never)]
+unsafe fn fill_canary(s: &Slot, from: usize, to: usize, kf: usize, kt: usize) {
+    // The known range covers the tail: write only the head.
+    let end = if from < kf && kf <= to && to <= kt {
+        kf
+    } else {
+        to
+    };
+    // SAFETY: `from < end <= to`: inside our slot.
+    unsafe { canary::fill(s.data().as_ptr().add(from), end - from) };
+}
+
+/// Poisons the first `n` bytes of a slot being released, sampled.
+///
+/// # Safety
+/// The caller owns the slot; `n <=` its length.
+#[cold]
+#[inline(never)]
+unsafe fn poison_slot(s: &Slot, n: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe { poison::fill(s.data().as_ptr(), n) };
+    s.poisoned.store(n as u32, Relaxed);
 }
