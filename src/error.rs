@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 /// Everything that can go wrong in pagepool.
 ///
@@ -30,6 +31,14 @@ pub enum Error {
         requested: usize,
         /// The pool's cap on reserved bytes.
         limit: usize,
+    },
+    /// [`BufferPool::allocate_page_size_buffer_timeout`](crate::BufferPool::allocate_page_size_buffer_timeout)
+    /// waited its whole timeout and the pool stayed [`Exhausted`](Self::Exhausted).
+    TimedOut {
+        /// The `max_size` that was asked for.
+        requested: usize,
+        /// How long the call waited.
+        waited: Duration,
     },
     /// [`PageBuffer::set_len`](crate::PageBuffer::set_len) (or a write) asked
     /// for more than the buffer's `max_len`, the seed's `SetLength` failure.
@@ -62,6 +71,10 @@ impl fmt::Display for Error {
             Error::Exhausted { requested, limit } => write!(
                 f,
                 "pool exhausted: no free slot for {requested} bytes and mapping more would pass the cap of {limit} bytes"
+            ),
+            Error::TimedOut { requested, waited } => write!(
+                f,
+                "pool exhausted: no buffer of {requested} bytes came back within {waited:?}"
             ),
             Error::LengthExceedsMax { requested, max } => write!(
                 f,
@@ -100,6 +113,7 @@ impl From<Error> for io::Error {
             }
             Error::LengthExceedsMax { .. } => io::Error::new(io::ErrorKind::WriteZero, e),
             Error::Exhausted { .. } => io::Error::new(io::ErrorKind::OutOfMemory, e),
+            Error::TimedOut { .. } => io::Error::new(io::ErrorKind::TimedOut, e),
             Error::Exporter(_) => io::Error::other(e),
         }
     }

@@ -2,6 +2,7 @@
 //! slabs under the cap, and trimming.
 
 use std::backtrace::Backtrace;
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
@@ -9,10 +10,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::anchor::Anchor;
 use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
@@ -84,6 +85,15 @@ pub(crate) struct PoolInner {
     pub(crate) cache_slots: Box<[usize]>,
     /// Bumped to ask every thread to flush its cache at its next call.
     pub(crate) flush_epoch: AtomicU32,
+    /// Threads blocked in `allocate_page_size_buffer_timeout`. While it is
+    /// not 0, releases go to the shared free lists (not thread caches) and
+    /// wake the waiters.
+    waiters: AtomicU32,
+    /// Bumped (under its lock) by every release that wakes waiters, so a
+    /// waiter that saw a release since its last try does not sleep.
+    wake_generation: Mutex<u64>,
+    /// Where waiters sleep.
+    wake: Condvar,
     /// The counters of every thread with a cache for this pool.
     tallies: Mutex<Vec<Arc<Tally>>>,
     /// Whether allocation / release run any debugging check.
@@ -148,6 +158,9 @@ impl BufferPool {
             id: IDS.fetch_add(1, Relaxed),
             cache_slots,
             flush_epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            wake_generation: Mutex::new(0),
+            wake: Condvar::new(),
             tallies: Mutex::new(Vec::new()),
             name: config.name.as_str().into(),
             config,
@@ -198,12 +211,136 @@ impl BufferPool {
     #[track_caller]
     #[inline(always)]
     pub fn allocate_page_size_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
-        if let Some(m) = &self.inner.metrics {
-            if m.should_sample() {
-                return self.allocate_sampled(max_size, m);
+        self.allocate_at(max_size, Location::caller())
+    }
+
+    /// `allocate_page_size_buffer`, but when the pool is
+    /// [`Exhausted`](Error::Exhausted) it waits up to `timeout` for buffers to
+    /// come back (like GStreamer's blocking `acquire_buffer`), instead of
+    /// failing at once.
+    ///
+    /// While a thread waits, every release goes to the pool's shared free
+    /// lists rather than the releasing thread's cache, and wakes the waiters;
+    /// each waiter then tries again (which also trims idle slabs of other
+    /// classes, so a release of any size can make room under the cap). A
+    /// waiter also retries every millisecond on its own, so a wake-up lost to
+    /// a race costs at most that. Several waiters compete; none is promised
+    /// the next buffer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pagepool::{BufferPool, Error};
+    ///
+    /// let pool = BufferPool::builder().max_bytes(64 << 10).build()?;
+    /// let mut held = Vec::new();
+    /// while let Ok(b) = pool.allocate_page_size_buffer(4096) {
+    ///     held.push(b);
+    /// }
+    /// // Full: a short wait times out cleanly...
+    /// let e = pool.allocate_page_size_buffer_timeout(4096, Duration::from_millis(5));
+    /// assert!(matches!(e, Err(Error::TimedOut { .. })));
+    /// // ...and a release on another thread wakes a longer one.
+    /// let one = held.pop().unwrap();
+    /// let t = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(20));
+    ///     drop(one);
+    /// });
+    /// let b = pool.allocate_page_size_buffer_timeout(4096, Duration::from_secs(10))?;
+    /// t.join().unwrap();
+    /// # drop((b, held));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::TimedOut`] when no room appeared within `timeout`;
+    /// - the other errors of
+    ///   [`allocate_page_size_buffer`](Self::allocate_page_size_buffer), at
+    ///   once: they do not go away by waiting.
+    #[track_caller]
+    pub fn allocate_page_size_buffer_timeout(
+        &self,
+        max_size: usize,
+        timeout: Duration,
+    ) -> Result<PageBuffer, Error> {
+        let site = Location::caller();
+        match self.allocate_at(max_size, site) {
+            Err(Error::Exhausted { .. }) => self.wait_for_room(max_size, timeout, site),
+            other => other,
+        }
+    }
+
+    /// The waiting part of `allocate_page_size_buffer_timeout`.
+    #[cold]
+    fn wait_for_room(
+        &self,
+        max_size: usize,
+        timeout: Duration,
+        site: &'static Location<'static>,
+    ) -> Result<PageBuffer, Error> {
+        /// The longest sleep between two tries.
+        const SLICE: Duration = Duration::from_millis(1);
+        let inner = &self.inner;
+        let start = Instant::now();
+        // `None`: a timeout too long to add to now, i.e. wait for ever.
+        let deadline = start.checked_add(timeout);
+        inner.waiters.fetch_add(1, SeqCst);
+        // Counted out again however this ends (even by a panic in a
+        // tracing subscriber).
+        struct Waiting<'a>(&'a AtomicU32);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
             }
         }
-        let (slot, anchor) = self.inner.allocate(max_size, Location::caller())?;
+        let _waiting = Waiting(&inner.waiters);
+        /// Marks this thread's tries as retries for as long as it waits.
+        struct Retrying;
+        impl Drop for Retrying {
+            fn drop(&mut self) {
+                RETRYING.with(|r| r.set(false));
+            }
+        }
+        RETRYING.with(|r| r.set(true));
+        let _retrying = Retrying;
+        // Buffers other threads cached before we started waiting: ask for them.
+        inner.ask_caches_to_flush();
+        loop {
+            let seen = *inner.wake_generation.lock();
+            match self.allocate_at(max_size, site) {
+                Err(Error::Exhausted { .. }) => {}
+                other => return other,
+            }
+            let now = Instant::now();
+            let left = match deadline {
+                Some(d) if now >= d => {
+                    return Err(Error::TimedOut {
+                        requested: max_size,
+                        waited: now - start,
+                    })
+                }
+                Some(d) => d - now,
+                None => SLICE,
+            };
+            let mut generation = inner.wake_generation.lock();
+            if *generation == seen {
+                inner.wake.wait_for(&mut generation, left.min(SLICE));
+            }
+        }
+    }
+
+    /// `allocate_page_size_buffer` with the allocation site given.
+    #[inline(always)]
+    fn allocate_at(
+        &self,
+        max_size: usize,
+        site: &'static Location<'static>,
+    ) -> Result<PageBuffer, Error> {
+        if let Some(m) = &self.inner.metrics {
+            if m.should_sample() {
+                return self.allocate_sampled(max_size, m, site);
+            }
+        }
+        let (slot, anchor) = self.inner.allocate(max_size, site)?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone and
         // counted the buffer on `anchor`, which keeps the pool alive.
         Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor) })
@@ -227,10 +364,14 @@ impl BufferPool {
     /// records the histograms.
     #[cold]
     #[inline(never)]
-    #[track_caller]
-    fn allocate_sampled(&self, max_size: usize, m: &PoolMetrics) -> Result<PageBuffer, Error> {
+    fn allocate_sampled(
+        &self,
+        max_size: usize,
+        m: &PoolMetrics,
+        site: &'static Location<'static>,
+    ) -> Result<PageBuffer, Error> {
         let start = clock::now_nanos();
-        let (slot, anchor) = self.inner.allocate(max_size, Location::caller())?;
+        let (slot, anchor) = self.inner.allocate(max_size, site)?;
         let now = clock::now_nanos();
         m.allocation_duration.record((now - start) as f64 * 1e-9);
         m.request_size.record(max_size as f64);
@@ -675,6 +816,9 @@ impl PoolInner {
             && unsafe { self.quarantine(slot) }
         {
             cache::settle(self, anchor)
+        } else if self.waiters.load(Relaxed) != 0 {
+            s.give_back();
+            self.release_to_waiters(s.class(), slot, anchor)
         } else {
             s.give_back();
             cache::give_back(self, s.class(), slot, anchor)
@@ -682,6 +826,26 @@ impl PoolInner {
         if self.is_closed() {
             self.shutdown_if_idle();
         }
+        settled
+    }
+
+    /// A release while threads wait for room: the slot goes to the shared
+    /// free list, where a waiter can take it, and the waiters wake. Returns
+    /// whether the buffer's reference on `anchor` was settled (as `release`).
+    #[cold]
+    #[inline(never)]
+    fn release_to_waiters(
+        self: &Arc<Self>,
+        idx: usize,
+        slot: SlotRef,
+        anchor: NonNull<Anchor>,
+    ) -> bool {
+        self.free_shared(idx, slot);
+        // Our own cached slots (of any class) may make room too.
+        cache::flush_current(self);
+        let settled = cache::settle(self, anchor);
+        *self.wake_generation.lock() += 1;
+        self.wake.notify_all();
         settled
     }
 
@@ -735,7 +899,10 @@ impl PoolInner {
             n = self.slots_within_cap(layout, wanted);
         }
         if n == 0 {
-            class.counters.exhausted.fetch_add(1, Relaxed);
+            // A waiter's retries are one refusal, counted by its first try.
+            if !RETRYING.with(Cell::get) {
+                class.counters.exhausted.fetch_add(1, Relaxed);
+            }
             return Err(Error::Exhausted {
                 requested: max_size,
                 limit: self.config.max_bytes.unwrap_or(usize::MAX),
@@ -842,6 +1009,12 @@ impl PoolInner {
         self.counters.trimmed.fetch_add(freed as u64, Relaxed);
         freed
     }
+}
+
+thread_local! {
+    /// Set while this thread waits in `allocate_page_size_buffer_timeout`:
+    /// its repeated tries do not count as more `exhausted` refusals.
+    static RETRYING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A `&'static Location` as the raw pointer stored in slot metadata.

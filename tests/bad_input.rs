@@ -616,10 +616,56 @@ fn pool_level_calls_on_empty_and_busy_pools() {
     assert_usable(&pool);
 }
 
+/// The bounded wait with bad sizes and extreme timeouts: bad sizes fail at
+/// once whatever the timeout; a zero or huge timeout on a pool with room
+/// succeeds at once; a full pool with a zero timeout times out at once.
+fn timed_allocation_sizes() {
+    let page = page_size();
+    let pool = BufferPool::builder()
+        .name("bad-timeout")
+        .max_bytes(3 * page)
+        .build()
+        .unwrap();
+    let max = pool.max_buffer_size();
+    let timeouts = [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_secs(3600),
+        Duration::MAX,
+    ];
+    for t in timeouts {
+        assert!(matches!(
+            pool.allocate_page_size_buffer_timeout(0, t),
+            Err(Error::ZeroSize)
+        ));
+        for size in [max + 1, SIZE_LIMIT + 1, usize::MAX] {
+            assert_too_large(pool.allocate_page_size_buffer_timeout(size, t), size, max);
+        }
+        // Room for one guarded page: each call gets it at once.
+        let b = pool.allocate_page_size_buffer_timeout(page, t).unwrap();
+        assert_eq!((b.max_len(), b.as_ptr() as usize % page), (page, 0));
+        if t < Duration::from_secs(1) {
+            // Full now: a short wait ends in a clean timeout.
+            assert!(matches!(
+                pool.allocate_page_size_buffer_timeout(1, t),
+                Err(Error::TimedOut { requested: 1, .. })
+            ));
+            tried(1);
+        }
+        drop(b);
+        tried(5);
+    }
+    let s = pool.stats();
+    assert_eq!(s.rejected, 4 * 4);
+    assert_eq!(s.buffers_in_use, 0);
+    assert_usable(&pool);
+}
+
 /// One test, so the sections run in order and the count is the total.
 #[test]
 fn every_entry_point_rejects_bad_input_and_stays_usable() {
     allocation_sizes();
+    timed_allocation_sizes();
     lengths_and_appends();
     shared_slices_out_of_range_panic_and_leak_nothing();
     builder_settings_at_and_past_their_ends();
