@@ -193,13 +193,16 @@ impl Entry {
         }
     }
 
-    /// Flushes if the pool asked every thread to.
+    /// Flushes if the pool asked every thread to. Returns whether the
+    /// cache was already caught up (the fast paths then go on).
     #[inline(always)]
-    fn catch_up(&mut self) {
+    fn catch_up(&mut self) -> bool {
         let epoch = self.pool().flush_epoch.load(Relaxed);
         if epoch != self.epoch {
             self.flush_for(epoch);
+            return false;
         }
+        true
     }
 
     #[cold]
@@ -273,7 +276,7 @@ thread_local! {
 ///
 /// `f` gets the entry exclusively, so it must not call back into this
 /// module's entry points; no caller's closure does.
-#[inline(always)]
+#[inline]
 fn with_entry<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
     let entry = FAST.with(|fast| {
         if fast.pool.get() == Arc::as_ptr(pool) {
@@ -356,11 +359,52 @@ fn new_entry(entries: &mut Vec<Box<Entry>>, pool: &Arc<PoolInner>) -> usize {
     entries.len() - 1
 }
 
+/// This thread's entry for `pool` if the shortcut points at it.
+#[inline(always)]
+fn fast_entry(pool: &Arc<PoolInner>) -> Option<NonNull<Entry>> {
+    FAST.with(|fast| {
+        if fast.pool.get() == Arc::as_ptr(pool) {
+            NonNull::new(fast.entry.get())
+        } else {
+            None
+        }
+    })
+}
+
 /// Takes a slot of class `idx` for a new buffer: from this thread's cache,
 /// refilled from the pool's free list in a batch when empty, else from the
 /// pool's slow path. Returns the slot and the anchor the buffer must hold.
+///
+/// The common case (the shortcut's entry, a cached slot) is inline and
+/// touches only the entry and its bin; everything else is out of line.
 #[inline(always)]
 pub(crate) fn acquire(
+    pool: &Arc<PoolInner>,
+    idx: usize,
+    max_size: usize,
+) -> Result<(SlotRef, NonNull<Anchor>), Error> {
+    if let Some(mut e) = fast_entry(pool) {
+        // SAFETY: `FAST`'s invariant: a live entry of this thread for `pool`,
+        // reached by no other reference (see `with_entry`).
+        let e = unsafe { e.as_mut() };
+        if e.catch_up() {
+            // SAFETY: `idx` is a class of this pool (the caller got it from
+            // `index_for` of a checked size), and there is one bin a class.
+            let bin = unsafe { e.bins.get_unchecked_mut(idx) };
+            if let Some(slot) = bin.slots.pop() {
+                bump(&bin.tally().hits);
+                e.issued += 1;
+                return Ok((slot, e.anchor));
+            }
+        }
+    }
+    acquire_slow(pool, idx, max_size)
+}
+
+/// `acquire` when the cache has nothing at hand.
+#[cold]
+#[inline(never)]
+fn acquire_slow(
     pool: &Arc<PoolInner>,
     idx: usize,
     max_size: usize,
@@ -397,7 +441,6 @@ pub(crate) fn acquire(
 }
 
 /// Moves up to half a cache of free slots from the pool's list into ours.
-#[cold]
 fn refill(bin: &mut Bin, free: &FreeList) -> Option<SlotRef> {
     let first = free.pop()?;
     let batch = bin.limit / 2;
@@ -416,8 +459,35 @@ fn refill(bin: &mut Bin, free: &FreeList) -> Option<SlotRef> {
 /// counted. Returns whether the buffer's reference on `anchor` was settled
 /// here (this thread owns it); if not, the caller must end with
 /// [`Anchor::release_remote`].
+///
+/// The common case (the shortcut's entry, room in the bin) is inline.
 #[inline(always)]
 pub(crate) fn give_back(
+    pool: &Arc<PoolInner>,
+    idx: usize,
+    slot: SlotRef,
+    anchor: NonNull<Anchor>,
+) -> bool {
+    if let Some(mut e) = fast_entry(pool) {
+        // SAFETY: as in `acquire`.
+        let e = unsafe { e.as_mut() };
+        if e.catch_up() {
+            // SAFETY: `idx` is the class of a slot of this pool.
+            let bin = unsafe { e.bins.get_unchecked_mut(idx) };
+            if bin.slots.len() < bin.limit {
+                bin.slots.push(slot);
+                bump(&bin.tally().releases);
+                return settle_in(e, anchor);
+            }
+        }
+    }
+    give_back_slow(pool, idx, slot, anchor)
+}
+
+/// `give_back` when the bin is full (or the pool keeps no caches).
+#[cold]
+#[inline(never)]
+fn give_back_slow(
     pool: &Arc<PoolInner>,
     idx: usize,
     slot: SlotRef,
@@ -454,7 +524,6 @@ fn settle_in(e: &mut Entry, anchor: NonNull<Anchor>) -> bool {
 
 /// Moves the older half of a full cache (all of it with no caches) to the
 /// pool's free list.
-#[cold]
 fn spill(bin: &mut Bin, free: &FreeList) {
     let keep = bin.limit / 2;
     for slot in bin.slots.drain(..bin.slots.len() - keep) {

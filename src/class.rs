@@ -86,7 +86,11 @@ impl SizeClasses {
     /// Slot bytes of class `idx`.
     #[inline]
     pub(crate) fn slot_bytes(&self, idx: usize) -> usize {
-        self.pages[idx] << self.page_shift
+        debug_assert!(idx < self.pages.len());
+        // SAFETY: every class index in a pool comes from `index_for` of a
+        // checked size or from a slot's metadata (set from such an index),
+        // so it is below `len()`; this is on the release path of every call.
+        unsafe { *self.pages.get_unchecked(idx) << self.page_shift }
     }
 }
 

@@ -96,6 +96,11 @@ pub(crate) struct PoolInner {
     wake: Condvar,
     /// The counters of every thread with a cache for this pool.
     tallies: Mutex<Vec<Arc<Tally>>>,
+    /// Whether buffers record where, when and by whom they were allocated
+    /// (`config.tracking` is not `Off`), read on every call.
+    tracking: bool,
+    /// `config.debug.canary()`, read on every call.
+    pub(crate) canary: bool,
     /// Whether allocation / release run any debugging check.
     debug_on_allocate: bool,
     debug_on_release: bool,
@@ -143,7 +148,8 @@ impl BufferPool {
             || d.poison_every != 0
             || d.zero == Zeroing::OnRelease
             || d.quarantine_every != 0;
-        if config.tracking != LeakTracking::Off {
+        let tracking = config.tracking != LeakTracking::Off;
+        if tracking {
             clock::start_coarse_clock();
         }
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -177,6 +183,8 @@ impl BufferPool {
             handles: AtomicUsize::new(1),
             closed: AtomicBool::new(false),
             shut: AtomicBool::new(false),
+            tracking,
+            canary: d.canary(),
             debug_on_allocate,
             debug_on_release,
         });
@@ -694,7 +702,8 @@ impl PoolInner {
         max_size: usize,
         site: &'static Location<'static>,
     ) -> Result<(SlotRef, NonNull<Anchor>), Error> {
-        if max_size == 0 || max_size > self.config.max_buffer_size {
+        // One comparison for both bounds: 0 wraps to `usize::MAX`.
+        if max_size.wrapping_sub(1) >= self.config.max_buffer_size {
             return Err(self.reject(max_size));
         }
         let idx = self.classes.index_for(max_size);
@@ -712,7 +721,7 @@ impl PoolInner {
         // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
         s.max_len.store(max_size as u32, Relaxed);
         s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
-        if self.config.tracking != LeakTracking::Off {
+        if self.tracking {
             self.track(s, site);
         }
         Ok((slot, anchor))
@@ -800,7 +809,7 @@ impl PoolInner {
             // SAFETY: as above.
             unsafe { self.debug_release(s, max_len) };
         }
-        if self.config.tracking != LeakTracking::Off {
+        if self.tracking {
             s.release_site
                 .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
             s.thread.store(leak::thread_id(), Relaxed);

@@ -15,16 +15,19 @@ use crate::slab::{self, Slot, FREE, QUARANTINED};
 const CANARY_WINDOW: usize = 16;
 
 impl PoolInner {
-    /// The canary's span for a buffer of `max_len` bytes in a slot of
-    /// `slot_len`: to the end of `max_len`'s page, or of the slot.
-    #[inline]
-    fn canary_span(&self, max_len: usize, slot_len: usize) -> (usize, usize) {
+    /// The canary's span for a buffer of `max_len` bytes in slot `s`: to
+    /// the end of `max_len`'s page, or of the slot with the full canary.
+    /// A page slot is whole pages, at least `max_len`: the page end never
+    /// passes it, so the common case needs no class lookup.
+    #[inline(always)]
+    fn canary_span(&self, s: &Slot, max_len: usize) -> (usize, usize) {
         let end = if self.config.debug.full_canary {
-            slot_len
+            self.classes.slot_bytes(s.class())
         } else {
             // Pages are powers of two: round up with a mask, not a division.
-            ((max_len + self.page - 1) & !(self.page - 1)).min(slot_len)
+            (max_len + self.page - 1) & !(self.page - 1)
         };
+        debug_assert!(end <= self.classes.slot_bytes(s.class()));
         (max_len, end)
     }
 
@@ -43,9 +46,8 @@ impl PoolInner {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
             unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
         }
-        if d.canary() {
-            let slot_len = self.classes.slot_bytes(s.class());
-            let (from, to) = self.canary_span(max_len, slot_len);
+        if self.canary {
+            let (from, to) = self.canary_span(s, max_len);
             let (kf, kt) = (
                 s.canary_from.load(Relaxed) as usize,
                 s.canary_to.load(Relaxed) as usize,
@@ -56,9 +58,11 @@ impl PoolInner {
                 // SAFETY: the slot is ours; `from < to <= slot_len`.
                 unsafe { fill_canary(s, from, to, kf, kt) };
             }
-            // Offsets fit u32: slots are at most SIZE_LIMIT bytes.
-            s.canary_from.store(from as u32, Relaxed);
-            s.canary_to.store(to as u32, Relaxed);
+            if (kf, kt) != (from, to) {
+                // Offsets fit u32: slots are at most SIZE_LIMIT bytes.
+                s.canary_from.store(from as u32, Relaxed);
+                s.canary_to.store(to as u32, Relaxed);
+            }
         }
     }
 
@@ -70,9 +74,8 @@ impl PoolInner {
     #[inline(always)]
     pub(crate) unsafe fn debug_release(&self, s: &Slot, max_len: usize) {
         let d = &self.config.debug;
-        if d.canary() {
-            let slot_len = self.classes.slot_bytes(s.class());
-            let (from, to) = self.canary_span(max_len, slot_len);
+        if self.canary {
+            let (from, to) = self.canary_span(s, max_len);
             if from < to {
                 let data = s.data().as_ptr();
                 let len = to - from;
@@ -87,7 +90,7 @@ impl PoolInner {
                 };
                 if !intact {
                     // SAFETY: as above.
-                    unsafe { self.canary_damaged(s, slot_len, from, to) };
+                    unsafe { self.canary_damaged(s, from, to) };
                 }
             }
         }
@@ -107,8 +110,9 @@ impl PoolInner {
     /// The caller owns the slot; `from..to` lies inside it.
     #[cold]
     #[inline(never)]
-    unsafe fn canary_damaged(&self, s: &Slot, slot_len: usize, from: usize, to: usize) {
+    unsafe fn canary_damaged(&self, s: &Slot, from: usize, to: usize) {
         let d = &self.config.debug;
+        let slot_len = self.classes.slot_bytes(s.class());
         let data = s.data().as_ptr();
         let len = to - from;
         // SAFETY: `from..to` lies inside our slot (caller's contract).
