@@ -46,7 +46,9 @@ impl PoolInner {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
             unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
         }
-        if self.canary {
+        // A page slot with no slack after `max_len` in its page has nothing to
+        // guard at the standard level: only the record must say so.
+        if self.canary && (self.config.debug.full_canary || max_len & (self.page - 1) != 0) {
             let (from, to) = self.canary_span(s, max_len);
             let (kf, kt) = (
                 s.canary_from.load(Relaxed) as usize,
@@ -63,6 +65,9 @@ impl PoolInner {
                 s.canary_from.store(from as u32, Relaxed);
                 s.canary_to.store(to as u32, Relaxed);
             }
+        } else if self.canary && s.canary_from.load(Relaxed) != s.canary_to.load(Relaxed) {
+            // The buffer may write its whole page: no pattern is known now.
+            s.canary_to.store(s.canary_from.load(Relaxed), Relaxed);
         }
     }
 
@@ -74,7 +79,7 @@ impl PoolInner {
     #[inline(always)]
     pub(crate) unsafe fn debug_release(&self, s: &Slot, max_len: usize) {
         let d = &self.config.debug;
-        if self.canary {
+        if self.canary && (d.full_canary || max_len & (self.page - 1) != 0) {
             let (from, to) = self.canary_span(s, max_len);
             if from < to {
                 let data = s.data().as_ptr();
