@@ -3,11 +3,13 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::anchor::Anchor;
 use crate::cache::SlotRef;
 use crate::pool::PoolInner;
+use crate::slab::Slot;
 use crate::Error;
 
 /// A page-aligned buffer from a [`BufferPool`](crate::BufferPool): the Rust
@@ -22,25 +24,21 @@ use crate::Error;
 ///
 /// Dropping it returns the slot to the pool (on any thread).
 pub struct PageBuffer {
-    /// First byte: page-aligned, valid for reads and writes of the whole slot
-    /// (at least `max_len` bytes), and accessed by no one else while `self`
-    /// lives.
+    /// First byte: valid for reads and writes of the whole slot (at least
+    /// `max_len` bytes), and accessed by no one else while `self` lives.
     ptr: NonNull<u8>,
-    /// Current length; invariant `len <= max_len`.
-    len: u32,
-    /// The requested size; invariant `1 <= max_len <= slot bytes`. A `u32`
-    /// (every size fits: `SIZE_LIMIT` is 2 GiB) to keep the buffer at 32
-    /// bytes, cheap to return and move.
-    max_len: u32,
-    /// The slot this buffer owns.
+    /// The slot this buffer owns. Its metadata holds the rest of the
+    /// buffer's state, written only through this buffer while it lives:
+    /// `len` and `max_len` (invariant `len <= max_len <= slot bytes`,
+    /// `max_len >= 1`) and the anchor the buffer was issued through, which
+    /// counts the buffer and keeps the pool, and so the slab behind `ptr`,
+    /// alive.
     slot: SlotRef,
-    /// The anchor this buffer was issued through: it counts the buffer and
-    /// keeps the pool, and so the slab behind `ptr`, alive.
-    anchor: NonNull<Anchor>,
 }
 
-// Four words: cheap to return and move, half a cache line.
-const _: () = assert!(std::mem::size_of::<PageBuffer>() == 32);
+// Two words, like `Box<[u8]>`: returned and moved in registers, never
+// through a memory copy that a wider load must read back.
+const _: () = assert!(std::mem::size_of::<PageBuffer>() == 16);
 
 // SAFETY: the buffer owns its slot exclusively (the pool hands a slot to one
 // buffer at a time), so moving it to another thread moves that ownership;
@@ -50,49 +48,63 @@ unsafe impl Send for PageBuffer {}
 unsafe impl Sync for PageBuffer {}
 
 impl PageBuffer {
-    /// Wraps a slot just taken from a free list.
+    /// Wraps a slot just taken from a free list, whose `max_len` the pool
+    /// has set.
     ///
     /// # Safety
     /// - `slot` was just taken off a free list of `pool` (so no one else owns it);
-    /// - `1 <= max_len <=` the slot's size;
+    /// - its `max_len` is set, `1 <= max_len <=` the slot's size;
     /// - the buffer was counted on `anchor`, which belongs to the slot's pool.
     #[inline(always)]
-    pub(crate) unsafe fn from_slot(slot: SlotRef, max_len: usize, anchor: NonNull<Anchor>) -> Self {
+    pub(crate) unsafe fn from_slot(slot: SlotRef, anchor: NonNull<Anchor>) -> Self {
         // SAFETY: the caller guarantees the slot is live and ours.
-        let ptr = unsafe { slot.get() }.data();
+        let s = unsafe { slot.get() };
+        s.len.store(0, Relaxed);
+        s.anchor.store(anchor.as_ptr(), Relaxed);
         PageBuffer {
-            ptr,
-            len: 0,
-            // `max_len <= SIZE_LIMIT < 2^32`: the pool checked it.
-            max_len: max_len as u32,
+            ptr: s.data(),
             slot,
-            anchor,
         }
+    }
+
+    /// The slot's metadata.
+    #[inline(always)]
+    fn meta(&self) -> &Slot {
+        // SAFETY: the slot stays mapped while its buffer lives (the anchor
+        // keeps the pool alive).
+        unsafe { self.slot.get() }
+    }
+
+    /// The anchor this buffer was issued through.
+    #[inline(always)]
+    fn anchor(&self) -> NonNull<Anchor> {
+        // SAFETY: set non-null by `from_slot` and unchanged while we live.
+        unsafe { NonNull::new_unchecked(self.meta().anchor.load(Relaxed)) }
     }
 
     /// The current length (`INSSBuffer::GetLength`); 0 for a fresh buffer.
     #[inline]
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.meta().len.load(Relaxed) as usize
     }
 
     /// Whether `len() == 0`.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// The maximum length (`INSSBuffer::GetMaxLength`): exactly the
     /// `max_size` it was allocated with.
     #[inline]
     pub fn max_len(&self) -> usize {
-        self.max_len as usize
+        self.meta().max_len.load(Relaxed) as usize
     }
 
     /// Bytes still free between `len()` and `max_len()`.
     #[inline]
     pub fn remaining(&self) -> usize {
-        (self.max_len - self.len) as usize
+        self.max_len() - self.len()
     }
 
     /// Sets the current length (`INSSBuffer::SetLength`). The bytes up to
@@ -111,14 +123,14 @@ impl PageBuffer {
             });
         }
         // `len <= max_len`, which fits `u32`.
-        self.len = len as u32;
+        self.meta().len.store(len as u32, Relaxed);
         Ok(())
     }
 
     /// Sets the length to 0.
     #[inline]
     pub fn clear(&mut self) {
-        self.len = 0;
+        self.meta().len.store(0, Relaxed);
     }
 
     /// Appends `data` after the current length.
@@ -139,7 +151,7 @@ impl PageBuffer {
         };
         self.as_max_slice_mut()[start..end].copy_from_slice(data);
         // `end <= max_len`, which fits `u32`.
-        self.len = end as u32;
+        self.meta().len.store(end as u32, Relaxed);
         Ok(())
     }
 
@@ -231,13 +243,13 @@ impl PageBuffer {
     #[inline]
     pub(crate) fn pool(&self) -> &Arc<PoolInner> {
         // SAFETY: the anchor stays live while this buffer, counted on it, lives.
-        unsafe { &self.anchor.as_ref().pool }
+        unsafe { &self.anchor().as_ref().pool }
     }
 
     /// The common end of `drop` and `release`; the buffer is unusable after.
     #[inline]
     fn give_back(&self, site: Option<&'static std::panic::Location<'static>>) {
-        let anchor = self.anchor;
+        let anchor = self.anchor();
         let settled = {
             let pool = self.pool();
             // SAFETY: we own the slot and are done with it; `pool` is the pool
@@ -291,8 +303,8 @@ impl fmt::Debug for PageBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PageBuffer")
             .field("ptr", &self.ptr)
-            .field("len", &self.len)
-            .field("max_len", &self.max_len)
+            .field("len", &self.len())
+            .field("max_len", &self.max_len())
             .field("pool", &self.pool().name())
             .finish()
     }

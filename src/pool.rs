@@ -351,7 +351,7 @@ impl BufferPool {
         let (slot, anchor) = self.inner.allocate(max_size, site)?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone and
         // counted the buffer on `anchor`, which keeps the pool alive.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor) })
+        Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
     }
 
     /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
@@ -390,7 +390,7 @@ impl BufferPool {
         s.allocated_at.store(now, Relaxed);
         s.flags.store(s.flags.load(Relaxed) | SAMPLED, Relaxed);
         // SAFETY: as in `allocate_page_size_buffer`.
-        Ok(unsafe { PageBuffer::from_slot(slot, max_size, anchor) })
+        Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
     }
 
     /// Copies the pool's counters into its metric handles now, rather than
@@ -805,6 +805,11 @@ impl PoolInner {
             // SAFETY: the caller owns the slot and its slab is mapped.
             unsafe { self.check_edges(s) };
         }
+        // Before the debug checks, which may mark the slot `POISONED`.
+        let flags = s.flags.load(Relaxed);
+        if flags != 0 {
+            self.release_flagged(s, flags);
+        }
         if self.debug_on_release {
             // SAFETY: as above.
             unsafe { self.debug_release(s, max_len) };
@@ -813,10 +818,6 @@ impl PoolInner {
             s.release_site
                 .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
             s.thread.store(leak::thread_id(), Relaxed);
-        }
-        let flags = s.flags.load(Relaxed);
-        if flags != 0 {
-            self.release_flagged(s, flags);
         }
         let d = &self.config.debug;
         let settled = if d.quarantine_every != 0
@@ -869,6 +870,8 @@ impl PoolInner {
     /// time of a sampled buffer, drop a stored backtrace.
     #[cold]
     fn release_flagged(&self, s: &crate::slab::Slot, flags: u8) {
+        // `POISONED` is never set on a slot in use (the allocation's check
+        // clears it), so every bit here is a duty of this release.
         s.flags.store(0, Relaxed);
         if flags & SAMPLED != 0 {
             self.record_hold(s.allocated_at.load(Relaxed));

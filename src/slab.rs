@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use std::sync::Arc;
 
+use crate::anchor::Anchor;
 use crate::debug::canary;
 use crate::debug::fault::{Registration, SlabInfo};
 use crate::guard::{self, GuardMechanism, Placed};
@@ -79,17 +80,12 @@ impl Mapping {
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub(crate) struct Slot {
-    /// First byte of the slot: page-aligned, `slot_bytes` long, inside the
-    /// slab's mapping, never moves.
+    /// First byte of the slot: `slot_bytes` long, inside the slab's mapping,
+    /// never moves.
     data: NonNull<u8>,
-    /// Index of the slot's size class in the pool's table.
-    class: u16,
-    /// `CANARY_BEFORE` / `CANARY_AFTER` where a guard page could not be placed.
-    edges: u8,
-    /// `FREE`, `IN_USE` or `QUARANTINED`.
-    pub(crate) state: AtomicU8,
-    /// `max_len` of the current (or last) buffer.
-    pub(crate) max_len: AtomicU32,
+    /// The anchor the current buffer was issued through (see `anchor.rs`);
+    /// written at allocation, read at release.
+    pub(crate) anchor: AtomicPtr<Anchor>,
     /// Allocation site of the current (or last) buffer; null when untracked.
     pub(crate) site: AtomicPtr<Location<'static>>,
     /// Release site of the last buffer, when it was released with
@@ -97,29 +93,48 @@ pub(crate) struct Slot {
     pub(crate) release_site: AtomicPtr<Location<'static>>,
     /// Coarse clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,
+    /// `max_len` of the current (or last) buffer.
+    pub(crate) max_len: AtomicU32,
+    /// `len` of the current buffer: the buffer keeps its lengths here so
+    /// that a `PageBuffer` is two words. Invariant: `len <= max_len`.
+    pub(crate) len: AtomicU32,
     /// `leak::thread_id()` of the allocating thread while in use, of the
     /// releasing thread once free; 0 when untracked.
     pub(crate) thread: AtomicU32,
     /// The pool's leak-check epoch at allocation.
     pub(crate) epoch: AtomicU32,
-    /// Offsets `[canary_from, canary_to)` of the slot known to hold the
-    /// canary pattern (empty when equal).
-    pub(crate) canary_from: AtomicU32,
-    pub(crate) canary_to: AtomicU32,
-    /// Bytes from the slot's start poisoned at the last release (0: none).
-    pub(crate) poisoned: AtomicU32,
+    /// The canary record: the `max_len` whose canary span
+    /// (`PoolInner::canary_span`) holds the pattern; 0 when none does.
+    pub(crate) canary_max: AtomicU32,
+    /// Index of the slot's size class in the pool's table (low 14 bits) and
+    /// `CANARY_BEFORE` / `CANARY_AFTER` (high 2 bits) where a guard page
+    /// could not be placed. Immutable.
+    class_edges: u16,
+    /// `FREE`, `IN_USE` or `QUARANTINED`.
+    pub(crate) state: AtomicU8,
     /// `HAS_BACKTRACE` when the pool holds a backtrace for this slot,
-    /// `SAMPLED` when its buffer's hold time is to be recorded. Written by
-    /// the slot's owner only; 0 for most buffers, so a release tests one
-    /// byte for every rare duty.
+    /// `SAMPLED` when its buffer's hold time is to be recorded, `POISONED`
+    /// when the last release poisoned it. Written by the slot's owner (or
+    /// the pool, for a free slot) only; 0 for most buffers, so a release
+    /// tests one byte for every rare duty.
     pub(crate) flags: AtomicU8,
 }
+
+/// Bits of `Slot::class_edges` that hold the class.
+const CLASS_BITS: u32 = 14;
+// Every class index fits: pools have far fewer classes (SIZE_LIMIT is 2 GiB,
+// about 4 classes a doubling).
+const _: () = assert!(crate::builder::SIZE_LIMIT.ilog2() * 4 + 8 < 1 << CLASS_BITS);
 
 /// `Slot::flags`: a backtrace of the allocation is stored in the pool.
 pub(crate) const HAS_BACKTRACE: u8 = 1;
 /// `Slot::flags`: the buffer was sampled for the metrics histograms; its
 /// `allocated_at` is the precise `clock::now_nanos()` of the allocation.
 pub(crate) const SAMPLED: u8 = 2;
+/// `Slot::flags`: the last release poisoned the first
+/// `min(max_len, poison_bytes)` bytes (`max_len` still the releasing
+/// buffer's until the next allocation checks them).
+pub(crate) const POISONED: u8 = 4;
 /// Slot state: made inaccessible and kept out of reuse for a while.
 pub(crate) const QUARANTINED: u8 = 2;
 
@@ -136,20 +151,20 @@ unsafe impl Sync for Slot {}
 
 impl Slot {
     fn new(data: NonNull<u8>, class: u16, edges: u8) -> Slot {
+        debug_assert!(u32::from(class) < 1 << CLASS_BITS && edges < 4);
         Slot {
             data,
-            class,
-            edges,
-            state: AtomicU8::new(FREE),
-            max_len: AtomicU32::new(0),
+            anchor: AtomicPtr::new(std::ptr::null_mut()),
             site: AtomicPtr::new(std::ptr::null_mut()),
             release_site: AtomicPtr::new(std::ptr::null_mut()),
             allocated_at: AtomicU64::new(0),
+            max_len: AtomicU32::new(0),
+            len: AtomicU32::new(0),
             thread: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
-            canary_from: AtomicU32::new(0),
-            canary_to: AtomicU32::new(0),
-            poisoned: AtomicU32::new(0),
+            canary_max: AtomicU32::new(0),
+            class_edges: class | (u16::from(edges) << CLASS_BITS),
+            state: AtomicU8::new(FREE),
             flags: AtomicU8::new(0),
         }
     }
@@ -161,12 +176,12 @@ impl Slot {
 
     #[inline]
     pub(crate) fn class(&self) -> usize {
-        self.class as usize
+        usize::from(self.class_edges & ((1 << CLASS_BITS) - 1))
     }
 
     #[inline]
     pub(crate) fn edges(&self) -> u8 {
-        self.edges
+        (self.class_edges >> CLASS_BITS) as u8
     }
 
     /// Marks the slot as handed out. A plain store, not a swap: the free
@@ -421,11 +436,11 @@ pub(crate) unsafe fn check_edges(slot: &Slot, slot_bytes: usize) -> Option<(isiz
             found = Some((f, total + n));
         }
     };
-    if slot.edges & CANARY_BEFORE != 0 {
+    if slot.edges() & CANARY_BEFORE != 0 {
         // SAFETY: the page before the slot is inside the slab.
         note(unsafe { data.sub(EDGE_CANARY) }, -(EDGE_CANARY as isize));
     }
-    if slot.edges & CANARY_AFTER != 0 {
+    if slot.edges() & CANARY_AFTER != 0 {
         // SAFETY: the page after the slot is inside the slab.
         note(unsafe { data.add(slot_bytes) }, slot_bytes as isize);
     }

@@ -74,6 +74,7 @@ fn wakes_when_another_thread_releases() {
     // pool, and stays alive (and idle) until the waiter is served: its
     // release must reach the waiter, not sit in its cache.
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let releaser = {
         let pool = pool.clone();
         thread::spawn(move || {
@@ -82,12 +83,15 @@ fn wakes_when_another_thread_releases() {
             drop(extra);
             let again = pool.allocate_page_size_buffer(page).unwrap();
             held.push(again);
+            ready_tx.send(()).unwrap();
             thread::sleep(Duration::from_millis(50));
             drop(held.pop());
             done_rx.recv().unwrap();
             held
         })
     };
+    // The releaser's own allocation is done before anyone waits.
+    ready_rx.recv().unwrap();
     let timeout = Duration::from_secs(10);
     let start = Instant::now();
     let got = pool.allocate_page_size_buffer_timeout(page, timeout);

@@ -8,7 +8,7 @@ use crate::cache::SlotRef;
 use crate::guard::{self, Sealed};
 use crate::leak::thread_name;
 use crate::pool::PoolInner;
-use crate::slab::{self, Slot, FREE, QUARANTINED};
+use crate::slab::{self, Slot, FREE, POISONED, QUARANTINED};
 
 /// Bytes after `max_len` that a standard (not full) canary check compares,
 /// besides the last 8 of the page.
@@ -38,7 +38,7 @@ impl PoolInner {
     #[inline(always)]
     pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize) {
         let d = &self.config.debug;
-        if s.poisoned.load(Relaxed) != 0 {
+        if s.flags.load(Relaxed) & POISONED != 0 {
             // SAFETY: the slot is ours (caller's contract).
             unsafe { self.check_poison(s) };
         }
@@ -48,27 +48,47 @@ impl PoolInner {
         }
         // A page slot with no slack after `max_len` in its page has nothing to
         // guard at the standard level: only the record must say so.
-        if self.canary && (self.config.debug.full_canary || max_len & (self.page - 1) != 0) {
-            let (from, to) = self.canary_span(s, max_len);
-            let (kf, kt) = (
-                s.canary_from.load(Relaxed) as usize,
-                s.canary_to.load(Relaxed) as usize,
-            );
-            // In steady state the slot already holds the pattern where it is
-            // wanted (or nothing is wanted): no write.
-            if from < to && !(kf <= from && to <= kt) {
-                // SAFETY: the slot is ours; `from < to <= slot_len`.
-                unsafe { fill_canary(s, from, to, kf, kt) };
+        if self.canary && (d.full_canary || max_len & (self.page - 1) != 0) {
+            let known = s.canary_max.load(Relaxed) as usize;
+            // In steady state the slot is reused for the same size: its
+            // span already holds the pattern, nothing to write.
+            if known != max_len {
+                // SAFETY: the slot is ours.
+                unsafe { self.prepare_canary(s, max_len, known) };
             }
-            if (kf, kt) != (from, to) {
-                // Offsets fit u32: slots are at most SIZE_LIMIT bytes.
-                s.canary_from.store(from as u32, Relaxed);
-                s.canary_to.store(to as u32, Relaxed);
-            }
-        } else if self.canary && s.canary_from.load(Relaxed) != s.canary_to.load(Relaxed) {
+        } else if self.canary && s.canary_max.load(Relaxed) != 0 {
             // The buffer may write its whole page: no pattern is known now.
-            s.canary_to.store(s.canary_from.load(Relaxed), Relaxed);
+            s.canary_max.store(0, Relaxed);
         }
+    }
+
+    /// Writes the canary of a buffer of `max_len` bytes in slot `s`, whose
+    /// record says the span of `known` holds it, and records `max_len`.
+    ///
+    /// # Safety
+    /// The caller owns the slot.
+    #[cold]
+    #[inline(never)]
+    unsafe fn prepare_canary(&self, s: &Slot, max_len: usize, known: usize) {
+        let (from, to) = self.canary_span(s, max_len);
+        let (kf, kt) = if known == 0 {
+            (0, 0)
+        } else {
+            self.canary_span(s, known)
+        };
+        if from < to && !(kf <= from && to <= kt) {
+            // The known span covers the tail: write only the head.
+            let end = if from < kf && kf <= to && to <= kt {
+                kf
+            } else {
+                to
+            };
+            // SAFETY: `from < end <= to <= slot_len`: inside our slot.
+            unsafe { canary::fill(s.data().as_ptr().add(from), end - from) };
+        }
+        // `max_len` fits u32: slots are at most SIZE_LIMIT bytes.
+        let record = if from < to { max_len as u32 } else { 0 };
+        s.canary_max.store(record, Relaxed);
     }
 
     /// Checks a slot being released (canary) and prepares it for its next
@@ -150,7 +170,10 @@ impl PoolInner {
     #[inline(never)]
     unsafe fn check_poison(&self, s: &Slot) {
         let slot_len = self.classes.slot_bytes(s.class());
-        let n = s.poisoned.swap(0, Relaxed) as usize;
+        s.flags.fetch_and(!POISONED, Relaxed);
+        // The poisoned span (see `poison_slot`): `max_len` is still the
+        // releasing buffer's, the new one is stored after this check.
+        let n = (s.max_len.load(Relaxed) as usize).min(self.config.debug.poison_bytes);
         // SAFETY: `n <= slot_len`; the slot is ours.
         if let Some((first, damaged)) = unsafe { poison::check(s.data().as_ptr(), n) } {
             self.raise(CorruptionKind::Poison, s, slot_len, first as isize, damaged);
@@ -261,31 +284,13 @@ impl PoolInner {
         let len = self.classes.slot_bytes(s.class());
         // SAFETY: the slot was sealed with `sealed` and its slab is mapped.
         unsafe { guard::unseal(s.data().as_ptr(), len, sealed) };
-        s.canary_from.store(0, Relaxed);
-        s.canary_to.store(0, Relaxed);
-        s.poisoned.store(0, Relaxed);
+        s.canary_max.store(0, Relaxed);
+        s.flags.fetch_and(!POISONED, Relaxed);
     }
 }
 
-/// Writes the canary over `from..to` of slot `s`, skipping what the slot's
-/// record (`kf..kt`) says already holds it.
-///
-/// # Safety
-/// The caller owns the slot; `from < to <=` its length.
-#[cold]
-#[inline(never)]
-unsafe fn fill_canary(s: &Slot, from: usize, to: usize, kf: usize, kt: usize) {
-    // The known range covers the tail: write only the head.
-    let end = if from < kf && kf <= to && to <= kt {
-        kf
-    } else {
-        to
-    };
-    // SAFETY: `from < end <= to`: inside our slot.
-    unsafe { canary::fill(s.data().as_ptr().add(from), end - from) };
-}
-
-/// Poisons the first `n` bytes of a slot being released, sampled.
+/// Poisons the first `n = min(max_len, poison_bytes)` bytes of a slot being
+/// released, sampled; the next allocation checks the same span.
 ///
 /// # Safety
 /// The caller owns the slot; `n <=` its length.
@@ -294,5 +299,5 @@ unsafe fn fill_canary(s: &Slot, from: usize, to: usize, kf: usize, kt: usize) {
 unsafe fn poison_slot(s: &Slot, n: usize) {
     // SAFETY: forwarded from the caller.
     unsafe { poison::fill(s.data().as_ptr(), n) };
-    s.poisoned.store(n as u32, Relaxed);
+    s.flags.fetch_or(POISONED, Relaxed);
 }
