@@ -242,8 +242,6 @@ pub(crate) struct PoolMetrics {
     pub(crate) allocation_duration: Histogram,
     pub(crate) request_size: Histogram,
     pub(crate) hold: Histogram,
-    /// Record histograms for one allocation in this many; 0 = never.
-    pub(crate) sample_every: u32,
 }
 
 impl PoolMetrics {
@@ -253,7 +251,6 @@ impl PoolMetrics {
         pool: &str,
         slot_sizes: impl Iterator<Item = usize>,
         limit: Option<usize>,
-        sample_every: u32,
     ) -> PoolMetrics {
         describe();
         warn_on_shared_name(pool);
@@ -290,7 +287,6 @@ impl PoolMetrics {
             allocation_duration: histogram!(ALLOCATION_DURATION_SECONDS, "pool" => p.clone()),
             request_size: histogram!(REQUEST_SIZE_BYTES, "pool" => p.clone()),
             hold: histogram!(BUFFER_HOLD_SECONDS, "pool" => p),
-            sample_every,
         };
         if let (Some(g), Some(limit)) = (&metrics.bytes_limit, limit) {
             g.set(limit as f64);
@@ -323,28 +319,11 @@ impl PoolMetrics {
         }
         self.leak_suspects.set(pool.leak_suspects as f64);
     }
+}
 
-    /// Whether this allocation should record the histograms: a per-thread
-    /// countdown, so the decision costs no shared write.
-    #[inline]
-    pub(crate) fn should_sample(&self) -> bool {
-        thread_local! {
-            static COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-        }
-        if self.sample_every == 0 {
-            return false;
-        }
-        COUNTDOWN.with(|c| match c.get() {
-            0 => {
-                c.set(self.sample_every - 1);
-                true
-            }
-            n => {
-                c.set(n - 1);
-                false
-            }
-        })
-    }
+thread_local! {
+    /// Allocations until this thread's next histogram sample.
+    pub(crate) static SAMPLE_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// Live pools by name, to warn when two share one.

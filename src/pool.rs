@@ -89,6 +89,10 @@ pub(crate) struct PoolInner {
     /// not 0, releases go to the shared free lists (not thread caches) and
     /// wake the waiters.
     waiters: AtomicU32,
+    /// Reasons a release must take `release_detour` rather than the thread
+    /// cache: 1 for the quarantine (if on), plus the waiters. One load on
+    /// every release instead of one per reason.
+    detours: AtomicU32,
     /// Bumped (under its lock) by every release that wakes waiters, so a
     /// waiter that saw a release since its last try does not sleep.
     wake_generation: Mutex<u64>,
@@ -99,11 +103,17 @@ pub(crate) struct PoolInner {
     /// Whether buffers record where, when and by whom they were allocated
     /// (`config.tracking` is not `Off`), read on every call.
     tracking: bool,
-    /// `config.debug.canary()`, read on every call.
-    pub(crate) canary: bool,
+    /// Which buffers have a canary to write and check, as one mask: a
+    /// buffer of `max_len` bytes has one when `max_len & canary_mask != 0`
+    /// (0: no canary; `page - 1`: the standard canary, for buffers that end
+    /// inside a page; `usize::MAX`: the full canary, for every buffer).
+    pub(crate) canary_mask: usize,
     /// Whether allocation / release run any debugging check.
     debug_on_allocate: bool,
     debug_on_release: bool,
+    /// One allocation in this many records the histograms; 0 with metrics
+    /// (or the histograms) off.
+    sample_every: u32,
     /// Metric handles, registered at build; `None` with metrics off.
     metrics: Option<PoolMetrics>,
     /// The background publisher, started right after the pool is shared.
@@ -140,7 +150,7 @@ impl BufferPool {
         let slabs = Mutex::new((0..classes.len()).map(|_| Vec::new()).collect());
         let metrics = config.metrics.then(|| {
             let sizes = (0..classes.len()).map(|i| classes.slot_bytes(i));
-            PoolMetrics::register(&config.name, sizes, config.max_bytes, config.sample_every)
+            PoolMetrics::register(&config.name, sizes, config.max_bytes)
         });
         let d = config.debug;
         let debug_on_allocate = d.canary() || d.poison_every != 0 || d.zero == Zeroing::OnAllocate;
@@ -149,6 +159,12 @@ impl BufferPool {
             || d.zero == Zeroing::OnRelease
             || d.quarantine_every != 0;
         let tracking = config.tracking != LeakTracking::Off;
+        let quarantine_on = d.quarantine_every != 0;
+        let sample_every = if metrics.is_some() {
+            config.sample_every
+        } else {
+            0
+        };
         if tracking {
             clock::start_coarse_clock();
         }
@@ -165,6 +181,7 @@ impl BufferPool {
             cache_slots,
             flush_epoch: AtomicU32::new(0),
             waiters: AtomicU32::new(0),
+            detours: AtomicU32::new(u32::from(quarantine_on)),
             wake_generation: Mutex::new(0),
             wake: Condvar::new(),
             tallies: Mutex::new(Vec::new()),
@@ -184,7 +201,12 @@ impl BufferPool {
             closed: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             tracking,
-            canary: d.canary(),
+            sample_every,
+            canary_mask: match (d.canary(), d.full_canary) {
+                (false, _) => 0,
+                (true, false) => page - 1,
+                (true, true) => usize::MAX,
+            },
             debug_on_allocate,
             debug_on_release,
         });
@@ -292,15 +314,17 @@ impl BufferPool {
         // `None`: a timeout too long to add to now, i.e. wait for ever.
         let deadline = start.checked_add(timeout);
         inner.waiters.fetch_add(1, SeqCst);
+        inner.detours.fetch_add(1, SeqCst);
         // Counted out again however this ends (even by a panic in a
         // tracing subscriber).
-        struct Waiting<'a>(&'a AtomicU32);
+        struct Waiting<'a>(&'a PoolInner);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
-                self.0.fetch_sub(1, SeqCst);
+                self.0.detours.fetch_sub(1, SeqCst);
+                self.0.waiters.fetch_sub(1, SeqCst);
             }
         }
-        let _waiting = Waiting(&inner.waiters);
+        let _waiting = Waiting(inner);
         /// Marks this thread's tries as retries for as long as it waits.
         struct Retrying;
         impl Drop for Retrying {
@@ -343,10 +367,9 @@ impl BufferPool {
         max_size: usize,
         site: &'static Location<'static>,
     ) -> Result<PageBuffer, Error> {
-        if let Some(m) = &self.inner.metrics {
-            if m.should_sample() {
-                return self.allocate_sampled(max_size, m, site);
-            }
+        let every = self.inner.sample_every;
+        if every != 0 && crate::debug::sampled(&metrics::SAMPLE_COUNTDOWN, every) {
+            return self.allocate_sampled(max_size, site);
         }
         let (slot, anchor) = self.inner.allocate(max_size, site)?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone and
@@ -375,14 +398,16 @@ impl BufferPool {
     fn allocate_sampled(
         &self,
         max_size: usize,
-        m: &PoolMetrics,
         site: &'static Location<'static>,
     ) -> Result<PageBuffer, Error> {
         let start = clock::now_nanos();
         let (slot, anchor) = self.inner.allocate(max_size, site)?;
         let now = clock::now_nanos();
-        m.allocation_duration.record((now - start) as f64 * 1e-9);
-        m.request_size.record(max_size as f64);
+        // Always there: `sample_every` is 0 without metric handles.
+        if let Some(m) = &self.inner.metrics {
+            m.allocation_duration.record((now - start) as f64 * 1e-9);
+            m.request_size.record(max_size as f64);
+        }
         // SAFETY: `allocate` just took the slot for us alone.
         let s = unsafe { slot.get() };
         // The precise stamp the hold time is measured from (also a more
@@ -819,16 +844,9 @@ impl PoolInner {
                 .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
             s.thread.store(leak::thread_id(), Relaxed);
         }
-        let d = &self.config.debug;
-        let settled = if d.quarantine_every != 0
-            && crate::debug::sampled(&crate::debug::QUARANTINE_COUNTDOWN, d.quarantine_every)
+        let settled = if self.detours.load(Relaxed) != 0 {
             // SAFETY: as above.
-            && unsafe { self.quarantine(slot) }
-        {
-            cache::settle(self, anchor)
-        } else if self.waiters.load(Relaxed) != 0 {
-            s.give_back();
-            self.release_to_waiters(s.class(), slot, anchor)
+            unsafe { self.release_detour(slot, anchor) }
         } else {
             s.give_back();
             cache::give_back(self, s.class(), slot, anchor)
@@ -837,6 +855,33 @@ impl PoolInner {
             self.shutdown_if_idle();
         }
         settled
+    }
+
+    /// The rest of a release when the slot may not go to the thread cache:
+    /// the quarantine is on, or threads wait for room. Returns whether the
+    /// buffer's reference on `anchor` was settled (as `release`).
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_detour(self: &Arc<Self>, slot: SlotRef, anchor: NonNull<Anchor>) -> bool {
+        let d = &self.config.debug;
+        if d.quarantine_every != 0
+            && crate::debug::sampled(&crate::debug::QUARANTINE_COUNTDOWN, d.quarantine_every)
+            // SAFETY: forwarded from the caller.
+            && unsafe { self.quarantine(slot) }
+        {
+            return cache::settle(self, anchor);
+        }
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { slot.get() };
+        s.give_back();
+        if self.waiters.load(Relaxed) != 0 {
+            self.release_to_waiters(s.class(), slot, anchor)
+        } else {
+            cache::give_back(self, s.class(), slot, anchor)
+        }
     }
 
     /// A release while threads wait for room: the slot goes to the shared

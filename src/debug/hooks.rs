@@ -48,7 +48,7 @@ impl PoolInner {
         }
         // A page slot with no slack after `max_len` in its page has nothing to
         // guard at the standard level: only the record must say so.
-        if self.canary && (d.full_canary || max_len & (self.page - 1) != 0) {
+        if max_len & self.canary_mask != 0 {
             let known = s.canary_max.load(Relaxed) as usize;
             // In steady state the slot is reused for the same size: its
             // span already holds the pattern, nothing to write.
@@ -56,7 +56,7 @@ impl PoolInner {
                 // SAFETY: the slot is ours.
                 unsafe { self.prepare_canary(s, max_len, known) };
             }
-        } else if self.canary && s.canary_max.load(Relaxed) != 0 {
+        } else if self.canary_mask != 0 && s.canary_max.load(Relaxed) != 0 {
             // The buffer may write its whole page: no pattern is known now.
             s.canary_max.store(0, Relaxed);
         }
@@ -99,7 +99,7 @@ impl PoolInner {
     #[inline(always)]
     pub(crate) unsafe fn debug_release(&self, s: &Slot, max_len: usize) {
         let d = &self.config.debug;
-        if self.canary && (d.full_canary || max_len & (self.page - 1) != 0) {
+        if max_len & self.canary_mask != 0 {
             let (from, to) = self.canary_span(s, max_len);
             if from < to {
                 let data = s.data().as_ptr();
