@@ -247,7 +247,7 @@ impl PageBuffer {
     }
 
     /// The common end of `drop` and `release`; the buffer is unusable after.
-    #[inline]
+    #[inline(always)]
     fn give_back(&self, site: Option<&'static std::panic::Location<'static>>) {
         let anchor = self.anchor();
         let settled = {
@@ -266,7 +266,7 @@ impl PageBuffer {
 }
 
 impl Drop for PageBuffer {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.give_back(None);
     }

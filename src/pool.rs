@@ -815,7 +815,7 @@ impl PoolInner {
     /// # Safety
     /// `slot` is the slot of a buffer of this pool that is being dropped: no
     /// one accesses its bytes from now on.
-    #[inline]
+    #[inline(always)]
     #[must_use]
     pub(crate) unsafe fn release(
         self: &Arc<Self>,
