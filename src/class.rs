@@ -1,11 +1,12 @@
 //! Size classes: which slot size serves a request.
 //!
-//! A class is a whole number of pages. Classes 1, 2, 3 and 4 pages are exact;
-//! above four pages every doubling `(2^k, 2^(k+1)]` is cut into four equal
-//! steps, so every power-of-two number of pages is a class and the classes
-//! run 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, … pages, up
-//! to the pool's largest buffer (which is a class of its own if it is not on
-//! this grid).
+//! **Page classes** (`allocate_page_size_buffer`, and `allocate_buffer` above
+//! [`SMALL_MAX`]) are whole numbers of pages. Classes 1, 2, 3 and 4 pages are
+//! exact; above four pages every doubling `(2^k, 2^(k+1)]` is cut into four
+//! equal steps, so every power-of-two number of pages is a class and the
+//! classes run 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, …
+//! pages, up to the pool's largest buffer (which is a class of its own if it
+//! is not on this grid).
 //!
 //! **Worst-case internal waste** (slot bytes a request cannot use): below one
 //! page for classes of one to four pages (the unavoidable rounding up to a
@@ -13,16 +14,59 @@
 //! pages with `2^k < n <= 2^(k+1)` lands in a class at most `q - 1` pages
 //! larger, where `q = 2^(k-2)` and the class holds at least `5q` pages.
 //!
-//! The lookup is O(1): a leading-zeros count and two shifts, no search.
+//! **Small classes** (`allocate_buffer` up to [`SMALL_MAX`] bytes: RTP and
+//! TS packets, RTCP, headers) are [`SMALL_SIZES`]: multiples of 64 bytes, so
+//! every small buffer is 64-byte aligned, with a waste under a third of the
+//! slot above 128 bytes and under half below (1536 holds a 1500-byte RTP
+//! packet and a 7 × 188 = 1316-byte TS payload). They come first in the table, so the pool's class
+//! list, stats and metrics run smallest first.
+//!
+//! Both lookups are O(1): a leading-zeros count and two shifts for pages, a
+//! 33-entry table indexed by 64-byte steps for small sizes; no search.
 
-/// The class table of one pool.
+/// Slot sizes of the small classes, in bytes.
+pub const SMALL_SIZES: [usize; 10] = [64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048];
+/// The largest request `allocate_buffer` serves from a small class.
+pub const SMALL_MAX: usize = SMALL_SIZES[SMALL_SIZES.len() - 1];
+
+/// Small class index by `ceil(bytes / 64)`, for `1 <= bytes <= SMALL_MAX`.
+const SMALL_INDEX: [u8; SMALL_MAX / 64 + 1] = {
+    let mut table = [0u8; SMALL_MAX / 64 + 1];
+    let mut steps = 1;
+    while steps < table.len() {
+        let mut class = 0;
+        while SMALL_SIZES[class] < steps * 64 {
+            class += 1;
+        }
+        table[steps] = class as u8;
+        steps += 1;
+    }
+    table
+};
+
+// Small slots keep 64-byte alignment (sizes and red zones are multiples of
+// 64) and stay below any page size.
+const _: () = {
+    let mut i = 0;
+    while i < SMALL_SIZES.len() {
+        assert!(SMALL_SIZES[i].is_multiple_of(64));
+        assert!(i == 0 || SMALL_SIZES[i - 1] < SMALL_SIZES[i]);
+        i += 1;
+    }
+    assert!(SMALL_MAX < 4096);
+};
+
+/// The class table of one pool: the small classes, then the page classes.
 #[derive(Debug)]
 pub(crate) struct SizeClasses {
     /// log2 of the page size (pages are powers of two): requests are
     /// rounded with a shift, not a division.
     page_shift: u32,
-    /// Pages in each class, ascending; the last is the largest buffer's pages.
-    pages: Box<[usize]>,
+    /// Number of small classes (they come first).
+    small: usize,
+    /// Slot bytes of each class, ascending; the last is the largest
+    /// buffer's pages.
+    bytes: Box<[usize]>,
 }
 
 /// Grid index of the smallest class holding `n >= 1` pages.
@@ -54,43 +98,63 @@ impl SizeClasses {
     /// The classes for a pool whose largest buffer is `max_buffer_size`
     /// bytes (at least one byte), with pages of `page` bytes.
     pub(crate) fn new(page: usize, max_buffer_size: usize) -> Self {
-        debug_assert!(page.is_power_of_two() && max_buffer_size > 0);
+        debug_assert!(page.is_power_of_two() && page > SMALL_MAX && max_buffer_size > 0);
+        // The small classes up to the first that holds the largest buffer.
+        let small = SMALL_INDEX[max_buffer_size.min(SMALL_MAX).div_ceil(64)] as usize + 1;
         let max_pages = max_buffer_size.div_ceil(page);
         let last = grid_index(max_pages);
-        let pages = (0..=last)
-            .map(|i| grid_pages(i).min(max_pages))
+        let bytes = SMALL_SIZES[..small]
+            .iter()
+            .copied()
+            .chain((0..=last).map(|i| grid_pages(i).min(max_pages) * page))
             .collect::<Box<[usize]>>();
         SizeClasses {
             page_shift: page.trailing_zeros(),
-            pages,
+            small,
+            bytes,
         }
     }
 
-    /// Index of the class serving a request of `bytes` (1 ..= largest).
+    /// Index of the page class serving a request of `bytes` (1 ..= largest).
     #[inline]
     pub(crate) fn index_for(&self, bytes: usize) -> usize {
-        grid_index((bytes + (1 << self.page_shift) - 1) >> self.page_shift)
+        self.small + grid_index((bytes + (1 << self.page_shift) - 1) >> self.page_shift)
+    }
+
+    /// Index of the small class serving a request of `bytes`
+    /// (`1 ..= min(SMALL_MAX, largest)`).
+    #[inline]
+    pub(crate) fn small_index_for(&self, bytes: usize) -> usize {
+        debug_assert!((1..=SMALL_MAX).contains(&bytes));
+        SMALL_INDEX[bytes.div_ceil(64)] as usize
     }
 
     /// Number of classes.
     pub(crate) fn len(&self) -> usize {
-        self.pages.len()
+        self.bytes.len()
     }
 
-    /// Pages in class `idx`.
+    /// Whether class `idx` is a small (sub-page, packed) class.
+    #[inline]
+    pub(crate) fn is_small(&self, idx: usize) -> bool {
+        idx < self.small
+    }
+
+    /// Pages in page class `idx`.
     #[cfg(test)]
     pub(crate) fn pages(&self, idx: usize) -> usize {
-        self.pages[idx]
+        self.bytes[idx] >> self.page_shift
     }
 
     /// Slot bytes of class `idx`.
     #[inline]
     pub(crate) fn slot_bytes(&self, idx: usize) -> usize {
-        debug_assert!(idx < self.pages.len());
-        // SAFETY: every class index in a pool comes from `index_for` of a
-        // checked size or from a slot's metadata (set from such an index),
-        // so it is below `len()`; this is on the release path of every call.
-        unsafe { *self.pages.get_unchecked(idx) << self.page_shift }
+        debug_assert!(idx < self.bytes.len());
+        // SAFETY: every class index in a pool comes from `index_for` or
+        // `small_index_for` of a checked size, or from a slot's metadata
+        // (set from such an index), so it is below `len()`; this is on the
+        // release path of every call.
+        unsafe { *self.bytes.get_unchecked(idx) }
     }
 }
 
@@ -134,11 +198,12 @@ mod tests {
     #[test]
     fn table_ends_at_the_largest_buffer() {
         let c = SizeClasses::new(4096, 16 << 20);
-        assert_eq!(c.len(), 44);
+        let small = SMALL_SIZES.len();
+        assert_eq!(c.len(), small + 44);
         assert_eq!(c.slot_bytes(c.len() - 1), 16 << 20);
-        assert_eq!(c.index_for(1), 0);
-        assert_eq!(c.index_for(4096), 0);
-        assert_eq!(c.index_for(4097), 1);
+        assert_eq!(c.index_for(1), small);
+        assert_eq!(c.index_for(4096), small);
+        assert_eq!(c.index_for(4097), small + 1);
         assert_eq!(
             c.slot_bytes(c.index_for((1 << 20) + 3)),
             (1 << 20) + 4096 * 64
@@ -150,5 +215,34 @@ mod tests {
         assert_eq!(c.pages(c.index_for(9 * 4096 - 5)), 9);
         assert_eq!(c.pages(c.index_for(8 * 4096 + 1)), 9);
         assert_eq!(c.pages(c.index_for(8 * 4096)), 8);
+    }
+
+    #[test]
+    fn small_classes_fit_every_packet_size() {
+        let c = SizeClasses::new(4096, 16 << 20);
+        assert_eq!(c.small, SMALL_SIZES.len());
+        for bytes in 1..=SMALL_MAX {
+            let idx = c.small_index_for(bytes);
+            assert!(c.is_small(idx));
+            let slot = c.slot_bytes(idx);
+            assert!(slot >= bytes, "{bytes} fits");
+            assert!(
+                idx == 0 || c.slot_bytes(idx - 1) < bytes,
+                "smallest that fits {bytes}"
+            );
+            if bytes > 128 {
+                assert!((slot - bytes) * 3 < slot, "waste under a third at {bytes}");
+            } else if bytes > 64 {
+                assert!((slot - bytes) * 2 < slot, "waste under half at {bytes}");
+            }
+        }
+        assert_eq!(c.slot_bytes(c.small_index_for(1500)), 1536);
+        assert_eq!(c.slot_bytes(c.small_index_for(1316)), 1536);
+        assert!(!c.is_small(c.index_for(1)));
+        // A pool of tiny buffers has only the small classes it can use.
+        let tiny = SizeClasses::new(4096, 100);
+        assert_eq!(tiny.small, 2);
+        assert_eq!(tiny.len(), 3);
+        assert_eq!(tiny.slot_bytes(tiny.small_index_for(100)), 128);
     }
 }

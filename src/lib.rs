@@ -88,6 +88,7 @@ pub use buffer::{PageBuffer, SharedBuffer};
 pub use builder::{
     PoolBuilder, DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, SIZE_LIMIT,
 };
+pub use class::{SMALL_MAX, SMALL_SIZES};
 pub use debug::{install_fault_handler, CorruptionAction, CorruptionKind, DebugLevel, Zeroing};
 pub use error::Error;
 pub use guard::{guard_markers_supported, GuardMechanism};

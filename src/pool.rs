@@ -18,7 +18,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::anchor::Anchor;
 use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
 use crate::cache::{self, FreeList, SlotRef, Tally};
-use crate::class::SizeClasses;
+use crate::class::{SizeClasses, SMALL_MAX};
 use crate::clock;
 use crate::debug::quarantine::Quarantine;
 use crate::debug::Zeroing;
@@ -241,7 +241,7 @@ impl BufferPool {
     #[track_caller]
     #[inline(always)]
     pub fn allocate_page_size_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
-        self.allocate_at(max_size, Location::caller())
+        self.allocate_at(max_size, Location::caller(), false)
     }
 
     /// `allocate_page_size_buffer`, but when the pool is
@@ -293,7 +293,7 @@ impl BufferPool {
         timeout: Duration,
     ) -> Result<PageBuffer, Error> {
         let site = Location::caller();
-        match self.allocate_at(max_size, site) {
+        match self.allocate_at(max_size, site, false) {
             Err(Error::Exhausted { .. }) => self.wait_for_room(max_size, timeout, site),
             other => other,
         }
@@ -338,7 +338,7 @@ impl BufferPool {
         inner.ask_caches_to_flush();
         loop {
             let seen = *inner.wake_generation.lock();
-            match self.allocate_at(max_size, site) {
+            match self.allocate_at(max_size, site, false) {
                 Err(Error::Exhausted { .. }) => {}
                 other => return other,
             }
@@ -362,16 +362,19 @@ impl BufferPool {
 
     /// `allocate_page_size_buffer` with the allocation site given.
     #[inline(always)]
+    /// `small`: a request of `allocate_buffer`, which small classes may
+    /// serve (a constant at every call site, so the choice folds away).
     fn allocate_at(
         &self,
         max_size: usize,
         site: &'static Location<'static>,
+        small: bool,
     ) -> Result<PageBuffer, Error> {
         let every = self.inner.sample_every;
         if every != 0 && crate::debug::sampled(&metrics::SAMPLE_COUNTDOWN, every) {
-            return self.allocate_sampled(max_size, site);
+            return self.allocate_sampled(max_size, site, small);
         }
-        let (slot, anchor) = self.inner.allocate(max_size, site)?;
+        let (slot, anchor) = self.inner.allocate(max_size, site, small)?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone and
         // counted the buffer on `anchor`, which keeps the pool alive.
         Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
@@ -380,15 +383,36 @@ impl BufferPool {
     /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
     /// max_size` bytes with no promise of page alignment, with `len() == 0`.
     ///
-    /// For now every size is served from the page classes, exactly like
+    /// Up to [`SMALL_MAX`](crate::SMALL_MAX) (2 KiB: RTP and TS packets,
+    /// RTCP, headers) it comes from a small class
+    /// ([`SMALL_SIZES`](crate::SMALL_SIZES), multiples of 64 bytes): slots
+    /// packed into shared slab pages, each between two 64-byte red zones of
+    /// canary that every release checks (so a write past the slot or before
+    /// it is reported, naming the buffer and its allocation site), with a
+    /// guard page at each end of the slab. Such a buffer is 64-byte aligned,
+    /// not page-aligned; it is never quarantined (a slot smaller than a page
+    /// cannot be sealed alone) but is poisoned, zeroed and tracked like the
+    /// rest, and counted in its own class in `stats()`, `class_stats()`,
+    /// leak reports and metrics. Larger sizes are served exactly like
     /// [`allocate_page_size_buffer`](Self::allocate_page_size_buffer).
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// let mut rtp = pool.allocate_buffer(1500)?;
+    /// assert_eq!((rtp.max_len(), rtp.slot_len()), (1500, 1536));
+    /// assert_eq!(rtp.as_ptr() as usize % 64, 0);
+    /// rtp.extend_from_slice(&[0x80, 0x60])?;
+    /// let big = pool.allocate_buffer(64 * 1024)?; // a page class
+    /// assert_eq!(big.as_ptr() as usize % pagepool::page_size(), 0);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As for [`allocate_page_size_buffer`](Self::allocate_page_size_buffer).
     #[track_caller]
-    #[inline]
+    #[inline(always)]
     pub fn allocate_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
-        self.allocate_page_size_buffer(max_size)
+        self.allocate_at(max_size, Location::caller(), true)
     }
 
     /// `allocate_page_size_buffer` for the one call in `sample_every` that
@@ -399,9 +423,10 @@ impl BufferPool {
         &self,
         max_size: usize,
         site: &'static Location<'static>,
+        small: bool,
     ) -> Result<PageBuffer, Error> {
         let start = clock::now_nanos();
-        let (slot, anchor) = self.inner.allocate(max_size, site)?;
+        let (slot, anchor) = self.inner.allocate(max_size, site, small)?;
         let now = clock::now_nanos();
         // Always there: `sample_every` is 0 without metric handles.
         if let Some(m) = &self.inner.metrics {
@@ -726,12 +751,17 @@ impl PoolInner {
         self: &Arc<Self>,
         max_size: usize,
         site: &'static Location<'static>,
+        small: bool,
     ) -> Result<(SlotRef, NonNull<Anchor>), Error> {
         // One comparison for both bounds: 0 wraps to `usize::MAX`.
         if max_size.wrapping_sub(1) >= self.config.max_buffer_size {
             return Err(self.reject(max_size));
         }
-        let idx = self.classes.index_for(max_size);
+        let idx = if small && max_size <= SMALL_MAX {
+            self.classes.small_index_for(max_size)
+        } else {
+            self.classes.index_for(max_size)
+        };
         let (slot, anchor) = cache::acquire(self, idx, max_size)?;
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool; slabs are unmapped only after their slots are drained from it.
@@ -940,7 +970,14 @@ impl PoolInner {
             return Ok(slot);
         }
         let layout = self.layout(idx);
-        let wanted = (self.config.slab_size / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
+        // Small slabs are filled with red zones when mapped (every page is
+        // touched): keep them to `SMALL_SLAB_BYTES`.
+        let target = if layout.packed {
+            self.config.slab_size.min(SMALL_SLAB_BYTES)
+        } else {
+            self.config.slab_size
+        };
+        let wanted = (target / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
         let mut n = self.slots_within_cap(layout, wanted);
         if n == 0 {
             // Let the quarantine go and ask threads to return cached slots
@@ -995,6 +1032,7 @@ impl PoolInner {
             page: self.page,
             slot_bytes: self.classes.slot_bytes(idx),
             guards: self.config.guards,
+            packed: self.classes.is_small(idx),
         }
     }
 
@@ -1073,6 +1111,9 @@ thread_local! {
     /// its repeated tries do not count as more `exhausted` refusals.
     static RETRYING: Cell<bool> = const { Cell::new(false) };
 }
+
+/// The most bytes of slots in one small-class slab.
+const SMALL_SLAB_BYTES: usize = 64 << 10;
 
 /// A `&'static Location` as the raw pointer stored in slot metadata.
 #[inline]

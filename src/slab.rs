@@ -1,6 +1,8 @@
 //! A slab: one mapping holding the slots of one size class and their guard
 //! pages, and the per-slot metadata.
 //!
+//! A page class's slab:
+//!
 //! ```text
 //!  base                                                    base + len
 //!  |                                                                |
@@ -8,8 +10,17 @@
 //!       ^ page-aligned           ^ stride = (P + 1) pages apart
 //! ```
 //!
-//! Guard pages (`G`) are placed once, when the slab is mapped; allocation and
-//! release never touch the mapping again.
+//! A small class's slab packs its sub-page slots between red zones (`r`,
+//! [`REDZONE`] bytes of canary) inside whole pages, with guard pages only at
+//! the two ends:
+//!
+//! ```text
+//!  [ G ][ r | slot 0 | r | slot 1 | r | ... | slot n-1 | r | pad ][ G ]
+//!          ^ 64-byte aligned, stride = slot + REDZONE bytes
+//! ```
+//!
+//! Guard pages (`G`) are placed and red zones filled once, when the slab is
+//! mapped; allocation and release never touch the mapping again.
 
 use std::io;
 use std::panic::Location;
@@ -32,8 +43,15 @@ pub(crate) const IN_USE: u8 = 1;
 pub(crate) const CANARY_BEFORE: u8 = 1;
 /// `Slot::edges` bit: the page after the slot is not a guard (canary instead).
 pub(crate) const CANARY_AFTER: u8 = 2;
+/// `Slot::edges` bit: a small slot, packed between red zones (with
+/// `CANARY_BEFORE | CANARY_AFTER`: the red zones are its edge canaries).
+pub(crate) const PACKED: u8 = 4;
 /// Bytes of canary checked on each unguarded edge.
 pub(crate) const EDGE_CANARY: usize = 64;
+/// Bytes of canary between two packed slots (and before the first and after
+/// the last): a multiple of 64, so packed slots stay 64-byte aligned.
+pub(crate) const REDZONE: usize = 64;
+const _: () = assert!(REDZONE.is_multiple_of(64) && REDZONE >= EDGE_CANARY);
 
 /// An `mmap`ed range owned by pagepool; unmapped on drop.
 pub(crate) struct Mapping(region::Allocation);
@@ -106,9 +124,9 @@ pub(crate) struct Slot {
     /// The canary record: the `max_len` whose canary span
     /// (`PoolInner::canary_span`) holds the pattern; 0 when none does.
     pub(crate) canary_max: AtomicU32,
-    /// Index of the slot's size class in the pool's table (low 14 bits) and
-    /// `CANARY_BEFORE` / `CANARY_AFTER` (high 2 bits) where a guard page
-    /// could not be placed. Immutable.
+    /// Index of the slot's size class in the pool's table (low 13 bits) and
+    /// the edges (high 3 bits): `CANARY_BEFORE` / `CANARY_AFTER` where a
+    /// guard page could not be placed, `PACKED` for a small slot. Immutable.
     class_edges: u16,
     /// `FREE`, `IN_USE` or `QUARANTINED`.
     pub(crate) state: AtomicU8,
@@ -120,8 +138,9 @@ pub(crate) struct Slot {
     pub(crate) flags: AtomicU8,
 }
 
-/// Bits of `Slot::class_edges` that hold the class.
-const CLASS_BITS: u32 = 14;
+/// Bits of `Slot::class_edges` that hold the class (the other 3 hold the
+/// edges).
+const CLASS_BITS: u32 = 13;
 // Every class index fits: pools have far fewer classes (SIZE_LIMIT is 2 GiB,
 // about 4 classes a doubling).
 const _: () = assert!(crate::builder::SIZE_LIMIT.ilog2() * 4 + 8 < 1 << CLASS_BITS);
@@ -151,7 +170,7 @@ unsafe impl Sync for Slot {}
 
 impl Slot {
     fn new(data: NonNull<u8>, class: u16, edges: u8) -> Slot {
-        debug_assert!(u32::from(class) < 1 << CLASS_BITS && edges < 4);
+        debug_assert!(u32::from(class) < 1 << CLASS_BITS && edges < 8);
         Slot {
             data,
             anchor: AtomicPtr::new(std::ptr::null_mut()),
@@ -255,33 +274,67 @@ impl std::fmt::Debug for Slab {
 pub(crate) struct Layout {
     /// Bytes in a page.
     pub page: usize,
-    /// Bytes in a slot (whole pages).
+    /// Bytes in a slot (whole pages, or a multiple of 64 below a page when
+    /// `packed`).
     pub slot_bytes: usize,
-    /// `Some` when every slot gets a guard page before and after it.
+    /// `Some` when every slot (every slab, when `packed`) gets a guard page
+    /// before and after it.
     pub guards: Option<GuardMechanism>,
+    /// A small class: slots packed between red zones, guards at the ends.
+    pub packed: bool,
 }
 
 impl Layout {
+    /// Bytes of one guard page, or 0 without guards.
+    fn guard(&self) -> usize {
+        if self.guards.is_some() {
+            self.page
+        } else {
+            0
+        }
+    }
+
     /// Distance between the starts of two neighbouring slots.
     fn stride(&self) -> usize {
-        self.slot_bytes + if self.guards.is_some() { self.page } else { 0 }
+        if self.packed {
+            self.slot_bytes + REDZONE
+        } else {
+            self.slot_bytes + self.guard()
+        }
+    }
+
+    /// Offset of the first slot from the slab's base.
+    fn lead(&self) -> usize {
+        self.guard() + if self.packed { REDZONE } else { 0 }
     }
 
     /// Bytes a slab of `n` slots maps, guard pages included.
     pub(crate) fn slab_bytes(&self, n: usize) -> usize {
-        n * self.stride() + if self.guards.is_some() { self.page } else { 0 }
+        if self.packed {
+            let area = (REDZONE + n * self.stride()).next_multiple_of(self.page);
+            area + 2 * self.guard()
+        } else {
+            n * self.stride() + self.guard()
+        }
     }
 
     /// The most slots a slab may hold within `bytes` of mapping.
     pub(crate) fn slots_within(&self, bytes: usize) -> usize {
-        let lead = if self.guards.is_some() { self.page } else { 0 };
-        bytes.saturating_sub(lead) / self.stride()
+        if self.packed {
+            let area = bytes.saturating_sub(2 * self.guard()) / self.page * self.page;
+            area.saturating_sub(REDZONE) / self.stride()
+        } else {
+            bytes.saturating_sub(self.guard()) / self.stride()
+        }
     }
 }
 
 impl Slab {
     /// Maps a slab of `n >= 1` slots of class `class`, and places its guards.
     pub(crate) fn map(class: usize, n: usize, layout: Layout) -> io::Result<Slab> {
+        if layout.packed {
+            return Self::map_packed(class, n, layout);
+        }
         debug_assert!(n >= 1 && layout.slot_bytes.is_multiple_of(layout.page));
         let mapping = Mapping::new(layout.slab_bytes(n))?;
         let base = mapping.base();
@@ -344,6 +397,62 @@ impl Slab {
         })
     }
 
+    /// `map` for a small class: `n` slots packed between red zones, a guard
+    /// page at each end.
+    fn map_packed(class: usize, n: usize, layout: Layout) -> io::Result<Slab> {
+        debug_assert!(n >= 1 && layout.slot_bytes.is_multiple_of(64));
+        debug_assert!(layout.slot_bytes < layout.page);
+        let len = layout.slab_bytes(n);
+        let mapping = Mapping::new(len)?;
+        let base = mapping.base();
+        let (guard, stride, lead) = (layout.guard(), layout.stride(), layout.lead());
+        let class = u16::try_from(class).expect("fewer than 2^16 classes");
+        let mut protect_areas = 0;
+        if let Some(mechanism) = layout.guards {
+            for at in [0, len - guard] {
+                // SAFETY: both pages are page-aligned, inside the fresh mapping
+                // (`len >= 2 * guard + page`), and have no users yet.
+                match unsafe { guard::place(base.add(at), layout.page, mechanism, 1) } {
+                    Placed::Protected { areas } => protect_areas += areas,
+                    // The red zones at the ends still catch an overflow, at
+                    // release rather than at once.
+                    Placed::Marker | Placed::Missing => {}
+                }
+            }
+        }
+        // The red zone before slot 0, after every slot, and the padding up
+        // to the trailing guard.
+        // SAFETY: `guard .. guard + REDZONE` is inside the mapping's
+        // readable, writable area between the guards; no one uses it yet.
+        unsafe { canary::fill(base.add(guard), REDZONE) };
+        let area_end = len - guard;
+        for i in 0..n {
+            let zone = lead + i * stride + layout.slot_bytes;
+            let end = if i + 1 == n { area_end } else { zone + REDZONE };
+            // SAFETY: `zone < end <= area_end`: between the guards, outside
+            // every slot.
+            unsafe { canary::fill(base.add(zone), end - zone) };
+        }
+        let slots: Vec<Slot> = (0..n)
+            .map(|i| {
+                // SAFETY: `lead + i * stride + slot_bytes <= area_end` for
+                // `i < n`, so the pointer is inside the mapping and non-null.
+                let data = unsafe { NonNull::new_unchecked(base.add(lead + i * stride)) };
+                Slot::new(data, class, CANARY_BEFORE | CANARY_AFTER | PACKED)
+            })
+            .collect();
+        Ok(Slab {
+            registration: None,
+            layout,
+            mapping,
+            slots,
+            protect_areas,
+            // Red zones stand between packed slots by design: they are not
+            // counted as missing guards.
+            unguarded: 0,
+        })
+    }
+
     /// The slots, in address order.
     pub(crate) fn slots(&self) -> &[Slot] {
         &self.slots
@@ -367,15 +476,12 @@ impl Slab {
     /// Enters the slab in the fault handler's table, so faults in its guard
     /// pages and quarantined slots name the buffer and `pool`.
     pub(crate) fn register(&mut self, pool: Arc<str>) {
-        let lead = if self.layout.guards.is_some() {
-            self.layout.page
-        } else {
-            0
-        };
         self.registration = Registration::new(SlabInfo {
             base: self.base(),
             len: self.reserved(),
-            lead,
+            lead: self.layout.lead(),
+            guard: self.layout.guard(),
+            packed: self.layout.packed,
             stride: self.layout.stride(),
             slot_bytes: self.layout.slot_bytes,
             slots: self.slots.as_ptr(),
@@ -413,35 +519,41 @@ unsafe fn write_edge_canary(page: *mut u8, len: usize) {
 }
 
 /// Checks (and repairs) the canary on the unguarded edges of `slot`, whose
-/// slots are `slot_bytes` long. Returns the offset from the slot's start of
-/// the first damaged byte (negative: before the slot) and how many are
-/// damaged.
+/// slots are `slot_bytes` long: the `window` bytes on each side nearest the
+/// slot (`window <= EDGE_CANARY`; an overflow or underflow damages those
+/// first). Returns the offset from the slot's start of the first damaged byte
+/// (negative: before the slot) and how many are damaged.
 ///
 /// # Safety
 /// The slot belongs to a live slab and the caller owns it (it is being
 /// released), so its unguarded edge pages are readable and writable and, apart
 /// from the neighbouring slot's owner writing out of bounds (which is exactly
 /// what this looks for), not accessed by anyone else.
-pub(crate) unsafe fn check_edges(slot: &Slot, slot_bytes: usize) -> Option<(isize, usize)> {
+pub(crate) unsafe fn check_edges(
+    slot: &Slot,
+    slot_bytes: usize,
+    window: usize,
+) -> Option<(isize, usize)> {
+    debug_assert!(window <= EDGE_CANARY);
     let data = slot.data.as_ptr();
     let mut found: Option<(isize, usize)> = None;
     let mut note = |start: *mut u8, rel: isize| {
-        // SAFETY: the edge pages of an unguarded side are mapped, readable
-        // and writable (caller's contract); `start..start + EDGE_CANARY` lies
-        // inside one of them.
-        if let Some((first, n)) = unsafe { canary::check(start, EDGE_CANARY) } {
+        // SAFETY: the edge pages (or red zones) of an unguarded side are
+        // mapped, readable and writable (caller's contract);
+        // `start..start + window` lies inside one of them.
+        if let Some((first, n)) = unsafe { canary::check(start, window) } {
             // SAFETY: as above.
-            unsafe { canary::fill(start, EDGE_CANARY) };
+            unsafe { canary::fill(start, window) };
             let (f, total) = found.unwrap_or((rel + first as isize, 0));
             found = Some((f, total + n));
         }
     };
     if slot.edges() & CANARY_BEFORE != 0 {
-        // SAFETY: the page before the slot is inside the slab.
-        note(unsafe { data.sub(EDGE_CANARY) }, -(EDGE_CANARY as isize));
+        // SAFETY: the page (or red zone) before the slot is inside the slab.
+        note(unsafe { data.sub(window) }, -(window as isize));
     }
     if slot.edges() & CANARY_AFTER != 0 {
-        // SAFETY: the page after the slot is inside the slab.
+        // SAFETY: the page (or red zone) after the slot is inside the slab.
         note(unsafe { data.add(slot_bytes) }, slot_bytes as isize);
     }
     found
@@ -456,6 +568,7 @@ mod tests {
             page: crate::page_size(),
             slot_bytes: 2 * crate::page_size(),
             guards,
+            packed: false,
         }
     }
 

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use common::{assert_stamped, in_child, is_mapped, run_child, stamp, stamp_byte};
 use pagepool::{
     page_size, BufferPool, Error, PageBuffer, PoolBuilder, PoolStats, DEFAULT_MAX_BUFFER_SIZE,
-    SIZE_LIMIT,
+    SIZE_LIMIT, SMALL_SIZES,
 };
 
 const MIB: usize = 1 << 20;
@@ -158,7 +158,10 @@ fn shape_and_lengths_custom_max_buffer_size() {
             .build()
             .unwrap();
         assert_eq!(pool.max_buffer_size(), max);
-        let classes = pool.size_classes();
+        // The small classes (for `allocate_buffer`) come first.
+        let all = pool.size_classes();
+        assert_eq!(all[..SMALL_SIZES.len()], SMALL_SIZES);
+        let classes = all[SMALL_SIZES.len()..].to_vec();
         assert_eq!(classes.first(), Some(&page));
         assert_eq!(classes.last(), Some(&(max.div_ceil(page) * page)));
         assert!(classes.windows(2).all(|w| w[0] < w[1]), "{classes:?}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use pagepool::{
     page_size, BufferPool, DebugLevel, Error, GuardMechanism, LeakTracking, PageBuffer,
-    PoolBuilder, SharedBuffer, Zeroing, DEFAULT_MAX_BUFFER_SIZE, SIZE_LIMIT,
+    PoolBuilder, SharedBuffer, Zeroing, DEFAULT_MAX_BUFFER_SIZE, SIZE_LIMIT, SMALL_MAX,
 };
 
 /// Inputs tried.
@@ -168,7 +168,8 @@ fn allocation_sizes() {
         .max_buffer_size(1)
         .build()
         .unwrap();
-    assert_eq!(tiny.size_classes(), vec![page]);
+    // One small class (for `allocate_buffer`) and one page class.
+    assert_eq!(tiny.size_classes(), vec![64, page]);
     assert!(tiny.allocate_page_size_buffer(1).is_ok());
     assert_too_large(tiny.allocate_page_size_buffer(2), 2, 1);
     assert_too_large(tiny.allocate_page_size_buffer(page), page, 1);
@@ -661,11 +662,57 @@ fn timed_allocation_sizes() {
     assert_usable(&pool);
 }
 
+/// `allocate_buffer` at the edges of the small classes and past every limit.
+fn unaligned_allocation_sizes() {
+    let page = page_size();
+    let pool = BufferPool::builder().name("bad-unaligned").build().unwrap();
+    let max = pool.max_buffer_size();
+    let good = [
+        (1, 64),
+        (63, 64),
+        (64, 64),
+        (65, 128),
+        (1500, 1536),
+        (SMALL_MAX - 1, SMALL_MAX),
+        (SMALL_MAX, SMALL_MAX),
+        (SMALL_MAX + 1, page),
+        (page - 1, page),
+        (page, page),
+        (page + 1, 2 * page),
+        (max, max),
+    ];
+    for (size, slot) in good {
+        let b = pool.allocate_buffer(size).unwrap();
+        assert_eq!((b.len(), b.max_len(), b.slot_len()), (0, size, slot));
+        let align = if slot < page { 64 } else { page };
+        assert_eq!(b.as_ptr() as usize % align, 0, "{size}");
+    }
+    tried(good.len());
+    assert!(matches!(pool.allocate_buffer(0), Err(Error::ZeroSize)));
+    let too_large = [max + 1, SIZE_LIMIT + 1, usize::MAX - 1, usize::MAX];
+    for size in too_large {
+        assert_too_large(pool.allocate_buffer(size), size, max);
+    }
+    tried(1 + too_large.len());
+    // A pool whose largest buffer is small: allocate_buffer stays within it.
+    let tiny = BufferPool::builder()
+        .name("bad-unaligned-tiny")
+        .max_buffer_size(100)
+        .build()
+        .unwrap();
+    assert_eq!(tiny.allocate_buffer(100).unwrap().slot_len(), 128);
+    assert_too_large(tiny.allocate_buffer(101), 101, 100);
+    tried(2);
+    assert_eq!(pool.stats().rejected, 1 + too_large.len() as u64);
+    assert_usable(&pool);
+}
+
 /// One test, so the sections run in order and the count is the total.
 #[test]
 fn every_entry_point_rejects_bad_input_and_stays_usable() {
     allocation_sizes();
     timed_allocation_sizes();
+    unaligned_allocation_sizes();
     lengths_and_appends();
     shared_slices_out_of_range_panic_and_leak_nothing();
     builder_settings_at_and_past_their_ends();

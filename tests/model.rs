@@ -59,13 +59,19 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use common::{first_mismatch, stamp, stamp_byte};
 use pagepool::{
-    page_size, BufferPool, DebugLevel, Error, GuardMechanism, PageBuffer, SharedBuffer,
+    page_size, BufferPool, DebugLevel, Error, GuardMechanism, PageBuffer, SharedBuffer, SMALL_MAX,
+    SMALL_SIZES,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Bytes of canary between packed small slots (`slab::REDZONE`).
+const REDZONE: usize = 64;
+/// The most bytes of slots in one small-class slab (`pool::SMALL_SLAB_BYTES`).
+const SMALL_SLAB_BYTES: usize = 64 << 10;
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -106,8 +112,13 @@ enum Size {
     PageMinus1,
     Page,
     PagePlus1,
-    Pages { k: u8, delta: i8 },
+    Pages {
+        k: u8,
+        delta: i8,
+    },
     Small(u32),
+    /// Up to `SMALL_MAX`: a packet, for the small classes.
+    Packet(u16),
     Big(u32),
     AboveMax,
 }
@@ -122,6 +133,7 @@ impl Size {
             Size::PagePlus1 => page + 1,
             Size::Pages { k, delta } => (k as usize * page).wrapping_add_signed(delta as isize),
             Size::Small(r) => 1 + r as usize % (4 * page),
+            Size::Packet(r) => 1 + r as usize % SMALL_MAX,
             Size::Big(r) => 1 + r as usize % MIB,
             Size::AboveMax => max_buffer_size + 1,
         }
@@ -151,6 +163,9 @@ enum Op {
         pool: Index,
         size: Size,
         on_thread: bool,
+        /// `allocate_buffer` (small classes up to `SMALL_MAX`) rather than
+        /// `allocate_page_size_buffer`.
+        unaligned: bool,
     },
     SetLen {
         buf: Index,
@@ -250,6 +265,7 @@ fn size() -> impl Strategy<Value = Size> {
         4 => Just(Size::PagePlus1),
         4 => (2u8..=4, -1i8..=1).prop_map(|(k, delta)| Size::Pages { k, delta }),
         12 => any::<u32>().prop_map(Size::Small),
+        8 => any::<u16>().prop_map(Size::Packet),
         1 => any::<u32>().prop_map(Size::Big),
         1 => Just(Size::AboveMax),
     ]
@@ -276,8 +292,13 @@ fn how() -> impl Strategy<Value = How> {
 fn op() -> impl Strategy<Value = Op> {
     let i = any::<Index>;
     prop_oneof![
-        30 => (i(), size(), prop::bool::weighted(0.15))
-            .prop_map(|(pool, size, on_thread)| Op::Alloc { pool, size, on_thread }),
+        30 => (i(), size(), prop::bool::weighted(0.15), prop::bool::weighted(0.35))
+            .prop_map(|(pool, size, on_thread, unaligned)| Op::Alloc {
+                pool,
+                size,
+                on_thread,
+                unaligned,
+            }),
         5 => (i(), len_sel()).prop_map(|(buf, len)| Op::SetLen { buf, len }),
         3 => (i(), any::<u16>()).prop_map(|(buf, n)| Op::Extend { buf, n }),
         2 => i().prop_map(|buf| Op::Restamp { buf }),
@@ -351,6 +372,7 @@ fn pools_agree_with_the_model() {
             "exhausted",
             "trim freed bytes",
             "unmapped to make room",
+            "  of which from a small class",
         ] {
             assert!(
                 count(must) > 0,
@@ -361,8 +383,10 @@ fn pools_agree_with_the_model() {
 }
 
 /// Event counters over the whole run.
-static COVERAGE: [(&str, AtomicU64); 18] = [
+static COVERAGE: [(&str, AtomicU64); 20] = [
     ("steps", AtomicU64::new(0)),
+    ("allocate_buffer", AtomicU64::new(0)),
+    ("  of which from a small class", AtomicU64::new(0)),
     ("hit", AtomicU64::new(0)),
     ("miss", AtomicU64::new(0)),
     ("exhausted", AtomicU64::new(0)),
@@ -426,7 +450,8 @@ impl PoolModel {
         self.cfg.guards != Guards::Off
     }
 
-    fn lead(&self) -> usize {
+    /// Bytes of one guard page, 0 without guards.
+    fn guard(&self) -> usize {
         if self.guarded() {
             self.page
         } else {
@@ -434,16 +459,45 @@ impl PoolModel {
         }
     }
 
+    /// Small classes' slabs pack their slots between 64-byte red zones,
+    /// with guard pages only at the two ends.
+    fn packed(&self, slot: usize) -> bool {
+        slot < self.page
+    }
+
     fn stride(&self, slot: usize) -> usize {
-        slot + self.lead()
+        if self.packed(slot) {
+            slot + REDZONE
+        } else {
+            slot + self.guard()
+        }
     }
 
     fn slab_bytes(&self, slot: usize, n: usize) -> usize {
-        n * self.stride(slot) + self.lead()
+        if self.packed(slot) {
+            (REDZONE + n * self.stride(slot)).next_multiple_of(self.page) + 2 * self.guard()
+        } else {
+            n * self.stride(slot) + self.guard()
+        }
     }
 
     fn slots_within(&self, slot: usize, bytes: usize) -> usize {
-        bytes.saturating_sub(self.lead()) / self.stride(slot)
+        if self.packed(slot) {
+            let area = bytes.saturating_sub(2 * self.guard()) / self.page * self.page;
+            area.saturating_sub(REDZONE) / self.stride(slot)
+        } else {
+            bytes.saturating_sub(self.guard()) / self.stride(slot)
+        }
+    }
+
+    /// Slots a new slab of class `slot` wants, before the cap.
+    fn wanted(&self, slot: usize) -> usize {
+        let target = if self.packed(slot) {
+            self.cfg.slab_size.min(SMALL_SLAB_BYTES)
+        } else {
+            self.cfg.slab_size
+        };
+        (target / slot).clamp(1, MAX_SLOTS_PER_SLAB)
     }
 
     fn reserved(&self) -> usize {
@@ -461,7 +515,7 @@ impl PoolModel {
 
     /// How many slots a new slab of class `slot` gets with `reserved` bytes mapped.
     fn new_slab_slots(&self, slot: usize, reserved: usize) -> usize {
-        let wanted = (self.cfg.slab_size / slot).clamp(1, MAX_SLOTS_PER_SLAB);
+        let wanted = self.wanted(slot);
         match self.cap {
             None => wanted,
             Some(cap) => self
@@ -654,9 +708,10 @@ impl World {
                 pool,
                 size,
                 on_thread,
+                unaligned,
             } => {
                 let p = self.active[pool.index(self.active.len())];
-                self.alloc(p, size, on_thread);
+                self.alloc(p, size, on_thread, unaligned);
             }
             Op::SetLen { buf, len } => {
                 if self.owned.is_empty() {
@@ -929,7 +984,7 @@ impl World {
         }
     }
 
-    fn alloc(&mut self, p: usize, size: Size, on_thread: bool) {
+    fn alloc(&mut self, p: usize, size: Size, on_thread: bool, unaligned: bool) {
         let ctx = self.ctx();
         let pool = self.pools[p]
             .handle
@@ -937,20 +992,49 @@ impl World {
             .expect("active pools have handles");
         let max = pool.max_buffer_size();
         let size = size.resolve(self.page, max);
+        if unaligned {
+            bump("allocate_buffer");
+        }
+        // Slots of a class: in use, cached or quarantined.
+        let slots_of = |pool: &BufferPool, slot: usize| {
+            pool.class_stats()
+                .iter()
+                .find(|c| c.slot_bytes == slot)
+                .map_or(0, |c| {
+                    c.buffers_in_use + c.buffers_cached + c.buffers_quarantined
+                })
+        };
+        let small = unaligned && (1..=SMALL_MAX.min(max)).contains(&size);
+        if small {
+            bump("  of which from a small class");
+        }
+        let predicted_slot = if small {
+            SMALL_SIZES.iter().copied().find(|&s| s >= size)
+        } else {
+            pool.slot_size_for(size)
+        };
+        let slots_before = predicted_slot.map_or(0, |slot| slots_of(&pool, slot));
         let before = pool.stats();
+        let allocate = move |pool: &BufferPool| {
+            if unaligned {
+                pool.allocate_buffer(size)
+            } else {
+                pool.allocate_page_size_buffer(size)
+            }
+        };
         let result = if on_thread {
             let helper = pool.clone();
             std::thread::scope(|s| {
-                s.spawn(move || helper.allocate_page_size_buffer(size))
+                s.spawn(move || allocate(&helper))
                     .join()
                     .expect("helper thread")
             })
         } else {
-            pool.allocate_page_size_buffer(size)
+            allocate(&pool)
         };
         let after = pool.stats();
 
-        let Some(slot) = pool.slot_size_for(size) else {
+        let Some(slot) = predicted_slot else {
             match result {
                 Err(Error::ZeroSize) => assert_eq!(size, 0),
                 Err(Error::TooLarge { requested, max: m }) => {
@@ -962,7 +1046,12 @@ impl World {
             bump("rejected");
             return;
         };
-        assert!(slot >= size && slot.is_multiple_of(self.page));
+        assert!(slot >= size);
+        assert!(if small {
+            slot < self.page
+        } else {
+            slot.is_multiple_of(self.page)
+        });
 
         // The prediction, and the slabs unmapping would take.
         let reserved = self.pools[p].reserved();
@@ -996,12 +1085,13 @@ impl World {
             Ok(_) if after.misses == before.misses => Expect::Hit,
             Ok(_) => {
                 let mapped = after.bytes_reserved + d_trim - before.bytes_reserved;
-                let lead = self.pools[p].lead();
-                let n = (mapped - lead) / self.pools[p].stride(slot);
+                // The new slab's slots: the class grew by exactly one slab
+                // (trimming takes other classes' slabs only).
+                let n = slots_of(&pool, slot) - slots_before;
                 assert_eq!(
                     self.pools[p].slab_bytes(slot, n),
                     mapped,
-                    "{ctx}: whole slots"
+                    "{ctx}: a slab of {n} slots of {slot} bytes"
                 );
                 Expect::Miss { n }
             }
@@ -1032,7 +1122,7 @@ impl World {
             match observed {
                 Expect::Hit => assert!(free > 0, "{ctx}: a hit with no free slot"),
                 Expect::Miss { n } => {
-                    let wanted = (self.pools[p].cfg.slab_size / slot).clamp(1, MAX_SLOTS_PER_SLAB);
+                    let wanted = self.pools[p].wanted(slot);
                     assert!((1..=wanted).contains(&n), "{ctx}: slab of {n} slots");
                 }
                 Expect::Exhausted => assert!(self.pools[p].cap.is_some()),
@@ -1096,7 +1186,8 @@ impl World {
         }
 
         if let Ok(mut buf) = result {
-            assert_eq!(buf.as_ptr() as usize % self.page, 0, "{ctx}: page-aligned");
+            let align = if small { 64 } else { self.page };
+            assert_eq!(buf.as_ptr() as usize % align, 0, "{ctx}: {align}-aligned");
             assert_eq!((buf.len(), buf.max_len(), buf.slot_len()), (0, size, slot));
             assert_eq!(buf.pool_name(), self.pools[p].name);
             let id = self.next_id;

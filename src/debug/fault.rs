@@ -26,8 +26,13 @@ const CAPACITY: usize = 1 << 16;
 pub(crate) struct SlabInfo {
     pub(crate) base: usize,
     pub(crate) len: usize,
-    /// Bytes before the first slot (one page with guards, else 0).
+    /// Bytes before the first slot (a guard page, plus a red zone when
+    /// `packed`).
     pub(crate) lead: usize,
+    /// Bytes of one guard page (0 without guards).
+    pub(crate) guard: usize,
+    /// Small slots packed between red zones, guard pages only at the ends.
+    pub(crate) packed: bool,
     pub(crate) stride: usize,
     pub(crate) slot_bytes: usize,
     /// The slab's slot metadata; valid while the registration lives.
@@ -144,7 +149,8 @@ pub fn install_fault_handler() -> Result<(), Error> {
     Ok(())
 }
 
-/// Gives the calling thread an alternate signal stack if it has none.
+/// Gives the calling thread an alternate signal stack of 64 KiB unless it has
+/// one at least that large.
 fn ensure_alt_stack() -> Result<(), Error> {
     const SIZE: usize = 64 * 1024;
     // SAFETY: querying with a null new stack only writes `current`.
@@ -155,7 +161,14 @@ fn ensure_alt_stack() -> Result<(), Error> {
         }
         current.assume_init()
     };
-    if current.ss_flags & libc::SS_DISABLE == 0 {
+    // Rust's runtime gives its threads a small alternate stack (for its
+    // stack-overflow message); the report needs more in debug builds, so a
+    // smaller one is replaced (the runtime still unmaps its own at exit).
+    if current.ss_flags & libc::SS_DISABLE == 0 && current.ss_size >= SIZE {
+        return Ok(());
+    }
+    if current.ss_flags & libc::SS_ONSTACK != 0 {
+        // Running on it right now (inside a signal handler): leave it.
         return Ok(());
     }
     // SAFETY: a fresh private anonymous mapping; on success it is ours for
@@ -266,7 +279,6 @@ fn report(addr: usize, write: Option<bool>) -> bool {
         return false;
     };
     let off = addr - slab.base;
-    let (g, within) = (off / slab.stride, off % slab.stride);
     let slot = |i: usize| -> Option<&Slot> {
         // SAFETY: `slots` points to `nslots` live `Slot`s while the slab is
         // registered.
@@ -277,26 +289,42 @@ fn report(addr: usize, write: Option<bool>) -> bool {
         st == IN_USE || st == QUARANTINED
     };
     // (slot index, slot) and the kind of fault.
-    let (index, kind) = if within < slab.lead {
-        // A guard page: after slot g-1 (overflow) and before slot g (underflow).
-        let before = g.checked_sub(1).and_then(slot);
-        let after = slot(g);
-        let nearer_before = within < slab.lead / 2;
-        match (before, after) {
-            (Some(b), Some(a)) if live(b) != live(a) => {
-                if live(b) {
-                    (g - 1, Kind::Overflow)
-                } else {
-                    (g, Kind::Underflow)
-                }
-            }
-            (Some(_), Some(_)) if nearer_before => (g - 1, Kind::Overflow),
-            (Some(_), None) => (g - 1, Kind::Overflow),
-            (_, Some(_)) => (g, Kind::Underflow),
-            (None, None) => return false,
+    let (index, kind) = if slab.packed {
+        // Guards only at the two ends: before slot 0, after the last slot.
+        if off < slab.guard {
+            (0, Kind::Underflow)
+        } else if off >= slab.len - slab.guard {
+            (slab.nslots.saturating_sub(1), Kind::Overflow)
+        } else {
+            let Some(inner) = off.checked_sub(slab.lead) else {
+                return false;
+            };
+            (inner / slab.stride, Kind::InSlot)
         }
     } else {
-        (g, Kind::InSlot)
+        let (g, within) = (off / slab.stride, off % slab.stride);
+        if within < slab.lead {
+            // A guard page: after slot g-1 (overflow) and before slot g
+            // (underflow).
+            let before = g.checked_sub(1).and_then(slot);
+            let after = slot(g);
+            let nearer_before = within < slab.lead / 2;
+            match (before, after) {
+                (Some(b), Some(a)) if live(b) != live(a) => {
+                    if live(b) {
+                        (g - 1, Kind::Overflow)
+                    } else {
+                        (g, Kind::Underflow)
+                    }
+                }
+                (Some(_), Some(_)) if nearer_before => (g - 1, Kind::Overflow),
+                (Some(_), None) => (g - 1, Kind::Overflow),
+                (_, Some(_)) => (g, Kind::Underflow),
+                (None, None) => return false,
+            }
+        } else {
+            (g, Kind::InSlot)
+        }
     };
     let Some(s) = slot(index) else {
         return false;

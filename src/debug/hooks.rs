@@ -16,12 +16,15 @@ const CANARY_WINDOW: usize = 16;
 
 impl PoolInner {
     /// The canary's span for a buffer of `max_len` bytes in slot `s`: to
-    /// the end of `max_len`'s page, or of the slot with the full canary.
-    /// A page slot is whole pages, at least `max_len`: the page end never
-    /// passes it, so the common case needs no class lookup.
+    /// the end of `max_len`'s page, or of the slot with the full canary or
+    /// for a packed (small) slot. A page slot is whole pages, at least
+    /// `max_len`: the page end never passes it, so the common case needs no
+    /// class lookup.
     #[inline(always)]
     fn canary_span(&self, s: &Slot, max_len: usize) -> (usize, usize) {
-        let end = if self.config.debug.full_canary {
+        let end = if self.config.debug.full_canary || s.edges() & slab::PACKED != 0 {
+            // The whole slot: its end is the red zone (packed slots are
+            // smaller than a page).
             self.classes.slot_bytes(s.class())
         } else {
             // Pages are powers of two: round up with a mask, not a division.
@@ -187,8 +190,15 @@ impl PoolInner {
     #[cold]
     pub(crate) unsafe fn check_edges(&self, s: &Slot) {
         let slot_len = self.classes.slot_bytes(s.class());
+        // Red zones: the bytes nearest the slot, all of them with the full
+        // canary; unguarded page edges: their whole canary.
+        let window = if s.edges() & slab::PACKED == 0 || self.config.debug.full_canary {
+            slab::EDGE_CANARY
+        } else {
+            CANARY_WINDOW
+        };
         // SAFETY: forwarded from the caller.
-        if let Some((first, damaged)) = unsafe { slab::check_edges(s, slot_len) } {
+        if let Some((first, damaged)) = unsafe { slab::check_edges(s, slot_len, window) } {
             self.raise(CorruptionKind::EdgeCanary, s, slot_len, first, damaged);
         }
     }
@@ -237,6 +247,10 @@ impl PoolInner {
         };
         // SAFETY: the caller owns the slot; its slab is mapped.
         let s = unsafe { slot.get() };
+        if s.edges() & slab::PACKED != 0 {
+            // A packed slot shares its pages: it cannot be sealed alone.
+            return false;
+        }
         let len = self.classes.slot_bytes(s.class());
         // SAFETY: the slot is page-aligned, whole pages, ours, and nobody
         // may touch it until it is unsealed.

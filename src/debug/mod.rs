@@ -79,7 +79,8 @@ pub enum CorruptionAction {
 pub enum CorruptionKind {
     /// The canary after `max_len` (in the slot) was overwritten.
     SlackCanary,
-    /// The canary standing in for a missing guard page was overwritten.
+    /// The canary standing in for a missing guard page, or a red zone
+    /// between two small (packed) slots, was overwritten.
     EdgeCanary,
     /// A released, poisoned buffer was written before it was handed out again.
     Poison,
@@ -183,7 +184,7 @@ impl fmt::Display for Corruption<'_> {
         let what = match self.kind {
             CorruptionKind::SlackCanary => "write past max_len (slack canary damaged)",
             CorruptionKind::EdgeCanary => {
-                "write outside the slot (edge canary of an unguarded slot damaged)"
+                "write outside the slot (red zone or edge canary damaged)"
             }
             CorruptionKind::Poison => "write after release (poison damaged)",
         };
