@@ -65,6 +65,9 @@ mod builder;
 #[cfg(feature = "bytes")]
 mod bytes;
 mod cache;
+#[cfg(feature = "capi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
+pub mod capi;
 mod class;
 mod clock;
 pub mod debug;

@@ -1,0 +1,179 @@
+//! The C ABI from C: `tests/c/capi_test.c` is compiled with the system C
+//! compiler against `include/pagepool.h` and the `libpagepool.a` this build
+//! made, run, and must report every check passed. A second test keeps the
+//! header and `src/capi.rs` in agreement (names, argument counts, codes).
+#![cfg(feature = "capi")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The directory holding this build's library artifacts
+/// (`target/<profile>`, the parent of the test binary's `deps`).
+fn artifact_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
+/// A `libpagepool.a` with the C ABI in it. Cargo builds the staticlib with
+/// the library, as `deps/libpagepool.a` and a copy in `target/<profile>/`,
+/// without a hash of the features in the name: a later build with other
+/// features (`--no-default-features` for a doc test) overwrites both, and a
+/// build of this test's features that cargo then finds fresh does not
+/// rewrite them. So use such an archive only if it defines the C functions,
+/// and otherwise build one (`--features capi` only) in a target directory of
+/// this test's own.
+fn static_library() -> PathBuf {
+    let dir = artifact_dir();
+    let symbol = b"pagepool_allocator_create";
+    let has_capi = |p: &PathBuf| {
+        std::fs::read(p).is_ok_and(|bytes| bytes.windows(symbol.len()).any(|w| w == symbol))
+    };
+    let found = [dir.join("deps/libpagepool.a"), dir.join("libpagepool.a")]
+        .into_iter()
+        .filter(has_capi)
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    if let Some(lib) = found {
+        return lib;
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/capi-test");
+    let status = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--lib",
+            "--no-default-features",
+            "--features",
+            "capi",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building the staticlib failed");
+    let lib = target.join("debug/libpagepool.a");
+    assert!(has_capi(&lib), "{} lacks the C ABI", lib.display());
+    lib
+}
+
+#[test]
+fn a_c_program_runs_every_function_and_error_path() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = static_library();
+    let out_dir = std::env::temp_dir().join(format!("pagepool-capi-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let exe = out_dir.join("capi_test");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let status = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(root.join("tests/c/capi_test.c"))
+        .arg(&lib)
+        // What Rust's standard library needs from the system (see
+        // `cargo rustc --crate-type staticlib -- --print native-static-libs`).
+        .args([
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ])
+        .arg("-o")
+        .arg(&exe)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
+    assert!(status.success(), "the C test program did not compile");
+
+    let run = Command::new(&exe).output().expect("run the C test program");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the C checks failed ({:?}):\n{stdout}\n{stderr}",
+        run.status
+    );
+    let passed: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("capi: ")?.strip_suffix(" checks passed"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert!(passed >= 100, "only {passed} checks ran");
+    println!("capi: {passed} checks passed in C");
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+/// `name(` → number of parameters, for every `pagepool_*` function declared
+/// or defined in `text` (C prototypes or Rust `extern "C" fn`s).
+fn functions(text: &str, marker: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(marker) {
+        let after = &rest[at + marker.len()..];
+        let name_end = after.find('(').expect("a parameter list");
+        let name = format!("pagepool_{}", &after[..name_end]);
+        let params = &after[name_end + 1..after.find(')').expect("closed")];
+        let n = if params.trim().is_empty() || params.trim() == "void" {
+            0
+        } else {
+            params.split(',').filter(|p| !p.trim().is_empty()).count()
+        };
+        out.insert(name, n);
+        rest = &after[name_end..];
+    }
+    out
+}
+
+/// `#define NAME ((HRESULT)0x...)` values in the header.
+fn header_codes(header: &str) -> BTreeMap<String, u32> {
+    header
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("#define ")?;
+            let (name, value) = l.split_once(' ')?;
+            let hex = value.split("0x").nth(1)?.trim_end_matches(')');
+            Some((name.to_owned(), u32::from_str_radix(hex, 16).ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_header_matches_the_rust_functions_and_codes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let header = std::fs::read_to_string(root.join("include/pagepool.h")).unwrap();
+    let rust = std::fs::read_to_string(root.join("src/capi.rs")).unwrap();
+    let declared = functions(&header, "HRESULT pagepool_");
+    let exported = functions(&rust, "extern \"C\" fn pagepool_");
+    assert_eq!(declared, exported, "header vs src/capi.rs");
+    assert_eq!(declared.len(), 12);
+    // Every exported function is `#[unsafe(no_mangle)]`.
+    assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
+
+    use pagepool::capi::*;
+    let codes = header_codes(&header);
+    let expected = [
+        ("S_OK", S_OK),
+        ("E_POINTER", E_POINTER),
+        ("E_HANDLE", E_HANDLE),
+        ("E_INVALIDARG", E_INVALIDARG),
+        ("E_OUTOFMEMORY", E_OUTOFMEMORY),
+        ("E_UNEXPECTED", E_UNEXPECTED),
+    ];
+    assert_eq!(codes.len(), expected.len(), "{codes:?}");
+    for (name, value) in expected {
+        assert_eq!(codes.get(name), Some(&(value as u32)), "{name}");
+    }
+    // The stats struct: six u64 fields in both.
+    assert_eq!(std::mem::size_of::<pagepool_stats>(), 6 * 8);
+    let fields = header
+        .split("typedef struct pagepool_stats {")
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .unwrap();
+    assert_eq!(fields.matches("uint64_t ").count(), 6);
+}
