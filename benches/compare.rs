@@ -5,6 +5,9 @@
 //!   release it;
 //! - `touch_all/{4KiB,64KiB,1MiB}`: allocate, write one byte per 4 KiB page,
 //!   release;
+//! - `packet/1500B`: `overhead` for an RTP packet: pagepool through
+//!   `allocate_buffer` (a small class, 64-byte aligned), the heaps with
+//!   64-byte alignment;
 //! - `cross_thread/{4KiB,64KiB}`: a producer allocates, writes the first byte
 //!   and sends the buffer over a bounded channel (`sync_channel`, 32 deep) to
 //!   a consumer thread that drops it (the media-server pattern); the time of
@@ -103,6 +106,11 @@ const KIB: usize = 1024;
 const SIZES: [(&str, usize); 3] = [("4KiB", 4 * KIB), ("64KiB", 64 * KIB), ("1MiB", 1024 * KIB)];
 const CROSS_SIZES: [(&str, usize); 2] = [("4KiB", 4 * KIB), ("64KiB", 64 * KIB)];
 const CONTENDED_SIZES: [(&str, usize); 1] = [("4KiB", 4 * KIB)];
+/// The `packet` group: an RTP packet from `allocate_buffer` (a small class,
+/// 64-byte aligned), against the allocators at that alignment.
+const PACKET_SIZES: [(&str, usize); 1] = [("1500B", 1500)];
+/// Alignment of the heap contenders in the `packet` group.
+const PACKET_ALIGN: usize = 64;
 
 /// The contenders in table order; the first is the one the ratios are about.
 const CONTENDERS: [&str; 9] = [
@@ -188,7 +196,12 @@ unsafe impl<A: GlobalAlloc + Sync> Send for HeapBuf<'_, A> {}
 impl<'a, A: GlobalAlloc> HeapBuf<'a, A> {
     #[inline]
     fn new(heap: &'a A, size: usize) -> Self {
-        let layout = Layout::from_size_align(size, ALIGN).expect("valid layout");
+        Self::aligned(heap, size, ALIGN)
+    }
+
+    #[inline]
+    fn aligned(heap: &'a A, size: usize, align: usize) -> Self {
+        let layout = Layout::from_size_align(size, align).expect("valid layout");
         // SAFETY: `layout` has a non-zero size.
         let ptr = unsafe { heap.alloc(layout) };
         let Some(ptr) = NonNull::new(ptr) else {
@@ -215,8 +228,23 @@ impl<A: GlobalAlloc> Drop for HeapBuf<'_, A> {
     }
 }
 
-/// `std_alloc` and `mimalloc`: one allocator call each way.
-struct Heap<A>(A);
+/// pagepool through `allocate_buffer` (small classes up to 2 KiB).
+struct Packets<'p>(&'p BufferPool);
+
+impl Contender for Packets<'_> {
+    type Buf<'a>
+        = PageBuffer
+    where
+        Self: 'a;
+    #[inline]
+    fn alloc(&self, size: usize) -> PageBuffer {
+        self.0.allocate_buffer(size).expect("pool allocation")
+    }
+}
+
+/// `std_alloc` and `mimalloc`: one allocator call each way, page-aligned
+/// (64-byte aligned in the `packet` group, like `allocate_buffer`).
+struct Heap<A>(A, usize);
 
 impl<A: GlobalAlloc + Sync> Contender for Heap<A> {
     type Buf<'a>
@@ -225,7 +253,7 @@ impl<A: GlobalAlloc + Sync> Contender for Heap<A> {
         Self: 'a;
     #[inline]
     fn alloc(&self, size: usize) -> HeapBuf<'_, A> {
-        HeapBuf::new(&self.0, size)
+        HeapBuf::aligned(&self.0, size, self.1)
     }
 }
 
@@ -469,8 +497,13 @@ fn for_each_contender(
     for (name, pool) in pools {
         v.visit(name, *pool);
     }
-    v.visit("std_alloc", &Heap(StdAlloc));
-    v.visit("mimalloc", &Heap(MiMalloc));
+    let align = if size <= pagepool::SMALL_MAX {
+        PACKET_ALIGN
+    } else {
+        ALIGN
+    };
+    v.visit("std_alloc", &Heap(StdAlloc, align));
+    v.visit("mimalloc", &Heap(MiMalloc, align));
     v.visit(
         "mmap_guard",
         &MmapGuard {
@@ -823,6 +856,7 @@ fn report(total: Duration) {
     for (kind, sizes) in [
         ("overhead", &SIZES[..]),
         ("touch_all", &SIZES[..]),
+        ("packet", &PACKET_SIZES[..]),
         ("cross_thread", &CROSS_SIZES[..]),
         ("contended", &CONTENDED_SIZES[..]),
     ] {
@@ -984,6 +1018,23 @@ fn main() {
             );
             group.finish();
         }
+    }
+    for (label, size) in PACKET_SIZES {
+        let mut group = c.benchmark_group(format!("packet/{label}"));
+        let packets = [
+            ("pagepool_default", Packets(&default)),
+            ("pagepool_bare", Packets(&bare)),
+        ];
+        let mut v = SingleThread {
+            group: &mut group,
+            size,
+            touch: false,
+        };
+        for (name, p) in &packets {
+            v.visit(name, p);
+        }
+        for_each_contender(&[], size, 1, &mut v);
+        group.finish();
     }
     for (label, size) in CROSS_SIZES {
         let mut group = c.benchmark_group(format!("cross_thread/{label}"));

@@ -62,6 +62,12 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
 /// not undefined in practice: every access is volatile.
 #[inline(always)]
 pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
+    // The release windows (8 or 16 bytes) inside one 256-byte block: one
+    // pattern constant, unaligned loads, no masks.
+    if (len == 8 || len == 16) && (p as usize & 0xff) + len <= 0x100 {
+        // SAFETY: forwarded from the caller (the range is readable).
+        return unsafe { intact_window(p, len) };
+    }
     let start = p as usize;
     let end = start + len;
     let mut diff = 0u64;
@@ -81,6 +87,54 @@ pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
         a += 8;
     }
     diff == 0
+}
+
+/// `intact` for 8 or 16 bytes that stay within one 256-byte block: every
+/// byte has the same `mix`, and byte `i` is `(p as u8 + i) ^ mix` with no
+/// carry between lanes, so the expected words are an add and a xor away,
+/// compared with one unaligned load each.
+///
+/// The loads are plain, not volatile: the window lies in the releasing
+/// buffer's own slot (its slack), which nobody else may write; a racing
+/// writer would be the bug this looks for in the first place.
+///
+/// # Safety
+/// `p..p + len` is readable; `len` is 8 or 16 and the range does not cross
+/// a 256-byte boundary.
+#[inline(always)]
+unsafe fn intact_window(p: *const u8, len: usize) -> bool {
+    const REP: u64 = 0x0101_0101_0101_0101;
+    let low = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
+    let a = p as usize;
+    let m = mix(a >> 8) as u64 * REP;
+    let expect = |lo: u8| (lo as u64 * REP).wrapping_add(low) ^ m;
+    // SAFETY: unaligned reads inside the caller's range.
+    let read = |q: *const u8| u64::from_le(unsafe { q.cast::<u64>().read_unaligned() });
+    let mut diff = read(p) ^ expect(a as u8);
+    if len == 16 {
+        // SAFETY: `p + 8 .. p + 16` is inside the range.
+        diff |= read(unsafe { p.add(8) }) ^ expect((a as u8).wrapping_add(8));
+    }
+    diff == 0
+}
+
+/// Whether the 16 bytes at the 16-aligned address `p` hold the canary: two
+/// word compares, for the red zones of packed slots.
+///
+/// # Safety
+/// `p..p + 16` is readable memory; `p` is 16-byte aligned.
+#[inline(always)]
+pub(crate) unsafe fn intact16(p: *const u8) -> bool {
+    let a = p as usize;
+    debug_assert!(a.is_multiple_of(16));
+    // SAFETY: two aligned words inside the caller's readable range.
+    let (x, y) = unsafe {
+        (
+            (a as *const u64).read_volatile(),
+            ((a + 8) as *const u64).read_volatile(),
+        )
+    };
+    (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8)) == 0
 }
 
 /// Compares `p..p + len` with the canary; returns the offset (from `p`) of
@@ -138,6 +192,24 @@ mod tests {
                     assert_eq!(check(p, len), Some((hit, 2)));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn intact16_sees_every_byte() {
+        let mut buf = vec![0u64; 8]; // 64 bytes, 8-aligned
+        let base = buf.as_mut_ptr().cast::<u8>();
+        // SAFETY: all offsets below stay inside `buf`.
+        unsafe {
+            let p = base.add(16 - (base as usize % 16));
+            fill(p, 16);
+            assert!(intact16(p));
+            for i in 0..16 {
+                *p.add(i) ^= 0x01;
+                assert!(!intact16(p), "byte {i}");
+                *p.add(i) ^= 0x01;
+            }
+            assert!(intact16(p));
         }
     }
 }
