@@ -3,20 +3,23 @@
 //! ## The pieces
 //!
 //! ```text
-//!  thread T ── thread-local ThreadCaches ── Entry(pool id) ── stacks[c]: LIFO Vec<SlotRef>
+//!  thread T ── FAST (last pool, its Entry) ─┐  no RefCell, no search on the hot path
+//!           └ thread-local ThreadCaches ── Entry(pool id) ── bins[c]: LIFO Vec<SlotRef>
 //!                                                         └─ Tally: T's hits/releases  (cache.rs)
 //!       │ refill / spill in half-stack batches
 //!       ▼
-//!  BufferPool (Arc handle) ──► PoolInner ◄── Arc ── Anchor (per thread) ◄── PageBuffer
-//!                               ├─ SizeClasses      1,2,3,4,5,6,7,8,10,12,.. pages   (class.rs)
+//!  BufferPool (Arc handle) ──► PoolInner ◄── Arc ── Anchor (per thread) ◄── Slot.anchor
+//!                               │                                  PageBuffer { ptr, slot }
+//!                               ├─ SizeClasses      64 .. 2048 B packed (allocate_buffer),
+//!                               │                   then 1,2,3,4,5,6,7,8,10,.. pages  (class.rs)
 //!                               ├─ ClassState[c]    one per class, cache-padded
 //!                               │    ├─ FreeList    lock-free SegQueue of SlotRef      (cache.rs)
 //!                               │    └─ counters    slow-path and cross-thread counts (stats.rs)
 //!                               ├─ Mutex<slabs>     per class, sorted by address       (pool.rs)
 //!                               │    └─ Slab        one mapping, its slots and guards  (slab.rs)
 //!                               │         └─ Slot   64-byte metadata line per slot:
-//!                               │                   state, max_len, site, time, thread,
-//!                               │                   canary span, poison length       (slab.rs)
+//!                               │                   state, len, max_len, anchor, site,
+//!                               │                   time, thread, canary record, flags (slab.rs)
 //!                               ├─ Quarantine       sealed released slots             (debug/)
 //!                               ├─ PoolMetrics      handles + publisher thread        (metrics.rs)
 //!                               └─ fault table      lock-free slab registry for the
@@ -41,9 +44,28 @@
 //!        │                   └ as_ptr() + P*page faults (overflow)         └ last guard
 //!        └ as_ptr(): page-aligned; as_ptr() - 1 faults (underflow)
 //!
-//!   PageBuffer { ptr, len ≤ max_len ≤ P*page, slot, pool }
+//!   PageBuffer { ptr, slot }: two words; len ≤ max_len ≤ P*page and the
+//!   anchor live in the slot's metadata line
 //!   bytes [max_len, P*page) of the slot: slack inside the last page(s)
 //! ```
+//!
+//! A small class's slab (`allocate_buffer` up to 2 KiB) packs sub-page slots
+//! between 64-byte red zones of canary, with a guard page only at each end:
+//!
+//! ```text
+//!   ┌────┬────┬──────────┬────┬──────────┬────┬─ ─ ─┬──────────┬────┬─────┬────┐
+//!   │ G  │ rz │ slot 0   │ rz │ slot 1   │ rz │ ... │ slot n-1 │ rz │ pad │ G  │
+//!   └────┴────┴──────────┴────┴──────────┴────┴─ ─ ─┴──────────┴────┴─────┴────┘
+//!             ▲ 64-byte aligned; stride = slot + 64
+//! ```
+//!
+//! Every release checks the 16 bytes of red zone on each side of its slot
+//! (two word compares; all 64 with the full canary), whatever the debug
+//! level: a write just past or before a packet is reported with the
+//! buffer's allocation site, and the zone repaired. A write that jumps the
+//! last red zone lands in the end guard page and faults at once. Packed
+//! slots are never quarantined (a slot smaller than a page cannot be sealed
+//! alone) and never counted as unguarded.
 //!
 //! Guards are placed once, when the slab is mapped, with
 //! `madvise(MADV_GUARD_INSTALL)` (Linux 6.13+: no extra kernel memory areas,
@@ -65,15 +87,22 @@
 //!
 //! ## Hot path
 //!
-//! `allocate_page_size_buffer`: size check, class index (a leading-zeros
-//! count), a pop from this thread's LIFO stack for the pool and class, a
+//! `allocate_page_size_buffer` (inlined into the caller): one comparison for
+//! both size bounds, class index (a leading-zeros count), the thread-local
+//! shortcut to this thread's cache entry for the pool (one load relative to
+//! the thread pointer, one compare), a pop from the class's LIFO bin, a
 //! single-writer counter store, plain stores into the slot's metadata line
-//! (state; with call-site tracking also site, coarse time, thread), a plain
-//! increment of this thread's anchor count (which keeps the pool alive for
-//! the buffer), and, one call in 256, a histogram sample.
-//! `drop(PageBuffer)`: the slack canary's word compare (Standard), plain
-//! stores, a push onto this thread's stack, a plain decrement of the anchor
-//! count. No lock, no system call, and no atomic read-modify-write on the
+//! (state, len, max_len, anchor; with call-site tracking also site, coarse
+//! time, thread), a plain increment of this thread's count on its anchor
+//! (which keeps the pool alive for the buffer), and, one call in 256, a
+//! histogram sample. Everything rarer (an empty bin, another pool, a flush
+//! request) is out of line.
+//! `drop(PageBuffer)` (inlined too): the slack canary's word compares
+//! (Standard, only for a buffer that ends inside a page), plain stores, one
+//! load for every rare duty of a release (flags), one for the detours
+//! (quarantine, waiters), a push onto this thread's bin, a plain decrement
+//! of the anchor count. The buffer itself is two words, so it is returned
+//! and moved in registers. No lock, no system call, and no atomic read-modify-write on the
 //! same-thread path; a buffer released on another thread costs one atomic
 //! decrement of its anchor's count. The shared `SegQueue` is touched once
 //! per half stack when a thread's stack runs empty or full.
@@ -104,6 +133,29 @@
 //! idle slabs of other classes if none fit, and maps a slab. Every change of
 //! `bytes_reserved` happens under that lock, so the cap holds under any
 //! number of threads.
+//!
+//! ## Waiting for a buffer
+//!
+//! `allocate_page_size_buffer_timeout` counts itself in `waiters` (and in
+//! `detours`, the one word every release loads) and asks every thread to
+//! flush its cache. While it is not zero, releases skip the thread cache:
+//! the slot goes to the shared free list and the waiters are woken through a
+//! `parking_lot` condition variable, with a generation counter under its
+//! mutex so that a waiter that saw a release since its last try does not
+//! sleep. The release's check of `detours` is a relaxed load, so a release
+//! racing with a waiter's arrival can miss it; the waiter therefore never
+//! sleeps more than a millisecond between tries, which bounds a lost
+//! wake-up's cost. A waiter's retries are not counted as more `exhausted`
+//! refusals.
+//!
+//! ## The C ABI's handles
+//!
+//! `capi.rs` never dereferences a pointer C passes as a handle: handles are
+//! `(index + 1) << half | generation` into one mutex-protected table, and
+//! every call checks index, generation and kind before it touches the
+//! `BufferPool` or `PageBuffer` stored there. Buffers are moved out of the
+//! table before they are dropped, so no pool code runs under the table's
+//! lock.
 //!
 //! ## Why the orderings are enough
 //!
