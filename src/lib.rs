@@ -18,7 +18,14 @@
 //!   budget elsewhere), so a write one byte too far faults at once;
 //! - a **byte cap** ([`PoolBuilder::max_bytes`]) that holds under any load,
 //!   and [`BufferPool::trim`] to give idle slabs back;
-//! - **counters** ([`BufferPool::stats`]).
+//! - **counters** ([`BufferPool::stats`]);
+//! - **packets**: [`BufferPool::allocate_buffer`] (`AllocateBuffer`) packs
+//!   requests up to [`SMALL_MAX`] bytes into 64-byte-aligned slots between
+//!   canary red zones;
+//! - **a bounded wait**: [`BufferPool::allocate_page_size_buffer_timeout`]
+//!   waits for a release instead of failing when the cap is reached;
+//! - **a C ABI** (feature `capi`, module `capi`): the same calls for C, with
+//!   HRESULT codes and validated handles, declared in `include/pagepool.h`.
 //!
 //! ```
 //! use pagepool::{BufferPool, Error};
