@@ -21,8 +21,9 @@
 //! packet and a 7 × 188 = 1316-byte TS payload). They come first in the table, so the pool's class
 //! list, stats and metrics run smallest first.
 //!
-//! Both lookups are O(1): a leading-zeros count and two shifts for pages, a
-//! 33-entry table indexed by 64-byte steps for small sizes; no search.
+//! Both lookups are O(1): a 257-entry table up to 256 pages (then a
+//! leading-zeros count and two shifts) for pages, a 33-entry table indexed
+//! by 64-byte steps for small sizes; no search.
 
 /// Slot sizes of the small classes, in bytes.
 pub const SMALL_SIZES: [usize; 10] = [64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048];
@@ -69,10 +70,33 @@ pub(crate) struct SizeClasses {
     bytes: Box<[usize]>,
 }
 
-/// Grid index of the smallest class holding `n >= 1` pages.
+/// Grid index of the smallest class holding `n >= 1` pages: a table lookup
+/// up to [`GRID_TABLE_PAGES`] (1 MiB of 4 KiB pages), computed above.
 #[inline]
 fn grid_index(n: usize) -> usize {
     debug_assert!(n >= 1);
+    match GRID_TABLE.get(n) {
+        Some(&idx) => idx as usize,
+        None => grid_index_computed(n),
+    }
+}
+
+/// Page counts `grid_index` looks up rather than computes.
+const GRID_TABLE_PAGES: usize = 256;
+
+/// `grid_index(n)` for `n <= GRID_TABLE_PAGES` (entry 0 unused).
+const GRID_TABLE: [u8; GRID_TABLE_PAGES + 1] = {
+    let mut table = [0u8; GRID_TABLE_PAGES + 1];
+    let mut n = 1;
+    while n <= GRID_TABLE_PAGES {
+        table[n] = grid_index_computed(n) as u8;
+        n += 1;
+    }
+    table
+};
+
+/// [`grid_index`] by arithmetic: a leading-zeros count and two shifts.
+const fn grid_index_computed(n: usize) -> usize {
     if n <= 4 {
         return n - 1;
     }
@@ -161,6 +185,17 @@ impl SizeClasses {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grid_table_agrees_with_the_arithmetic() {
+        for n in 1..=GRID_TABLE_PAGES {
+            assert_eq!(grid_index(n), grid_index_computed(n), "{n} pages");
+        }
+        assert_eq!(
+            grid_index(GRID_TABLE_PAGES + 1),
+            grid_index_computed(GRID_TABLE_PAGES + 1)
+        );
+    }
 
     #[test]
     fn grid_round_trips_and_contains_powers_of_two() {
