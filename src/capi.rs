@@ -258,6 +258,25 @@ unsafe fn put<T>(out: *mut T, value: T) -> Result<(), HRESULT> {
     Ok(())
 }
 
+/// Writes `f(buffer)` through `out` for the buffer handle `b`.
+///
+/// # Safety
+/// `out` is null or valid for a write of `T`.
+unsafe fn read_buffer<T>(
+    b: *mut pagepool_buffer,
+    out: *mut T,
+    f: impl FnOnce(&mut PageBuffer) -> T,
+) -> HRESULT {
+    guarded(|| {
+        if out.is_null() {
+            return Err(E_POINTER);
+        }
+        let value = f(TABLE.lock().buffer(b as usize)?.0);
+        // SAFETY: non-null (checked), valid (caller's contract).
+        unsafe { put(out, value) }
+    })
+}
+
 /// Allocates through `a` and returns a new buffer handle in `out`.
 ///
 /// # Safety
@@ -400,14 +419,8 @@ pub unsafe extern "C" fn pagepool_buffer_get_buffer(
     b: *mut pagepool_buffer,
     out: *mut *mut u8,
 ) -> HRESULT {
-    guarded(|| {
-        if out.is_null() {
-            return Err(E_POINTER);
-        }
-        let ptr = TABLE.lock().buffer(b as usize)?.0.as_mut_ptr();
-        // SAFETY: non-null (checked), valid (caller's contract).
-        unsafe { put(out, ptr) }
-    })
+    // SAFETY: forwarded from the caller.
+    unsafe { read_buffer(b, out, PageBuffer::as_mut_ptr) }
 }
 
 /// `INSSBuffer::GetBufferAndLength`: the first byte and the current length.
@@ -447,14 +460,9 @@ pub unsafe extern "C" fn pagepool_buffer_get_length(
     b: *mut pagepool_buffer,
     len: *mut u32,
 ) -> HRESULT {
-    guarded(|| {
-        if len.is_null() {
-            return Err(E_POINTER);
-        }
-        let n = TABLE.lock().buffer(b as usize)?.0.len();
-        // SAFETY: non-null (checked), valid (caller's contract); fits u32.
-        unsafe { put(len, n as u32) }
-    })
+    // SAFETY: forwarded from the caller. The length fits: it is at most
+    // `max_len`, a `u32` at allocation.
+    unsafe { read_buffer(b, len, |buf| buf.len() as u32) }
 }
 
 /// `INSSBuffer::GetMaxLength`: the `max_size` the buffer was allocated with.
@@ -468,14 +476,8 @@ pub unsafe extern "C" fn pagepool_buffer_get_max_length(
     b: *mut pagepool_buffer,
     len: *mut u32,
 ) -> HRESULT {
-    guarded(|| {
-        if len.is_null() {
-            return Err(E_POINTER);
-        }
-        let n = TABLE.lock().buffer(b as usize)?.0.max_len();
-        // SAFETY: non-null (checked), valid (caller's contract); fits u32.
-        unsafe { put(len, n as u32) }
-    })
+    // SAFETY: forwarded from the caller; `max_len` was a `u32`.
+    unsafe { read_buffer(b, len, |buf| buf.max_len() as u32) }
 }
 
 /// `INSSBuffer::SetLength`: sets the current length.

@@ -106,15 +106,11 @@ impl PoolInner {
             let (from, to) = self.canary_span(s, max_len);
             if from < to {
                 let data = s.data().as_ptr();
-                let len = to - from;
-                // SAFETY: `from..to` lies inside our slot.
+                let [(a, a_len), (b, b_len)] = self.canary_windows(from, to);
+                // SAFETY: both windows lie inside `from..to`, inside our slot.
                 let intact = unsafe {
-                    if d.full_canary || len <= CANARY_WINDOW + 8 {
-                        canary::intact(data.add(from), len)
-                    } else {
-                        canary::intact(data.add(from), CANARY_WINDOW)
-                            && canary::intact(data.add(to - 8), 8)
-                    }
+                    canary::intact(data.add(a), a_len)
+                        && (b_len == 0 || canary::intact(data.add(b), b_len))
                 };
                 if !intact {
                     // SAFETY: as above.
@@ -132,6 +128,20 @@ impl PoolInner {
         }
     }
 
+    /// The parts of the canary span `from..to` a release compares, as
+    /// `(offset, len)` pairs (a `len` of 0: none): all of it with the full
+    /// canary or when short, else the first `CANARY_WINDOW` bytes (where a
+    /// small overflow lands) and the last 8.
+    #[inline(always)]
+    fn canary_windows(&self, from: usize, to: usize) -> [(usize, usize); 2] {
+        let len = to - from;
+        if self.config.debug.full_canary || len <= CANARY_WINDOW + 8 {
+            [(from, len), (to, 0)]
+        } else {
+            [(from, CANARY_WINDOW), (to - 8, 8)]
+        }
+    }
+
     /// Reports and repairs the canary of slot `s` over `from..to`.
     ///
     /// # Safety
@@ -139,27 +149,26 @@ impl PoolInner {
     #[cold]
     #[inline(never)]
     unsafe fn canary_damaged(&self, s: &Slot, from: usize, to: usize) {
-        let d = &self.config.debug;
         let slot_len = self.classes.slot_bytes(s.class());
         let data = s.data().as_ptr();
-        let len = to - from;
-        // SAFETY: `from..to` lies inside our slot (caller's contract).
-        let found = unsafe {
-            if d.full_canary || len <= CANARY_WINDOW + 8 {
-                canary::check(data.add(from), len)
-            } else {
-                canary::check(data.add(from), CANARY_WINDOW)
-                    .or_else(|| canary::check(data.add(to - 8), 8).map(|(f, n)| (f + len - 8, n)))
-            }
-        };
+        // The first damaged window (offsets from the slot's start).
+        let found = self
+            .canary_windows(from, to)
+            .into_iter()
+            .find_map(|(at, len)| {
+                // SAFETY: the windows lie inside `from..to`, inside our slot
+                // (caller's contract).
+                let hit = unsafe { canary::check(data.add(at), len) };
+                hit.map(|(first, damaged)| (at + first, damaged))
+            });
         // SAFETY: as above; repair so the slot stays usable.
-        unsafe { canary::fill(data.add(from), len) };
-        if let Some((first, damaged)) = found {
+        unsafe { canary::fill(data.add(from), to - from) };
+        if let Some((offset, damaged)) = found {
             self.raise(
                 CorruptionKind::SlackCanary,
                 s,
                 slot_len,
-                (from + first) as isize,
+                offset as isize,
                 damaged,
             );
         }
