@@ -1,4 +1,4 @@
-//! [`PageBuffer`]: one page-aligned buffer, owned, returned to its pool on drop.
+//! [`PageBuffer`]: one pooled buffer, owned, returned to its pool on drop.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -12,8 +12,12 @@ use crate::pool::PoolInner;
 use crate::slab::Slot;
 use crate::Error;
 
-/// A page-aligned buffer from a [`BufferPool`](crate::BufferPool): the Rust
-/// face of `INSSBuffer`.
+/// A buffer from a [`BufferPool`](crate::BufferPool): the Rust face of
+/// `INSSBuffer`. Page-aligned when it comes from
+/// [`allocate_page_size_buffer`](crate::BufferPool::allocate_page_size_buffer)
+/// (or from [`allocate_buffer`](crate::BufferPool::allocate_buffer) above
+/// [`SMALL_MAX`](crate::SMALL_MAX) bytes); 64-byte aligned for a small
+/// `allocate_buffer` request. Two words: as cheap to move as a `Box<[u8]>`.
 ///
 /// It has a maximum length fixed at allocation ([`max_len`](Self::max_len),
 /// `GetMaxLength`) and a current length ([`len`](Self::len), `GetLength`,
@@ -155,7 +159,8 @@ impl PageBuffer {
         Ok(())
     }
 
-    /// The first byte (`INSSBuffer::GetBuffer`); page-aligned. Valid for reads
+    /// The first byte (`INSSBuffer::GetBuffer`); page-aligned (64-byte
+    /// aligned for a small `allocate_buffer` request). Valid for reads
     /// of `max_len()` bytes while the buffer lives.
     #[inline]
     pub fn as_ptr(&self) -> *const u8 {
@@ -216,8 +221,9 @@ impl PageBuffer {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.max_len()) }
     }
 
-    /// The size of the slot behind the buffer (whole pages, at least
-    /// `max_len()`): the buffer's guard page starts right after it.
+    /// The size of the slot behind the buffer, at least `max_len()`: whole
+    /// pages, with the buffer's guard page right after it; or, for a small
+    /// `allocate_buffer` request, its class's size, with a red zone after it.
     pub fn slot_len(&self) -> usize {
         self.pool().slot_bytes_of(self.slot)
     }
@@ -366,7 +372,8 @@ impl SharedBuffer {
         self.start == self.end
     }
 
-    /// The first visible byte (page-aligned for a handle from `freeze`).
+    /// The first visible byte (as aligned as the buffer for a handle from
+    /// `freeze`).
     #[inline]
     pub fn as_ptr(&self) -> *const u8 {
         self.as_slice().as_ptr()

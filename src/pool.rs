@@ -494,14 +494,19 @@ impl BufferPool {
         self.inner.config.guards.is_some()
     }
 
-    /// The slot size of every size class, in bytes, smallest first.
+    /// The slot size of every size class, in bytes, smallest first: the
+    /// small classes ([`SMALL_SIZES`](crate::SMALL_SIZES) up to the one that
+    /// holds `max_buffer_size`), then the page classes.
     pub fn size_classes(&self) -> Vec<usize> {
         let c = &self.inner.classes;
         (0..c.len()).map(|i| c.slot_bytes(i)).collect()
     }
 
-    /// The slot size that serves a request of `max_size` bytes, or `None`
-    /// when the pool would refuse it.
+    /// The slot size that serves `allocate_page_size_buffer(max_size)` (a
+    /// page class), or `None` when the pool would refuse it.
+    /// `allocate_buffer` serves the same sizes above
+    /// [`SMALL_MAX`](crate::SMALL_MAX), and the smallest of
+    /// [`SMALL_SIZES`](crate::SMALL_SIZES) that fits below.
     pub fn slot_size_for(&self, max_size: usize) -> Option<usize> {
         let c = &self.inner.classes;
         (max_size != 0 && max_size <= self.inner.config.max_buffer_size)
