@@ -155,7 +155,7 @@ impl Bin {
 }
 
 /// One thread's cache for one pool.
-pub(crate) struct Entry {
+struct Entry {
     /// The pool: the anchor's, kept alive by it until the entry retires.
     pool: NonNull<PoolInner>,
     /// This thread's anchor for the pool.
@@ -223,7 +223,6 @@ impl Entry {
 
 /// The calling thread's caches, one entry per pool it has used. Each entry
 /// is boxed so that [`FAST`] can point at it while the list grows.
-// Boxed on purpose: `FAST` holds an entry's address while the list grows.
 #[allow(clippy::vec_box)]
 struct ThreadCaches(RefCell<Vec<Box<Entry>>>);
 
@@ -278,14 +277,7 @@ thread_local! {
 /// module's entry points; no caller's closure does.
 #[inline]
 fn with_entry<R>(pool: &Arc<PoolInner>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-    let entry = FAST.with(|fast| {
-        if fast.pool.get() == Arc::as_ptr(pool) {
-            fast.entry.get()
-        } else {
-            std::ptr::null_mut()
-        }
-    });
-    match NonNull::new(entry) {
+    match fast_entry(pool) {
         // SAFETY: `FAST`'s invariant: a live entry of this thread for `pool`.
         // Only this thread reaches it, and no other reference to it is alive:
         // `with_entry` is not re-entered from `f`, and the slow path's
