@@ -1,11 +1,13 @@
-//! A tour of pagepool: alignment, lengths, reuse, the byte cap, statistics,
-//! and the guard-page layout around a buffer.
+//! A tour of pagepool: alignment, lengths, packets, reuse, the byte cap and
+//! the bounded wait, statistics, and the guard-page layout around a buffer.
 //!
 //! ```text
 //! cargo run --release --example quickstart
 //! ```
 
-use pagepool::{page_size, BufferPool, Error};
+use std::time::Duration;
+
+use pagepool::{page_size, BufferPool, Error, SMALL_SIZES};
 
 fn main() -> Result<(), Error> {
     let page = page_size();
@@ -15,12 +17,15 @@ fn main() -> Result<(), Error> {
         .build()?;
     println!("page size: {page} bytes; pool {:?}", pool.name());
     let classes = pool.size_classes();
+    let pages = &classes[SMALL_SIZES.len()..];
     println!(
-        "{} size classes from {} B to {} B: {:?} ...",
-        classes.len(),
-        classes[0],
-        classes[classes.len() - 1],
-        &classes[..12]
+        "{} small classes {:?} B, then {} page classes from {} B to {} B: {:?} ...",
+        SMALL_SIZES.len(),
+        SMALL_SIZES,
+        pages.len(),
+        pages[0],
+        pages[pages.len() - 1],
+        &pages[..12]
     );
 
     // 1. AllocatePageSizeBuffer: page-aligned, max_len exactly as requested.
@@ -34,6 +39,19 @@ fn main() -> Result<(), Error> {
             buf.max_len(),
             buf.slot_len(),
             buf.len()
+        );
+    }
+
+    // 1b. AllocateBuffer: packets packed between red zones, 64-byte aligned.
+    println!("\n-- packets (allocate_buffer)");
+    for size in [60, 188, 1316, 1500, 2048, 2049] {
+        let buf = pool.allocate_buffer(size)?;
+        println!(
+            "request {size:>8} B -> {:p} 64-aligned={} page-aligned={} slot_len={:>5}",
+            buf.as_ptr(),
+            (buf.as_ptr() as usize).is_multiple_of(64),
+            (buf.as_ptr() as usize).is_multiple_of(page),
+            buf.slot_len()
         );
     }
 
@@ -102,9 +120,20 @@ fn main() -> Result<(), Error> {
         }
     };
     println!("held {} buffers of 4 MiB, then: {err}", held.len());
-    held.pop();
-    let again = pool.allocate_page_size_buffer(4 << 20)?;
-    println!("after one release: allocated again at {:p}", again.as_ptr());
+    let short = pool.allocate_page_size_buffer_timeout(4 << 20, Duration::from_millis(10));
+    println!("waiting 10 ms for one: {}", short.expect_err("still full"));
+    // A release on another thread wakes a waiting call.
+    let one = held.pop().expect("held some");
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(one);
+    });
+    let again = pool.allocate_page_size_buffer_timeout(4 << 20, Duration::from_secs(5))?;
+    releaser.join().expect("releaser");
+    println!(
+        "woken by a release on another thread: allocated again at {:p}",
+        again.as_ptr()
+    );
     drop(again);
     drop(held);
 
