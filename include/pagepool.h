@@ -4,7 +4,8 @@
  *
  * Link libpagepool.a (plus -lpthread -ldl -lm -lgcc_s) or libpagepool.so.
  * Handles are opaque and validated by every call: a null, forged, stale or
- * wrong-kind handle gives E_HANDLE and leaves the allocator usable.
+ * wrong-kind handle gives E_HANDLE and leaves the allocator usable. A failed
+ * create or allocation leaves NULL in its out pointer, as COM does.
  * See the Rust docs of `pagepool::capi` for the details.
  *
  * tests/capi.rs checks that this header and src/capi.rs agree.

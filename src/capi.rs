@@ -36,6 +36,9 @@
 //! Each call takes one uncontended lock: a C caller pays about as much as
 //! for a `malloc`, not the Rust hot path's few nanoseconds.
 //!
+//! A failed `create` or allocation leaves NULL in its out pointer (when
+//! that pointer is not itself NULL), as COM does.
+//!
 //! # Lifetimes
 //!
 //! A buffer holds one reference when allocated; `AddRef` adds one,
@@ -287,6 +290,11 @@ unsafe fn allocate(
     out: *mut *mut pagepool_buffer,
     page_aligned: bool,
 ) -> HRESULT {
+    if !out.is_null() {
+        // COM's rule: a failed call leaves NULL in its out pointer.
+        // SAFETY: non-null, valid for a write (caller's contract).
+        unsafe { out.write(std::ptr::null_mut()) };
+    }
     guarded(|| {
         if out.is_null() {
             return Err(E_POINTER);
@@ -324,6 +332,11 @@ pub unsafe extern "C" fn pagepool_allocator_create(
     max_bytes: u64,
     out: *mut *mut pagepool_allocator,
 ) -> HRESULT {
+    if !out.is_null() {
+        // COM's rule: a failed call leaves NULL in its out pointer.
+        // SAFETY: non-null, valid for a write (caller's contract).
+        unsafe { out.write(std::ptr::null_mut()) };
+    }
     guarded(|| {
         if out.is_null() {
             return Err(E_POINTER);

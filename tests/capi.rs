@@ -108,6 +108,40 @@ fn a_c_program_runs_every_function_and_error_path() {
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
+/// The header on its own compiles cleanly as strict C99 and C++11 (a C++
+/// media stack includes it too).
+#[test]
+fn the_header_compiles_as_c99_and_cxx11() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("pagepool-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (compiler, std, ext) in [("cc", "-std=c99", "c"), ("c++", "-std=c++11", "cpp")] {
+        let src = dir.join(format!("use.{ext}"));
+        std::fs::write(
+            &src,
+            "#include \"pagepool.h\"\nint main(void) { pagepool_stats s; (void)s; \
+             return pagepool_allocator_destroy(0) == E_HANDLE ? 0 : 1; }\n",
+        )
+        .unwrap();
+        let status = Command::new(compiler)
+            .args([
+                std,
+                "-pedantic",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-fsyntax-only",
+            ])
+            .arg("-I")
+            .arg(root.join("include"))
+            .arg(&src)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+        assert!(status.success(), "{compiler} {std} rejects the header");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `name(` → number of parameters, for every `pagepool_*` function declared
 /// or defined in `text` (C prototypes or Rust `extern "C" fn`s).
 fn functions(text: &str, marker: &str) -> BTreeMap<String, usize> {

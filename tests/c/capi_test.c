@@ -113,7 +113,9 @@ static void null_pointers(void) {
     EXPECT(pagepool_buffer_set_length(NULL, 0), E_HANDLE);
     EXPECT(pagepool_buffer_add_ref(NULL, &n), E_HANDLE);
     EXPECT(pagepool_buffer_release(NULL, &n), E_HANDLE);
-    EXPECT(pagepool_allocate_buffer(NULL, 100, &b), E_HANDLE);
+    pagepool_buffer *refused = b;
+    EXPECT(pagepool_allocate_buffer(NULL, 100, &refused), E_HANDLE);
+    CHECK(refused == NULL); /* a failed call leaves NULL */
     EXPECT(pagepool_allocator_destroy(NULL), E_HANDLE);
     /* Still usable. */
     CHECK(in_use(a) == 1);
@@ -138,7 +140,9 @@ static void forged_handles(void) {
         EXPECT(pagepool_buffer_get_length(f, &n), E_HANDLE);
         EXPECT(pagepool_buffer_set_length(f, 0), E_HANDLE);
         EXPECT(pagepool_buffer_release(f, &n), E_HANDLE);
-        EXPECT(pagepool_allocate_buffer((pagepool_allocator *)forged[i], 10, &b), E_HANDLE);
+        pagepool_buffer *none = NULL;
+        EXPECT(pagepool_allocate_buffer((pagepool_allocator *)forged[i], 10, &none), E_HANDLE);
+        CHECK(none == NULL);
     }
     free(heap);
     CHECK(on_stack == 0);
@@ -146,7 +150,9 @@ static void forged_handles(void) {
     uint32_t n;
     EXPECT(pagepool_buffer_get_length((pagepool_buffer *)a, &n), E_HANDLE);
     EXPECT(pagepool_allocator_destroy((pagepool_allocator *)b), E_HANDLE);
-    EXPECT(pagepool_allocate_buffer((pagepool_allocator *)b, 10, &b), E_HANDLE);
+    pagepool_buffer *other = b;
+    EXPECT(pagepool_allocate_buffer((pagepool_allocator *)b, 10, &other), E_HANDLE);
+    CHECK(other == NULL);
     /* b is intact through all of it. */
     EXPECT(pagepool_buffer_get_max_length(b, &n), S_OK);
     CHECK(n == 4096);
@@ -166,7 +172,9 @@ static void sizes_and_cap(void) {
     for (int i = 0; i < 4; i++) {
         EXPECT(pagepool_allocate_page_size_buffer(a, (uint32_t)page, &b[i]), S_OK);
     }
+    b[4] = (pagepool_buffer *)0x1; /* a failed call must leave NULL */
     EXPECT(pagepool_allocate_page_size_buffer(a, (uint32_t)page, &b[4]), E_OUTOFMEMORY);
+    CHECK(b[4] == NULL);
     pagepool_stats s;
     EXPECT(pagepool_allocator_stats(a, &s), S_OK);
     CHECK(s.buffers_in_use == 4 && s.exhausted == 1 && s.rejected == 3);
@@ -218,6 +226,9 @@ static void limits(void) {
     EXPECT(pagepool_allocate_buffer(a, max + 1, &b), E_INVALIDARG);
     EXPECT(pagepool_allocate_buffer(a, UINT32_MAX, &b), E_INVALIDARG);
     CHECK(b == NULL);
+    pagepool_allocator *none = (pagepool_allocator *)0x1;
+    EXPECT(pagepool_allocator_create("\xff\xfe not UTF-8", 0, &none), E_INVALIDARG);
+    CHECK(none == NULL);
     CHECK(in_use(a) == 0);
     EXPECT(pagepool_allocator_destroy(a), S_OK);
 }
