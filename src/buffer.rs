@@ -257,10 +257,12 @@ impl PageBuffer {
     fn give_back(&self, site: Option<&'static std::panic::Location<'static>>) {
         let anchor = self.anchor();
         let settled = {
-            let pool = self.pool();
+            // SAFETY: the anchor stays live while this buffer, counted on
+            // it, lives (until the release below settles it).
+            let pool = unsafe { &anchor.as_ref().pool };
             // SAFETY: we own the slot and are done with it; `pool` is the pool
             // it came from and `anchor` the one it was counted on.
-            unsafe { pool.release(self.slot, self.max_len(), site, anchor) }
+            unsafe { pool.release(self.slot, site, anchor) }
         };
         if !settled {
             // The last step: it may free the anchor and the pool, so no

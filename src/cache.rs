@@ -26,7 +26,9 @@ use std::sync::Arc;
 use crossbeam_queue::SegQueue;
 
 use crate::anchor::Anchor;
+use crate::clock;
 use crate::pool::PoolInner;
+use crate::sample::{self, Sampler};
 use crate::slab::Slot;
 use crate::Error;
 
@@ -165,6 +167,8 @@ struct Entry {
     issued: isize,
     /// The pool's `flush_epoch` this cache has caught up with.
     epoch: u32,
+    /// This thread's countdown to its next sampled allocation.
+    sampler: Sampler,
     /// Free slots by class.
     bins: Box<[Bin]>,
     /// This thread's counters, registered with the pool for `stats()`.
@@ -193,22 +197,14 @@ impl Entry {
         }
     }
 
-    /// Flushes if the pool asked every thread to. Returns whether the
-    /// cache was already caught up (the fast paths then go on).
-    #[inline(always)]
-    fn catch_up(&mut self) -> bool {
+    /// Flushes if the pool asked every thread to (the fast paths compare
+    /// the epochs themselves and come here when they differ).
+    fn catch_up(&mut self) {
         let epoch = self.pool().flush_epoch.load(Relaxed);
         if epoch != self.epoch {
-            self.flush_for(epoch);
-            return false;
+            self.flush();
+            self.epoch = epoch;
         }
-        true
-    }
-
-    #[cold]
-    fn flush_for(&mut self, epoch: u32) {
-        self.flush();
-        self.epoch = epoch;
     }
 
     /// Gives everything back: slots, counters, and the anchor reference.
@@ -244,10 +240,10 @@ impl Drop for ThreadCaches {
 /// plain thread-local with no destructor, so reaching it costs one load
 /// relative to the thread pointer, no `RefCell` and no search.
 ///
-/// Invariant: `entry` is null, or points to a live entry in this thread's
-/// [`CACHES`] list whose pool is `pool` (the entry's anchor keeps that pool
-/// alive, so no other pool can have its address meanwhile). Every removal
-/// from the list clears this first.
+/// Invariant: both are null, or `entry` points to a live entry in this
+/// thread's [`CACHES`] list whose pool is `pool` (the entry's anchor keeps
+/// that pool alive, so no other pool can have its address meanwhile).
+/// Every removal from the list clears this first.
 struct Fast {
     pool: Cell<*const PoolInner>,
     entry: Cell<*mut Entry>,
@@ -344,6 +340,7 @@ fn new_entry(entries: &mut Vec<Box<Entry>>, pool: &Arc<PoolInner>) -> usize {
         anchor: Anchor::new(Arc::clone(pool)),
         issued: 0,
         epoch: pool.flush_epoch.load(Relaxed),
+        sampler: Sampler::new(pool.sample_rates),
         bins,
         tally,
         id: pool.id,
@@ -356,53 +353,78 @@ fn new_entry(entries: &mut Vec<Box<Entry>>, pool: &Arc<PoolInner>) -> usize {
 fn fast_entry(pool: &Arc<PoolInner>) -> Option<NonNull<Entry>> {
     FAST.with(|fast| {
         if fast.pool.get() == Arc::as_ptr(pool) {
-            NonNull::new(fast.entry.get())
+            // SAFETY: `FAST`'s invariant: its pool is null or its entry is
+            // not, and `pool` is not null.
+            Some(unsafe { NonNull::new_unchecked(fast.entry.get()) })
         } else {
             None
         }
     })
 }
 
+/// A slot taken for a new buffer, with what the allocation must do.
+#[derive(Debug)]
+pub(crate) struct Acquired {
+    pub(crate) slot: SlotRef,
+    /// The anchor the buffer must hold (it was counted there).
+    pub(crate) anchor: NonNull<Anchor>,
+    /// The allocation's sampled duties (bits of `sample::HISTOGRAMS`, ...).
+    pub(crate) duties: u8,
+    /// `clock::now_nanos()` when the allocation started, if it records the
+    /// histograms; else 0.
+    pub(crate) started: u64,
+}
+
 /// Takes a slot of class `idx` for a new buffer: from this thread's cache,
 /// refilled from the pool's free list in a batch when empty, else from the
-/// pool's slow path. Returns the slot and the anchor the buffer must hold.
+/// pool's slow path.
 ///
-/// The common case (the shortcut's entry, a cached slot) is inline and
-/// touches only the entry and its bin; everything else is out of line.
+/// The common case (the shortcut's entry, caught up with the pool's flush
+/// requests, no sampled duty, a cached slot) is inline and touches only the
+/// entry and its bin; everything else is out of line.
 #[inline(always)]
 pub(crate) fn acquire(
     pool: &Arc<PoolInner>,
     idx: usize,
     max_size: usize,
-) -> Result<(SlotRef, NonNull<Anchor>), Error> {
+) -> Result<Acquired, Error> {
     if let Some(mut e) = fast_entry(pool) {
         // SAFETY: `FAST`'s invariant: a live entry of this thread for `pool`,
         // reached by no other reference (see `with_entry`).
         let e = unsafe { e.as_mut() };
-        if e.catch_up() {
+        if e.epoch == pool.flush_epoch.load(Relaxed) && e.sampler.quiet() {
             // SAFETY: `idx` is a class of this pool (the caller got it from
             // `index_for` of a checked size), and there is one bin a class.
             let bin = unsafe { e.bins.get_unchecked_mut(idx) };
             if let Some(slot) = bin.slots.pop() {
+                e.sampler.count_quiet();
                 bump(&bin.tally().hits);
                 e.issued += 1;
-                return Ok((slot, e.anchor));
+                return Ok(Acquired {
+                    slot,
+                    anchor: e.anchor,
+                    duties: 0,
+                    started: 0,
+                });
             }
         }
     }
     acquire_slow(pool, idx, max_size)
 }
 
-/// `acquire` when the cache has nothing at hand.
+/// `acquire` when the cache has nothing at hand, or the allocation is
+/// sampled.
 #[cold]
 #[inline(never)]
-fn acquire_slow(
-    pool: &Arc<PoolInner>,
-    idx: usize,
-    max_size: usize,
-) -> Result<(SlotRef, NonNull<Anchor>), Error> {
+fn acquire_slow(pool: &Arc<PoolInner>, idx: usize, max_size: usize) -> Result<Acquired, Error> {
     let got = with_entry(pool, |e| {
         e.catch_up();
+        let duties = e.sampler.count();
+        let started = if duties & sample::HISTOGRAMS != 0 {
+            clock::now_nanos()
+        } else {
+            0
+        };
         e.issued += 1;
         let bin = &mut e.bins[idx];
         let slot = match bin.slots.pop() {
@@ -412,23 +434,36 @@ fn acquire_slow(
         if slot.is_some() {
             bump(&bin.tally().hits);
         }
-        (slot, e.anchor)
+        (slot, e.anchor, duties, started)
     });
     match got {
-        Some((Some(slot), anchor)) => Ok((slot, anchor)),
-        Some((None, anchor)) => match pool.allocate_shared(idx, max_size) {
-            Ok(slot) => Ok((slot, anchor)),
+        Some((Some(slot), anchor, duties, started)) => Ok(Acquired {
+            slot,
+            anchor,
+            duties,
+            started,
+        }),
+        Some((None, anchor, duties, started)) => match pool.allocate_shared(idx, max_size) {
+            Ok(slot) => Ok(Acquired {
+                slot,
+                anchor,
+                duties,
+                started,
+            }),
             Err(e) => {
                 // Not issued after all.
                 let _ = with_entry(pool, |e| e.issued -= 1);
                 Err(e)
             }
         },
-        // This thread is exiting: no cache, and an anchor of its own.
-        None => {
-            let slot = pool.allocate_shared(idx, max_size)?;
-            Ok((slot, Anchor::detached(Arc::clone(pool))))
-        }
+        // This thread is exiting: no cache, and an anchor of its own; no
+        // sampling either.
+        None => Ok(Acquired {
+            slot: pool.allocate_shared(idx, max_size)?,
+            anchor: Anchor::detached(Arc::clone(pool)),
+            duties: 0,
+            started: 0,
+        }),
     }
 }
 
@@ -463,11 +498,18 @@ pub(crate) fn give_back(
     if let Some(mut e) = fast_entry(pool) {
         // SAFETY: as in `acquire`.
         let e = unsafe { e.as_mut() };
-        if e.catch_up() {
+        if e.epoch == pool.flush_epoch.load(Relaxed) {
             // SAFETY: `idx` is the class of a slot of this pool.
             let bin = unsafe { e.bins.get_unchecked_mut(idx) };
-            if bin.slots.len() < bin.limit {
-                bin.slots.push(slot);
+            let len = bin.slots.len();
+            if len < bin.limit {
+                // SAFETY: the capacity is `limit + 1` (see `Bin::slots`),
+                // more than `len`: the write is inside the allocation, and
+                // the new element is initialised before the length counts it.
+                unsafe {
+                    bin.slots.as_mut_ptr().add(len).write(slot);
+                    bin.slots.set_len(len + 1);
+                }
                 bump(&bin.tally().releases);
                 return settle_in(e, anchor);
             }

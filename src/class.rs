@@ -75,22 +75,29 @@ pub(crate) struct SizeClasses {
 #[inline]
 fn grid_index(n: usize) -> usize {
     debug_assert!(n >= 1);
-    match GRID_TABLE.get(n) {
+    grid_index_above(n - 1)
+}
+
+/// `grid_index(m + 1)`: takes the page count less one, which a request's
+/// byte count gives with one shift (`(bytes - 1) >> page_shift`).
+#[inline(always)]
+fn grid_index_above(m: usize) -> usize {
+    match GRID_TABLE.get(m) {
         Some(&idx) => idx as usize,
-        None => grid_index_computed(n),
+        None => grid_index_computed(m + 1),
     }
 }
 
 /// Page counts `grid_index` looks up rather than computes.
 const GRID_TABLE_PAGES: usize = 256;
 
-/// `grid_index(n)` for `n <= GRID_TABLE_PAGES` (entry 0 unused).
-const GRID_TABLE: [u8; GRID_TABLE_PAGES + 1] = {
-    let mut table = [0u8; GRID_TABLE_PAGES + 1];
-    let mut n = 1;
-    while n <= GRID_TABLE_PAGES {
-        table[n] = grid_index_computed(n) as u8;
-        n += 1;
+/// `grid_index(m + 1)` at index `m`, for `m < GRID_TABLE_PAGES`.
+const GRID_TABLE: [u8; GRID_TABLE_PAGES] = {
+    let mut table = [0u8; GRID_TABLE_PAGES];
+    let mut m = 0;
+    while m < GRID_TABLE_PAGES {
+        table[m] = grid_index_computed(m + 1) as u8;
+        m += 1;
     }
     table
 };
@@ -142,7 +149,9 @@ impl SizeClasses {
     /// Index of the page class serving a request of `bytes` (1 ..= largest).
     #[inline]
     pub(crate) fn index_for(&self, bytes: usize) -> usize {
-        self.small + grid_index((bytes + (1 << self.page_shift) - 1) >> self.page_shift)
+        debug_assert!(bytes >= 1);
+        // Whole pages needed, less one: `ceil(bytes / page) - 1`.
+        self.small + grid_index_above((bytes - 1) >> self.page_shift)
     }
 
     /// Index of the small class serving a request of `bytes`

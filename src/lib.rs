@@ -91,6 +91,7 @@ mod pool;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
+mod sample;
 mod slab;
 mod stats;
 

@@ -321,11 +321,6 @@ impl PoolMetrics {
     }
 }
 
-thread_local! {
-    /// Allocations until this thread's next histogram sample.
-    pub(crate) static SAMPLE_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
 /// Live pools by name, to warn when two share one.
 fn live_names() -> &'static Mutex<HashMap<String, usize>> {
     static NAMES: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();

@@ -20,12 +20,12 @@ use crate::builder::{Config, PoolBuilder, MAX_SLOTS_PER_SLAB};
 use crate::cache::{self, FreeList, SlotRef, Tally};
 use crate::class::{SizeClasses, SMALL_MAX};
 use crate::clock;
-use crate::debug::canary;
 use crate::debug::quarantine::Quarantine;
 use crate::debug::Zeroing;
 use crate::leak::{self, LeakTracking};
 use crate::metrics::{self, PoolMetrics, Publisher};
-use crate::slab::{Layout, Slab, HAS_BACKTRACE, SAMPLED};
+use crate::sample;
+use crate::slab::{Layout, Slab, HAS_BACKTRACE, POISON_DUE, SAMPLED};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
 
@@ -91,8 +91,8 @@ pub(crate) struct PoolInner {
     /// wake the waiters.
     waiters: AtomicU32,
     /// Reasons a release must take `release_detour` rather than the thread
-    /// cache: 1 for the quarantine (if on), plus the waiters. One load on
-    /// every release instead of one per reason.
+    /// cache: 1 for the quarantine (if on), 1 once the pool is closed, plus
+    /// the waiters. One load on every release instead of one per reason.
     detours: AtomicU32,
     /// Bumped (under its lock) by every release that wakes waiters, so a
     /// waiter that saw a release since its last try does not sleep.
@@ -109,12 +109,13 @@ pub(crate) struct PoolInner {
     /// (0: no canary; `page - 1`: the standard canary, for buffers that end
     /// inside a page; `usize::MAX`: the full canary, for every buffer).
     pub(crate) canary_mask: usize,
-    /// Whether allocation / release run any debugging check.
-    debug_on_allocate: bool,
-    debug_on_release: bool,
-    /// One allocation in this many records the histograms; 0 with metrics
-    /// (or the histograms) off.
-    sample_every: u32,
+    /// Which allocations run `debug_allocate` whatever the slot's flags:
+    /// those with `max_len & alloc_mask != 0` (`canary_mask`, or every one
+    /// when the pool zeroes buffers).
+    alloc_mask: usize,
+    /// One allocation in this many records the histograms, is poisoned at
+    /// release, captures a backtrace (0: never); see `sample.rs`.
+    pub(crate) sample_rates: [u32; 3],
     /// Metric handles, registered at build; `None` with metrics off.
     metrics: Option<PoolMetrics>,
     /// The background publisher, started right after the pool is shared.
@@ -154,17 +155,21 @@ impl BufferPool {
             PoolMetrics::register(&config.name, sizes, config.max_bytes)
         });
         let d = config.debug;
-        let debug_on_allocate = d.canary() || d.poison_every != 0 || d.zero == Zeroing::OnAllocate;
-        let debug_on_release = d.canary()
-            || d.poison_every != 0
-            || d.zero == Zeroing::OnRelease
-            || d.quarantine_every != 0;
         let tracking = config.tracking != LeakTracking::Off;
         let quarantine_on = d.quarantine_every != 0;
-        let sample_every = if metrics.is_some() {
+        let histograms_every = if metrics.is_some() {
             config.sample_every
         } else {
             0
+        };
+        let backtrace_every = match config.tracking {
+            LeakTracking::Backtrace { sample_every } => sample_every,
+            _ => 0,
+        };
+        let canary_mask = match (d.canary(), d.full_canary) {
+            (false, _) => 0,
+            (true, false) => page - 1,
+            (true, true) => usize::MAX,
         };
         if tracking {
             clock::start_coarse_clock();
@@ -202,14 +207,13 @@ impl BufferPool {
             closed: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             tracking,
-            sample_every,
-            canary_mask: match (d.canary(), d.full_canary) {
-                (false, _) => 0,
-                (true, false) => page - 1,
-                (true, true) => usize::MAX,
+            sample_rates: [histograms_every, d.poison_every, backtrace_every],
+            canary_mask,
+            alloc_mask: if d.zero == Zeroing::Off {
+                canary_mask
+            } else {
+                usize::MAX
             },
-            debug_on_allocate,
-            debug_on_release,
         });
         if inner.metrics.is_some() {
             inner.publish_metrics();
@@ -362,19 +366,15 @@ impl BufferPool {
     }
 
     /// `allocate_page_size_buffer` with the allocation site given.
-    #[inline(always)]
     /// `small`: a request of `allocate_buffer`, which small classes may
     /// serve (a constant at every call site, so the choice folds away).
+    #[inline(always)]
     fn allocate_at(
         &self,
         max_size: usize,
         site: &'static Location<'static>,
         small: bool,
     ) -> Result<PageBuffer, Error> {
-        let every = self.inner.sample_every;
-        if every != 0 && crate::debug::sampled(&metrics::SAMPLE_COUNTDOWN, every) {
-            return self.allocate_sampled(max_size, site, small);
-        }
         let (slot, anchor) = self.inner.allocate(max_size, site, small)?;
         // SAFETY: `allocate` just took `slot` off a free list for us alone and
         // counted the buffer on `anchor`, which keeps the pool alive.
@@ -414,34 +414,6 @@ impl BufferPool {
     #[inline(always)]
     pub fn allocate_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
         self.allocate_at(max_size, Location::caller(), true)
-    }
-
-    /// `allocate_page_size_buffer` for the one call in `sample_every` that
-    /// records the histograms.
-    #[cold]
-    #[inline(never)]
-    fn allocate_sampled(
-        &self,
-        max_size: usize,
-        site: &'static Location<'static>,
-        small: bool,
-    ) -> Result<PageBuffer, Error> {
-        let start = clock::now_nanos();
-        let (slot, anchor) = self.inner.allocate(max_size, site, small)?;
-        let now = clock::now_nanos();
-        // Always there: `sample_every` is 0 without metric handles.
-        if let Some(m) = &self.inner.metrics {
-            m.allocation_duration.record((now - start) as f64 * 1e-9);
-            m.request_size.record(max_size as f64);
-        }
-        // SAFETY: `allocate` just took the slot for us alone.
-        let s = unsafe { slot.get() };
-        // The precise stamp the hold time is measured from (also a more
-        // precise leak age); the release sees `SAMPLED`.
-        s.allocated_at.store(now, Relaxed);
-        s.flags.store(s.flags.load(Relaxed) | SAMPLED, Relaxed);
-        // SAFETY: as in `allocate_page_size_buffer`.
-        Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
     }
 
     /// Copies the pool's counters into its metric handles now, rather than
@@ -528,8 +500,10 @@ impl Drop for BufferPool {
         if self.inner.handles.fetch_sub(1, AcqRel) != 1 {
             return;
         }
-        // The last handle: no allocation can follow.
+        // The last handle: no allocation can follow, and every release
+        // takes the detour that checks for the last buffer.
         self.inner.closed.store(true, SeqCst);
+        self.inner.detours.fetch_add(1, SeqCst);
         if self.stats().buffers_in_use == 0 {
             self.inner.shutdown_if_idle();
         } else {
@@ -768,24 +742,64 @@ impl PoolInner {
         } else {
             self.classes.index_for(max_size)
         };
-        let (slot, anchor) = cache::acquire(self, idx, max_size)?;
+        let got = cache::acquire(self, idx, max_size)?;
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool; slabs are unmapped only after their slots are drained from it.
-        let s = unsafe { slot.get() };
+        let s = unsafe { got.slot.get() };
         s.take();
-        if self.debug_on_allocate {
-            // Before the tracking fields are overwritten: a poison report
-            // names the previous owner.
-            // SAFETY: the slot is ours alone now.
-            unsafe { self.debug_allocate(s, max_size) };
+        let flags = s.flags.load(Relaxed);
+        // Before `max_len` is overwritten: a poison check needs the last
+        // buffer's, and a poison report names its owner.
+        if (max_size & self.alloc_mask) | usize::from(flags) != 0 {
+            // SAFETY: the slot is ours alone now; `flags` is its.
+            unsafe { self.debug_allocate(s, max_size, flags) };
         }
         // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
         s.max_len.store(max_size as u32, Relaxed);
         s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
         if self.tracking {
-            self.track(s, site);
+            s.site.store(ptr_of(site), Relaxed);
+            s.allocated_at.store(clock::coarse_nanos(), Relaxed);
+            s.thread.store(leak::thread_id(), Relaxed);
         }
-        Ok((slot, anchor))
+        if got.duties != 0 {
+            self.sampled_duties(s, got.duties, got.started, max_size);
+        }
+        Ok((got.slot, got.anchor))
+    }
+
+    /// Does the sampled duties of an allocation (see `sample.rs`): records
+    /// the histograms, marks the buffer for poisoning at release, captures
+    /// a backtrace.
+    #[cold]
+    #[inline(never)]
+    fn sampled_duties(&self, s: &crate::slab::Slot, duties: u8, started: u64, max_size: usize) {
+        let mut flags = s.flags.load(Relaxed);
+        if duties & sample::HISTOGRAMS != 0 {
+            let now = clock::now_nanos();
+            // Always there: the histograms are sampled only with metric
+            // handles.
+            if let Some(m) = &self.metrics {
+                m.allocation_duration
+                    .record(now.saturating_sub(started) as f64 * 1e-9);
+                m.request_size.record(max_size as f64);
+            }
+            // The precise stamp the hold time is measured from (also a more
+            // precise leak age).
+            s.allocated_at.store(now, Relaxed);
+            flags |= SAMPLED;
+        }
+        if duties & sample::POISON != 0 {
+            flags |= POISON_DUE;
+        }
+        if duties & sample::BACKTRACE != 0 {
+            let bt = Arc::new(Backtrace::force_capture());
+            self.backtraces
+                .lock()
+                .insert(s.data().as_ptr() as usize, bt);
+            flags |= HAS_BACKTRACE;
+        }
+        s.flags.store(flags, Relaxed);
     }
 
     /// Takes a slot from the class's shared free list, or maps a slab.
@@ -803,29 +817,6 @@ impl PoolInner {
             }
             None => self.refill(idx, max_size),
         }
-    }
-
-    /// Records where, when and by whom a slot was taken.
-    #[inline]
-    fn track(&self, s: &crate::slab::Slot, site: &'static Location<'static>) {
-        s.site.store(ptr_of(site), Relaxed);
-        s.allocated_at.store(clock::coarse_nanos(), Relaxed);
-        s.thread.store(leak::thread_id(), Relaxed);
-        if let LeakTracking::Backtrace { sample_every } = self.config.tracking {
-            if crate::debug::sampled(&crate::debug::BACKTRACE_COUNTDOWN, sample_every) {
-                self.capture_backtrace(s);
-            }
-        }
-    }
-
-    /// Stores a backtrace of this allocation.
-    #[cold]
-    fn capture_backtrace(&self, s: &crate::slab::Slot) {
-        let bt = Arc::new(Backtrace::force_capture());
-        self.backtraces
-            .lock()
-            .insert(s.data().as_ptr() as usize, bt);
-        s.flags.fetch_or(HAS_BACKTRACE, Relaxed);
     }
 
     /// Counts and builds the error for a request no class can serve.
@@ -856,48 +847,51 @@ impl PoolInner {
     pub(crate) unsafe fn release(
         self: &Arc<Self>,
         slot: SlotRef,
-        max_len: usize,
         site: Option<&'static Location<'static>>,
         anchor: NonNull<Anchor>,
     ) -> bool {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        let edges = s.edges();
-        if edges != 0 {
-            // The red zones of a packed slot: the 16 bytes each side
-            // nearest it, checked inline; anything else (or damage) out of
-            // line.
-            // SAFETY: a packed slot is 64-byte aligned between 64-byte red
-            // zones of its mapped slab, all ours to read while we own it.
-            let intact = edges & crate::slab::PACKED != 0
-                && !self.config.debug.full_canary
-                && unsafe {
-                    let data = s.data().as_ptr();
-                    let len = self.classes.slot_bytes(s.class());
-                    canary::intact16(data.sub(16)) && canary::intact16(data.add(len))
-                };
-            if !intact {
-                // SAFETY: the caller owns the slot and its slab is mapped.
-                unsafe { self.check_edges(s) };
-            }
-        }
-        // Before the debug checks, which may mark the slot `POISONED`.
         let flags = s.flags.load(Relaxed);
-        if flags != 0 {
-            self.release_flagged(s, flags);
+        if flags | s.edges() != 0 {
+            // SAFETY: the caller owns the slot; `flags` is its.
+            unsafe { self.release_checks(s, flags, site) };
         }
-        if self.debug_on_release {
+        if self.detours.load(Relaxed) != 0 {
             // SAFETY: as above.
-            unsafe { self.debug_release(s, max_len) };
+            return unsafe { self.release_detour(slot, anchor, site) };
         }
-        if self.tracking {
-            s.release_site
-                .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
-            s.thread.store(leak::thread_id(), Relaxed);
-        }
-        let settled = if self.detours.load(Relaxed) != 0 {
-            // SAFETY: as above.
-            unsafe { self.release_detour(slot, anchor) }
+        s.give_back();
+        cache::give_back(self, s.class(), slot, anchor)
+    }
+
+    /// The rest of a release when the slot may not go to the thread cache
+    /// as usual: the quarantine is on, threads wait for room, or the pool
+    /// is closed (this may be its last buffer). Returns whether the
+    /// buffer's reference on `anchor` was settled (as `release`).
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_detour(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        anchor: NonNull<Anchor>,
+        site: Option<&'static Location<'static>>,
+    ) -> bool {
+        let d = &self.config.debug;
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { slot.get() };
+        let settled = if d.quarantine_every != 0
+            && crate::debug::sampled(&crate::debug::QUARANTINE_COUNTDOWN, d.quarantine_every)
+            // SAFETY: forwarded from the caller.
+            && unsafe { self.quarantine(slot, site) }
+        {
+            cache::settle(self, anchor)
+        } else if self.waiters.load(Relaxed) != 0 {
+            s.give_back();
+            self.release_to_waiters(s.class(), slot, anchor)
         } else {
             s.give_back();
             cache::give_back(self, s.class(), slot, anchor)
@@ -906,33 +900,6 @@ impl PoolInner {
             self.shutdown_if_idle();
         }
         settled
-    }
-
-    /// The rest of a release when the slot may not go to the thread cache:
-    /// the quarantine is on, or threads wait for room. Returns whether the
-    /// buffer's reference on `anchor` was settled (as `release`).
-    ///
-    /// # Safety
-    /// As for `release`.
-    #[cold]
-    #[inline(never)]
-    unsafe fn release_detour(self: &Arc<Self>, slot: SlotRef, anchor: NonNull<Anchor>) -> bool {
-        let d = &self.config.debug;
-        if d.quarantine_every != 0
-            && crate::debug::sampled(&crate::debug::QUARANTINE_COUNTDOWN, d.quarantine_every)
-            // SAFETY: forwarded from the caller.
-            && unsafe { self.quarantine(slot) }
-        {
-            return cache::settle(self, anchor);
-        }
-        // SAFETY: forwarded from the caller.
-        let s = unsafe { slot.get() };
-        s.give_back();
-        if self.waiters.load(Relaxed) != 0 {
-            self.release_to_waiters(s.class(), slot, anchor)
-        } else {
-            cache::give_back(self, s.class(), slot, anchor)
-        }
     }
 
     /// A release while threads wait for room: the slot goes to the shared
@@ -962,13 +929,25 @@ impl PoolInner {
         class.free.push(slot);
     }
 
-    /// The rare duties of a release, flagged on the slot: record the hold
-    /// time of a sampled buffer, drop a stored backtrace.
+    /// Records who released slot `s`, and where if known, for the reports
+    /// of a later use after release (poison, quarantine): the only readers,
+    /// so a plain release skips it.
+    pub(crate) fn record_release(
+        &self,
+        s: &crate::slab::Slot,
+        site: Option<&'static Location<'static>>,
+    ) {
+        if self.tracking {
+            s.release_site
+                .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
+            s.thread.store(leak::thread_id(), Relaxed);
+        }
+    }
+
+    /// The sampled duties of a release: record the hold time, drop a
+    /// stored backtrace.
     #[cold]
-    fn release_flagged(&self, s: &crate::slab::Slot, flags: u8) {
-        // `POISONED` is never set on a slot in use (the allocation's check
-        // clears it), so every bit here is a duty of this release.
-        s.flags.store(0, Relaxed);
+    pub(crate) fn finish_sampled(&self, s: &crate::slab::Slot, flags: u8) {
         if flags & SAMPLED != 0 {
             self.record_hold(s.allocated_at.load(Relaxed));
         }

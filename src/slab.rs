@@ -107,7 +107,9 @@ pub(crate) struct Slot {
     /// Allocation site of the current (or last) buffer; null when untracked.
     pub(crate) site: AtomicPtr<Location<'static>>,
     /// Release site of the last buffer, when it was released with
-    /// `PageBuffer::release`; null after a plain drop.
+    /// `PageBuffer::release`, null after a plain drop; recorded only when
+    /// the release poisons or quarantines the slot (the reports of a later
+    /// use after release are its only readers).
     pub(crate) release_site: AtomicPtr<Location<'static>>,
     /// Coarse clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,
@@ -117,12 +119,14 @@ pub(crate) struct Slot {
     /// that a `PageBuffer` is two words. Invariant: `len <= max_len`.
     pub(crate) len: AtomicU32,
     /// `leak::thread_id()` of the allocating thread while in use, of the
-    /// releasing thread once free; 0 when untracked.
+    /// releasing thread once poisoned or quarantined (as `release_site`); 0
+    /// when untracked.
     pub(crate) thread: AtomicU32,
     /// The pool's leak-check epoch at allocation.
     pub(crate) epoch: AtomicU32,
     /// The canary record: the `max_len` whose canary span
-    /// (`PoolInner::canary_span`) holds the pattern; 0 when none does.
+    /// (`PoolInner::canary_span`) holds the pattern, valid while `flags`
+    /// has `CANARY`.
     pub(crate) canary_max: AtomicU32,
     /// Index of the slot's size class in the pool's table (low 13 bits) and
     /// the edges (high 3 bits): `CANARY_BEFORE` / `CANARY_AFTER` where a
@@ -130,11 +134,13 @@ pub(crate) struct Slot {
     class_edges: u16,
     /// `FREE`, `IN_USE` or `QUARANTINED`.
     pub(crate) state: AtomicU8,
-    /// `HAS_BACKTRACE` when the pool holds a backtrace for this slot,
-    /// `SAMPLED` when its buffer's hold time is to be recorded, `POISONED`
-    /// when the last release poisoned it. Written by the slot's owner (or
-    /// the pool, for a free slot) only; 0 for most buffers, so a release
-    /// tests one byte for every rare duty.
+    /// What the slot's next release and next allocation must do beyond
+    /// the plain path, as bits: the current buffer's duties
+    /// (`HAS_BACKTRACE`, `SAMPLED`, `POISON_DUE`, `ZERO_DUE`, set at
+    /// allocation, done and cleared at release) and the slot's lasting
+    /// records (`CANARY`, `POISONED`). Written by the slot's owner (or the
+    /// pool, for a free slot) only; 0 for most buffers, so each end of a
+    /// buffer's life tests one byte for every rare duty.
     pub(crate) flags: AtomicU8,
 }
 
@@ -154,6 +160,13 @@ pub(crate) const SAMPLED: u8 = 2;
 /// `min(max_len, poison_bytes)` bytes (`max_len` still the releasing
 /// buffer's until the next allocation checks them).
 pub(crate) const POISONED: u8 = 4;
+/// `Slot::flags`: the canary span of `canary_max` holds the pattern (the
+/// current buffer's canary, checked at release, while in use).
+pub(crate) const CANARY: u8 = 8;
+/// `Slot::flags`: the release poisons the buffer (a sampled duty).
+pub(crate) const POISON_DUE: u8 = 16;
+/// `Slot::flags`: the release zeroes the buffer (`Zeroing::OnRelease`).
+pub(crate) const ZERO_DUE: u8 = 32;
 /// Slot state: made inaccessible and kept out of reuse for a while.
 pub(crate) const QUARANTINED: u8 = 2;
 

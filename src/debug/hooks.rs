@@ -1,14 +1,17 @@
 //! The pool's debugging hooks on allocate and release: canary, poison,
 //! zeroing, quarantine, and the corruption reports they raise.
 
+use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{canary, poison, sampled, Corruption, CorruptionKind, Zeroing, POISON_COUNTDOWN};
+use super::{canary, poison, Corruption, CorruptionKind, Zeroing};
 use crate::cache::SlotRef;
 use crate::guard::{self, Sealed};
 use crate::leak::thread_name;
 use crate::pool::PoolInner;
-use crate::slab::{self, Slot, FREE, POISONED, QUARANTINED};
+use crate::slab::{
+    self, Slot, CANARY, FREE, HAS_BACKTRACE, POISONED, POISON_DUE, QUARANTINED, SAMPLED, ZERO_DUE,
+};
 
 /// Bytes after `max_len` that a standard (not full) canary check compares,
 /// besides the last 8 of the page.
@@ -34,14 +37,19 @@ impl PoolInner {
         (max_len, end)
     }
 
-    /// Checks and prepares a slot being handed out for `max_len` bytes.
+    /// Checks and prepares a slot being handed out for `max_len` bytes; the
+    /// allocation calls it when `max_len & alloc_mask != 0` or the slot's
+    /// `flags` are not 0. Checks the poison of the last release, zeroes,
+    /// writes the canary (or finds it still there), and leaves in `flags`
+    /// what the release must do: `CANARY` (check it), `ZERO_DUE`.
     ///
     /// # Safety
-    /// The caller owns the slot (just taken off a free list).
-    #[inline(always)]
-    pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize) {
+    /// The caller owns the slot (just taken off a free list), whose
+    /// `max_len` is still the last buffer's; `flags` is the slot's.
+    #[inline(never)]
+    pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize, flags: u8) {
         let d = &self.config.debug;
-        if s.flags.load(Relaxed) & POISONED != 0 {
+        if flags & POISONED != 0 {
             // SAFETY: the slot is ours (caller's contract).
             unsafe { self.check_poison(s) };
         }
@@ -49,37 +57,49 @@ impl PoolInner {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
             unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
         }
-        // A page slot with no slack after `max_len` in its page has nothing to
-        // guard at the standard level: only the record must say so.
+        let mut next = if d.zero == Zeroing::OnRelease {
+            ZERO_DUE
+        } else {
+            0
+        };
+        // A page slot with no slack after `max_len` in its page has nothing
+        // to guard at the standard level: the record is dropped (the buffer
+        // may write its whole page).
         if max_len & self.canary_mask != 0 {
-            let known = s.canary_max.load(Relaxed) as usize;
+            let known = if flags & CANARY != 0 {
+                s.canary_max.load(Relaxed) as usize
+            } else {
+                0
+            };
             // In steady state the slot is reused for the same size: its
             // span already holds the pattern, nothing to write.
-            if known != max_len {
-                // SAFETY: the slot is ours.
-                unsafe { self.prepare_canary(s, max_len, known) };
+            // SAFETY: the slot is ours.
+            if known == max_len || unsafe { self.prepare_canary(s, max_len, known) } {
+                next |= CANARY;
             }
-        } else if self.canary_mask != 0 && s.canary_max.load(Relaxed) != 0 {
-            // The buffer may write its whole page: no pattern is known now.
-            s.canary_max.store(0, Relaxed);
         }
+        s.flags.store(next, Relaxed);
     }
 
     /// Writes the canary of a buffer of `max_len` bytes in slot `s`, whose
-    /// record says the span of `known` holds it, and records `max_len`.
+    /// span of `known` (0: none) holds the pattern, and records `max_len`.
+    /// Returns whether the buffer has a canary (a span after `max_len`).
     ///
     /// # Safety
     /// The caller owns the slot.
     #[cold]
     #[inline(never)]
-    unsafe fn prepare_canary(&self, s: &Slot, max_len: usize, known: usize) {
+    unsafe fn prepare_canary(&self, s: &Slot, max_len: usize, known: usize) -> bool {
         let (from, to) = self.canary_span(s, max_len);
+        if from >= to {
+            return false;
+        }
         let (kf, kt) = if known == 0 {
             (0, 0)
         } else {
             self.canary_span(s, known)
         };
-        if from < to && !(kf <= from && to <= kt) {
+        if !(kf <= from && to <= kt) {
             // The known span covers the tail: write only the head.
             let end = if from < kf && kf <= to && to <= kt {
                 kf
@@ -90,42 +110,79 @@ impl PoolInner {
             unsafe { canary::fill(s.data().as_ptr().add(from), end - from) };
         }
         // `max_len` fits u32: slots are at most SIZE_LIMIT bytes.
-        let record = if from < to { max_len as u32 } else { 0 };
-        s.canary_max.store(record, Relaxed);
+        s.canary_max.store(max_len as u32, Relaxed);
+        true
     }
 
-    /// Checks a slot being released (canary) and prepares it for its next
-    /// owner (zero, poison).
+    /// Everything a release does beyond the plain path, when the slot's
+    /// `flags` or edges are not 0: checks the red zones or edge canaries
+    /// and the canary, zeroes, poisons (recording who released it, released
+    /// at `site`), and finishes the sampled duties; leaves only the lasting
+    /// bits in `flags`.
     ///
     /// # Safety
-    /// The caller owns the slot (its buffer is being dropped).
-    #[inline(always)]
-    pub(crate) unsafe fn debug_release(&self, s: &Slot, max_len: usize) {
-        let d = &self.config.debug;
-        if max_len & self.canary_mask != 0 {
-            let (from, to) = self.canary_span(s, max_len);
-            if from < to {
-                let data = s.data().as_ptr();
-                let [(a, a_len), (b, b_len)] = self.canary_windows(from, to);
-                // SAFETY: both windows lie inside `from..to`, inside our slot.
-                let intact = unsafe {
-                    canary::intact(data.add(a), a_len)
-                        && (b_len == 0 || canary::intact(data.add(b), b_len))
+    /// The caller owns the slot (its buffer is being dropped); `flags` is
+    /// the slot's.
+    #[inline(never)]
+    pub(crate) unsafe fn release_checks(
+        &self,
+        s: &Slot,
+        flags: u8,
+        site: Option<&'static Location<'static>>,
+    ) {
+        let edges = s.edges();
+        if edges != 0 {
+            // The red zones of a packed slot: the 16 bytes each side nearest
+            // it, unless the full canary wants all of them; the whole edge
+            // canaries of an unguarded page slot.
+            // SAFETY: a packed slot is 64-byte aligned between 64-byte red
+            // zones of its mapped slab, all ours to read while we own it.
+            let intact = edges & slab::PACKED != 0
+                && !self.config.debug.full_canary
+                && unsafe {
+                    let data = s.data().as_ptr();
+                    let len = self.classes.slot_bytes(s.class());
+                    canary::intact16(data.sub(16)) && canary::intact16(data.add(len))
                 };
-                if !intact {
-                    // SAFETY: as above.
-                    unsafe { self.canary_damaged(s, from, to) };
-                }
+            if !intact {
+                // SAFETY: the caller owns the slot and its slab is mapped.
+                unsafe { self.check_edges(s) };
             }
         }
-        if d.zero == Zeroing::OnRelease {
+        if flags == 0 {
+            return;
+        }
+        let max_len = s.max_len.load(Relaxed) as usize;
+        let data = s.data().as_ptr();
+        if flags & CANARY != 0 {
+            let (from, to) = self.canary_span(s, max_len);
+            debug_assert!(from < to && s.canary_max.load(Relaxed) as usize == max_len);
+            let [(a, a_len), (b, b_len)] = self.canary_windows(from, to);
+            // SAFETY: both windows lie inside `from..to`, inside our slot.
+            let intact = unsafe {
+                canary::intact(data.add(a), a_len)
+                    && (b_len == 0 || canary::intact(data.add(b), b_len))
+            };
+            if !intact {
+                // SAFETY: as above.
+                unsafe { self.canary_damaged(s, from, to) };
+            }
+        }
+        if flags & ZERO_DUE != 0 {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
-            unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
+            unsafe { std::ptr::write_bytes(data, 0, max_len) };
         }
-        if sampled(&POISON_COUNTDOWN, d.poison_every) {
-            // SAFETY: the slot is ours.
-            unsafe { poison_slot(s, max_len.min(d.poison_bytes)) };
+        let mut lasting = flags & CANARY;
+        if flags & POISON_DUE != 0 {
+            // SAFETY: as above; the next allocation checks the same span.
+            unsafe { poison::fill(data, max_len.min(self.config.debug.poison_bytes)) };
+            lasting |= POISONED;
+            self.record_release(s, site);
         }
+        if flags & (SAMPLED | HAS_BACKTRACE) != 0 {
+            self.finish_sampled(s, flags);
+        }
+        s.flags.store(lasting, Relaxed);
     }
 
     /// The parts of the canary span `from..to` a release compares, as
@@ -182,7 +239,6 @@ impl PoolInner {
     #[inline(never)]
     unsafe fn check_poison(&self, s: &Slot) {
         let slot_len = self.classes.slot_bytes(s.class());
-        s.flags.fetch_and(!POISONED, Relaxed);
         // The poisoned span (see `poison_slot`): `max_len` is still the
         // releasing buffer's, the new one is stored after this check.
         let n = (s.max_len.load(Relaxed) as usize).min(self.config.debug.poison_bytes);
@@ -244,13 +300,17 @@ impl PoolInner {
         .raise(self.config.debug.on_corruption);
     }
 
-    /// Seals a released slot into the quarantine; returns `false` (the
-    /// caller then frees it as usual) when it cannot be sealed.
+    /// Seals a slot released at `site` into the quarantine; returns `false`
+    /// (the caller then frees it as usual) when it cannot be sealed.
     ///
     /// # Safety
     /// The caller owns the slot (its buffer is being dropped).
     #[cold]
-    pub(crate) unsafe fn quarantine(&self, slot: SlotRef) -> bool {
+    pub(crate) unsafe fn quarantine(
+        &self,
+        slot: SlotRef,
+        site: Option<&'static Location<'static>>,
+    ) -> bool {
         let Some(mechanism) = self.config.guards else {
             return false;
         };
@@ -261,6 +321,8 @@ impl PoolInner {
             return false;
         }
         let len = self.classes.slot_bytes(s.class());
+        // Before the seal: once sealed, a fault report may read it.
+        self.record_release(s, site);
         // SAFETY: the slot is page-aligned, whole pages, ours, and nobody
         // may touch it until it is unsealed.
         let Some(sealed) = (unsafe { guard::seal(s.data().as_ptr(), len, mechanism) }) else {
@@ -307,20 +369,7 @@ impl PoolInner {
         let len = self.classes.slot_bytes(s.class());
         // SAFETY: the slot was sealed with `sealed` and its slab is mapped.
         unsafe { guard::unseal(s.data().as_ptr(), len, sealed) };
-        s.canary_max.store(0, Relaxed);
-        s.flags.fetch_and(!POISONED, Relaxed);
+        // Between two buffers `flags` holds only lasting bits.
+        s.flags.store(0, Relaxed);
     }
-}
-
-/// Poisons the first `n = min(max_len, poison_bytes)` bytes of a slot being
-/// released, sampled; the next allocation checks the same span.
-///
-/// # Safety
-/// The caller owns the slot; `n <=` its length.
-#[cold]
-#[inline(never)]
-unsafe fn poison_slot(s: &Slot, n: usize) {
-    // SAFETY: forwarded from the caller.
-    unsafe { poison::fill(s.data().as_ptr(), n) };
-    s.flags.fetch_or(POISONED, Relaxed);
 }

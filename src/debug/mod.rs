@@ -248,10 +248,9 @@ impl Corruption<'_> {
 }
 
 thread_local! {
-    /// Countdowns for sampled poisoning, quarantine and backtraces.
-    pub(crate) static POISON_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// The countdown for sampled quarantine (the other sampled duties are
+    /// counted per pool, see `sample.rs`).
     pub(crate) static QUARANTINE_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    pub(crate) static BACKTRACE_COUNTDOWN: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// Whether this call is the one in `every` (0: never) that is sampled: a
