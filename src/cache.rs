@@ -362,22 +362,11 @@ fn fast_entry(pool: &Arc<PoolInner>) -> Option<NonNull<Entry>> {
     })
 }
 
-/// A slot taken for a new buffer, with what the allocation must do.
-#[derive(Debug)]
-pub(crate) struct Acquired {
-    pub(crate) slot: SlotRef,
-    /// The anchor the buffer must hold (it was counted there).
-    pub(crate) anchor: NonNull<Anchor>,
-    /// The allocation's sampled duties (bits of `sample::HISTOGRAMS`, ...).
-    pub(crate) duties: u8,
-    /// `clock::now_nanos()` when the allocation started, if it records the
-    /// histograms; else 0.
-    pub(crate) started: u64,
-}
-
 /// Takes a slot of class `idx` for a new buffer: from this thread's cache,
 /// refilled from the pool's free list in a batch when empty, else from the
-/// pool's slow path.
+/// pool's slow path. Returns the slot, marked with the allocation's sampled
+/// duties if any (see `PoolInner::mark_duties`), and the anchor the buffer
+/// must hold (it was counted there).
 ///
 /// The common case (the shortcut's entry, caught up with the pool's flush
 /// requests, no sampled duty, a cached slot) is inline and touches only the
@@ -387,7 +376,7 @@ pub(crate) fn acquire(
     pool: &Arc<PoolInner>,
     idx: usize,
     max_size: usize,
-) -> Result<Acquired, Error> {
+) -> Result<(SlotRef, NonNull<Anchor>), Error> {
     if let Some(mut e) = fast_entry(pool) {
         // SAFETY: `FAST`'s invariant: a live entry of this thread for `pool`,
         // reached by no other reference (see `with_entry`).
@@ -400,12 +389,7 @@ pub(crate) fn acquire(
                 e.sampler.count_quiet();
                 bump(&bin.tally().hits);
                 e.issued += 1;
-                return Ok(Acquired {
-                    slot,
-                    anchor: e.anchor,
-                    duties: 0,
-                    started: 0,
-                });
+                return Ok((slot, e.anchor));
             }
         }
     }
@@ -416,7 +400,11 @@ pub(crate) fn acquire(
 /// sampled.
 #[cold]
 #[inline(never)]
-fn acquire_slow(pool: &Arc<PoolInner>, idx: usize, max_size: usize) -> Result<Acquired, Error> {
+fn acquire_slow(
+    pool: &Arc<PoolInner>,
+    idx: usize,
+    max_size: usize,
+) -> Result<(SlotRef, NonNull<Anchor>), Error> {
     let got = with_entry(pool, |e| {
         e.catch_up();
         let duties = e.sampler.count();
@@ -436,35 +424,28 @@ fn acquire_slow(pool: &Arc<PoolInner>, idx: usize, max_size: usize) -> Result<Ac
         }
         (slot, e.anchor, duties, started)
     });
-    match got {
-        Some((Some(slot), anchor, duties, started)) => Ok(Acquired {
-            slot,
-            anchor,
-            duties,
-            started,
-        }),
+    let (slot, anchor, duties, started) = match got {
+        Some((Some(slot), anchor, duties, started)) => (slot, anchor, duties, started),
         Some((None, anchor, duties, started)) => match pool.allocate_shared(idx, max_size) {
-            Ok(slot) => Ok(Acquired {
-                slot,
-                anchor,
-                duties,
-                started,
-            }),
+            Ok(slot) => (slot, anchor, duties, started),
             Err(e) => {
                 // Not issued after all.
                 let _ = with_entry(pool, |e| e.issued -= 1);
-                Err(e)
+                return Err(e);
             }
         },
         // This thread is exiting: no cache, and an anchor of its own; no
         // sampling either.
-        None => Ok(Acquired {
-            slot: pool.allocate_shared(idx, max_size)?,
-            anchor: Anchor::detached(Arc::clone(pool)),
-            duties: 0,
-            started: 0,
-        }),
+        None => {
+            let slot = pool.allocate_shared(idx, max_size)?;
+            return Ok((slot, Anchor::detached(Arc::clone(pool))));
+        }
+    };
+    if duties != 0 {
+        // SAFETY: the slot was just taken for this allocation alone.
+        unsafe { pool.mark_duties(slot, duties, started) };
     }
+    Ok((slot, anchor))
 }
 
 /// Moves up to half a cache of free slots from the pool's list into ours.

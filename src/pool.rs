@@ -25,7 +25,7 @@ use crate::debug::Zeroing;
 use crate::leak::{self, LeakTracking};
 use crate::metrics::{self, PoolMetrics, Publisher};
 use crate::sample;
-use crate::slab::{Layout, Slab, HAS_BACKTRACE, POISON_DUE, SAMPLED};
+use crate::slab::{Layout, Slab, Slot, BACKTRACE_DUE, HAS_BACKTRACE, POISON_DUE, SAMPLED};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
 
@@ -742,18 +742,26 @@ impl PoolInner {
         } else {
             self.classes.index_for(max_size)
         };
-        let got = cache::acquire(self, idx, max_size)?;
+        let (slot, anchor) = cache::acquire(self, idx, max_size)?;
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool; slabs are unmapped only after their slots are drained from it.
-        let s = unsafe { got.slot.get() };
+        let s = unsafe { slot.get() };
         s.take();
         let flags = s.flags.load(Relaxed);
-        // Before `max_len` is overwritten: a poison check needs the last
-        // buffer's, and a poison report names its owner.
         if (max_size & self.alloc_mask) | usize::from(flags) != 0 {
             // SAFETY: the slot is ours alone now; `flags` is its.
-            unsafe { self.debug_allocate(s, max_size, flags) };
+            unsafe { self.allocate_checked(s, max_size, site, flags) };
+        } else {
+            self.stamp(s, max_size, site);
         }
+        Ok((slot, anchor))
+    }
+
+    /// Writes the new buffer's `max_len` and what leak reports read (epoch,
+    /// and with tracking its site, time and thread) into its slot's
+    /// metadata.
+    #[inline(always)]
+    fn stamp(&self, s: &Slot, max_size: usize, site: &'static Location<'static>) {
         // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
         s.max_len.store(max_size as u32, Relaxed);
         s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
@@ -762,20 +770,70 @@ impl PoolInner {
             s.allocated_at.store(clock::coarse_nanos(), Relaxed);
             s.thread.store(leak::thread_id(), Relaxed);
         }
-        if got.duties != 0 {
-            self.sampled_duties(s, got.duties, got.started, max_size);
-        }
-        Ok((got.slot, got.anchor))
     }
 
-    /// Does the sampled duties of an allocation (see `sample.rs`): records
-    /// the histograms, marks the buffer for poisoning at release, captures
-    /// a backtrace.
+    /// An allocation whose slot has `flags` or whose size needs a debug
+    /// step: checks and prepares the slot (`debug_allocate`), stamps it,
+    /// does the sampled duties `acquire` marked, and leaves in `flags` what
+    /// the release must do.
+    ///
+    /// # Safety
+    /// The caller owns the slot (just taken off a free list); `flags` is
+    /// the slot's.
+    #[inline(never)]
+    unsafe fn allocate_checked(
+        &self,
+        s: &Slot,
+        max_size: usize,
+        site: &'static Location<'static>,
+        flags: u8,
+    ) {
+        // Before `stamp` overwrites them: a poison check needs the last
+        // buffer's `max_len`, and its report names that buffer's owner.
+        // SAFETY: forwarded from the caller.
+        let mut next = unsafe { self.debug_allocate(s, max_size, flags) };
+        // `mark_duties` left the start of a sampled allocation here.
+        let started = s.allocated_at.load(Relaxed);
+        self.stamp(s, max_size, site);
+        next |= flags & (SAMPLED | POISON_DUE);
+        if flags & (SAMPLED | BACKTRACE_DUE) != 0 {
+            next |= self.sampled_duties(s, flags, started, max_size);
+        }
+        s.flags.store(next, Relaxed);
+    }
+
+    /// Marks a slot just taken for a sampled allocation (see `sample.rs`)
+    /// with its `duties`, for `allocate_checked` to do; `started` is when
+    /// the allocation began (`clock::now_nanos()`), for the histograms.
+    ///
+    /// # Safety
+    /// The caller owns the slot (just taken off a free list).
+    #[cold]
+    pub(crate) unsafe fn mark_duties(&self, slot: SlotRef, duties: u8, started: u64) {
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { slot.get() };
+        let mut due = 0;
+        if duties & sample::HISTOGRAMS != 0 {
+            s.allocated_at.store(started, Relaxed);
+            due |= SAMPLED;
+        }
+        if duties & sample::POISON != 0 {
+            due |= POISON_DUE;
+        }
+        if duties & sample::BACKTRACE != 0 {
+            due |= BACKTRACE_DUE;
+        }
+        s.flags.store(s.flags.load(Relaxed) | due, Relaxed);
+    }
+
+    /// The histogram and backtrace duties of an allocation: records the
+    /// histograms (`SAMPLED`, which began at `started`), captures a
+    /// backtrace (`BACKTRACE_DUE`). Returns the flags the release then
+    /// needs (`HAS_BACKTRACE`).
     #[cold]
     #[inline(never)]
-    fn sampled_duties(&self, s: &crate::slab::Slot, duties: u8, started: u64, max_size: usize) {
-        let mut flags = s.flags.load(Relaxed);
-        if duties & sample::HISTOGRAMS != 0 {
+    fn sampled_duties(&self, s: &Slot, flags: u8, started: u64, max_size: usize) -> u8 {
+        if flags & SAMPLED != 0 {
             let now = clock::now_nanos();
             // Always there: the histograms are sampled only with metric
             // handles.
@@ -787,19 +845,15 @@ impl PoolInner {
             // The precise stamp the hold time is measured from (also a more
             // precise leak age).
             s.allocated_at.store(now, Relaxed);
-            flags |= SAMPLED;
         }
-        if duties & sample::POISON != 0 {
-            flags |= POISON_DUE;
+        if flags & BACKTRACE_DUE == 0 {
+            return 0;
         }
-        if duties & sample::BACKTRACE != 0 {
-            let bt = Arc::new(Backtrace::force_capture());
-            self.backtraces
-                .lock()
-                .insert(s.data().as_ptr() as usize, bt);
-            flags |= HAS_BACKTRACE;
-        }
-        s.flags.store(flags, Relaxed);
+        let bt = Arc::new(Backtrace::force_capture());
+        self.backtraces
+            .lock()
+            .insert(s.data().as_ptr() as usize, bt);
+        HAS_BACKTRACE
     }
 
     /// Takes a slot from the class's shared free list, or maps a slab.
@@ -932,11 +986,7 @@ impl PoolInner {
     /// Records who released slot `s`, and where if known, for the reports
     /// of a later use after release (poison, quarantine): the only readers,
     /// so a plain release skips it.
-    pub(crate) fn record_release(
-        &self,
-        s: &crate::slab::Slot,
-        site: Option<&'static Location<'static>>,
-    ) {
+    pub(crate) fn record_release(&self, s: &Slot, site: Option<&'static Location<'static>>) {
         if self.tracking {
             s.release_site
                 .store(site.map_or(std::ptr::null_mut(), ptr_of), Relaxed);
@@ -947,7 +997,7 @@ impl PoolInner {
     /// The sampled duties of a release: record the hold time, drop a
     /// stored backtrace.
     #[cold]
-    pub(crate) fn finish_sampled(&self, s: &crate::slab::Slot, flags: u8) {
+    pub(crate) fn finish_sampled(&self, s: &Slot, flags: u8) {
         if flags & SAMPLED != 0 {
             self.record_hold(s.allocated_at.load(Relaxed));
         }

@@ -137,8 +137,9 @@ pub(crate) struct Slot {
     /// What the slot's next release and next allocation must do beyond
     /// the plain path, as bits: the current buffer's duties
     /// (`HAS_BACKTRACE`, `SAMPLED`, `POISON_DUE`, `ZERO_DUE`, set at
-    /// allocation, done and cleared at release) and the slot's lasting
-    /// records (`CANARY`, `POISONED`). Written by the slot's owner (or the
+    /// allocation, done and cleared at release; `BACKTRACE_DUE` only
+    /// within an allocation) and the slot's lasting records (`CANARY`,
+    /// `POISONED`). Written by the slot's owner (or the
     /// pool, for a free slot) only; 0 for most buffers, so each end of a
     /// buffer's life tests one byte for every rare duty.
     pub(crate) flags: AtomicU8,
@@ -167,6 +168,9 @@ pub(crate) const CANARY: u8 = 8;
 pub(crate) const POISON_DUE: u8 = 16;
 /// `Slot::flags`: the release zeroes the buffer (`Zeroing::OnRelease`).
 pub(crate) const ZERO_DUE: u8 = 32;
+/// `Slot::flags`, between `acquire` and the end of the allocation only:
+/// capture a backtrace (a sampled duty).
+pub(crate) const BACKTRACE_DUE: u8 = 64;
 /// Slot state: made inaccessible and kept out of reuse for a while.
 pub(crate) const QUARANTINED: u8 = 2;
 

@@ -119,22 +119,30 @@ unsafe fn intact_window(p: *const u8, len: usize) -> bool {
 }
 
 /// Whether the 16 bytes at the 16-aligned address `p` hold the canary: two
-/// word compares, for the red zones of packed slots.
+/// word compares, for the red zones of packed slots. Sixteen aligned bytes
+/// lie in one 256-byte block, so both words share one `mix` and their low
+/// bytes need no carry: one pattern computation for both.
 ///
 /// # Safety
 /// `p..p + 16` is readable memory; `p` is 16-byte aligned.
 #[inline(always)]
 pub(crate) unsafe fn intact16(p: *const u8) -> bool {
+    const REP: u64 = 0x0101_0101_0101_0101;
     let a = p as usize;
     debug_assert!(a.is_multiple_of(16));
-    // SAFETY: two aligned words inside the caller's readable range.
+    // SAFETY: two aligned words inside the caller's readable range; the
+    // red zones border other buffers, so the reads are volatile (a racing
+    // overflow from a neighbour is the bug this looks for).
     let (x, y) = unsafe {
         (
             (a as *const u64).read_volatile(),
             ((a + 8) as *const u64).read_volatile(),
         )
     };
-    (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8)) == 0
+    let m = mix(a >> 8) as u64 * REP;
+    // `a as u8 <= 0xf0`: the lanes `a as u8 + i` (i < 16) never carry.
+    let lanes = (a as u8) as u64 * REP + u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
+    (u64::from_le(x) ^ lanes ^ m) | (u64::from_le(y) ^ (lanes + 8 * REP) ^ m) == 0
 }
 
 /// Compares `p..p + len` with the canary; returns the offset (from `p`) of
@@ -210,6 +218,24 @@ mod tests {
                 *p.add(i) ^= 0x01;
             }
             assert!(intact16(p));
+        }
+    }
+
+    #[test]
+    fn intact16_agrees_with_the_pattern_at_every_alignment() {
+        // 4 KiB + 16 of canary: every 16-aligned window, across 256-byte
+        // blocks and with every low byte, holds it; a shifted copy does not.
+        let mut buf = vec![0u8; 4096 + 32];
+        let base = buf.as_mut_ptr();
+        // SAFETY: all ranges below stay inside `buf`.
+        unsafe {
+            let p = base.add(16 - (base as usize % 16));
+            fill(p, 4096 + 16);
+            for off in (0..4096).step_by(16) {
+                assert!(intact16(p.add(off)), "offset {off}");
+            }
+            std::ptr::copy(p.add(16), p, 16);
+            assert!(!intact16(p), "a copy of the next window passed");
         }
     }
 }

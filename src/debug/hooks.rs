@@ -37,17 +37,17 @@ impl PoolInner {
         (max_len, end)
     }
 
-    /// Checks and prepares a slot being handed out for `max_len` bytes; the
-    /// allocation calls it when `max_len & alloc_mask != 0` or the slot's
-    /// `flags` are not 0. Checks the poison of the last release, zeroes,
-    /// writes the canary (or finds it still there), and leaves in `flags`
-    /// what the release must do: `CANARY` (check it), `ZERO_DUE`.
+    /// Checks and prepares a slot being handed out for `max_len` bytes:
+    /// checks the poison of the last release, zeroes, writes the canary (or
+    /// finds it still there). Returns the flags the release then needs:
+    /// `CANARY` (check it), `ZERO_DUE`.
     ///
     /// # Safety
     /// The caller owns the slot (just taken off a free list), whose
-    /// `max_len` is still the last buffer's; `flags` is the slot's.
-    #[inline(never)]
-    pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize, flags: u8) {
+    /// `max_len` and tracking fields are still the last buffer's; `flags`
+    /// is the slot's.
+    #[inline(always)]
+    pub(crate) unsafe fn debug_allocate(&self, s: &Slot, max_len: usize, flags: u8) -> u8 {
         let d = &self.config.debug;
         if flags & POISONED != 0 {
             // SAFETY: the slot is ours (caller's contract).
@@ -78,7 +78,7 @@ impl PoolInner {
                 next |= CANARY;
             }
         }
-        s.flags.store(next, Relaxed);
+        next
     }
 
     /// Writes the canary of a buffer of `max_len` bytes in slot `s`, whose
