@@ -26,6 +26,7 @@
 //! | `pagepool_default` | `BufferPool` defaults (guard pages, call-site leak tracking, `DebugLevel::Standard`, metrics) with the Prometheus recorder installed |
 //! | `pagepool_bare` | no guard pages, `DebugLevel::Off`, `LeakTracking::Off`, metrics off |
 //! | `std_alloc` | `std::alloc::alloc`/`dealloc` with a 4096-aligned `Layout` (the global allocator here: glibc malloc) |
+//! | `std_alloc_mmap` | `std_alloc` at 1 MiB with glibc's mmap and trim thresholds pinned at their defaults, 128 KiB (`mallopt`, as `MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072` would): every buffer is a fresh mapping, as in a fresh process; runs last, since the setting stays |
 //! | `mimalloc` | `mimalloc::MiMalloc` called as a value through `GlobalAlloc`, 4096-aligned (not the global allocator) |
 //! | `mmap_guard` | per buffer, `mmap` of size + 2 pages, `mprotect` of the first and last page to `PROT_NONE`, `munmap` on drop |
 //! | `arrayqueue` | a bare `crossbeam_queue::ArrayQueue` free list of pre-touched, page-aligned buffers: pop, write, push |
@@ -946,10 +947,71 @@ fn report(total: Duration) {
             }
         }
     }
+    println!("\n## glibc with its mmap and trim thresholds pinned ({GLIBC_PINNED})\n");
+    println!("| group/size | {GLIBC_PINNED} | pagepool_default | pagepool_default ÷ it |");
+    println!("|---|---:|---:|---:|");
+    for kind in ["overhead", "touch_all"] {
+        let group = format!("{kind}/1MiB");
+        let base = estimates::mean_ns(&group, CONTENDERS[0]);
+        let pinned = estimates::mean_ns(&group, GLIBC_PINNED);
+        let ratio = match (base, pinned) {
+            (Some(b), Some(p)) => fmt_ratio(b / p),
+            _ => "—".into(),
+        };
+        println!(
+            "| {group} | {} | {} | {ratio} |",
+            fmt_ns(pinned),
+            fmt_ns(base)
+        );
+    }
     println!(
         "\ncompare: criterion groups took {:.0} s in all",
         total.as_secs_f64()
     );
+}
+
+/// The contender of [`glibc_pinned`].
+const GLIBC_PINNED: &str = "std_alloc_mmap";
+
+/// glibc with `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` pinned at their
+/// default, 128 KiB, as `MALLOC_MMAP_THRESHOLD_=131072
+/// MALLOC_TRIM_THRESHOLD_=131072` or a program's own `mallopt` sets them:
+/// glibc then maps every larger block afresh (a page fault on each first
+/// touch) and unmaps it on free, as a fresh process does for its first such
+/// block. Left alone (the `std_alloc` column), glibc raises both thresholds
+/// after the first free of a mapped block and serves later 1 MiB blocks
+/// from its heap, already faulted in. The setting lasts for the rest of the
+/// process, so this runs after every other group.
+fn glibc_pinned(c: &mut Criterion, bench_mode: bool) {
+    const MIB: usize = 1 << 20;
+    // SAFETY: `mallopt` and `malloc_trim` only change glibc's tuning and
+    // give free memory back; nothing else runs now.
+    unsafe {
+        for param in [libc::M_MMAP_THRESHOLD, libc::M_TRIM_THRESHOLD] {
+            assert_eq!(libc::mallopt(param, 128 * 1024), 1, "mallopt refused");
+        }
+        libc::malloc_trim(0);
+    }
+    let heap = Heap(StdAlloc, ALIGN);
+    if bench_mode {
+        println!("\n## Page faults per operation, {GLIBC_PINNED} (getrusage)\n");
+        println!(
+            "| contender | size | cycles | minor faults, process | major faults, process | \
+             minor faults, this thread | ctx switches vol / invol, this thread | ns/op |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        fault_row(GLIBC_PINNED, &heap, "1MiB", MIB, 1000);
+    }
+    for (kind, touch) in [("overhead", false), ("touch_all", true)] {
+        let mut group = c.benchmark_group(format!("{kind}/1MiB"));
+        SingleThread {
+            group: &mut group,
+            size: MIB,
+            touch,
+        }
+        .visit(GLIBC_PINNED, &heap);
+        group.finish();
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1062,6 +1124,9 @@ fn main() {
             group.finish();
         }
     }
+
+    // Last: it changes glibc for the rest of the process.
+    glibc_pinned(&mut c, bench_mode);
 
     c.final_summary();
     if bench_mode {

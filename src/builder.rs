@@ -224,10 +224,13 @@ impl PoolBuilder {
         self
     }
 
-    /// Poisons one release in `sample_every` (0: none, 1: all) over the first
-    /// `bytes` bytes of the buffer (`usize::MAX`: all `max_len`), and checks
-    /// the poison when the slot is handed out again: a write after release
-    /// is reported with the buffer's allocation and release sites.
+    /// Poisons one buffer in `sample_every` (0: none, 1: all) when it is
+    /// released, over its first `bytes` bytes (`usize::MAX`: all
+    /// `max_len`), and checks the poison when the slot is handed out again:
+    /// a write after release is reported with the buffer's allocation and
+    /// release sites. Each thread picks its one allocation in
+    /// `sample_every` with a countdown per pool, so the choice costs the
+    /// hot path nothing beyond the countdown the other sampled duties share.
     pub fn poison(mut self, sample_every: u32, bytes: usize) -> Self {
         self.config.debug.poison_every = sample_every;
         self.config.debug.poison_bytes = bytes;

@@ -17,10 +17,12 @@
 //! [`BufferPool::publish_metrics`](crate::BufferPool::publish_metrics)
 //! publishes at once.
 //!
-//! Histograms are recorded on the hot path, but only for one call in
+//! Histograms are recorded by the allocating and releasing threads, but only
+//! for one allocation in
 //! [`PoolBuilder::metrics_sample_every`](crate::PoolBuilder::metrics_sample_every)
-//! (default 64), since exporters such as metrics-exporter-prometheus buffer
-//! every sample until the next scrape.
+//! (default [`DEFAULT_SAMPLE_EVERY`]), chosen by a per-thread countdown and
+//! recorded out of line, since exporters such as metrics-exporter-prometheus
+//! buffer every sample until the next scrape.
 //!
 //! Handles are registered with the recorder that is current when the pool is
 //! built (the global one, or a `metrics::with_local_recorder` scope): install

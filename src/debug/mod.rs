@@ -10,7 +10,8 @@
 //! | [`quarantine`](crate::PoolBuilder::quarantine) | a late access through a stale pointer faults at once | two system calls per sampled release, and page faults when the slot is reused |
 //!
 //! Presets ([`DebugLevel`]): `Off` has none; `Standard` (the default) has the
-//! slack canary and poisons the first 256 bytes of one release in 64;
+//! slack canary and poisons the first 256 bytes of one buffer in 64 at its
+//! release;
 //! `Paranoid` has the full canary, poisons every release over `max_len`,
 //! zeroes on allocate and quarantines every release (up to 256 slots).
 //!
@@ -38,8 +39,8 @@ pub use fault::install_fault_handler;
 pub enum DebugLevel {
     /// No canary, poison, zeroing or quarantine (guard pages are separate).
     Off,
-    /// Slack canary, and poison on the first 256 bytes of one release in 64:
-    /// a few nanoseconds. The default.
+    /// Slack canary, and poison on the first 256 bytes of one buffer in 64
+    /// at its release: a few nanoseconds. The default.
     #[default]
     Standard,
     /// Everything: full-slot canary, poison on every release, zero on
@@ -109,7 +110,7 @@ impl CorruptionKind {
 pub(crate) struct DebugConfig {
     pub(crate) slack_canary: bool,
     pub(crate) full_canary: bool,
-    /// Poison one release in this many (0: never)...
+    /// Poison one buffer in this many at its release (0: never)...
     pub(crate) poison_every: u32,
     /// ...over at most this many bytes from the buffer's start.
     pub(crate) poison_bytes: usize,
