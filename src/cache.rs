@@ -154,6 +154,25 @@ impl Bin {
         // the entry (and so this bin).
         unsafe { self.tally.as_ref() }
     }
+
+    /// Pushes a released slot and counts it, if the bin is below its
+    /// limit; returns whether it did (if not, it changed nothing).
+    #[inline(always)]
+    fn push_within_limit(&mut self, slot: SlotRef) -> bool {
+        let len = self.slots.len();
+        if len >= self.limit {
+            return false;
+        }
+        // SAFETY: the capacity is `limit + 1` (see `slots`), more than
+        // `len`: the write is inside the allocation, and the new element is
+        // initialised before the length counts it.
+        unsafe {
+            self.slots.as_mut_ptr().add(len).write(slot);
+            self.slots.set_len(len + 1);
+        }
+        bump(&self.tally().releases);
+        true
+    }
 }
 
 /// One thread's cache for one pool.
@@ -461,6 +480,35 @@ fn refill(bin: &mut Bin, free: &FreeList) -> Option<SlotRef> {
     Some(first)
 }
 
+/// The release fast path: if this thread issued the buffer (its entry's
+/// anchor is `anchor`), the cache is caught up and the bin has room, marks
+/// slot `s` free, pushes it, counts it and settles the buffer's reference;
+/// returns whether it did (if not, it changed nothing).
+#[inline(always)]
+pub(crate) fn give_back_own(
+    pool: &Arc<PoolInner>,
+    s: &Slot,
+    slot: SlotRef,
+    anchor: NonNull<Anchor>,
+) -> bool {
+    let Some(mut e) = fast_entry(pool) else {
+        return false;
+    };
+    // SAFETY: as in `acquire`.
+    let e = unsafe { e.as_mut() };
+    if e.epoch != pool.flush_epoch.load(Relaxed) || e.anchor != anchor {
+        return false;
+    }
+    // SAFETY: the class of a slot of this pool; one bin a class.
+    let bin = unsafe { e.bins.get_unchecked_mut(s.class()) };
+    if !bin.push_within_limit(slot) {
+        return false;
+    }
+    s.give_back();
+    e.issued -= 1;
+    true
+}
+
 /// Takes back the slot of class `idx` of a buffer issued through `anchor`:
 /// into this thread's cache (spilling half to the pool's free list when full,
 /// everything when the pool keeps no caches) or the pool's free list,
@@ -482,16 +530,7 @@ pub(crate) fn give_back(
         if e.epoch == pool.flush_epoch.load(Relaxed) {
             // SAFETY: `idx` is the class of a slot of this pool.
             let bin = unsafe { e.bins.get_unchecked_mut(idx) };
-            let len = bin.slots.len();
-            if len < bin.limit {
-                // SAFETY: the capacity is `limit + 1` (see `Bin::slots`),
-                // more than `len`: the write is inside the allocation, and
-                // the new element is initialised before the length counts it.
-                unsafe {
-                    bin.slots.as_mut_ptr().add(len).write(slot);
-                    bin.slots.set_len(len + 1);
-                }
-                bump(&bin.tally().releases);
+            if bin.push_within_limit(slot) {
                 return settle_in(e, anchor);
             }
         }

@@ -887,11 +887,16 @@ impl PoolInner {
         }
     }
 
-    /// Returns a buffer's slot (of `max_len` bytes, issued through `anchor`,
-    /// released at `site` if known) to a free list or the quarantine. Returns
-    /// whether the buffer's reference on `anchor` was settled; if not, the
-    /// caller must end with `Anchor::release_remote`, after which it must not
-    /// touch the pool.
+    /// Returns a buffer's slot (issued through `anchor`, released at `site`
+    /// if known) to a free list or the quarantine. Returns whether the
+    /// buffer's reference on `anchor` was settled; if not, the caller must
+    /// end with `Anchor::release_remote`, after which it must not touch the
+    /// pool.
+    ///
+    /// Inline: only the common case, a plain buffer (no flags, no edges)
+    /// of a pool with no detours, released on the thread that allocated it,
+    /// into a bin with room; it returns `true`, so the caller's remote step
+    /// folds away. Everything else is `release_slow`.
     ///
     /// # Safety
     /// `slot` is the slot of a buffer of this pool that is being dropped: no
@@ -899,6 +904,31 @@ impl PoolInner {
     #[inline(always)]
     #[must_use]
     pub(crate) unsafe fn release(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        site: Option<&'static Location<'static>>,
+        anchor: NonNull<Anchor>,
+    ) -> bool {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        if s.flags.load(Relaxed) | s.edges() == 0
+            && self.detours.load(Relaxed) == 0
+            && cache::give_back_own(self, s, slot, anchor)
+        {
+            return true;
+        }
+        // SAFETY: forwarded from the caller; nothing was done yet.
+        unsafe { self.release_slow(slot, site, anchor) }
+    }
+
+    /// `release` in full: the checks and duties the slot's flags and edges
+    /// ask for, the detours, and the thread cache (whichever thread's
+    /// buffer it is).
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[inline(never)]
+    unsafe fn release_slow(
         self: &Arc<Self>,
         slot: SlotRef,
         site: Option<&'static Location<'static>>,
