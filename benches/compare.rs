@@ -26,7 +26,7 @@
 //! | `pagepool_default` | `BufferPool` defaults (guard pages, call-site leak tracking, `DebugLevel::Standard`, metrics) with the Prometheus recorder installed |
 //! | `pagepool_bare` | no guard pages, `DebugLevel::Off`, `LeakTracking::Off`, metrics off |
 //! | `std_alloc` | `std::alloc::alloc`/`dealloc` with a 4096-aligned `Layout` (the global allocator here: glibc malloc) |
-//! | `std_alloc_mmap` | `std_alloc` at 1 MiB with glibc's mmap and trim thresholds pinned at their defaults, 128 KiB (`mallopt`, as `MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072` would): every buffer is a fresh mapping, as in a fresh process; runs last, since the setting stays |
+//! | `std_alloc_mmap` | `std_alloc` at 1 MiB in a child process started with `MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072` (glibc's mmap and trim thresholds pinned at their defaults): every buffer is a fresh mapping, as a process's first big block is |
 //! | `mimalloc` | `mimalloc::MiMalloc` called as a value through `GlobalAlloc`, 4096-aligned (not the global allocator) |
 //! | `mmap_guard` | per buffer, `mmap` of size + 2 pages, `mprotect` of the first and last page to `PROT_NONE`, `munmap` on drop |
 //! | `arrayqueue` | a bare `crossbeam_queue::ArrayQueue` free list of pre-touched, page-aligned buffers: pop, write, push |
@@ -973,25 +973,34 @@ fn report(total: Duration) {
 /// The contender of [`glibc_pinned`].
 const GLIBC_PINNED: &str = "std_alloc_mmap";
 
-/// glibc with `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` pinned at their
-/// default, 128 KiB, as `MALLOC_MMAP_THRESHOLD_=131072
-/// MALLOC_TRIM_THRESHOLD_=131072` or a program's own `mallopt` sets them:
-/// glibc then maps every larger block afresh (a page fault on each first
-/// touch) and unmaps it on free, as a fresh process does for its first such
-/// block. Left alone (the `std_alloc` column), glibc raises both thresholds
-/// after the first free of a mapped block and serves later 1 MiB blocks
-/// from its heap, already faulted in. The setting lasts for the rest of the
-/// process, so this runs after every other group.
-fn glibc_pinned(c: &mut Criterion, bench_mode: bool) {
+/// Set in the child process that measures [`GLIBC_PINNED`].
+const GLIBC_CHILD: &str = "PAGEPOOL_GLIBC_PINNED_CHILD";
+
+/// Runs the [`GLIBC_PINNED`] groups in a child process of this binary, with
+/// the same arguments: glibc with `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD`
+/// pinned at their default, 128 KiB, by `MALLOC_MMAP_THRESHOLD_=131072
+/// MALLOC_TRIM_THRESHOLD_=131072` from the start of the process. glibc then
+/// maps every larger block afresh (a page fault on each first touch) and
+/// unmaps it on free, as any process does for its first such block. Left
+/// alone (the `std_alloc` column), glibc raises both thresholds after the
+/// first free of a mapped block and serves later 1 MiB blocks from its heap,
+/// already faulted in. A child, because the setting must hold from the
+/// first allocation and would change every other glibc column.
+fn glibc_pinned() {
+    let exe = std::env::current_exe().expect("the bench binary's path");
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(GLIBC_CHILD, "1")
+        .env("MALLOC_MMAP_THRESHOLD_", "131072")
+        .env("MALLOC_TRIM_THRESHOLD_", "131072")
+        .status()
+        .expect("start the glibc child");
+    assert!(status.success(), "the glibc child failed: {status}");
+}
+
+/// The child of [`glibc_pinned`]: its page-fault row and its two groups.
+fn glibc_pinned_child(bench_mode: bool) {
     const MIB: usize = 1 << 20;
-    // SAFETY: `mallopt` and `malloc_trim` only change glibc's tuning and
-    // give free memory back; nothing else runs now.
-    unsafe {
-        for param in [libc::M_MMAP_THRESHOLD, libc::M_TRIM_THRESHOLD] {
-            assert_eq!(libc::mallopt(param, 128 * 1024), 1, "mallopt refused");
-        }
-        libc::malloc_trim(0);
-    }
     let heap = Heap(StdAlloc, ALIGN);
     if bench_mode {
         println!("\n## Page faults per operation, {GLIBC_PINNED} (getrusage)\n");
@@ -1002,6 +1011,7 @@ fn glibc_pinned(c: &mut Criterion, bench_mode: bool) {
         println!("|---|---|---|---|---|---|---|---|");
         fault_row(GLIBC_PINNED, &heap, "1MiB", MIB, 1000);
     }
+    let mut c = criterion();
     for (kind, touch) in [("overhead", false), ("touch_all", true)] {
         let mut group = c.benchmark_group(format!("{kind}/1MiB"));
         SingleThread {
@@ -1012,6 +1022,15 @@ fn glibc_pinned(c: &mut Criterion, bench_mode: bool) {
         .visit(GLIBC_PINNED, &heap);
         group.finish();
     }
+    c.final_summary();
+}
+
+/// The criterion settings of every group.
+fn criterion() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(600))
+        .measurement_time(Duration::from_millis(1600))
+        .configure_from_args()
 }
 
 // ---------------------------------------------------------------------------
@@ -1025,6 +1044,10 @@ fn main() {
     // criterion runs each benchmark once as a test, and the probe and the
     // report are skipped.
     let bench_mode = std::env::args().any(|a| a == "--bench");
+    if std::env::var_os(GLIBC_CHILD).is_some() {
+        glibc_pinned_child(bench_mode);
+        return;
+    }
 
     // The recorder before any pool is built, so that `pagepool_default`
     // registers its handles with it; its upkeep on a thread of its own, as
@@ -1059,10 +1082,7 @@ fn main() {
         fault_probe(&pools, &prometheus);
     }
 
-    let mut c = Criterion::default()
-        .warm_up_time(Duration::from_millis(600))
-        .measurement_time(Duration::from_millis(1600))
-        .configure_from_args();
+    let mut c = criterion();
     let start = Instant::now();
 
     for (kind, touch) in [("overhead", false), ("touch_all", true)] {
@@ -1125,10 +1145,8 @@ fn main() {
         }
     }
 
-    // Last: it changes glibc for the rest of the process.
-    glibc_pinned(&mut c, bench_mode);
-
     c.final_summary();
+    glibc_pinned();
     if bench_mode {
         report(start.elapsed());
     }
