@@ -1,29 +1,30 @@
 //! The canary: an address-dependent byte pattern that should never change.
 //!
-//! The byte at address `a` is `(a as u8) ^ h(a >> 8)`: consecutive bytes
-//! differ, the pattern shifts with the address (a copy of canary bytes to
-//! another place does not pass for canary), and an aligned 8-byte word of it
-//! is computed with two operations, so fills and checks run a word at a time.
+//! The 8 bytes of the aligned word at `a` are a hash of `a` (one multiply,
+//! one shift, two xors), little-endian: the pattern differs from place to
+//! place (a copy of canary bytes to another address does not pass for
+//! canary), no byte value is favoured, and fills and checks run a word at a
+//! time with a couple of instructions per word.
+
+/// Mixes the address into the pattern (an arbitrary odd constant).
+const SEED: u64 = 0x5851_f42d_4c95_7f2d;
+/// The multiplier of the hash (the 64-bit golden ratio, odd).
+const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The canary word at an 8-aligned address `a`, little-endian (byte `i` of
+/// the range in bits `8i..8i + 8`).
+#[inline(always)]
+fn word(a: usize) -> u64 {
+    debug_assert!(a.is_multiple_of(8));
+    let x = (a as u64 ^ SEED).wrapping_mul(MUL);
+    // The high bits, which depend on every address bit, into the low bytes.
+    x ^ (x >> 29)
+}
 
 /// The canary byte at address `a`.
 #[inline]
 pub(crate) fn byte(a: usize) -> u8 {
-    (a as u8) ^ mix(a >> 8)
-}
-
-#[inline]
-fn mix(hi: usize) -> u8 {
-    ((hi ^ (hi >> 8)) as u8).wrapping_mul(0x9d) ^ 0x5a
-}
-
-/// The canary word at an 8-aligned address `a`, little-endian (byte `i` of
-/// the range in bits `8i..8i + 8`).
-#[inline]
-fn word(a: usize) -> u64 {
-    debug_assert!(a.is_multiple_of(8));
-    let low = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
-    (((a as u8) as u64 * 0x0101_0101_0101_0101) | low)
-        ^ (mix(a >> 8) as u64 * 0x0101_0101_0101_0101)
+    (word(a & !7) >> (8 * (a & 7))) as u8
 }
 
 /// Writes the canary over `p..p + len`.
@@ -62,72 +63,58 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
 /// not undefined in practice: every access is volatile.
 #[inline(always)]
 pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
-    // The release windows (8 or 16 bytes) inside one 256-byte block: one
-    // pattern constant, unaligned loads, no masks.
-    if (len == 8 || len == 16) && (p as usize & 0xff) + len <= 0x100 {
-        // SAFETY: forwarded from the caller (the range is readable).
-        return unsafe { intact_window(p, len) };
+    if len == 0 {
+        return true;
     }
     let start = p as usize;
     let end = start + len;
-    let mut diff = 0u64;
-    let mut a = start & !7;
-    while a < end {
-        // SAFETY: `a` is 8-aligned and its word holds part of the range; the
-        // caller guarantees such words are readable.
-        let got = u64::from_le(unsafe { (a as *const u64).read_volatile() });
-        let mut x = got ^ word(a);
-        if a < start {
-            x &= !0u64 << (8 * (start - a)); // bytes before the range
-        }
-        if a + 8 > end {
-            x &= !0u64 >> (8 * (a + 8 - end)); // bytes after the range
-        }
-        diff |= x;
+    let first = start & !7;
+    let last = (end - 1) & !7;
+    // SAFETY: `a` is one of the aligned words that hold part of the range;
+    // the caller guarantees they are readable.
+    let diff = |a: usize| u64::from_le(unsafe { (a as *const u64).read_volatile() }) ^ word(a);
+    // The first word without the bytes before the range, the last without
+    // those after it (the same word when the range is inside one).
+    let head = !0u64 << (8 * (start - first));
+    let tail = !0u64 >> (8 * (last + 8 - end));
+    if first == last {
+        return diff(first) & head & tail == 0;
+    }
+    let mut acc = diff(first) & head | diff(last) & tail;
+    let mut a = first + 8;
+    while a < last {
+        acc |= diff(a);
         a += 8;
     }
-    diff == 0
+    acc == 0
 }
 
-/// `intact` for 8 or 16 bytes that stay within one 256-byte block: every
-/// byte has the same `mix`, and byte `i` is `(p as u8 + i) ^ mix` with no
-/// carry between lanes, so the expected words are an add and a xor away,
-/// compared with one unaligned load each.
-///
-/// The loads are plain, not volatile: the window lies in the releasing
-/// buffer's own slot (its slack), which nobody else may write; a racing
-/// writer would be the bug this looks for in the first place.
+/// Whether the canary holds over the standard windows of a slack span:
+/// from `p` to the end of the aligned word after the one that holds `p`
+/// (9 to 16 bytes, where a small overflow lands), and the aligned word at
+/// `tail` (the span's last 8 bytes). Three word compares, one mask.
 ///
 /// # Safety
-/// `p..p + len` is readable; `len` is 8 or 16 and the range does not cross
-/// a 256-byte boundary.
+/// The aligned words at `p & !7`, the next one, and `tail` are readable;
+/// `tail` is 8-aligned. Reads are volatile, as in [`intact`].
 #[inline(always)]
-unsafe fn intact_window(p: *const u8, len: usize) -> bool {
-    const REP: u64 = 0x0101_0101_0101_0101;
-    let low = u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
-    let a = p as usize;
-    let m = mix(a >> 8) as u64 * REP;
-    let expect = |lo: u8| (lo as u64 * REP).wrapping_add(low) ^ m;
-    // SAFETY: unaligned reads inside the caller's range.
-    let read = |q: *const u8| u64::from_le(unsafe { q.cast::<u64>().read_unaligned() });
-    let mut diff = read(p) ^ expect(a as u8);
-    if len == 16 {
-        // SAFETY: `p + 8 .. p + 16` is inside the range.
-        diff |= read(unsafe { p.add(8) }) ^ expect((a as u8).wrapping_add(8));
-    }
-    diff == 0
+pub(crate) unsafe fn intact_head_tail(p: *const u8, tail: *const u8) -> bool {
+    let start = p as usize;
+    let first = start & !7;
+    debug_assert!((tail as usize).is_multiple_of(8));
+    // SAFETY: the caller guarantees the three aligned words are readable.
+    let diff = |a: usize| u64::from_le(unsafe { (a as *const u64).read_volatile() }) ^ word(a);
+    let head = !0u64 << (8 * (start - first));
+    (diff(first) & head) | diff(first + 8) | diff(tail as usize) == 0
 }
 
 /// Whether the 16 bytes at the 16-aligned address `p` hold the canary: two
-/// word compares, for the red zones of packed slots. Sixteen aligned bytes
-/// lie in one 256-byte block, so both words share one `mix` and their low
-/// bytes need no carry: one pattern computation for both.
+/// word compares, for the red zones of packed slots.
 ///
 /// # Safety
 /// `p..p + 16` is readable memory; `p` is 16-byte aligned.
 #[inline(always)]
 pub(crate) unsafe fn intact16(p: *const u8) -> bool {
-    const REP: u64 = 0x0101_0101_0101_0101;
     let a = p as usize;
     debug_assert!(a.is_multiple_of(16));
     // SAFETY: two aligned words inside the caller's readable range; the
@@ -139,10 +126,7 @@ pub(crate) unsafe fn intact16(p: *const u8) -> bool {
             ((a + 8) as *const u64).read_volatile(),
         )
     };
-    let m = mix(a >> 8) as u64 * REP;
-    // `a as u8 <= 0xf0`: the lanes `a as u8 + i` (i < 16) never carry.
-    let lanes = (a as u8) as u64 * REP + u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7]);
-    (u64::from_le(x) ^ lanes ^ m) | (u64::from_le(y) ^ (lanes + 8 * REP) ^ m) == 0
+    (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8)) == 0
 }
 
 /// Compares `p..p + len` with the canary; returns the offset (from `p`) of
@@ -174,13 +158,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn word_matches_bytes() {
-        for a in (0..4096usize).step_by(8).map(|a| a + 0x7f00_0000_0000) {
-            let w = word(a).to_le_bytes();
-            for (i, b) in w.iter().enumerate() {
-                assert_eq!(*b, byte(a + i), "at {a:#x}+{i}");
+    fn the_pattern_favours_no_byte_and_moves_with_the_address() {
+        // 64 KiB of pattern at a typical mapping address.
+        let base = 0x7f3a_1234_0000usize;
+        let mut seen = [0u32; 256];
+        for a in (base..base + 65536).step_by(8) {
+            for b in word(a).to_le_bytes() {
+                seen[b as usize] += 1;
             }
+            // Neither the next word, nor the same word one page or one
+            // cache line away, matches: a copy of canary to another place
+            // is damage.
+            for d in [8, 64, 4096] {
+                assert_ne!(word(a), word(a + d), "{a:#x} and +{d}");
+            }
+            assert_eq!(byte(a + 3), word(a).to_le_bytes()[3]);
         }
+        // 256 of each value on average; every value within a factor of 2.
+        let (min, max) = (seen.iter().min(), seen.iter().max());
+        assert!(
+            seen.iter().all(|&n| (128..=384).contains(&n)),
+            "{min:?}..{max:?}"
+        );
     }
 
     #[test]
@@ -198,6 +197,34 @@ mod tests {
                 if hit != len - 1 {
                     *p.add(len - 1) ^= 1;
                     assert_eq!(check(p, len), Some((hit, 2)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn head_tail_sees_its_windows_and_only_them() {
+        let mut buf = vec![0u64; 16]; // 128 bytes, 8-aligned
+        let base = buf.as_mut_ptr().cast::<u8>();
+        // SAFETY: all offsets below stay inside `buf`.
+        unsafe {
+            for from in 0..8 {
+                let p = base.add(from);
+                let tail = base.add(120);
+                fill(p, 128 - from);
+                assert!(intact_head_tail(p, tail), "from {from}");
+                // The head: `from` up to 16 bytes past its word's start.
+                let head = (from..16).chain(120..128);
+                for i in head {
+                    *base.add(i) ^= 0x01;
+                    assert!(!intact_head_tail(p, tail), "from {from}, byte {i}");
+                    *base.add(i) ^= 0x01;
+                }
+                // Between the windows, and before `p`: not compared.
+                for i in (0..from).chain(16..120) {
+                    *base.add(i) ^= 0x01;
+                    assert!(intact_head_tail(p, tail), "from {from}, byte {i}");
+                    *base.add(i) ^= 0x01;
                 }
             }
         }

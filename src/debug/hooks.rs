@@ -13,9 +13,14 @@ use crate::slab::{
     self, Slot, CANARY, FREE, HAS_BACKTRACE, POISONED, POISON_DUE, QUARANTINED, SAMPLED, ZERO_DUE,
 };
 
-/// Bytes after `max_len` that a standard (not full) canary check compares,
-/// besides the last 8 of the page.
+/// The head window of a standard (not full) canary check ends this many
+/// bytes past the start of the aligned word that holds `max_len`'s offset:
+/// 9 to 16 bytes after `max_len` (the tail window is the span's last 8).
 const CANARY_WINDOW: usize = 16;
+
+/// Bytes of red zone on each side of a packed slot that a release compares
+/// (all of them with the full canary): `canary::intact16`'s two words.
+const REDZONE_WINDOW: usize = 16;
 
 impl PoolInner {
     /// The canary's span for a buffer of `max_len` bytes in slot `s`: to
@@ -157,11 +162,13 @@ impl PoolInner {
         if flags & CANARY != 0 {
             let (from, to) = self.canary_span(s, max_len);
             debug_assert!(from < to && s.canary_max.load(Relaxed) as usize == max_len);
-            let [(a, a_len), (b, b_len)] = self.canary_windows(from, to);
-            // SAFETY: both windows lie inside `from..to`, inside our slot.
+            // SAFETY: the windows lie inside `from..to`, inside our slot
+            // (64-byte aligned, so their aligned words are in it too).
             let intact = unsafe {
-                canary::intact(data.add(a), a_len)
-                    && (b_len == 0 || canary::intact(data.add(b), b_len))
+                match self.canary_windows(from, to) {
+                    [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
+                    [(a, len), _] => canary::intact(data.add(a), len),
+                }
             };
             if !intact {
                 // SAFETY: as above.
@@ -187,15 +194,19 @@ impl PoolInner {
 
     /// The parts of the canary span `from..to` a release compares, as
     /// `(offset, len)` pairs (a `len` of 0: none): all of it with the full
-    /// canary or when short, else the first `CANARY_WINDOW` bytes (where a
-    /// small overflow lands) and the last 8.
+    /// canary or when short, else the head (from `from` to the end of the
+    /// two aligned words that start at or before it: 9 to 16 bytes, where a
+    /// small overflow lands) and the last 8 (`to` is 8-aligned), which
+    /// `canary::intact_head_tail` compares. Offsets are from the slot's
+    /// start, which is 64-byte aligned, so each window is whole aligned
+    /// words but for the head's first.
     #[inline(always)]
     fn canary_windows(&self, from: usize, to: usize) -> [(usize, usize); 2] {
-        let len = to - from;
-        if self.config.debug.full_canary || len <= CANARY_WINDOW + 8 {
-            [(from, len), (to, 0)]
+        let head_end = (from & !7) + CANARY_WINDOW;
+        if self.config.debug.full_canary || to <= head_end + 8 {
+            [(from, to - from), (to, 0)]
         } else {
-            [(from, CANARY_WINDOW), (to - 8, 8)]
+            [(from, head_end - from), (to - 8, 8)]
         }
     }
 
@@ -260,7 +271,7 @@ impl PoolInner {
         let window = if s.edges() & slab::PACKED == 0 || self.config.debug.full_canary {
             slab::EDGE_CANARY
         } else {
-            CANARY_WINDOW
+            REDZONE_WINDOW
         };
         // SAFETY: forwarded from the caller.
         if let Some((first, damaged)) = unsafe { slab::check_edges(s, slot_len, window) } {
