@@ -691,9 +691,23 @@ fn usage(who: libc::c_int) -> Usage {
 /// Page faults (process and calling thread) and context switches of `n`
 /// cycles of `c` at `size`, printed as one markdown row.
 fn fault_row<C: Contender>(name: &str, c: &C, label: &str, size: usize, n: u64) {
+    fault_row_of(name, c, label, size, n, cycle);
+}
+
+/// [`fault_row`] for `n` runs of `op` (`cycle` or `touch_all`).
+fn fault_row_of<C: Contender>(
+    name: &str,
+    c: &C,
+    label: &str,
+    size: usize,
+    n: u64,
+    op: fn(&C, usize),
+) {
     let (p0, t0) = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_THREAD));
     let start = Instant::now();
-    cycles(c, size, n);
+    for _ in 0..n {
+        op(c, size);
+    }
     let elapsed = start.elapsed();
     let (p1, t1) = (usage(libc::RUSAGE_SELF), usage(libc::RUSAGE_THREAD));
     let per = |a: i64, b: i64| (b - a) as f64 / n as f64;
@@ -1010,6 +1024,7 @@ fn glibc_pinned_child(bench_mode: bool) {
         );
         println!("|---|---|---|---|---|---|---|---|");
         fault_row(GLIBC_PINNED, &heap, "1MiB", MIB, 1000);
+        fault_row_of(GLIBC_PINNED, &heap, "1MiB, touch_all", MIB, 200, touch_all);
     }
     let mut c = criterion();
     for (kind, touch) in [("overhead", false), ("touch_all", true)] {
