@@ -25,7 +25,7 @@ use crate::debug::Zeroing;
 use crate::leak::{self, LeakTracking};
 use crate::metrics::{self, PoolMetrics, Publisher};
 use crate::sample;
-use crate::slab::{Layout, Slab, Slot, BACKTRACE_DUE, HAS_BACKTRACE, POISON_DUE, SAMPLED};
+use crate::slab::{Layout, Slab, Slot, BACKTRACE_DUE, CANARY, HAS_BACKTRACE, POISON_DUE, SAMPLED};
 use crate::stats::{self, ClassCounters, ClassStats, PoolCounters, PoolStats};
 use crate::{page_size, Error, PageBuffer};
 
@@ -748,7 +748,13 @@ impl PoolInner {
         let s = unsafe { slot.get() };
         s.take();
         let flags = s.flags.load(Relaxed);
-        if (max_size & self.alloc_mask) | usize::from(flags) != 0 {
+        // A slot that serves the same size again with its canary in place
+        // (and nothing else to do) is the plain path too.
+        if (max_size & self.alloc_mask) | usize::from(flags) != 0
+            && !(flags == CANARY
+                && self.config.debug.zero == Zeroing::Off
+                && s.canary_max.load(Relaxed) as usize == max_size)
+        {
             // SAFETY: the slot is ours alone now; `flags` is its.
             unsafe { self.allocate_checked(s, max_size, site, flags) };
         } else {
@@ -893,10 +899,12 @@ impl PoolInner {
     /// end with `Anchor::release_remote`, after which it must not touch the
     /// pool.
     ///
-    /// Inline: only the common case, a plain buffer (no flags, no edges)
-    /// of a pool with no detours, released on the thread that allocated it,
-    /// into a bin with room; it returns `true`, so the caller's remote step
-    /// folds away. Everything else is `release_slow`.
+    /// Inline: only the common case, a plain buffer (no flags, no edges;
+    /// or only an intact standard canary, and red zones if packed) of a
+    /// pool with no detours, released on the thread that allocated it, into
+    /// a bin with room; it returns `true`, so the caller's remote step folds
+    /// away. Everything else (damage included) is `release_slow`, which
+    /// checks again and reports.
     ///
     /// # Safety
     /// `slot` is the slot of a buffer of this pool that is being dropped: no
@@ -911,13 +919,42 @@ impl PoolInner {
     ) -> bool {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        if s.flags.load(Relaxed) | s.edges() == 0
+        if s.flags.load(Relaxed) | s.edges() != 0 {
+            // Out of line, with nothing left to do here after it.
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.release_flagged(slot, site, anchor) };
+        }
+        if self.detours.load(Relaxed) == 0 && cache::give_back_own(self, s, slot, anchor) {
+            return true;
+        }
+        // SAFETY: forwarded from the caller; nothing was changed yet.
+        unsafe { self.release_slow(slot, site, anchor) }
+    }
+
+    /// `release` of a slot with flags or edges: when its only duty is an
+    /// intact standard canary (and red zones, if packed), the plain path;
+    /// otherwise `release_slow`.
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[inline(never)]
+    unsafe fn release_flagged(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        site: Option<&'static Location<'static>>,
+        anchor: NonNull<Anchor>,
+    ) -> bool {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        // SAFETY: the caller owns the slot; the flags and edges are its.
+        if unsafe { self.checks_pass(s, s.flags.load(Relaxed), s.edges()) }
             && self.detours.load(Relaxed) == 0
             && cache::give_back_own(self, s, slot, anchor)
         {
             return true;
         }
-        // SAFETY: forwarded from the caller; nothing was done yet.
+        // SAFETY: forwarded from the caller; nothing was changed yet (the
+        // checks above only read).
         unsafe { self.release_slow(slot, site, anchor) }
     }
 

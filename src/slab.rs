@@ -46,6 +46,8 @@ pub(crate) const CANARY_AFTER: u8 = 2;
 /// `Slot::edges` bit: a small slot, packed between red zones (with
 /// `CANARY_BEFORE | CANARY_AFTER`: the red zones are its edge canaries).
 pub(crate) const PACKED: u8 = 4;
+/// The edges of every packed slot: red zones of canary on both sides.
+pub(crate) const PACKED_EDGES: u8 = CANARY_BEFORE | CANARY_AFTER | PACKED;
 /// Bytes of canary checked on each unguarded edge.
 pub(crate) const EDGE_CANARY: usize = 64;
 /// Bytes of canary between two packed slots (and before the first and after
@@ -455,7 +457,7 @@ impl Slab {
                 // SAFETY: `lead + i * stride + slot_bytes <= area_end` for
                 // `i < n`, so the pointer is inside the mapping and non-null.
                 let data = unsafe { NonNull::new_unchecked(base.add(lead + i * stride)) };
-                Slot::new(data, class, CANARY_BEFORE | CANARY_AFTER | PACKED)
+                Slot::new(data, class, PACKED_EDGES)
             })
             .collect();
         Ok(Slab {

@@ -136,44 +136,28 @@ impl PoolInner {
         site: Option<&'static Location<'static>>,
     ) {
         let edges = s.edges();
-        if edges != 0 {
-            // The red zones of a packed slot: the 16 bytes each side nearest
-            // it, unless the full canary wants all of them; the whole edge
-            // canaries of an unguarded page slot.
-            // SAFETY: a packed slot is 64-byte aligned between 64-byte red
-            // zones of its mapped slab, all ours to read while we own it.
-            let intact = edges & slab::PACKED != 0
-                && !self.config.debug.full_canary
-                && unsafe {
-                    let data = s.data().as_ptr();
-                    let len = self.classes.slot_bytes(s.class());
-                    canary::intact16(data.sub(16)) && canary::intact16(data.add(len))
-                };
-            if !intact {
-                // SAFETY: the caller owns the slot and its slab is mapped.
-                unsafe { self.check_edges(s) };
-            }
+        // The whole edge canaries of an unguarded page slot; the red zones
+        // of a packed one, all of them with the full canary.
+        let packed_intact = || {
+            // SAFETY: a packed slot the caller owns, between its red zones.
+            unsafe { self.red_zones_intact(s) }
+        };
+        if edges != 0
+            && (edges & slab::PACKED == 0 || self.config.debug.full_canary || !packed_intact())
+        {
+            // SAFETY: the caller owns the slot and its slab is mapped.
+            unsafe { self.check_edges(s) };
         }
         if flags == 0 {
             return;
         }
         let max_len = s.max_len.load(Relaxed) as usize;
         let data = s.data().as_ptr();
-        if flags & CANARY != 0 {
+        // SAFETY: the caller owns the slot.
+        if flags & CANARY != 0 && !unsafe { self.slack_intact(s, max_len) } {
             let (from, to) = self.canary_span(s, max_len);
-            debug_assert!(from < to && s.canary_max.load(Relaxed) as usize == max_len);
-            // SAFETY: the windows lie inside `from..to`, inside our slot
-            // (64-byte aligned, so their aligned words are in it too).
-            let intact = unsafe {
-                match self.canary_windows(from, to) {
-                    [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
-                    [(a, len), _] => canary::intact(data.add(a), len),
-                }
-            };
-            if !intact {
-                // SAFETY: as above.
-                unsafe { self.canary_damaged(s, from, to) };
-            }
+            // SAFETY: `from..to` lies inside our slot.
+            unsafe { self.canary_damaged(s, from, to) };
         }
         if flags & ZERO_DUE != 0 {
             // SAFETY: `max_len <= slot_len`, and the slot is ours.
@@ -190,6 +174,63 @@ impl PoolInner {
             self.finish_sampled(s, flags);
         }
         s.flags.store(lasting, Relaxed);
+    }
+
+    /// The release's quick test of a slot whose only duty is its standard
+    /// canary (and, if packed, its red zones): whether all of that is
+    /// intact, so the plain path may go on. `false` for anything else: the
+    /// caller then takes `release_checks`, which checks again and reports.
+    ///
+    /// # Safety
+    /// The caller owns the slot; `flags` and `edges` are its.
+    #[inline(always)]
+    pub(crate) unsafe fn checks_pass(&self, s: &Slot, flags: u8, edges: u8) -> bool {
+        if flags != CANARY
+            || (edges != 0 && edges != slab::PACKED_EDGES)
+            || self.config.debug.full_canary
+        {
+            return false;
+        }
+        // SAFETY: the caller owns the slot, flagged `CANARY` for its
+        // `max_len`; a packed slot lies between its red zones.
+        unsafe {
+            self.slack_intact(s, s.max_len.load(Relaxed) as usize)
+                && (edges == 0 || self.red_zones_intact(s))
+        }
+    }
+
+    /// Whether the 16 bytes of red zone each side of packed slot `s` (the
+    /// ones nearest it) hold the canary: four word compares.
+    ///
+    /// # Safety
+    /// `s` is a packed slot the caller owns: it is 64-byte aligned between
+    /// 64-byte red zones of its mapped slab.
+    #[inline(always)]
+    pub(crate) unsafe fn red_zones_intact(&self, s: &Slot) -> bool {
+        let data = s.data().as_ptr();
+        let len = self.classes.slot_bytes(s.class());
+        // SAFETY: both 16-byte windows lie in the red zones around the slot.
+        unsafe { canary::intact16(data.sub(16)) && canary::intact16(data.add(len)) }
+    }
+
+    /// Whether the canary of the current buffer (`max_len` bytes, flagged
+    /// `CANARY`) in slot `s` is intact, over the windows a release compares.
+    ///
+    /// # Safety
+    /// The caller owns the slot, whose flags have `CANARY` for `max_len`.
+    #[inline(always)]
+    pub(crate) unsafe fn slack_intact(&self, s: &Slot, max_len: usize) -> bool {
+        let (from, to) = self.canary_span(s, max_len);
+        debug_assert!(from < to && s.canary_max.load(Relaxed) as usize == max_len);
+        let data = s.data().as_ptr();
+        // SAFETY: the windows lie inside `from..to`, inside our slot (64-byte
+        // aligned, so their aligned words are in it too).
+        unsafe {
+            match self.canary_windows(from, to) {
+                [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
+                [(a, len), _] => canary::intact(data.add(a), len),
+            }
+        }
     }
 
     /// The parts of the canary span `from..to` a release compares, as
