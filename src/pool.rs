@@ -924,10 +924,29 @@ impl PoolInner {
             // SAFETY: forwarded from the caller.
             return unsafe { self.release_flagged(slot, site, anchor) };
         }
+        // SAFETY: forwarded from the caller; the slot has no duty.
+        unsafe { self.release_plain(s, slot, site, anchor) }
+    }
+
+    /// The end of a release whose slot has no duty left: into this thread's
+    /// cache if the buffer is this thread's and nothing detours it, else
+    /// `release_slow`.
+    ///
+    /// # Safety
+    /// As for `release`; `s` is `slot`'s metadata, and nothing was changed
+    /// yet.
+    #[inline(always)]
+    unsafe fn release_plain(
+        self: &Arc<Self>,
+        s: &Slot,
+        slot: SlotRef,
+        site: Option<&'static Location<'static>>,
+        anchor: NonNull<Anchor>,
+    ) -> bool {
         if self.detours.load(Relaxed) == 0 && cache::give_back_own(self, s, slot, anchor) {
             return true;
         }
-        // SAFETY: forwarded from the caller; nothing was changed yet.
+        // SAFETY: forwarded from the caller.
         unsafe { self.release_slow(slot, site, anchor) }
     }
 
@@ -947,15 +966,14 @@ impl PoolInner {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
         // SAFETY: the caller owns the slot; the flags and edges are its.
-        if unsafe { self.checks_pass(s, s.flags.load(Relaxed), s.edges()) }
-            && self.detours.load(Relaxed) == 0
-            && cache::give_back_own(self, s, slot, anchor)
-        {
-            return true;
+        if unsafe { self.checks_pass(s, s.flags.load(Relaxed), s.edges()) } {
+            // SAFETY: forwarded from the caller; the checks passed (and
+            // only read), so the slot has no duty left.
+            unsafe { self.release_plain(s, slot, site, anchor) }
+        } else {
+            // SAFETY: forwarded from the caller; nothing was changed yet.
+            unsafe { self.release_slow(slot, site, anchor) }
         }
-        // SAFETY: forwarded from the caller; nothing was changed yet (the
-        // checks above only read).
-        unsafe { self.release_slow(slot, site, anchor) }
     }
 
     /// `release` in full: the checks and duties the slot's flags and edges
