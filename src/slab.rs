@@ -141,9 +141,9 @@ pub(crate) struct Slot {
     /// (`HAS_BACKTRACE`, `SAMPLED`, `POISON_DUE`, `ZERO_DUE`, set at
     /// allocation, done and cleared at release; `BACKTRACE_DUE` only
     /// within an allocation) and the slot's lasting records (`CANARY`,
-    /// `POISONED`). Written by the slot's owner (or the
-    /// pool, for a free slot) only; 0 for most buffers, so each end of a
-    /// buffer's life tests one byte for every rare duty.
+    /// `POISONED`). Written by the slot's owner (or the pool, for a free
+    /// slot) only; 0 for most buffers, so each end of a buffer's life tests
+    /// one byte for every rare duty.
     pub(crate) flags: AtomicU8,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! | knob | what it catches | cost on allocate + release |
 //! |---|---|---|
-//! | [`slack_canary`](crate::PoolBuilder::slack_canary) | a write past `max_len` inside its last page | nothing while `max_len` stays put (the pattern is rewritten only where a shorter buffer exposes new slack); release compares the 9 to 16 bytes after `max_len` that end two aligned words on (a contiguous overflow always starts there) and the page's last 8 |
+//! | [`slack_canary`](crate::PoolBuilder::slack_canary) | a write past `max_len` inside its last page | nothing while `max_len` stays put (the pattern is rewritten only where a shorter buffer exposes new slack); release compares the 9 to 16 bytes after `max_len`, up to the end of the next aligned word (a contiguous overflow always starts there), and the page's last 8 |
 //! | [`full_canary`](crate::PoolBuilder::full_canary) | a write anywhere in the slot beyond `max_len` | release compares every slack byte of the slot (about 0.1 ns a byte) |
 //! | [`poison`](crate::PoolBuilder::poison) | a write after release, at the next hand-out | a `memset` and a compare of the poisoned span, for the sampled releases |
 //! | [`zero`](crate::PoolBuilder::zero) | nothing: it keeps one client's bytes from the next | a `memset` of `max_len` bytes |
