@@ -688,6 +688,15 @@ fn usage(who: libc::c_int) -> Usage {
     }
 }
 
+/// The header of the tables [`fault_row`] fills.
+fn fault_table_header() {
+    println!(
+        "| contender | size | cycles | minor faults, process | major faults, process | \
+         minor faults, this thread | ctx switches vol / invol, this thread | ns/op |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+}
+
 /// Page faults (process and calling thread) and context switches of `n`
 /// cycles of `c` at `size`, printed as one markdown row.
 fn fault_row<C: Contender>(name: &str, c: &C, label: &str, size: usize, n: u64) {
@@ -743,11 +752,7 @@ fn fault_probe(pools: &[(&str, &BufferPool)], prometheus: &PrometheusHandle) {
          {PROBE_CYCLES} allocate + write first byte + release cycles on this thread. \
          `mmap_guard` is the control (one fault per op expected).\n"
     );
-    println!(
-        "| contender | size | cycles | minor faults, process | major faults, process | \
-         minor faults, this thread | ctx switches vol / invol, this thread | ns/op |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
+    fault_table_header();
     for (name, pool) in pools {
         warm_for_probe(pool, Some(prometheus));
         for (label, size) in CROSS_SIZES {
@@ -1018,11 +1023,7 @@ fn glibc_pinned_child(bench_mode: bool) {
     let heap = Heap(StdAlloc, ALIGN);
     if bench_mode {
         println!("\n## Page faults per operation, {GLIBC_PINNED} (getrusage)\n");
-        println!(
-            "| contender | size | cycles | minor faults, process | major faults, process | \
-             minor faults, this thread | ctx switches vol / invol, this thread | ns/op |"
-        );
-        println!("|---|---|---|---|---|---|---|---|");
+        fault_table_header();
         fault_row(GLIBC_PINNED, &heap, "1MiB", MIB, 1000);
         fault_row_of(GLIBC_PINNED, &heap, "1MiB, touch_all", MIB, 200, touch_all);
     }
