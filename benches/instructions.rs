@@ -1,0 +1,152 @@
+//! Instructions per allocate + write + release, counted by callgrind.
+//!
+//! Timings on a VM move by tens of percent from run to run; instruction
+//! counts do not, so this is the figure a change to the hot path is held
+//! to. `cargo bench --bench instructions` builds this binary, runs itself
+//! under `valgrind --tool=callgrind` once per case, collecting only inside
+//! `measured_cycles` (the loop included, warm-up and the pool's background
+//! threads excluded), and prints a table of instructions per cycle.
+//!
+//! | case | what one cycle is |
+//! |---|---|
+//! | `default/4KiB` | `BufferPool` defaults, Prometheus recorder installed: `allocate_page_size_buffer(4096)`, write the first byte, drop |
+//! | `bare/4KiB` | no guard pages, `DebugLevel::Off`, `LeakTracking::Off`, metrics off; the same cycle |
+//! | `default/1500B_page` | defaults: `allocate_page_size_buffer(1500)` (a slack canary to check) |
+//! | `default/1500B_packet` | defaults: `allocate_buffer(1500)` (a small class, red zones) |
+//!
+//! ```text
+//! cargo bench --bench instructions
+//! ```
+//!
+//! Needs `valgrind` on the `PATH`; without it the bench says so and exits 0.
+
+use std::hint::black_box;
+use std::process::Command;
+
+use pagepool::{BufferPool, DebugLevel, LeakTracking};
+
+/// Cycles collected per case: enough that the 1 in 256 sampled allocation
+/// and the rare slow paths are averaged in.
+const CYCLES: u32 = 200_000;
+/// Cycles run first, outside the collected function.
+const WARM_UP: u32 = 10_000;
+/// The environment variable that makes this binary run one case.
+const CASE_VAR: &str = "PAGEPOOL_INSTRUCTIONS_CASE";
+
+const CASES: [&str; 4] = [
+    "default/4KiB",
+    "bare/4KiB",
+    "default/1500B_page",
+    "default/1500B_packet",
+];
+
+fn main() {
+    match std::env::var(CASE_VAR) {
+        Ok(case) => run_case(&case),
+        Err(_) => report(),
+    }
+}
+
+/// Runs every case under callgrind and prints the table.
+fn report() {
+    // `cargo test --benches` runs bench binaries once as tests: nothing to
+    // measure there.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("instructions: valgrind is not installed; nothing measured");
+        return;
+    }
+    let me = std::env::current_exe().expect("the bench binary's path");
+    println!("\n| case | instructions per cycle |\n|---|---:|");
+    for case in CASES {
+        let out_file = std::env::temp_dir().join(format!(
+            "pagepool-callgrind-{}-{}.out",
+            std::process::id(),
+            case.replace('/', "_")
+        ));
+        let status = Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--toggle-collect=*measured_cycles*")
+            .arg(format!("--callgrind-out-file={}", out_file.display()))
+            .arg(&me)
+            .env(CASE_VAR, case)
+            .output()
+            .expect("run valgrind");
+        assert!(
+            status.status.success(),
+            "callgrind failed for {case}: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let text = std::fs::read_to_string(&out_file).expect("callgrind's output file");
+        let _ = std::fs::remove_file(&out_file);
+        let total: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("totals:"))
+            .or_else(|| text.lines().find_map(|l| l.strip_prefix("summary:")))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a totals line in callgrind's output");
+        println!("| {case} | {:.1} |", total as f64 / f64::from(CYCLES));
+    }
+}
+
+/// One case, as the child under callgrind.
+fn run_case(case: &str) {
+    let (config, size) = case.split_once('/').expect("config/size");
+    let _recorder = (config == "default").then(|| {
+        pagepool::prometheus::builder()
+            .install_recorder()
+            .expect("no other recorder in this process")
+    });
+    let pool = match config {
+        "default" => BufferPool::builder().name("instructions").build(),
+        "bare" => BufferPool::builder()
+            .name("instructions_bare")
+            .guard_pages(false)
+            .debug(DebugLevel::Off)
+            .leak_tracking(LeakTracking::Off)
+            .metrics(false)
+            .build(),
+        other => panic!("unknown configuration {other}"),
+    }
+    .expect("a valid configuration");
+    let (bytes, packet) = match size {
+        "4KiB" => (4096, false),
+        "1500B_page" => (1500, false),
+        "1500B_packet" => (1500, true),
+        other => panic!("unknown size {other}"),
+    };
+    warm_up(&pool, bytes, packet);
+    measured_cycles(&pool, bytes, packet, CYCLES);
+}
+
+#[inline(never)]
+fn warm_up(pool: &BufferPool, size: usize, packet: bool) {
+    measured_cycles_inner(pool, size, packet, WARM_UP);
+}
+
+/// The collected function: `n` cycles.
+#[inline(never)]
+fn measured_cycles(pool: &BufferPool, size: usize, packet: bool, n: u32) {
+    measured_cycles_inner(pool, size, packet, n);
+}
+
+#[inline(always)]
+fn measured_cycles_inner(pool: &BufferPool, size: usize, packet: bool, n: u32) {
+    if packet {
+        for _ in 0..n {
+            let mut buf = pool.allocate_buffer(black_box(size)).expect("room");
+            buf.as_max_slice_mut()[0] = 1;
+            black_box(&buf);
+        }
+    } else {
+        for _ in 0..n {
+            let mut buf = pool
+                .allocate_page_size_buffer(black_box(size))
+                .expect("room");
+            buf.as_max_slice_mut()[0] = 1;
+            black_box(&buf);
+        }
+    }
+}
