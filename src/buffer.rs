@@ -6,10 +6,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::anchor::Anchor;
-use crate::cache::SlotRef;
+use crate::free::anchor::{Anchor, AnchorCount, AnchorRef, Released};
+use crate::mem::slot::{Slot, SlotRef};
 use crate::pool::PoolInner;
-use crate::slab::Slot;
 use crate::Error;
 
 /// A buffer from a [`BufferPool`](crate::BufferPool): the Rust face of
@@ -58,13 +57,14 @@ impl PageBuffer {
     /// # Safety
     /// - `slot` was just taken off a free list of `pool` (so no one else owns it);
     /// - its `max_len` is set, `1 <= max_len <=` the slot's size;
-    /// - the buffer was counted on `anchor`, which belongs to the slot's pool.
+    /// - the buffer was counted on `anchor`, an `Anchor<PoolInner>` of the
+    ///   slot's pool.
     #[inline(always)]
-    pub(crate) unsafe fn from_slot(slot: SlotRef, anchor: NonNull<Anchor>) -> Self {
+    pub(crate) unsafe fn from_slot(slot: SlotRef, anchor: AnchorRef) -> Self {
         // SAFETY: the caller guarantees the slot is live and ours.
         let s = unsafe { slot.get() };
         s.len.store(0, Relaxed);
-        s.anchor.store(anchor.as_ptr(), Relaxed);
+        s.anchor.store(anchor.as_ptr().cast(), Relaxed);
         PageBuffer {
             ptr: s.data(),
             slot,
@@ -81,9 +81,9 @@ impl PageBuffer {
 
     /// The anchor this buffer was issued through.
     #[inline(always)]
-    fn anchor(&self) -> NonNull<Anchor> {
+    fn anchor(&self) -> AnchorRef {
         // SAFETY: set non-null by `from_slot` and unchanged while we live.
-        unsafe { NonNull::new_unchecked(self.meta().anchor.load(Relaxed)) }
+        unsafe { NonNull::new_unchecked(self.meta().anchor.load(Relaxed).cast()) }
     }
 
     /// The current length (`INSSBuffer::GetLength`); 0 for a fresh buffer.
@@ -225,7 +225,7 @@ impl PageBuffer {
     /// pages, with the buffer's guard page right after it; or, for a small
     /// `allocate_buffer` request, its class's size, with a red zone after it.
     pub fn slot_len(&self) -> usize {
-        self.pool().slot_bytes_of(self.slot)
+        self.pool().classes.slot_bytes(self.meta().class())
     }
 
     /// The name of the pool the buffer came from.
@@ -242,33 +242,35 @@ impl PageBuffer {
     pub fn release(self) {
         let site = std::panic::Location::caller();
         let this = std::mem::ManuallyDrop::new(self);
-        this.give_back(Some(site));
+        this.return_to_pool(Some(site));
     }
 
     /// The pool the buffer came from.
     #[inline]
     pub(crate) fn pool(&self) -> &Arc<PoolInner> {
-        // SAFETY: the anchor stays live while this buffer, counted on it, lives.
-        unsafe { &self.anchor().as_ref().pool }
+        // SAFETY: the anchor is the pool's `Anchor<PoolInner>` (`from_slot`)
+        // and stays live while this buffer, counted on it, lives.
+        unsafe { Anchor::<PoolInner>::pool(self.anchor()) }
     }
 
     /// The common end of `drop` and `release`; the buffer is unusable after.
     #[inline(always)]
-    fn give_back(&self, site: Option<&'static std::panic::Location<'static>>) {
+    fn return_to_pool(&self, site: Option<&'static std::panic::Location<'static>>) {
         let anchor = self.anchor();
-        let settled = {
-            // SAFETY: the anchor stays live while this buffer, counted on
-            // it, lives (until the release below settles it).
-            let pool = unsafe { &anchor.as_ref().pool };
+        let released = {
+            // SAFETY: the anchor is the pool's `Anchor<PoolInner>` and stays
+            // live while this buffer, counted on it, lives (until the
+            // release below settles it).
+            let pool = unsafe { Anchor::<PoolInner>::pool(anchor) };
             // SAFETY: we own the slot and are done with it; `pool` is the pool
             // it came from and `anchor` the one it was counted on.
-            unsafe { pool.release(self.slot, site, anchor) }
+            unsafe { pool.release(self.slot, anchor, site) }
         };
-        if !settled {
+        if released == Released::Remote {
             // The last step: it may free the anchor and the pool, so no
             // reference into either is held here.
             // SAFETY: this buffer was counted on `anchor` and is gone now.
-            unsafe { Anchor::release_remote(anchor) };
+            unsafe { AnchorCount::release_remote(anchor) };
         }
     }
 }
@@ -276,7 +278,7 @@ impl PageBuffer {
 impl Drop for PageBuffer {
     #[inline(always)]
     fn drop(&mut self) {
-        self.give_back(None);
+        self.return_to_pool(None);
     }
 }
 

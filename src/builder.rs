@@ -1,52 +1,14 @@
-//! [`PoolBuilder`]: a pool's settings, checked once at `build`.
+//! [`PoolBuilder`]: a pool's settings, checked once at `build`; and the
+//! constructors of [`BufferPool`] that use it.
 
 use std::time::Duration;
 
-use crate::debug::{CorruptionAction, DebugConfig, DebugLevel, Zeroing};
-use crate::guard::GuardMechanism;
-use crate::leak::LeakTracking;
-use crate::metrics::{DEFAULT_PUBLISH_INTERVAL, DEFAULT_SAMPLE_EVERY, MAX_PUBLISH_INTERVAL};
-use crate::{page_size, BufferPool, Error};
-
-/// Default largest buffer: 16 MiB.
-pub const DEFAULT_MAX_BUFFER_SIZE: usize = 16 << 20;
-/// Default target size of a slab's slots: 1 MiB (a slab of 4 KiB slots holds 256).
-pub const DEFAULT_SLAB_SIZE: usize = 1 << 20;
-/// The largest `max_buffer_size` and `slab_size` a pool accepts: 2 GiB (1 GiB
-/// on 32-bit targets). Like the seed's `DWORD dwMaxBufferSize`, every offset
-/// into a buffer fits 32 bits, which keeps the per-slot metadata in one cache
-/// line.
-pub const SIZE_LIMIT: usize = if usize::BITS >= 64 { 1 << 31 } else { 1 << 30 };
-
-// Offsets and lengths inside a slot are stored as `u32`.
-const _: () = assert!(SIZE_LIMIT <= u32::MAX as usize);
-
-/// The most slots one slab holds.
-pub(crate) const MAX_SLOTS_PER_SLAB: usize = 4096;
-
-// Slot indices and class numbers fit the metadata's `u32`s.
-const _: () = assert!(MAX_SLOTS_PER_SLAB <= u32::MAX as usize);
-
-/// Settings of a pool, checked by [`PoolBuilder::build`].
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) name: String,
-    pub(crate) max_bytes: Option<usize>,
-    pub(crate) max_buffer_size: usize,
-    pub(crate) guards: Option<GuardMechanism>,
-    pub(crate) slab_size: usize,
-    pub(crate) metrics: bool,
-    pub(crate) publish_interval: Duration,
-    pub(crate) sample_every: u32,
-    pub(crate) debug: DebugConfig,
-    pub(crate) tracking: LeakTracking,
-    pub(crate) leak_age: Duration,
-    pub(crate) thread_cache: bool,
-}
-
-/// Default [`PoolBuilder::leak_age_threshold`]: a buffer out for a minute is
-/// a leak suspect.
-pub const DEFAULT_LEAK_AGE_THRESHOLD: Duration = Duration::from_secs(60);
+use crate::buffer_pool::BufferPool;
+use crate::config::{
+    Config, CorruptionAction, DebugConfig, DebugLevel, GuardMechanism, LeakTracking, Zeroing,
+};
+use crate::limits::page_size;
+use crate::Error;
 
 /// Builds a [`BufferPool`]; every setter consumes and returns the builder.
 ///
@@ -60,30 +22,30 @@ pub const DEFAULT_LEAK_AGE_THRESHOLD: Duration = Duration::from_secs(60);
 /// assert_eq!(pool.name(), "media");
 /// # Ok::<(), pagepool::Error>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct PoolBuilder {
     config: Config,
 }
 
-impl Default for PoolBuilder {
+impl BufferPool {
+    /// A pool with the default settings (see [`PoolBuilder::new`]). It maps
+    /// nothing until the first allocation.
+    pub fn new() -> BufferPool {
+        PoolBuilder::new()
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder for a pool with other settings.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+}
+
+impl Default for BufferPool {
     fn default() -> Self {
-        PoolBuilder {
-            config: Config {
-                name: "default".to_owned(),
-                max_bytes: None,
-                max_buffer_size: DEFAULT_MAX_BUFFER_SIZE,
-                guards: Some(GuardMechanism::Auto),
-                slab_size: DEFAULT_SLAB_SIZE,
-                metrics: true,
-                publish_interval: DEFAULT_PUBLISH_INTERVAL,
-                sample_every: DEFAULT_SAMPLE_EVERY,
-                debug: DebugConfig::preset(DebugLevel::Standard, CorruptionAction::Log),
-                tracking: LeakTracking::CallSite,
-                leak_age: DEFAULT_LEAK_AGE_THRESHOLD,
-                thread_cache: true,
-            },
-        }
+        BufferPool::new()
     }
 }
 
@@ -265,44 +227,11 @@ impl PoolBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when `max_buffer_size` or `slab_size` is zero
-    /// or above [`SIZE_LIMIT`], when `max_bytes` cannot hold even one
+    /// or above [`SIZE_LIMIT`](crate::SIZE_LIMIT), when `max_bytes` cannot hold even one
     /// one-page slot (with its guard pages), or when the metrics publish
     /// interval is outside 1 ms ..= 1 s.
     pub fn build(self) -> Result<BufferPool, Error> {
-        let c = &self.config;
-        if c.max_buffer_size == 0 {
-            return Err(Error::InvalidConfig(
-                "max_buffer_size must be at least 1 byte",
-            ));
-        }
-        if c.max_buffer_size > SIZE_LIMIT {
-            return Err(Error::InvalidConfig(
-                "max_buffer_size is above pagepool::SIZE_LIMIT",
-            ));
-        }
-        if c.slab_size == 0 || c.slab_size > SIZE_LIMIT {
-            return Err(Error::InvalidConfig(
-                "slab_size must be between 1 byte and pagepool::SIZE_LIMIT",
-            ));
-        }
-        if c.publish_interval < Duration::from_millis(1)
-            || c.publish_interval > MAX_PUBLISH_INTERVAL
-        {
-            return Err(Error::InvalidConfig(
-                "metrics_publish_interval must be between 1 ms and 1 s",
-            ));
-        }
-        if c.debug.quarantine_every != 0 && (c.guards.is_none() || c.debug.quarantine_slots == 0) {
-            return Err(Error::InvalidConfig(
-                "quarantine needs guard pages and room for at least one slot",
-            ));
-        }
-        let smallest = page_size() * if c.guards.is_some() { 3 } else { 1 };
-        if c.max_bytes.is_some_and(|m| m < smallest) {
-            return Err(Error::InvalidConfig(
-                "max_bytes cannot hold one page-sized slot and its guard pages",
-            ));
-        }
+        self.config.check(page_size())?;
         Ok(BufferPool::from_config(self.config))
     }
 }

@@ -9,7 +9,7 @@
 
 use ::bytes::Bytes;
 
-use crate::{PageBuffer, SharedBuffer};
+use crate::buffer::{PageBuffer, SharedBuffer};
 
 /// Hands the buffer's first `len()` bytes to a [`Bytes`] without copying
 /// them: the `Bytes` starts at [`PageBuffer::as_ptr`] (page-aligned) and owns

@@ -61,9 +61,13 @@
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use parking_lot::Mutex;
+use crate::buffer::PageBuffer;
+use crate::buffer_pool::BufferPool;
+use crate::Error;
 
-use crate::{BufferPool, Error, PageBuffer};
+mod handles;
+
+use handles::{HandleKind, Held, TABLE};
 
 /// A COM-style status code: 0 for success, negative (high bit set) for a
 /// failure.
@@ -112,118 +116,6 @@ pub struct pagepool_stats {
     pub exhausted: u64,
     /// Allocations refused for their size.
     pub rejected: u64,
-}
-
-/// One entry of the handle table.
-enum Entry {
-    /// Unused; the index of the next free entry (`usize::MAX`: none).
-    Free {
-        next: usize,
-    },
-    Allocator(BufferPool),
-    Buffer {
-        buf: PageBuffer,
-        refs: u32,
-    },
-}
-
-/// A table entry and its generation.
-struct Slot {
-    generation: usize,
-    entry: Entry,
-}
-
-/// Every live handle. Index `i` and generation `g` make the handle
-/// `((i + 1) << HALF) | g`: never null, never a small or typical heap or
-/// stack address pattern that could pass by chance (and checked anyway).
-struct Table {
-    slots: Vec<Slot>,
-    free: usize,
-}
-
-/// Bits of a handle that hold the generation.
-const HALF: u32 = usize::BITS / 2;
-const GENERATION_MASK: usize = (1 << HALF) - 1;
-
-static TABLE: Mutex<Table> = Mutex::new(Table {
-    slots: Vec::new(),
-    free: usize::MAX,
-});
-
-/// What a handle is expected to be.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Allocator,
-    Buffer,
-}
-
-impl Table {
-    /// Stores `entry`; returns its handle (`None` if the table is full).
-    fn insert(&mut self, entry: Entry) -> Option<usize> {
-        let index = if self.free != usize::MAX {
-            let i = self.free;
-            let Entry::Free { next } = self.slots[i].entry else {
-                unreachable!("the free list holds free entries only");
-            };
-            self.free = next;
-            self.slots[i].entry = entry;
-            i
-        } else {
-            if self.slots.len() >= GENERATION_MASK {
-                return None;
-            }
-            self.slots.push(Slot {
-                generation: 1,
-                entry,
-            });
-            self.slots.len() - 1
-        };
-        Some(((index + 1) << HALF) | self.slots[index].generation)
-    }
-
-    /// The index of a live handle of `kind`.
-    fn find(&self, handle: usize, kind: Kind) -> Option<usize> {
-        let index = (handle >> HALF).checked_sub(1)?;
-        let slot = self.slots.get(index)?;
-        if slot.generation != handle & GENERATION_MASK {
-            return None;
-        }
-        let found = match slot.entry {
-            Entry::Free { .. } => return None,
-            Entry::Allocator(_) => Kind::Allocator,
-            Entry::Buffer { .. } => Kind::Buffer,
-        };
-        (found == kind).then_some(index)
-    }
-
-    /// Frees entry `index`, bumping its generation; returns what it held.
-    fn remove(&mut self, index: usize) -> Entry {
-        let slot = &mut self.slots[index];
-        let entry = std::mem::replace(&mut slot.entry, Entry::Free { next: self.free });
-        // Never 0, so a handle is never just an index.
-        slot.generation = match (slot.generation + 1) & GENERATION_MASK {
-            0 => 1,
-            g => g,
-        };
-        self.free = index;
-        entry
-    }
-
-    fn pool(&self, handle: usize) -> Result<BufferPool, HRESULT> {
-        let i = self.find(handle, Kind::Allocator).ok_or(E_HANDLE)?;
-        match &self.slots[i].entry {
-            Entry::Allocator(pool) => Ok(pool.clone()),
-            _ => Err(E_HANDLE),
-        }
-    }
-
-    fn buffer(&mut self, handle: usize) -> Result<(&mut PageBuffer, &mut u32), HRESULT> {
-        let i = self.find(handle, Kind::Buffer).ok_or(E_HANDLE)?;
-        match &mut self.slots[i].entry {
-            Entry::Buffer { buf, refs } => Ok((buf, refs)),
-            _ => Err(E_HANDLE),
-        }
-    }
 }
 
 /// Runs `f`, turning a panic into `E_UNEXPECTED` (a panic must not unwind
@@ -309,7 +201,7 @@ unsafe fn allocate(
         .map_err(|e| code(&e))?;
         let handle = TABLE
             .lock()
-            .insert(Entry::Buffer { buf, refs: 1 })
+            .insert(Held::Buffer { buf, refs: 1 })
             .ok_or(E_OUTOFMEMORY)?;
         // SAFETY: `out` is non-null (checked) and valid (caller's contract).
         unsafe { put(out, handle as *mut pagepool_buffer) }
@@ -356,7 +248,7 @@ pub unsafe extern "C" fn pagepool_allocator_create(
         let pool = builder.build().map_err(|e| code(&e))?;
         let handle = TABLE
             .lock()
-            .insert(Entry::Allocator(pool))
+            .insert(Held::Allocator(pool))
             .ok_or(E_OUTOFMEMORY)?;
         // SAFETY: `out` is non-null (checked) and valid (caller's contract).
         unsafe { put(out, handle as *mut pagepool_allocator) }
@@ -375,7 +267,9 @@ pub unsafe extern "C" fn pagepool_allocator_destroy(a: *mut pagepool_allocator) 
     guarded(|| {
         let entry = {
             let mut table = TABLE.lock();
-            let i = table.find(a as usize, Kind::Allocator).ok_or(E_HANDLE)?;
+            let i = table
+                .find(a as usize, HandleKind::Allocator)
+                .ok_or(E_HANDLE)?;
             table.remove(i)
         };
         // The pool handle drops outside the table's lock.
@@ -553,8 +447,8 @@ pub unsafe extern "C" fn pagepool_buffer_release(
     guarded(|| {
         let (n, gone) = {
             let mut table = TABLE.lock();
-            let i = table.find(b as usize, Kind::Buffer).ok_or(E_HANDLE)?;
-            let Entry::Buffer { refs, .. } = &mut table.slots[i].entry else {
+            let i = table.find(b as usize, HandleKind::Buffer).ok_or(E_HANDLE)?;
+            let Held::Buffer { refs, .. } = &mut table.rows[i].held else {
                 return Err(E_HANDLE);
             };
             *refs -= 1;
@@ -603,6 +497,7 @@ pub unsafe extern "C" fn pagepool_allocator_stats(
 
 #[cfg(test)]
 mod tests {
+    use super::handles::HALF;
     use super::*;
 
     #[test]

@@ -57,9 +57,35 @@ const _: () = {
     assert!(SMALL_MAX < 4096);
 };
 
+/// A size class of one pool's table. Invariant: below that table's
+/// [`SizeClasses::len`] (made only by its lookups, or decoded from the
+/// metadata of a slot of its slabs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ClassIdx(usize);
+
+impl ClassIdx {
+    /// The index, for tables with one entry per class.
+    #[inline(always)]
+    pub(crate) fn get(self) -> usize {
+        self.0
+    }
+
+    /// A class index read back from where a `ClassIdx` was stored.
+    ///
+    /// # Safety
+    /// `raw` is `c.get()` of a `ClassIdx` `c` of the table it will be used
+    /// with.
+    #[inline(always)]
+    pub(crate) unsafe fn from_stored(raw: usize) -> ClassIdx {
+        ClassIdx(raw)
+    }
+}
+
 /// The class table of one pool: the small classes, then the page classes.
 #[derive(Debug)]
 pub(crate) struct SizeClasses {
+    /// The largest request served (the pool's `max_buffer_size`, at least 1).
+    max: usize,
     /// log2 of the page size (pages are powers of two): requests are
     /// rounded with a shift, not a division.
     page_shift: u32,
@@ -140,24 +166,41 @@ impl SizeClasses {
             .chain((0..=last).map(|i| grid_pages(i).min(max_pages) * page))
             .collect::<Box<[usize]>>();
         SizeClasses {
+            max: max_buffer_size,
             page_shift: page.trailing_zeros(),
             small,
             bytes,
         }
     }
 
+    /// The class serving a request of `bytes`: a small class for
+    /// `small` requests up to [`SMALL_MAX`], a page class otherwise; `None`
+    /// for 0 bytes or more than the largest buffer. One comparison checks
+    /// both bounds (0 wraps to `usize::MAX`).
+    #[inline(always)]
+    pub(crate) fn class_for(&self, bytes: usize, small: bool) -> Option<ClassIdx> {
+        if bytes.wrapping_sub(1) >= self.max {
+            return None;
+        }
+        Some(ClassIdx(if small && bytes <= SMALL_MAX {
+            self.small_index_for(bytes)
+        } else {
+            self.index_for(bytes)
+        }))
+    }
+
     /// Index of the page class serving a request of `bytes` (1 ..= largest).
-    #[inline]
-    pub(crate) fn index_for(&self, bytes: usize) -> usize {
-        debug_assert!(bytes >= 1);
+    #[inline(always)]
+    fn index_for(&self, bytes: usize) -> usize {
+        debug_assert!(bytes >= 1 && bytes <= self.max);
         // Whole pages needed, less one: `ceil(bytes / page) - 1`.
         self.small + grid_index_above((bytes - 1) >> self.page_shift)
     }
 
     /// Index of the small class serving a request of `bytes`
     /// (`1 ..= min(SMALL_MAX, largest)`).
-    #[inline]
-    pub(crate) fn small_index_for(&self, bytes: usize) -> usize {
+    #[inline(always)]
+    fn small_index_for(&self, bytes: usize) -> usize {
         debug_assert!((1..=SMALL_MAX).contains(&bytes));
         SMALL_INDEX[bytes.div_ceil(64)] as usize
     }
@@ -167,27 +210,27 @@ impl SizeClasses {
         self.bytes.len()
     }
 
+    /// Every class, smallest first.
+    pub(crate) fn all(&self) -> impl Iterator<Item = ClassIdx> {
+        (0..self.bytes.len()).map(ClassIdx)
+    }
+
     /// Whether class `idx` is a small (sub-page, packed) class.
     #[inline]
-    pub(crate) fn is_small(&self, idx: usize) -> bool {
-        idx < self.small
+    pub(crate) fn is_small(&self, idx: ClassIdx) -> bool {
+        idx.0 < self.small
     }
 
     /// Pages in page class `idx`.
     #[cfg(test)]
-    pub(crate) fn pages(&self, idx: usize) -> usize {
+    fn pages(&self, idx: usize) -> usize {
         self.bytes[idx] >> self.page_shift
     }
 
     /// Slot bytes of class `idx`.
     #[inline]
-    pub(crate) fn slot_bytes(&self, idx: usize) -> usize {
-        debug_assert!(idx < self.bytes.len());
-        // SAFETY: every class index in a pool comes from `index_for` or
-        // `small_index_for` of a checked size, or from a slot's metadata
-        // (set from such an index), so it is below `len()`; this is on the
-        // release path of every call.
-        unsafe { *self.bytes.get_unchecked(idx) }
+    pub(crate) fn slot_bytes(&self, idx: ClassIdx) -> usize {
+        self.bytes[idx.0]
     }
 }
 
@@ -244,14 +287,11 @@ mod tests {
         let c = SizeClasses::new(4096, 16 << 20);
         let small = SMALL_SIZES.len();
         assert_eq!(c.len(), small + 44);
-        assert_eq!(c.slot_bytes(c.len() - 1), 16 << 20);
+        assert_eq!(c.bytes[c.len() - 1], 16 << 20);
         assert_eq!(c.index_for(1), small);
         assert_eq!(c.index_for(4096), small);
         assert_eq!(c.index_for(4097), small + 1);
-        assert_eq!(
-            c.slot_bytes(c.index_for((1 << 20) + 3)),
-            (1 << 20) + 4096 * 64
-        );
+        assert_eq!(c.bytes[c.index_for((1 << 20) + 3)], (1 << 20) + 4096 * 64);
 
         // Off-grid maximum: 9 pages is its own last class.
         let c = SizeClasses::new(4096, 9 * 4096 - 5);
@@ -267,11 +307,11 @@ mod tests {
         assert_eq!(c.small, SMALL_SIZES.len());
         for bytes in 1..=SMALL_MAX {
             let idx = c.small_index_for(bytes);
-            assert!(c.is_small(idx));
-            let slot = c.slot_bytes(idx);
+            assert!(c.is_small(ClassIdx(idx)));
+            let slot = c.bytes[idx];
             assert!(slot >= bytes, "{bytes} fits");
             assert!(
-                idx == 0 || c.slot_bytes(idx - 1) < bytes,
+                idx == 0 || c.bytes[idx - 1] < bytes,
                 "smallest that fits {bytes}"
             );
             if bytes > 128 {
@@ -280,13 +320,20 @@ mod tests {
                 assert!((slot - bytes) * 2 < slot, "waste under half at {bytes}");
             }
         }
-        assert_eq!(c.slot_bytes(c.small_index_for(1500)), 1536);
-        assert_eq!(c.slot_bytes(c.small_index_for(1316)), 1536);
-        assert!(!c.is_small(c.index_for(1)));
+        assert_eq!(c.bytes[c.small_index_for(1500)], 1536);
+        assert_eq!(c.bytes[c.small_index_for(1316)], 1536);
+        assert!(!c.is_small(ClassIdx(c.index_for(1))));
+        assert_eq!(c.class_for(0, true), None);
+        assert_eq!(c.class_for((16 << 20) + 1, false), None);
+        assert_eq!(
+            c.class_for(1500, true),
+            Some(ClassIdx(c.small_index_for(1500)))
+        );
+        assert_eq!(c.class_for(1500, false), Some(ClassIdx(c.index_for(1500))));
         // A pool of tiny buffers has only the small classes it can use.
         let tiny = SizeClasses::new(4096, 100);
         assert_eq!(tiny.small, 2);
         assert_eq!(tiny.len(), 3);
-        assert_eq!(tiny.slot_bytes(tiny.small_index_for(100)), 128);
+        assert_eq!(tiny.bytes[tiny.small_index_for(100)], 128);
     }
 }

@@ -1,29 +1,80 @@
 //! # Design notes (documentation only)
 //!
+//! ## The layers
+//!
+//! Each file is one concept, and each layer imports only the layers below
+//! it (`python3 shared/tools/modgraph.py src` prints the graph's cycles: it
+//! has none). Observers receive plain data (a `&Slot`, a slab's
+//! description, counters), never the pool.
+//!
+//! ```text
+//!  public surface   buffer_pool (BufferPool)  buffer (PageBuffer, SharedBuffer)
+//!                   builder  leak  debug  metrics  io  bytes  direct
+//!                   prometheus  capi (+ capi/handles)
+//!  ───────────────────────────────────────────────────────────────── may import ↓ all
+//!  pool/            mod (PoolInner)  allocate  release  refill  wait
+//!                   quarantine  close  stats  leak
+//!  ───────────────────────────────────────────────────────────────── may import ↓
+//!  observe/         checks  report  quarantine  leak  metrics
+//!                   fault (+ fault/table: a slab-event subscriber, fault/report)
+//!  ───────────────────────────────────────────────────────────────── may import ↓
+//!  free/            anchor  depot  cache  sample          (never calls the pool)
+//!  ───────────────────────────────────────────────────────────────── may import ↓
+//!  mem/             slot  slab  slabs (events)  backing  guard  canary  poison
+//!  ───────────────────────────────────────────────────────────────── may import ↓
+//!  leaves           error  clock  limits  class  config  stats  sync  threads
+//! ```
+//!
+//! | layer | may import | holds |
+//! |---|---|---|
+//! | leaves | other leaves (`config` and `class` use `limits`, `config` uses `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps |
+//! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings today); guard pages; the canary and poison patterns |
+//! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, closed flag, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
+//! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles and a publisher that runs a tick closure |
+//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`refill`), the bounded wait (`wait`), sealing into the quarantine, closing and shutdown |
+//! | public surface | everything below, and each other without a cycle | the API |
+//!
+//! The words used across the layers:
+//!
+//! - a *bin* is one thread's LIFO stack of free slots of one class;
+//! - `FAST` is the thread-local shortcut to the calling thread's most recent
+//!   cache entry;
+//! - a slot's *duties* are the work sampled or configured for its current
+//!   buffer (record the histograms, poison at release, capture a backtrace,
+//!   zero), carried as `SlotFlags`;
+//! - a *detour* is a reason every release must leave the thread cache (the
+//!   quarantine, a waiting thread, a closed pool), counted in one word;
+//! - a release is *settled* when the buffer's reference on its anchor was
+//!   taken back on the owning thread's plain count (`Released::Settled`),
+//!   and *remote* otherwise (`Released::Remote`: one atomic decrement).
+//!
 //! ## The pieces
 //!
 //! ```text
-//!  thread T ── FAST (last pool, its Entry) ─┐  no RefCell, no search on the hot path
-//!           └ thread-local ThreadCaches ── Entry(pool id) ── bins[c]: LIFO Vec<SlotRef>
-//!                                                         └─ Tally: T's hits/releases  (cache.rs)
-//!       │ refill / spill in half-stack batches
+//!  thread T ── FAST (depot, its Entry) ─┐  no RefCell, no search on the hot path
+//!           └ thread-local ThreadCaches ── Entry(depot id) ── bins[c]: LIFO Vec<SlotRef>
+//!                                                         └─ ThreadCounters: T's hits/releases
+//!       │ refill / spill in half-bin batches                               (free/cache.rs)
 //!       ▼
-//!  BufferPool (Arc handle) ──► PoolInner ◄── Arc ── Anchor (per thread) ◄── Slot.anchor
+//!  BufferPool (Arc handle) ──► PoolInner ◄── Arc ── Anchor<PoolInner> (per thread) ◄── Slot.anchor
 //!                               │                                  PageBuffer { ptr, slot }
-//!                               ├─ SizeClasses      64 .. 2048 B packed (allocate_buffer),
-//!                               │                   then 1,2,3,4,5,6,7,8,10,.. pages  (class.rs)
-//!                               ├─ ClassState[c]    one per class, cache-padded
-//!                               │    ├─ FreeList    lock-free SegQueue of SlotRef      (cache.rs)
-//!                               │    └─ counters    slow-path and cross-thread counts (stats.rs)
-//!                               ├─ Mutex<slabs>     per class, sorted by address       (pool.rs)
-//!                               │    └─ Slab        one mapping, its slots and guards  (slab.rs)
-//!                               │         └─ Slot   64-byte metadata line per slot:
-//!                               │                   state, len, max_len, anchor, site,
-//!                               │                   time, thread, canary record, flags (slab.rs)
-//!                               ├─ Quarantine       sealed released slots             (debug/)
-//!                               ├─ PoolMetrics      handles + publisher thread        (metrics.rs)
-//!                               └─ fault table      lock-free slab registry for the
-//!                                                   SIGSEGV handler (static)          (debug/fault.rs)
+//!                               ├─ SizeClasses   64 .. 2048 B packed (allocate_buffer),
+//!                               │                then 1,2,3,4,5,6,7,8,10,.. pages   (class.rs)
+//!                               ├─ Depot         per class (cache-padded): FreeList, a
+//!                               │                lock-free SegQueue of SlotRef, and its
+//!                               │                ClassCounters; flush epoch, closed  (free/depot.rs)
+//!                               ├─ Mutex<SlabSet> per class, sorted by address; raises
+//!                               │                mapped/unmapped to its subscribers (mem/slabs.rs)
+//!                               │    └─ Slab     one mapping from a Backing, its slots
+//!                               │                and guards                          (mem/slab.rs)
+//!                               │         └─ Slot 64-byte metadata line per slot:
+//!                               │                state, len, max_len, anchor, site,
+//!                               │                time, thread, canary record, flags  (mem/slot.rs)
+//!                               ├─ Checks        debug settings and corruption counts (observe/)
+//!                               ├─ Quarantine    sealed released slots              (observe/)
+//!                               ├─ PoolMetrics   handles + publisher thread          (observe/)
+//!                               └─ FaultTable    the SIGSEGV handler's lock-free slab
+//!                                                registry (static), a subscriber     (observe/fault/)
 //! ```
 //!
 //! ## One slab
@@ -89,7 +140,7 @@
 //!
 //! `allocate_page_size_buffer` (inlined into the caller): one comparison for
 //! both size bounds, the class index (one shift and a table load), the
-//! thread-local shortcut to this thread's cache entry for the pool (one load
+//! thread-local `FAST` to this thread's cache entry for the pool (one load
 //! relative to the thread pointer, one compare), the entry's flush epoch
 //! against the pool's, its sampling countdown (`sample.rs`: one compare and
 //! a decrement stand for the histograms, sampled poisoning and sampled
@@ -114,22 +165,38 @@
 //! one out-of-line call that compares three words (seven with the red
 //! zones) and goes on to the same push (`release_flagged`); the allocation
 //! of a slot that serves the same size again, its canary in place, stays on
-//! the plain path. Everything else is out of line (`release_checks`,
+//! the plain path. Everything else is out of line (`Checks::on_release`,
 //! `release_detour`). The buffer
 //! itself is two words, so it is returned and moved in registers. No lock,
 //! no system call, and no atomic read-modify-write on the same-thread path;
 //! a buffer released on another thread costs one atomic decrement of its
-//! anchor's count. The shared `SegQueue` is touched once per half stack
-//! when a thread's stack runs empty or full. Per allocate + write +
-//! release (callgrind, the benchmark's loop included): about 122
-//! instructions at 4 KiB with every default feature on, 112 with all of
-//! them off; 230 for a 1500-byte page buffer with its slack canary, 263 for
-//! a 1500-byte packet with its red zones.
+//! anchor's count. The depot's `SegQueue` is touched once per half bin
+//! when a thread's bin runs empty or full.
+//!
+//! Two layout choices the instruction counts showed: `cache::acquire`
+//! writes out the `FAST` and flush-epoch test that `ready_entry` makes for
+//! the release paths (through the helper it compiled to four more
+//! instructions), and `allocate` tail-calls `allocate_slow` with the whole
+//! rest of the allocation rather than returning into the inline path, so
+//! the request's size need not survive a call and stays in a scratch
+//! register (one instruction less per allocation). An anchor's pool `Arc`
+//! is its first field, so an `AnchorRef` is also the `&Arc<PoolInner>` a
+//! release needs, with no address arithmetic.
+//!
+//! Per allocate + write + release (`cargo bench --bench instructions`,
+//! callgrind, the loop included, with the Prometheus recorder installed):
+//!
+//! | case | instructions |
+//! |---|---:|
+//! | 4 KiB, every default on | 132.5 |
+//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 107.0 |
+//! | 1500-byte page buffer, its slack canary checked | 234.8 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 272.0 |
 //!
 //! ## Who keeps a pool alive
 //!
 //! `BufferPool` handles hold an `Arc` of the pool; so does each thread's
-//! anchor (see `anchor.rs`), and each buffer points to the anchor it was
+//! anchor (see `free/anchor.rs`), and each buffer points to the anchor it was
 //! issued through, counted there with a reference count biased towards the
 //! anchor's thread. When the last handle drops, the pool is *closed*: no
 //! allocation can follow, and `detours` is raised for good, so that every
@@ -148,7 +215,7 @@
 //! mapped until the pool's header is dropped (when the last thread that
 //! used it retires its anchor).
 //!
-//! The slow path (`refill`) takes the pool's slab lock (a `parking_lot`
+//! The slow path (`pool/refill.rs`, `map_slab`) takes the pool's slab lock (a `parking_lot`
 //! mutex; it cannot be poisoned), pops once more (another thread may have
 //! refilled the list), computes how many slots fit under `max_bytes`, trims
 //! idle slabs of other classes if none fit, and maps a slab. Every change of
@@ -183,12 +250,12 @@
 //! pagepool relies on `crossbeam`'s queue for every hand-over of a slot:
 //!
 //! - **No two owners.** At any time a slot is in exactly one place: owned by
-//!   one `PageBuffer`, on one thread's stack, on its class's shared
+//!   one `PageBuffer`, in one thread's bin, on its class's depot
 //!   `SegQueue`, in the quarantine, or in transit inside one of the pool's
 //!   functions that took it from one of those (a refill batch, `trim`'s
 //!   drained list, a spill). Every move takes it out of the old place before
 //!   it enters the new one: `SegQueue::pop` hands each pushed element to
-//!   exactly one popper (crossbeam's guarantee), a stack is touched by its
+//!   exactly one popper (crossbeam's guarantee), a bin is touched by its
 //!   thread alone, the quarantine is a mutex-protected queue, and a buffer
 //!   gives its slot back exactly once (its `Drop`, or `release`, which skips
 //!   the `Drop`).
@@ -199,19 +266,19 @@
 //!   last drop follows every reader's accesses), and the anchor's
 //!   `fetch_sub(Release)` with `fence(Acquire)` before it is freed. So every
 //!   write by the previous owner happens before every access by the next.
-//! - **Thread stacks are private.** A stack is reachable only through its
+//! - **Bins are private.** A bin is reachable only through its
 //!   thread's `thread_local!`, so its pushes and pops need no ordering; a slot
 //!   moves between threads only through the `SegQueue` (spill on one thread,
-//!   refill on another), which provides the hand-over above. A stack's entry
+//!   refill on another), which provides the hand-over above. A bin's entry
 //!   is keyed by the pool's process-unique id and holds the thread's anchor
 //!   (and through it an `Arc` of the pool); it is retired when the thread
 //!   exits, or when the thread makes an entry for another pool and finds
 //!   this one's pool closed.
 //! - **Counters are `Relaxed`.** They order nothing. Shared ones are atomic
-//!   read-modify-writes, so no increment is lost; a thread's own tally is
+//!   read-modify-writes, so no increment is lost; a thread's own `ThreadCounters` are
 //!   written by that thread alone (load, add, store), so nothing is lost
-//!   either, and `stats()` reads every tally under the registry lock that an
-//!   exiting thread also takes to fold its tally into the shared counters:
+//!   either, and `stats()` reads every thread's counters under the depot's registry
+//!   lock that an exiting thread also takes to fold its own into the shared ones:
 //!   no count is seen twice or missed. Snapshots are documented as exact only
 //!   once every thread that used the pool is synchronised with the reader
 //!   (joined, or through a lock or channel). The slot metadata (state, site, time) is
@@ -220,9 +287,12 @@
 //! - **Unmapping is safe.** A slab is unmapped only by `trim`, under the slab
 //!   lock, after *all* of its slots were popped from the shared free list by
 //!   the trimming thread itself; no buffer can own one of them then, no other
-//!   thread can pop one, and no thread stack holds one (a stacked slot is not
+//!   thread can pop one, and no bin holds one (a binned slot is not
 //!   on the shared list, so its slab never looks idle). Shutdown unmaps
 //!   every slab only when no buffer is out and none can be made (no handle
-//!   is left); the slot pointers left in thread stacks are only ever pushed
+//!   is left); the slot pointers left in bins are only ever pushed
 //!   back onto the shared lists, never dereferenced. Buffers reach the pool
-//!   through their anchor, which outlives them (see `anchor.rs`).
+//!   through their anchor, which outlives them (see `free/anchor.rs`).
+//! - **Unmapping is announced first.** `SlabSet` tells every subscriber of
+//!   an unmapping before the memory goes (the fault table drops its entry),
+//!   and of a mapping before any slot of it is handed out.

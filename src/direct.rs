@@ -42,7 +42,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::PageBuffer;
+use crate::buffer::PageBuffer;
 
 /// A file opened for reading with `O_DIRECT` (or, from
 /// [`open_or_buffered`](Self::open_or_buffered) and
@@ -332,7 +332,7 @@ impl AsRawFd for DirectFile {
 /// The direct I/O alignment of an `O_DIRECT` file: `statx(STATX_DIOALIGN)`
 /// where the kernel reports it, else the page size.
 fn dio_alignment(file: &File) -> usize {
-    statx_dio_alignment(file).unwrap_or_else(crate::page_size)
+    statx_dio_alignment(file).unwrap_or_else(crate::limits::page_size)
 }
 
 /// The larger of `stx_dio_mem_align` and `stx_dio_offset_align`, when the

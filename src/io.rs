@@ -9,7 +9,8 @@
 
 use std::io::{self, Cursor, IoSlice, Read, Write};
 
-use crate::{Error, PageBuffer, SharedBuffer};
+use crate::buffer::{PageBuffer, SharedBuffer};
+use crate::Error;
 
 /// The error of a write into a full buffer: `ErrorKind::WriteZero`, wrapping
 /// [`Error::LengthExceedsMax`] (which names the numbers).

@@ -66,53 +66,58 @@
 #[cfg(not(unix))]
 compile_error!("pagepool needs a Unix memory API (mmap, mprotect, madvise)");
 
-mod anchor;
+// Leaves: no `crate::` import but each other's leaves.
+mod class;
+mod clock;
+mod config;
+mod error;
+mod limits;
+mod stats;
+mod sync;
+mod threads;
+
+// Memory, free lists, observers, the pool: each imports only the layers
+// before it (see `design`).
+mod free;
+mod mem;
+mod observe;
+mod pool;
+
+// The public surface.
 mod buffer;
+mod buffer_pool;
 mod builder;
 #[cfg(feature = "bytes")]
 mod bytes;
-mod cache;
 #[cfg(feature = "capi")]
 #[cfg_attr(docsrs, doc(cfg(feature = "capi")))]
 pub mod capi;
-mod class;
-mod clock;
 pub mod debug;
 pub mod design;
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod direct;
-mod error;
-mod guard;
 mod io;
 pub mod leak;
 pub mod metrics;
-mod pool;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
-mod sample;
-mod slab;
-mod stats;
 
 pub use buffer::{PageBuffer, SharedBuffer};
-pub use builder::{
-    PoolBuilder, DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, SIZE_LIMIT,
-};
+pub use buffer_pool::BufferPool;
+pub use builder::PoolBuilder;
 pub use class::{SMALL_MAX, SMALL_SIZES};
-pub use debug::{install_fault_handler, CorruptionAction, CorruptionKind, DebugLevel, Zeroing};
+pub use config::{
+    CorruptionAction, DebugLevel, GuardMechanism, LeakTracking, Zeroing,
+    DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE,
+};
+pub use debug::install_fault_handler;
 pub use error::Error;
-pub use guard::{guard_markers_supported, GuardMechanism};
-pub use leak::{LeakCheck, LeakReport, LeakSite, LeakTracking, OutstandingBuffer};
-pub use pool::BufferPool;
-pub use stats::{ClassStats, PoolStats};
-
-/// The size of a memory page in bytes (4096 on most x86-64 and ARM Linux
-/// systems); every buffer's first byte is a multiple of it.
-#[inline]
-pub fn page_size() -> usize {
-    region::page::size()
-}
+pub use leak::{LeakCheck, LeakReport, LeakSite, OutstandingBuffer};
+pub use limits::{page_size, SIZE_LIMIT};
+pub use mem::guard::guard_markers_supported;
+pub use stats::{ClassStats, CorruptionKind, PoolStats};
 
 /// The README's examples, run as doc tests.
 #[cfg(doctest)]

@@ -17,8 +17,10 @@ use std::thread;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::config::DEFAULT_MAX_BUFFER_SIZE;
+use crate::limits::page_size;
 use crate::metrics::{ALLOCATION_DURATION_SECONDS, BUFFER_HOLD_SECONDS, REQUEST_SIZE_BYTES};
-use crate::{page_size, Error, DEFAULT_MAX_BUFFER_SIZE};
+use crate::Error;
 
 pub use metrics_exporter_prometheus;
 

@@ -138,6 +138,85 @@ impl ClassCounters {
     }
 }
 
+/// One thread's counters for one pool, by class. Only the owning thread
+/// writes them (a load and a store, no locked instruction); `stats()` adds
+/// them up through the pool's registry of them.
+#[derive(Debug)]
+pub(crate) struct ThreadCounters {
+    pub(crate) classes: Box<[ThreadClassCounters]>,
+}
+
+/// A thread's hits and releases in one class.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadClassCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) releases: AtomicU64,
+}
+
+impl ThreadCounters {
+    /// Zeroed counters for `classes` classes.
+    pub(crate) fn new(classes: usize) -> Self {
+        ThreadCounters {
+            classes: (0..classes)
+                .map(|_| ThreadClassCounters::default())
+                .collect(),
+        }
+    }
+}
+
+/// Adds one to a counter only the calling thread writes.
+#[inline(always)]
+pub(crate) fn bump_own(c: &AtomicU64) {
+    c.store(c.load(Relaxed) + 1, Relaxed);
+}
+
+/// Which check found damaged memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// The canary after `max_len` (in the slot) was overwritten.
+    SlackCanary,
+    /// The canary standing in for a missing guard page, or a red zone
+    /// between two small (packed) slots, was overwritten.
+    EdgeCanary,
+    /// A released, poisoned buffer was written before it was handed out again.
+    Poison,
+}
+
+impl CorruptionKind {
+    /// Every kind, in the order of `pagepool_corruptions_total`'s label values.
+    pub const ALL: [CorruptionKind; 3] = [Self::SlackCanary, Self::EdgeCanary, Self::Poison];
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorruptionKind::SlackCanary => "slack_canary",
+            CorruptionKind::EdgeCanary => "edge_canary",
+            CorruptionKind::Poison => "poison",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Corruptions found, by [`CorruptionKind::index`].
+#[derive(Debug, Default)]
+pub(crate) struct CorruptionCounters([AtomicU64; 3]);
+
+impl CorruptionCounters {
+    /// Counts one corruption of `kind`.
+    pub(crate) fn count(&self, kind: CorruptionKind) {
+        self.0[kind.index()].fetch_add(1, Relaxed);
+    }
+
+    /// The counts, by [`CorruptionKind::index`].
+    pub(crate) fn snapshot(&self) -> [u64; 3] {
+        self.0.each_ref().map(|c| c.load(Relaxed))
+    }
+}
+
 /// Pool-wide counters beside the per-class ones.
 #[derive(Debug, Default)]
 pub(crate) struct PoolCounters {
@@ -149,8 +228,6 @@ pub(crate) struct PoolCounters {
     pub(crate) unguarded: AtomicUsize,
     /// `ZeroSize` and `TooLarge` refusals.
     pub(crate) rejected: AtomicU64,
-    /// Corruptions found, by `CorruptionKind::index`.
-    pub(crate) corruptions: [AtomicU64; 3],
     /// Leak suspects at the last scan.
     pub(crate) leak_suspects: AtomicUsize,
 }
@@ -159,6 +236,7 @@ pub(crate) struct PoolCounters {
 pub(crate) fn total(
     classes: impl Iterator<Item = ClassStats>,
     pool: &PoolCounters,
+    corruptions: [u64; 3],
     limit: Option<usize>,
 ) -> PoolStats {
     let mut s = PoolStats {
@@ -167,7 +245,7 @@ pub(crate) fn total(
         trimmed_bytes: pool.trimmed.load(Relaxed),
         unguarded_slots: pool.unguarded.load(Relaxed),
         rejected: pool.rejected.load(Relaxed),
-        corruptions: pool.corruptions.iter().map(|c| c.load(Relaxed)).sum(),
+        corruptions: corruptions.iter().sum(),
         leak_suspects: pool.leak_suspects.load(Relaxed),
         ..PoolStats::default()
     };

@@ -12,16 +12,37 @@
 //! and an allocation pays for sampling with one compare and one store,
 //! however many duties are on.
 
-/// Duty: record the allocation in the metrics histograms (and its hold
-/// time at release).
-pub(crate) const HISTOGRAMS: u8 = 1;
-/// Duty: poison the buffer's first bytes when it is released.
-pub(crate) const POISON: u8 = 2;
-/// Duty: capture a backtrace of the allocation.
-pub(crate) const BACKTRACE: u8 = 4;
+/// The sampled *duties* of one allocation: the rare, costly work it was
+/// picked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Duties(u8);
+
+impl Duties {
+    /// No duty.
+    pub(crate) const NONE: Duties = Duties(0);
+    /// Record the allocation in the metrics histograms (and its hold time
+    /// at release).
+    pub(crate) const HISTOGRAMS: Duties = Duties(1);
+    /// Poison the buffer's first bytes when it is released.
+    pub(crate) const POISON: Duties = Duties(2);
+    /// Capture a backtrace of the allocation.
+    pub(crate) const BACKTRACE: Duties = Duties(4);
+
+    /// Whether `duty` is among these.
+    #[inline]
+    pub(crate) fn contains(self, duty: Duties) -> bool {
+        self.0 & duty.0 == duty.0
+    }
+
+    /// Whether there is none.
+    #[inline]
+    pub(crate) fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
 
 /// The duties, in the order of [`Sampler::every`].
-const DUTIES: [u8; 3] = [HISTOGRAMS, POISON, BACKTRACE];
+const DUTIES: [Duties; 3] = [Duties::HISTOGRAMS, Duties::POISON, Duties::BACKTRACE];
 
 /// One thread's countdown to its next sampled allocation in one pool.
 ///
@@ -83,14 +104,13 @@ impl Sampler {
         self.tick -= 1;
     }
 
-    /// Counts one allocation on the slow path and returns its duties (bits
-    /// of [`HISTOGRAMS`], [`POISON`], [`BACKTRACE`]).
-    pub(crate) fn count(&mut self) -> u8 {
+    /// Counts one allocation on the slow path and returns its duties.
+    pub(crate) fn count(&mut self) -> Duties {
         self.tick -= 1;
         if self.tick != 0 {
-            return 0;
+            return Duties::NONE;
         }
-        let mut due = 0;
+        let mut due = Duties::NONE;
         for (i, duty) in DUTIES.into_iter().enumerate() {
             if self.every[i] == 0 {
                 continue;
@@ -98,7 +118,7 @@ impl Sampler {
             // `period <= left[i]` (invariant): no underflow.
             self.left[i] -= self.period;
             if self.left[i] == 0 {
-                due |= duty;
+                due.0 |= duty.0;
                 self.left[i] = self.every[i];
             }
         }
@@ -119,13 +139,13 @@ mod tests {
         for call in 1..=n {
             let due = if s.quiet() {
                 s.count_quiet();
-                0
+                Duties::NONE
             } else {
                 s.count()
             };
             assert!(s.tick >= 1);
             for (i, duty) in DUTIES.into_iter().enumerate() {
-                if due & duty != 0 {
+                if due.contains(duty) {
                     hits[i].push(call);
                 }
             }
@@ -155,7 +175,7 @@ mod tests {
         // With nothing on, the countdown still never runs out in between.
         let mut s = Sampler::new([0, 0, 0]);
         s.tick = 1;
-        assert_eq!(s.count(), 0);
+        assert_eq!(s.count(), Duties::NONE);
         assert_eq!(s.tick, u32::MAX);
     }
 

@@ -2,12 +2,13 @@
 //! of reuse while newer releases go through, so a late access through a stale
 //! pointer faults at once (and the fault handler names the buffer).
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 
 use parking_lot::Mutex;
 
-use crate::cache::SlotRef;
-use crate::guard::Sealed;
+use crate::mem::guard::Sealed;
+use crate::mem::slot::SlotRef;
 
 /// Slots in quarantine, oldest first.
 #[derive(Debug, Default)]
@@ -34,4 +35,28 @@ impl Quarantine {
     pub(crate) fn drain(&self) -> Vec<(SlotRef, Sealed)> {
         self.queue.lock().drain(..).collect()
     }
+}
+
+thread_local! {
+    /// This thread's countdown to its next quarantined release.
+    static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this release is the one in `every` (0: never) that is
+/// quarantined: a per-thread countdown, so the decision costs no shared
+/// write.
+pub(crate) fn sampled(every: u32) -> bool {
+    if every == 0 {
+        return false;
+    }
+    COUNTDOWN.with(|c| match c.get() {
+        0 => {
+            c.set(every - 1);
+            true
+        }
+        n => {
+            c.set(n - 1);
+            false
+        }
+    })
 }

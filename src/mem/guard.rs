@@ -21,19 +21,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-/// Which system call places guard pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum GuardMechanism {
-    /// `madvise(MADV_GUARD_INSTALL)` where the kernel has it (Linux 6.13+),
-    /// otherwise `mprotect` within the process-wide area budget. The default.
-    #[default]
-    Auto,
-    /// Always `mprotect`, even where `MADV_GUARD_INSTALL` exists: each
-    /// interior guard then costs two kernel memory areas from the budget. For
-    /// testing the fallback, and for kernels whose guard markers misbehave.
-    Mprotect,
-}
+use crate::config::GuardMechanism;
 
 /// `MADV_GUARD_INSTALL` from `<linux/mman.h>` (Linux 6.13); `libc` does not
 /// export it yet.

@@ -1,0 +1,271 @@
+//! [`BufferPool`]: the public handle to a pool, and its calls.
+
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::buffer::PageBuffer;
+use crate::config::Config;
+use crate::pool::PoolInner;
+use crate::stats::{ClassStats, PoolStats};
+use crate::Error;
+
+/// A thread-safe pool of page-aligned, guarded buffers.
+///
+/// `BufferPool` is a cheap handle: clones share one pool. Buffers keep the
+/// pool's memory alive, so dropping every handle while buffers are out is
+/// sound; the slabs are unmapped when the last buffer comes back.
+///
+/// ```
+/// use pagepool::BufferPool;
+///
+/// let pool = BufferPool::new();
+/// let mut buf = pool.allocate_page_size_buffer(1500)?;
+/// assert_eq!(buf.as_ptr() as usize % pagepool::page_size(), 0);
+/// assert_eq!((buf.len(), buf.max_len()), (0, 1500));
+/// buf.extend_from_slice(b"RTP")?;
+/// assert_eq!(&buf[..], b"RTP");
+/// drop(buf); // back to the pool
+/// assert_eq!(pool.stats().buffers_in_use, 0);
+/// # Ok::<(), pagepool::Error>(())
+/// ```
+pub struct BufferPool {
+    /// The pool; every handle and every buffer's anchor holds one.
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+impl BufferPool {
+    pub(crate) fn from_config(config: Config) -> BufferPool {
+        BufferPool {
+            inner: PoolInner::new(config),
+        }
+    }
+
+    /// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a buffer of `max_len() ==
+    /// max_size` bytes whose first byte is page-aligned, with `len() == 0`.
+    ///
+    /// The slot behind it is the smallest size class that holds `max_size`;
+    /// with guard pages on, the page directly before the buffer and the page
+    /// directly after the slot's last page are inaccessible. The contents are
+    /// whatever the slot's previous owner left (zero for fresh memory).
+    ///
+    /// Once the pool is warm (a free slot of the class exists) this takes no
+    /// lock and makes no system call.
+    ///
+    /// # Errors
+    /// - [`Error::ZeroSize`] for `max_size == 0`;
+    /// - [`Error::TooLarge`] above the pool's `max_buffer_size`;
+    /// - [`Error::Exhausted`] when the byte cap is reached;
+    /// - [`Error::Os`] when the OS refuses a new mapping.
+    #[track_caller]
+    #[inline(always)]
+    pub fn allocate_page_size_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
+        self.allocate_at(max_size, Location::caller(), false)
+    }
+
+    /// `allocate_page_size_buffer`, but when the pool is
+    /// [`Exhausted`](Error::Exhausted) it waits up to `timeout` for buffers to
+    /// come back (like GStreamer's blocking `acquire_buffer`), instead of
+    /// failing at once.
+    ///
+    /// While a thread waits, every release goes to the pool's shared free
+    /// lists rather than the releasing thread's cache, and wakes the waiters;
+    /// each waiter then tries again (which also trims idle slabs of other
+    /// classes, so a release of any size can make room under the cap). A
+    /// waiter also retries every millisecond on its own, so a wake-up lost to
+    /// a race costs at most that. Several waiters compete; none is promised
+    /// the next buffer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pagepool::{BufferPool, Error};
+    ///
+    /// let pool = BufferPool::builder().max_bytes(64 << 10).build()?;
+    /// let mut held = Vec::new();
+    /// while let Ok(b) = pool.allocate_page_size_buffer(4096) {
+    ///     held.push(b);
+    /// }
+    /// // Full: a short wait times out cleanly...
+    /// let e = pool.allocate_page_size_buffer_timeout(4096, Duration::from_millis(5));
+    /// assert!(matches!(e, Err(Error::TimedOut { .. })));
+    /// // ...and a release on another thread wakes a longer one.
+    /// let one = held.pop().unwrap();
+    /// let t = std::thread::spawn(move || {
+    ///     std::thread::sleep(Duration::from_millis(20));
+    ///     drop(one);
+    /// });
+    /// let b = pool.allocate_page_size_buffer_timeout(4096, Duration::from_secs(10))?;
+    /// t.join().unwrap();
+    /// # drop((b, held));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// - [`Error::TimedOut`] when no room appeared within `timeout`;
+    /// - the other errors of
+    ///   [`allocate_page_size_buffer`](Self::allocate_page_size_buffer), at
+    ///   once: they do not go away by waiting.
+    #[track_caller]
+    pub fn allocate_page_size_buffer_timeout(
+        &self,
+        max_size: usize,
+        timeout: Duration,
+    ) -> Result<PageBuffer, Error> {
+        let site = Location::caller();
+        match self.allocate_at(max_size, site, false) {
+            Err(Error::Exhausted { .. }) => {
+                let retry = || self.allocate_at(max_size, site, false);
+                self.inner.wait_for_room(max_size, timeout, retry)
+            }
+            other => other,
+        }
+    }
+
+    /// `allocate_page_size_buffer` with the allocation site given.
+    /// `small`: a request of `allocate_buffer`, which small classes may
+    /// serve (a constant at every call site, so the choice folds away).
+    #[inline(always)]
+    fn allocate_at(
+        &self,
+        max_size: usize,
+        site: &'static Location<'static>,
+        small: bool,
+    ) -> Result<PageBuffer, Error> {
+        let (slot, anchor) = self.inner.allocate(max_size, site, small)?;
+        // SAFETY: `allocate` just took `slot` off a free list for us alone and
+        // counted the buffer on `anchor`, which keeps the pool alive.
+        Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
+    }
+
+    /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
+    /// max_size` bytes with no promise of page alignment, with `len() == 0`.
+    ///
+    /// Up to [`SMALL_MAX`](crate::SMALL_MAX) (2 KiB: RTP and TS packets,
+    /// RTCP, headers) it comes from a small class
+    /// ([`SMALL_SIZES`](crate::SMALL_SIZES), multiples of 64 bytes): slots
+    /// packed into shared slab pages, each between two 64-byte red zones of
+    /// canary that every release checks (so a write past the slot or before
+    /// it is reported, naming the buffer and its allocation site), with a
+    /// guard page at each end of the slab. Such a buffer is 64-byte aligned,
+    /// not page-aligned; it is never quarantined (a slot smaller than a page
+    /// cannot be sealed alone) but is poisoned, zeroed and tracked like the
+    /// rest, and counted in its own class in `stats()`, `class_stats()`,
+    /// leak reports and metrics. Larger sizes are served exactly like
+    /// [`allocate_page_size_buffer`](Self::allocate_page_size_buffer).
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// let mut rtp = pool.allocate_buffer(1500)?;
+    /// assert_eq!((rtp.max_len(), rtp.slot_len()), (1500, 1536));
+    /// assert_eq!(rtp.as_ptr() as usize % 64, 0);
+    /// rtp.extend_from_slice(&[0x80, 0x60])?;
+    /// let big = pool.allocate_buffer(64 * 1024)?; // a page class
+    /// assert_eq!(big.as_ptr() as usize % pagepool::page_size(), 0);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`allocate_page_size_buffer`](Self::allocate_page_size_buffer).
+    #[track_caller]
+    #[inline(always)]
+    pub fn allocate_buffer(&self, max_size: usize) -> Result<PageBuffer, Error> {
+        self.allocate_at(max_size, Location::caller(), true)
+    }
+
+    /// Copies the pool's counters into its metric handles now, rather than
+    /// at the publisher's next tick. Does nothing with metrics off.
+    pub fn publish_metrics(&self) {
+        self.inner.publish_metrics();
+    }
+
+    /// A snapshot of the pool's counters (see [`PoolStats`] for when they agree).
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+
+    /// A snapshot of every size class, smallest first.
+    pub fn class_stats(&self) -> Vec<ClassStats> {
+        self.inner.class_stats()
+    }
+
+    /// Empties the quarantine, then unmaps every slab whose slots are all on
+    /// the pool's shared free lists, and returns the bytes given back to the
+    /// OS (guard pages included). The calling thread's cached slots go back
+    /// first; other threads return theirs at their next call or when they
+    /// exit, so a slab holding one of those stays mapped until a later trim.
+    /// Allocations of a class being trimmed wait for the trim rather than
+    /// map a new slab.
+    pub fn trim(&self) -> usize {
+        self.inner.trim_all()
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    /// The largest `max_size` this pool accepts.
+    pub fn max_buffer_size(&self) -> usize {
+        self.inner.config.max_buffer_size
+    }
+
+    /// The cap on reserved bytes, `None` when unlimited.
+    pub fn max_bytes(&self) -> Option<usize> {
+        self.inner.config.max_bytes
+    }
+
+    /// Whether slots get guard pages.
+    pub fn guard_pages(&self) -> bool {
+        self.inner.config.guards.is_some()
+    }
+
+    /// The slot size of every size class, in bytes, smallest first: the
+    /// small classes ([`SMALL_SIZES`](crate::SMALL_SIZES) up to the one that
+    /// holds `max_buffer_size`), then the page classes.
+    pub fn size_classes(&self) -> Vec<usize> {
+        let c = &self.inner.classes;
+        c.all().map(|i| c.slot_bytes(i)).collect()
+    }
+
+    /// The slot size that serves `allocate_page_size_buffer(max_size)` (a
+    /// page class), or `None` when the pool would refuse it.
+    /// `allocate_buffer` serves the same sizes above
+    /// [`SMALL_MAX`](crate::SMALL_MAX), and the smallest of
+    /// [`SMALL_SIZES`](crate::SMALL_SIZES) that fits below.
+    pub fn slot_size_for(&self, max_size: usize) -> Option<usize> {
+        let c = &self.inner.classes;
+        c.class_for(max_size, false).map(|i| c.slot_bytes(i))
+    }
+}
+
+impl Clone for BufferPool {
+    fn clone(&self) -> Self {
+        self.inner.handle_cloned();
+        BufferPool {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl Drop for BufferPool {
+    /// The last handle closes the pool: no allocation can follow, the slabs
+    /// are unmapped once the last buffer is back, and buffers still out are
+    /// logged as probable leaks.
+    fn drop(&mut self) {
+        self.inner.handle_dropped();
+    }
+}
+
+impl fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats();
+        f.debug_struct("BufferPool")
+            .field("name", &self.name())
+            .field("buffers_in_use", &s.buffers_in_use)
+            .field("bytes_reserved", &s.bytes_reserved)
+            .field("bytes_limit", &s.bytes_limit)
+            .field("guard_pages", &self.guard_pages())
+            .finish()
+    }
+}

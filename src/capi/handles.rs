@@ -1,0 +1,120 @@
+//! The C ABI's handle table: every live allocator and buffer handle, as an
+//! index and a generation checked on every call (see the `capi` docs).
+
+use parking_lot::Mutex;
+
+use super::{E_HANDLE, HRESULT};
+use crate::buffer::PageBuffer;
+use crate::buffer_pool::BufferPool;
+
+/// One entry of the handle table.
+pub(super) enum Held {
+    /// Unused; the index of the next free entry (`usize::MAX`: none).
+    Free {
+        next: usize,
+    },
+    Allocator(BufferPool),
+    Buffer {
+        buf: PageBuffer,
+        refs: u32,
+    },
+}
+
+/// A table entry and its generation.
+pub(super) struct Row {
+    generation: usize,
+    pub(super) held: Held,
+}
+
+/// Every live handle. Index `i` and generation `g` make the handle
+/// `((i + 1) << HALF) | g`: never null, never a small or typical heap or
+/// stack address pattern that could pass by chance (and checked anyway).
+pub(super) struct Table {
+    pub(super) rows: Vec<Row>,
+    free: usize,
+}
+
+/// Bits of a handle that hold the generation.
+pub(super) const HALF: u32 = usize::BITS / 2;
+const GENERATION_MASK: usize = (1 << HALF) - 1;
+
+pub(super) static TABLE: Mutex<Table> = Mutex::new(Table {
+    rows: Vec::new(),
+    free: usize::MAX,
+});
+
+/// What a handle is expected to be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum HandleKind {
+    Allocator,
+    Buffer,
+}
+
+impl Table {
+    /// Stores `entry`; returns its handle (`None` if the table is full).
+    pub(super) fn insert(&mut self, held: Held) -> Option<usize> {
+        let index = if self.free != usize::MAX {
+            let i = self.free;
+            let Held::Free { next } = self.rows[i].held else {
+                unreachable!("the free list holds free entries only");
+            };
+            self.free = next;
+            self.rows[i].held = held;
+            i
+        } else {
+            if self.rows.len() >= GENERATION_MASK {
+                return None;
+            }
+            self.rows.push(Row {
+                generation: 1,
+                held,
+            });
+            self.rows.len() - 1
+        };
+        Some(((index + 1) << HALF) | self.rows[index].generation)
+    }
+
+    /// The index of a live handle of `kind`.
+    pub(super) fn find(&self, handle: usize, kind: HandleKind) -> Option<usize> {
+        let index = (handle >> HALF).checked_sub(1)?;
+        let row = self.rows.get(index)?;
+        if row.generation != handle & GENERATION_MASK {
+            return None;
+        }
+        let found = match row.held {
+            Held::Free { .. } => return None,
+            Held::Allocator(_) => HandleKind::Allocator,
+            Held::Buffer { .. } => HandleKind::Buffer,
+        };
+        (found == kind).then_some(index)
+    }
+
+    /// Frees entry `index`, bumping its generation; returns what it held.
+    pub(super) fn remove(&mut self, index: usize) -> Held {
+        let row = &mut self.rows[index];
+        let entry = std::mem::replace(&mut row.held, Held::Free { next: self.free });
+        // Never 0, so a handle is never just an index.
+        row.generation = match (row.generation + 1) & GENERATION_MASK {
+            0 => 1,
+            g => g,
+        };
+        self.free = index;
+        entry
+    }
+
+    pub(super) fn pool(&self, handle: usize) -> Result<BufferPool, HRESULT> {
+        let i = self.find(handle, HandleKind::Allocator).ok_or(E_HANDLE)?;
+        match &self.rows[i].held {
+            Held::Allocator(pool) => Ok(pool.clone()),
+            _ => Err(E_HANDLE),
+        }
+    }
+
+    pub(super) fn buffer(&mut self, handle: usize) -> Result<(&mut PageBuffer, &mut u32), HRESULT> {
+        let i = self.find(handle, HandleKind::Buffer).ok_or(E_HANDLE)?;
+        match &mut self.rows[i].held {
+            Held::Buffer { buf, refs } => Ok((buf, refs)),
+            _ => Err(E_HANDLE),
+        }
+    }
+}

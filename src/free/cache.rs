@@ -1,0 +1,559 @@
+//! Thread caches: each thread keeps, per pool and class, a small LIFO stack
+//! of free slots (a *bin*, at most 1 MiB or 64 slots) that only it touches.
+//! The hot path pops and pushes there with no atomic read-modify-write at
+//! all, and reuses the slot whose cache lines and TLB entry are still warm.
+//! Bins refill from and spill to the depot's free lists in batches of half
+//! a bin, so buffers released on another thread than the one that
+//! allocated them (the media-server pattern) flow back. A thread's bins are
+//! flushed when the thread exits, and whenever the depot's flush epoch
+//! moves (`trim`, and an allocation about to fail with `Exhausted`).
+//!
+//! This layer works over the [`Depot`] only: it never calls the pool, and
+//! tells its caller what happened ([`Taken`], [`Released`]) for the pool to
+//! act on.
+
+use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use super::anchor::{Anchor, AnchorCount, AnchorRef, Released};
+use super::bin::Bin;
+use super::depot::Depot;
+use super::sample::{Duties, Sampler};
+use crate::class::ClassIdx;
+use crate::clock;
+use crate::mem::slot::{Slot, SlotRef};
+use crate::stats::{bump_own, ThreadCounters};
+
+/// A pool as the thread caches see it: something that owns a [`Depot`]
+/// and that anchors keep alive.
+pub(crate) trait HasDepot: Send + Sync + 'static {
+    /// The pool's depot.
+    fn depot(&self) -> &Depot;
+}
+
+/// One thread's cache for one pool.
+struct Entry {
+    /// The pool's depot: inside the pool the anchor keeps alive until the
+    /// entry retires.
+    depot: NonNull<Depot>,
+    /// This thread's anchor for the pool.
+    anchor: AnchorRef,
+    /// Buffers issued through `anchor` minus those this thread took back:
+    /// the owner's side of the anchor's count (see `anchor.rs`).
+    issued: isize,
+    /// The depot's flush epoch this cache has caught up with.
+    epoch: u32,
+    /// This thread's countdown to its next sampled allocation.
+    sampler: Sampler,
+    /// Free slots, one bin per class.
+    bins: Box<[Bin]>,
+    /// This thread's counters, registered with the depot for `stats()`.
+    counters: Arc<ThreadCounters>,
+    /// The depot's id; never reused, so an entry of a dropped pool never
+    /// matches a new one.
+    id: u64,
+}
+
+impl Entry {
+    #[inline(always)]
+    fn depot<'a>(&self) -> &'a Depot {
+        // SAFETY: the entry holds the owner's reference to its anchor until
+        // `retire`, and the anchor keeps the pool that owns the depot alive.
+        unsafe { self.depot.as_ref() }
+    }
+
+    /// Returns every cached slot to the depot's free lists.
+    fn flush(&mut self) {
+        let depot = self.depot();
+        for (bin, c) in self.bins.iter_mut().zip(0..) {
+            // SAFETY: one bin per class of the depot's table, in order.
+            let class = depot.class(unsafe { ClassIdx::from_stored(c) });
+            for slot in bin.slots.drain(..) {
+                class.free.push(slot);
+            }
+        }
+    }
+
+    /// Flushes if the depot asked every thread to (the fast paths compare
+    /// the epochs themselves and come here when they differ).
+    fn catch_up(&mut self) {
+        let epoch = self.depot().flush_epoch();
+        if epoch != self.epoch {
+            self.flush();
+            self.epoch = epoch;
+        }
+    }
+
+    /// The bin of class `idx`.
+    ///
+    /// # Safety
+    /// `idx` is a class of the entry's pool (one bin per class).
+    #[inline(always)]
+    unsafe fn bin(&mut self, idx: ClassIdx) -> &mut Bin {
+        debug_assert!(idx.get() < self.bins.len());
+        // SAFETY: in range per the caller's contract.
+        unsafe { self.bins.get_unchecked_mut(idx.get()) }
+    }
+
+    /// Settles a buffer's reference on `anchor` if it is this entry's.
+    #[inline(always)]
+    fn settle(&mut self, anchor: AnchorRef) -> Released {
+        if self.anchor == anchor {
+            self.issued -= 1;
+            Released::Settled
+        } else {
+            Released::Remote
+        }
+    }
+
+    /// Gives everything back: slots, counters, and the anchor reference.
+    fn retire(mut self) {
+        self.flush();
+        self.depot().retire_thread(&self.counters);
+        // SAFETY: we are the owning thread, retiring once with our final
+        // count; `self` (and with it the pointer) is dropped right after.
+        unsafe { AnchorCount::retire(self.anchor, self.issued) };
+    }
+}
+
+/// The calling thread's caches, one entry per pool it has used. Each entry
+/// is boxed so that [`FAST`] can point at it while the list grows.
+#[allow(clippy::vec_box)]
+struct ThreadCaches(RefCell<Vec<Box<Entry>>>);
+
+impl Drop for ThreadCaches {
+    /// At thread exit: give the slots back, fold the counters into the
+    /// depot's (so nothing is stranded and `stats()` stays exact), and drop
+    /// this thread's references to the pools.
+    fn drop(&mut self) {
+        // First, so no later call (another thread-local's destructor that
+        // drops a buffer) reaches an entry through `FAST`.
+        FAST.with(Fast::clear);
+        for entry in self.0.get_mut().drain(..) {
+            (*entry).retire();
+        }
+    }
+}
+
+/// The calling thread's most recently used entry, tried before the list: a
+/// plain thread-local with no destructor, so reaching it costs one load
+/// relative to the thread pointer, no `RefCell` and no search.
+///
+/// Invariant: both are null, or `entry` points to a live entry in this
+/// thread's [`CACHES`] list whose depot is `depot` (the entry's anchor keeps
+/// that depot's pool alive, so no other depot can have its address
+/// meanwhile). Every removal from the list clears this first.
+struct Fast {
+    depot: Cell<*const Depot>,
+    entry: Cell<*mut Entry>,
+}
+
+impl Fast {
+    fn clear(&self) {
+        self.depot.set(std::ptr::null());
+        self.entry.set(std::ptr::null_mut());
+    }
+}
+
+thread_local! {
+    static CACHES: ThreadCaches = const { ThreadCaches(RefCell::new(Vec::new())) };
+    static FAST: Fast = const {
+        Fast {
+            depot: Cell::new(std::ptr::null()),
+            entry: Cell::new(std::ptr::null_mut()),
+        }
+    };
+}
+
+/// Runs `f` on this thread's cache for `pool` (made on first use). `None`
+/// when the thread is exiting and its caches are gone, or when the pool is
+/// closed and this thread has no entry for it.
+///
+/// `f` gets the entry exclusively, so it must not call back into this
+/// module's entry points; no caller's closure does.
+#[inline]
+fn with_entry<P: HasDepot, R>(pool: &Arc<P>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+    match fast_entry(pool.depot()) {
+        // SAFETY: `FAST`'s invariant: a live entry of this thread for the
+        // depot. Only this thread reaches it, and no other reference to it
+        // is alive: `with_entry` is not re-entered from `f`, and the slow
+        // path's `RefCell` borrow has ended.
+        Some(mut entry) => Some(f(unsafe { entry.as_mut() })),
+        None => with_entry_slow(pool, f),
+    }
+}
+
+/// `with_entry` when `FAST` points elsewhere: search the list, make the
+/// entry if needed, and point `FAST` at it.
+#[cold]
+#[inline(never)]
+fn with_entry_slow<P: HasDepot, R>(pool: &Arc<P>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+    let depot = pool.depot();
+    CACHES
+        .try_with(|caches| {
+            let mut entries = caches.0.try_borrow_mut().ok()?;
+            let at = match entries.iter().position(|e| e.id == depot.id()) {
+                Some(at) => at,
+                // A closed pool only takes buffers back: no new entry.
+                None if depot.is_closed() => return None,
+                None => new_entry(&mut entries, pool),
+            };
+            let entry = &mut entries[at];
+            FAST.with(|fast| {
+                fast.depot.set(depot);
+                fast.entry.set(&mut **entry);
+            });
+            Some(f(entry))
+        })
+        .ok()
+        .flatten()
+}
+
+#[cold]
+#[allow(clippy::vec_box)] // see `ThreadCaches`
+fn new_entry<P: HasDepot>(entries: &mut Vec<Box<Entry>>, pool: &Arc<P>) -> usize {
+    // Entries of closed pools: give their memory back now (`FAST` may point
+    // at one of them).
+    FAST.with(Fast::clear);
+    let mut i = 0;
+    while i < entries.len() {
+        if entries[i].depot().is_closed() {
+            (*entries.swap_remove(i)).retire();
+        } else {
+            i += 1;
+        }
+    }
+    let depot = pool.depot();
+    let counters = Arc::new(ThreadCounters::new(depot.len()));
+    depot.register_thread(Arc::clone(&counters));
+    let bins = (0..depot.len())
+        .map(|i| {
+            let limit = depot.cache_limit(i);
+            Bin {
+                slots: Vec::with_capacity(limit + 1),
+                limit,
+                counters: NonNull::from(&counters.classes[i]),
+            }
+        })
+        .collect();
+    entries.push(Box::new(Entry {
+        depot: NonNull::from(depot),
+        anchor: Anchor::owned(Arc::clone(pool)),
+        issued: 0,
+        epoch: depot.flush_epoch(),
+        sampler: Sampler::new(depot.sample_rates()),
+        bins,
+        counters,
+        id: depot.id(),
+    }));
+    entries.len() - 1
+}
+
+/// This thread's entry for `depot` if `FAST` points at it.
+#[inline(always)]
+fn fast_entry(depot: &Depot) -> Option<NonNull<Entry>> {
+    FAST.with(|fast| {
+        if std::ptr::eq(fast.depot.get(), depot) {
+            // SAFETY: `FAST`'s invariant: its depot is null or its entry is
+            // not, and `depot` is not null.
+            Some(unsafe { NonNull::new_unchecked(fast.entry.get()) })
+        } else {
+            None
+        }
+    })
+}
+
+/// The fast paths' entry: this thread's entry for `depot` through `FAST`,
+/// if it has caught up with the depot's flush requests (else the caller's
+/// slow path flushes it).
+///
+/// The reference is exclusive for as long as the caller uses it: only
+/// this thread reaches the entry, and the fast paths neither re-enter this
+/// module nor keep the reference past their return.
+#[inline(always)]
+fn ready_entry<'a>(depot: &Depot) -> Option<&'a mut Entry> {
+    let mut e = fast_entry(depot)?;
+    // SAFETY: `FAST`'s invariant: a live entry of this thread for `depot`
+    // (every removal from the list clears `FAST` first), reached by no
+    // other reference while the caller uses it (see `with_entry`).
+    let e = unsafe { e.as_mut() };
+    if e.epoch != depot.flush_epoch() {
+        return None;
+    }
+    Some(e)
+}
+
+/// The common allocation: a slot of class `idx` from this thread's bin,
+/// counted on the thread's anchor, which the buffer must hold. `None` (and
+/// nothing changed) when the entry is not at hand through `FAST`, has not
+/// caught up with a flush request, the allocation is sampled, or the bin is
+/// empty: the caller then takes [`acquire_slow`].
+///
+/// # Safety
+/// `idx` is a class of `depot`'s pool.
+#[inline(always)]
+pub(crate) unsafe fn acquire(depot: &Depot, idx: ClassIdx) -> Option<(SlotRef, AnchorRef)> {
+    let mut e = fast_entry(depot)?;
+    // SAFETY: as in `ready_entry` (written out here, not through it: see
+    // the design notes' hot path).
+    let e = unsafe { e.as_mut() };
+    if e.epoch == depot.flush_epoch() && e.sampler.quiet() {
+        debug_assert!(idx.get() < e.bins.len());
+        // SAFETY: `idx` is a class of the pool (caller's contract), and
+        // there is one bin per class (a field borrow, apart from `sampler`).
+        let bin = unsafe { e.bins.get_unchecked_mut(idx.get()) };
+        if let Some(slot) = bin.slots.pop() {
+            e.sampler.count_quiet();
+            bump_own(&bin.counters().hits);
+            e.issued += 1;
+            return Some((slot, e.anchor));
+        }
+    }
+    None
+}
+
+/// What [`acquire_slow`] found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// A slot from the bin or the depot, counted on `anchor`.
+    Slot {
+        slot: SlotRef,
+        anchor: AnchorRef,
+        /// The allocation's sampled duties, for the pool to mark.
+        duties: Duties,
+        /// `clock::now_nanos()` at the start, when the histograms are due.
+        started: u64,
+    },
+    /// Bin and depot are empty: the pool must make a slot, then count it
+    /// with [`issue`].
+    Empty {
+        /// As in `Slot`.
+        duties: Duties,
+        /// As in `Slot`.
+        started: u64,
+    },
+    /// This thread is exiting (or the pool is closed and the thread has no
+    /// entry): no cache, no sampling; the buffer needs an anchor of its own
+    /// (`Anchor::detached`).
+    NoCache,
+}
+
+/// `acquire` in full: catches up with flush requests, counts the sampling
+/// countdown, pops the bin, refills it from the depot in a batch when
+/// empty.
+///
+/// # Safety
+/// `idx` is a class of `pool`'s depot.
+#[cold]
+#[inline(never)]
+pub(crate) unsafe fn acquire_slow<P: HasDepot>(pool: &Arc<P>, idx: ClassIdx) -> Taken {
+    let depot = pool.depot();
+    let got = with_entry(pool, |e| {
+        e.catch_up();
+        let duties = e.sampler.count();
+        let started = if duties.contains(Duties::HISTOGRAMS) {
+            clock::now_nanos()
+        } else {
+            0
+        };
+        // SAFETY: forwarded from the caller.
+        let bin = unsafe { e.bin(idx) };
+        let slot = match bin.slots.pop() {
+            Some(slot) => Some(slot),
+            None => bin.refill(&depot.class(idx).free),
+        };
+        match slot {
+            Some(slot) => {
+                bump_own(&bin.counters().hits);
+                e.issued += 1;
+                Taken::Slot {
+                    slot,
+                    anchor: e.anchor,
+                    duties,
+                    started,
+                }
+            }
+            None => Taken::Empty { duties, started },
+        }
+    });
+    got.unwrap_or(Taken::NoCache)
+}
+
+/// Counts a buffer whose slot the pool made after [`Taken::Empty`] on this
+/// thread's anchor; `None` when the thread has no entry any more (the
+/// buffer then needs an anchor of its own).
+pub(crate) fn issue<P: HasDepot>(pool: &Arc<P>) -> Option<AnchorRef> {
+    with_entry(pool, |e| {
+        e.issued += 1;
+        e.anchor
+    })
+}
+
+/// The release fast path: if this thread issued the buffer (its entry's
+/// anchor is `anchor`), the cache is caught up and the bin has room, marks
+/// slot `s` free, pushes it, counts it and settles the buffer's reference;
+/// returns whether it did (if not, it changed nothing).
+///
+/// # Safety
+/// `slot` (whose metadata is `s`) is a slot of `depot`'s pool, released by
+/// its buffer.
+#[inline(always)]
+pub(crate) unsafe fn give_back_own(
+    depot: &Depot,
+    s: &Slot,
+    slot: SlotRef,
+    anchor: AnchorRef,
+) -> bool {
+    let Some(e) = ready_entry(depot) else {
+        return false;
+    };
+    if e.anchor != anchor {
+        return false;
+    }
+    // SAFETY: the class of a slot of this pool (caller's contract).
+    let bin = unsafe { e.bin(s.class()) };
+    if !bin.push_within_limit(slot) {
+        return false;
+    }
+    s.mark_free();
+    e.issued -= 1;
+    true
+}
+
+/// Takes back the free slot of class `idx` of a buffer issued through
+/// `anchor`: into this thread's bin (spilling half to the depot when full,
+/// everything when the pool keeps no caches) or the depot, counted. Says
+/// whether the buffer's reference on `anchor` was settled here.
+///
+/// # Safety
+/// `idx` is a class of `pool`'s depot, and `slot` a slot of that class
+/// already marked free.
+#[inline(always)]
+pub(crate) unsafe fn give_back<P: HasDepot>(
+    pool: &Arc<P>,
+    idx: ClassIdx,
+    slot: SlotRef,
+    anchor: AnchorRef,
+) -> Released {
+    if let Some(e) = ready_entry(pool.depot()) {
+        // SAFETY: forwarded from the caller.
+        let bin = unsafe { e.bin(idx) };
+        if bin.push_within_limit(slot) {
+            return e.settle(anchor);
+        }
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { give_back_slow(pool, idx, slot, anchor) }
+}
+
+/// `give_back` when the bin is full (or the pool keeps no caches).
+///
+/// # Safety
+/// As for [`give_back`].
+#[cold]
+#[inline(never)]
+unsafe fn give_back_slow<P: HasDepot>(
+    pool: &Arc<P>,
+    idx: ClassIdx,
+    slot: SlotRef,
+    anchor: AnchorRef,
+) -> Released {
+    let depot = pool.depot();
+    let settled = with_entry(pool, |e| {
+        e.catch_up();
+        // SAFETY: forwarded from the caller.
+        let bin = unsafe { e.bin(idx) };
+        bin.slots.push(slot);
+        bump_own(&bin.counters().releases);
+        if bin.slots.len() > bin.limit {
+            bin.spill(&depot.class(idx).free);
+        }
+        e.settle(anchor)
+    });
+    settled.unwrap_or_else(|| {
+        depot.push_released(idx, slot);
+        Released::Remote
+    })
+}
+
+/// Returns this thread's cached slots of `pool` to its depot.
+pub(crate) fn flush_current<P: HasDepot>(pool: &Arc<P>) {
+    let _ = with_entry(pool, |e| e.flush());
+}
+
+/// Settles a released buffer's reference on `anchor` when this thread owns
+/// it (the buffer's slot went elsewhere, e.g. to quarantine).
+pub(crate) fn settle<P: HasDepot>(pool: &Arc<P>, anchor: AnchorRef) -> Released {
+    with_entry(pool, |e| e.settle(anchor)).unwrap_or(Released::Remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::class::SizeClasses;
+
+    /// The least a pool is to the thread caches.
+    struct TestPool {
+        depot: Depot,
+    }
+
+    impl HasDepot for TestPool {
+        fn depot(&self) -> &Depot {
+            &self.depot
+        }
+    }
+
+    fn pool() -> Arc<TestPool> {
+        let classes = SizeClasses::new(crate::limits::page_size(), 1 << 16);
+        Arc::new(TestPool {
+            depot: Depot::new(&classes, true, [0; 3]),
+        })
+    }
+
+    fn fast_points_at(depot: &Depot) -> bool {
+        fast_entry(depot).is_some()
+    }
+
+    #[test]
+    fn fast_follows_the_last_entry_and_is_cleared_before_an_entry_retires() {
+        std::thread::spawn(|| {
+            let (a, b) = (pool(), pool());
+            // One "buffer" of `a` issued on this thread: an entry, and `FAST`.
+            let anchor_a = issue(&a).expect("an entry for a live pool");
+            assert!(fast_points_at(a.depot()));
+            let anchor_b = issue(&b).expect("an entry for b");
+            assert!(fast_points_at(b.depot()) && !fast_points_at(a.depot()));
+            // The entry for `a` is found again through the list.
+            assert_eq!(issue(&a), Some(anchor_a));
+            assert!(fast_points_at(a.depot()));
+            // `a` closes; making an entry for a third pool retires `a`'s
+            // entry, clearing `FAST` first, while its buffers stay counted.
+            a.depot().close();
+            let c = pool();
+            let anchor_c = issue(&c).expect("an entry for c");
+            assert!(!fast_points_at(a.depot()) && fast_points_at(c.depot()));
+            // A closed pool gets no new entry: its releases go remote.
+            assert_eq!(settle(&a, anchor_a), Released::Remote);
+            // Two buffers of `a` were issued and are still out: the anchor
+            // (and its `Arc` of `a`) lives until both are released.
+            assert_eq!(Arc::strong_count(&a), 2);
+            // SAFETY: two buffers were counted on `anchor_a`, each released
+            // once here.
+            unsafe { AnchorCount::release_remote(anchor_a) };
+            assert_eq!(Arc::strong_count(&a), 2);
+            // SAFETY: as above.
+            unsafe { AnchorCount::release_remote(anchor_a) };
+            assert_eq!(Arc::strong_count(&a), 1);
+            // The other buffers come back from "elsewhere" too; the entries
+            // retire their anchors at this thread's exit.
+            // SAFETY: one buffer counted on each, released once.
+            unsafe {
+                AnchorCount::release_remote(anchor_b);
+                AnchorCount::release_remote(anchor_c);
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}

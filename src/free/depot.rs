@@ -1,0 +1,217 @@
+//! The depot: what a pool's thread caches share. Each class's lock-free
+//! free list and counters, the flush epoch, the cache limits, the closed
+//! flag, and the registry of every thread's counters.
+//!
+//! Handing a slot over through a free list: a `push` by the releasing thread
+//! *happens before* the `pop` that hands the slot out again (the queue's
+//! release/acquire pair), so everything the last owner wrote to the slot is
+//! visible to the next one, and the two never overlap: a slot is on the list
+//! or owned by one buffer, never both.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
+use std::sync::Arc;
+
+use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+use crate::class::{ClassIdx, SizeClasses};
+use crate::limits::{THREAD_CACHE_BYTES, THREAD_CACHE_SLOTS};
+use crate::mem::slot::SlotRef;
+use crate::stats::{ClassCounters, ClassStats, ThreadCounters};
+use crate::sync::{AtomicBool, AtomicU32};
+
+/// One class's free slots.
+#[derive(Debug, Default)]
+pub(crate) struct FreeList {
+    queue: SegQueue<SlotRef>,
+}
+
+impl FreeList {
+    /// Takes a free slot, if any.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<SlotRef> {
+        self.queue.pop()
+    }
+
+    /// Gives a slot back.
+    #[inline]
+    pub(crate) fn push(&self, slot: SlotRef) {
+        self.queue.push(slot)
+    }
+
+    /// Takes every slot currently on the list.
+    pub(crate) fn drain(&self) -> Vec<SlotRef> {
+        let mut out = Vec::with_capacity(self.queue.len());
+        while let Some(s) = self.queue.pop() {
+            out.push(s);
+        }
+        out
+    }
+}
+
+/// The shared state of one size class, padded so classes do not share
+/// cache lines.
+#[derive(Debug, Default)]
+pub(crate) struct ClassDepot {
+    /// Free slots no thread cache holds.
+    pub(crate) free: FreeList,
+    /// The class's shared counters (thread caches count in their own).
+    pub(crate) counters: ClassCounters,
+}
+
+/// How many slots of `slot_bytes` a thread cache keeps.
+fn thread_cache_slots(slot_bytes: usize) -> usize {
+    (THREAD_CACHE_BYTES / slot_bytes).clamp(1, THREAD_CACHE_SLOTS)
+}
+
+/// What a pool's thread caches share; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Depot {
+    /// Unique in the process, never reused: thread caches are keyed by it.
+    id: u64,
+    /// One per class of the pool's table.
+    classes: Box<[CachePadded<ClassDepot>]>,
+    /// Per class, the slots a thread cache keeps; empty: no thread caches.
+    cache_slots: Box<[usize]>,
+    /// Bumped to ask every thread to flush its cache at its next call.
+    flush_epoch: AtomicU32,
+    /// Set when the pool's last handle drops: no allocation can follow.
+    closed: AtomicBool,
+    /// The counters of every thread with a cache entry for this pool.
+    thread_counters: Mutex<Vec<Arc<ThreadCounters>>>,
+    /// One allocation in this many records the histograms, is poisoned at
+    /// release, captures a backtrace (0: never); see `sample.rs`.
+    sample_rates: [u32; 3],
+}
+
+impl Depot {
+    /// A depot for `classes`, with thread caches if `thread_cache`.
+    pub(crate) fn new(classes: &SizeClasses, thread_cache: bool, sample_rates: [u32; 3]) -> Depot {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let cache_slots = if thread_cache {
+            classes
+                .all()
+                .map(|c| thread_cache_slots(classes.slot_bytes(c)))
+                .collect()
+        } else {
+            Box::default()
+        };
+        Depot {
+            id: IDS.fetch_add(1, Relaxed),
+            classes: classes.all().map(|_| CachePadded::default()).collect(),
+            cache_slots,
+            flush_epoch: AtomicU32::new(0),
+            closed: AtomicBool::new(false),
+            thread_counters: Mutex::new(Vec::new()),
+            sample_rates,
+        }
+    }
+
+    /// The process-unique id.
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Number of classes.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The shared state of class `idx`.
+    #[inline]
+    pub(crate) fn class(&self, idx: ClassIdx) -> &ClassDepot {
+        &self.classes[idx.get()]
+    }
+
+    /// The slots a thread cache keeps of class number `i` (0 without caches).
+    pub(crate) fn cache_limit(&self, i: usize) -> usize {
+        self.cache_slots.get(i).copied().unwrap_or(0)
+    }
+
+    /// Whether the pool keeps thread caches at all.
+    pub(crate) fn has_caches(&self) -> bool {
+        !self.cache_slots.is_empty()
+    }
+
+    /// The sampling rates every new thread cache starts with.
+    pub(crate) fn sample_rates(&self) -> [u32; 3] {
+        self.sample_rates
+    }
+
+    /// The flush epoch caches compare theirs with.
+    #[inline(always)]
+    pub(crate) fn flush_epoch(&self) -> u32 {
+        self.flush_epoch.load(Relaxed)
+    }
+
+    /// Asks every thread to flush its cache at its next call.
+    pub(crate) fn request_flush(&self) {
+        self.flush_epoch.fetch_add(1, Relaxed);
+    }
+
+    /// Whether the last handle is gone. `Acquire`: the closing thread's
+    /// store follows every handle's drop, so a thread that sees it closed
+    /// also sees every allocation's count (allocations need a handle).
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Acquire)
+    }
+
+    /// Marks the pool closed (its last handle dropped).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+    }
+
+    /// Pops a free slot of class `idx`, counted as a hit.
+    #[inline]
+    pub(crate) fn pop(&self, idx: ClassIdx) -> Option<SlotRef> {
+        let class = self.class(idx);
+        let slot = class.free.pop()?;
+        class.counters.hits.fetch_add(1, Relaxed);
+        Some(slot)
+    }
+
+    /// Returns a released slot to class `idx`'s free list, counted there.
+    pub(crate) fn push_released(&self, idx: ClassIdx, slot: SlotRef) {
+        let class = self.class(idx);
+        class.counters.releases.fetch_add(1, Relaxed);
+        class.free.push(slot);
+    }
+
+    /// Adds a thread's counters to those [`Depot::class_stats`] sums.
+    pub(crate) fn register_thread(&self, counters: Arc<ThreadCounters>) {
+        self.thread_counters.lock().push(counters);
+    }
+
+    /// Folds an exiting thread's counters into the shared ones, atomically
+    /// with respect to `class_stats` (both hold the registry lock).
+    pub(crate) fn retire_thread(&self, counters: &Arc<ThreadCounters>) {
+        let mut all = self.thread_counters.lock();
+        for (class, c) in self.classes.iter().zip(counters.classes.iter()) {
+            class.counters.hits.fetch_add(c.hits.load(Relaxed), Relaxed);
+            let releases = c.releases.load(Relaxed);
+            class.counters.releases.fetch_add(releases, Relaxed);
+        }
+        all.retain(|t| !Arc::ptr_eq(t, counters));
+    }
+
+    /// Every class's snapshot: the shared counters plus every thread's.
+    pub(crate) fn class_stats(&self, sizes: &SizeClasses) -> Vec<ClassStats> {
+        let threads = self.thread_counters.lock();
+        sizes
+            .all()
+            .map(|c| {
+                let i = c.get();
+                let (hits, releases) = threads.iter().fold((0, 0), |(h, r), t| {
+                    let t = &t.classes[i];
+                    (h + t.hits.load(Relaxed), r + t.releases.load(Relaxed))
+                });
+                let counters = &self.classes[i].counters;
+                counters.snapshot(sizes.slot_bytes(c), hits, releases)
+            })
+            .collect()
+    }
+}

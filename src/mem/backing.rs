@@ -1,0 +1,124 @@
+//! Where slab memory comes from: the [`Backing`] seam, and [`Anonymous`],
+//! the private anonymous mappings every pool uses today.
+//!
+//! A slab asks its backing for one page-aligned, readable and writable
+//! range and gives it back when it is unmapped; nothing above this file
+//! knows how. A shared-memory backing (a `memfd` mapped `MAP_SHARED`, for
+//! handing buffers to another process) or a huge-page one (`MAP_HUGETLB`)
+//! is one more `impl Backing`.
+
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// A source of page-aligned memory for slabs.
+pub(crate) trait Backing: Send + Sync + fmt::Debug {
+    /// Maps `len` bytes (a multiple of the page size), readable and
+    /// writable, zero-filled, page-aligned.
+    ///
+    /// # Errors
+    /// The OS's refusal.
+    fn map(&self, len: usize) -> io::Result<NonNull<u8>>;
+
+    /// Gives back a range `map` returned.
+    ///
+    /// # Safety
+    /// `base` and `len` are exactly a range this backing's `map` returned,
+    /// not yet given back, and nothing accesses it any more.
+    unsafe fn unmap(&self, base: NonNull<u8>, len: usize);
+}
+
+/// Private anonymous mappings (`mmap(MAP_PRIVATE | MAP_ANONYMOUS)`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Anonymous;
+
+impl Backing for Anonymous {
+    fn map(&self, len: usize) -> io::Result<NonNull<u8>> {
+        // SAFETY: a fresh private anonymous mapping at an address the kernel
+        // picks; it aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap returned null"))
+    }
+
+    unsafe fn unmap(&self, base: NonNull<u8>, len: usize) {
+        // SAFETY: the caller gives back exactly a range `map` made, which no
+        // one accesses any more.
+        let rc = unsafe { libc::munmap(base.as_ptr().cast(), len) };
+        debug_assert_eq!(rc, 0, "munmap of a range we mapped");
+    }
+}
+
+/// One range from a [`Backing`], given back on drop.
+pub(crate) struct Mapping {
+    /// First byte; invariant: `base..base + len` came from `backing.map`.
+    base: NonNull<u8>,
+    len: usize,
+    backing: Arc<dyn Backing>,
+}
+
+// SAFETY: a `Mapping` is a base address, a length and a `Send + Sync`
+// backing; it never reads or writes the bytes itself (every access goes
+// through a slot that one buffer owns, or happens under the pool's slab
+// lock), and unmapping may happen on any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only exposes the base address and the length.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes from `backing`.
+    ///
+    /// # Errors
+    /// The backing's refusal.
+    pub(crate) fn new(backing: &Arc<dyn Backing>, len: usize) -> io::Result<Mapping> {
+        let base = backing.map(len)?;
+        Ok(Mapping {
+            base,
+            len,
+            backing: Arc::clone(backing),
+        })
+    }
+
+    /// The first byte.
+    #[inline]
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Bytes mapped.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range came from `backing.map` (the field's invariant),
+        // is given back once, here, and its slab is being dropped: nothing
+        // accesses it any more.
+        unsafe { self.backing.unmap(self.base, self.len) };
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("backing", &self.backing)
+            .finish()
+    }
+}

@@ -1,0 +1,160 @@
+//! A pool's mapped slabs, by class, and the events their mapping and
+//! unmapping raise.
+//!
+//! [`SlabSet`] is the only owner of slabs: every slab enters through
+//! [`SlabSet::insert`] and leaves through [`SlabSet::retain_class`],
+//! [`SlabSet::clear`] or the set's drop, so every subscriber
+//! ([`SlabEvents`]) hears of each mapping once, before any slot of it is
+//! handed out, and of each unmapping once, before the memory goes away. The
+//! fault handler's slab table subscribes; an io_uring buffer registration
+//! can subscribe the same way.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::slab::{Layout, Slab};
+use super::slot::Slot;
+use crate::class::ClassIdx;
+
+/// What subscribers learn of a slab being mapped or unmapped.
+#[derive(Debug)]
+pub(crate) struct SlabDesc<'a> {
+    /// The pool's name.
+    pub(crate) pool: &'a Arc<str>,
+    /// First mapped byte.
+    pub(crate) base: usize,
+    /// Bytes mapped, guard pages included.
+    pub(crate) len: usize,
+    /// How its slots are laid out.
+    pub(crate) layout: Layout,
+    /// Its slot metadata, in address order: at this address from `mapped`
+    /// until `unmapped` for the same `base`.
+    pub(crate) slots: &'a [Slot],
+}
+
+/// A subscriber to slab mappings.
+pub(crate) trait SlabEvents: Send + Sync + fmt::Debug {
+    /// A slab was mapped; none of its slots has been handed out yet.
+    fn mapped(&self, slab: &SlabDesc<'_>);
+
+    /// A slab is about to be unmapped; no slot of it is in use.
+    fn unmapped(&self, slab: &SlabDesc<'_>);
+}
+
+/// The mapped slabs of one pool, by class, each list sorted by base
+/// address; see the module docs.
+#[derive(Debug)]
+pub(crate) struct SlabSet {
+    /// The pool's name, for the events.
+    pool: Arc<str>,
+    /// One list per class, sorted by base address.
+    classes: Vec<Vec<Slab>>,
+    /// Told of every mapping and unmapping, in order.
+    subscribers: Vec<Arc<dyn SlabEvents>>,
+}
+
+impl SlabSet {
+    /// An empty set for `classes` classes of pool `pool`.
+    pub(crate) fn new(
+        pool: Arc<str>,
+        classes: usize,
+        subscribers: Vec<Arc<dyn SlabEvents>>,
+    ) -> SlabSet {
+        SlabSet {
+            pool,
+            classes: (0..classes).map(|_| Vec::new()).collect(),
+            subscribers,
+        }
+    }
+
+    fn describe<'a>(pool: &'a Arc<str>, slab: &'a Slab) -> SlabDesc<'a> {
+        SlabDesc {
+            pool,
+            base: slab.base(),
+            len: slab.reserved(),
+            layout: slab.layout(),
+            slots: slab.slots(),
+        }
+    }
+
+    /// Adds a freshly mapped slab of class `class` and tells the
+    /// subscribers.
+    pub(crate) fn insert(&mut self, class: ClassIdx, slab: Slab) {
+        let desc = Self::describe(&self.pool, &slab);
+        for s in &self.subscribers {
+            s.mapped(&desc);
+        }
+        let list = &mut self.classes[class.get()];
+        let at = list.partition_point(|s| s.base() < slab.base());
+        list.insert(at, slab);
+    }
+
+    /// The slabs of class `class`, by address.
+    pub(crate) fn class(&self, class: ClassIdx) -> &[Slab] {
+        &self.classes[class.get()]
+    }
+
+    /// Every slab, by class, then by address.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (ClassIdx, &Slab)> {
+        self.classes.iter().enumerate().flat_map(|(i, list)| {
+            // SAFETY: `i` indexes the table of classes the set was made for.
+            let class = unsafe { ClassIdx::from_stored(i) };
+            list.iter().map(move |slab| (class, slab))
+        })
+    }
+
+    /// The index in `class(class)` of the slab holding `addr`, if any.
+    pub(crate) fn owner(&self, class: ClassIdx, addr: usize) -> Option<usize> {
+        let list = self.class(class);
+        let at = list
+            .partition_point(|slab| slab.base() <= addr)
+            .checked_sub(1)?;
+        list[at].contains(addr).then_some(at)
+    }
+
+    /// Unmaps the slabs of class `class` that `keep` (given each slab's
+    /// index) rejects, telling the subscribers first; returns them, already
+    /// unmapped, as `(reserved bytes, unguarded slots, slots)` each.
+    pub(crate) fn retain_class(
+        &mut self,
+        class: ClassIdx,
+        mut keep: impl FnMut(usize) -> bool,
+    ) -> Vec<(usize, usize, usize)> {
+        let list = std::mem::take(&mut self.classes[class.get()]);
+        let mut kept = Vec::with_capacity(list.len());
+        let mut gone = Vec::new();
+        for (i, slab) in list.into_iter().enumerate() {
+            if keep(i) {
+                kept.push(slab);
+            } else {
+                gone.push((slab.reserved(), slab.unguarded(), slab.slots().len()));
+                self.unmap(slab);
+            }
+        }
+        self.classes[class.get()] = kept;
+        gone
+    }
+
+    /// Unmaps every slab.
+    pub(crate) fn clear(&mut self) {
+        for i in 0..self.classes.len() {
+            for slab in std::mem::take(&mut self.classes[i]) {
+                self.unmap(slab);
+            }
+        }
+    }
+
+    fn unmap(&self, slab: Slab) {
+        let desc = Self::describe(&self.pool, &slab);
+        for s in &self.subscribers {
+            s.unmapped(&desc);
+        }
+        drop(slab);
+    }
+}
+
+impl Drop for SlabSet {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

@@ -1,0 +1,464 @@
+//! The debug checks of a slot's bytes at allocation and release: canary,
+//! poison, zeroing, edge canaries and red zones. They see one slot's
+//! metadata and bytes (and the class table, for its size), count what they
+//! find and raise a [`Corruption`] report; they never see the pool.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::report::Corruption;
+use crate::class::SizeClasses;
+use crate::config::{CorruptionAction, DebugConfig, Zeroing};
+use crate::limits::EDGE_CANARY;
+use crate::mem::slot::{Edges, Slot, SlotFlags};
+use crate::mem::{canary, poison};
+use crate::stats::{CorruptionCounters, CorruptionKind};
+use crate::threads;
+
+/// The head window of a standard (not full) canary check ends this many
+/// bytes past the start of the aligned word that holds `max_len`'s offset:
+/// 9 to 16 bytes after `max_len` (the tail window is the span's last 8).
+const CANARY_WINDOW: usize = 16;
+
+/// Bytes of red zone on each side of a packed slot that a release compares
+/// (all of them with the full canary): `canary::intact16`'s two words.
+const REDZONE_WINDOW: usize = 16;
+
+/// One pool's checks: its resolved debug settings, and what they found.
+#[derive(Debug)]
+pub(crate) struct Checks {
+    /// Bytes in a page (a power of two).
+    page: usize,
+    /// A buffer of `max_len` bytes has a canary when `max_len & canary_mask
+    /// != 0` (0: no canary; `page - 1`: the standard canary, for buffers
+    /// that end inside a page; `usize::MAX`: the full canary, for all).
+    canary_mask: usize,
+    /// Allocations with `max_len & alloc_mask != 0` run `on_allocate`
+    /// whatever the slot's flags (`canary_mask`, or all when zeroing).
+    alloc_mask: usize,
+    /// The canary covers the whole slot past `max_len`.
+    full_canary: bool,
+    /// When buffers are zeroed.
+    zero: Zeroing,
+    /// Poison covers at most this many bytes from a buffer's start.
+    poison_bytes: usize,
+    /// What a corruption does.
+    on_corruption: CorruptionAction,
+    /// The pool's name, for reports.
+    pool: Arc<str>,
+    /// What the checks found, by kind.
+    corruptions: CorruptionCounters,
+}
+
+impl Checks {
+    /// The checks `debug` asks for, in pool `pool` with pages of `page`
+    /// bytes.
+    pub(crate) fn new(debug: &DebugConfig, page: usize, pool: Arc<str>) -> Checks {
+        let canary_mask = match (debug.canary(), debug.full_canary) {
+            (false, _) => 0,
+            (true, false) => page - 1,
+            (true, true) => usize::MAX,
+        };
+        Checks {
+            page,
+            canary_mask,
+            alloc_mask: if debug.zero == Zeroing::Off {
+                canary_mask
+            } else {
+                usize::MAX
+            },
+            full_canary: debug.full_canary,
+            zero: debug.zero,
+            poison_bytes: debug.poison_bytes,
+            on_corruption: debug.on_corruption,
+            pool,
+            corruptions: CorruptionCounters::default(),
+        }
+    }
+
+    /// Whether an allocation of `max_len` bytes into a slot with `flags`
+    /// needs [`Checks::on_allocate`]: a size that needs a canary or zeroing
+    /// (unless the slot serves the same size again with its standard canary
+    /// in place and nothing else to do), or any flag.
+    #[inline(always)]
+    pub(crate) fn allocation_needs_work(&self, s: &Slot, max_len: usize, flags: SlotFlags) -> bool {
+        (max_len & self.alloc_mask) | usize::from(flags.bits()) != 0
+            && !(flags == SlotFlags::CANARY
+                && self.zero == Zeroing::Off
+                && s.canary_max.load(Relaxed) as usize == max_len)
+    }
+
+    /// Corruptions found so far, by [`CorruptionKind::index`].
+    pub(crate) fn corruption_counts(&self) -> [u64; 3] {
+        self.corruptions.snapshot()
+    }
+
+    /// The canary's span for a buffer of `max_len` bytes in slot `s`: to
+    /// the end of `max_len`'s page, or of the slot with the full canary or
+    /// for a packed (small) slot. A page slot is whole pages, at least
+    /// `max_len`: the page end never passes it, so the common case needs no
+    /// class lookup.
+    #[inline(always)]
+    fn canary_span(&self, s: &Slot, max_len: usize, classes: &SizeClasses) -> (usize, usize) {
+        let end = if self.full_canary || s.edges().contains(Edges::PACKED) {
+            // The whole slot: its end is the red zone (packed slots are
+            // smaller than a page).
+            classes.slot_bytes(s.class())
+        } else {
+            // Pages are powers of two: round up with a mask, not a division.
+            (max_len + self.page - 1) & !(self.page - 1)
+        };
+        debug_assert!(end <= classes.slot_bytes(s.class()));
+        (max_len, end)
+    }
+
+    /// Checks and prepares a slot being handed out for `max_len` bytes:
+    /// checks the poison of the last release, zeroes, writes the canary (or
+    /// finds it still there). Returns the flags the release then needs:
+    /// `CANARY` (check it), `ZERO_DUE`.
+    ///
+    /// # Safety
+    /// The caller owns the slot (just taken off a free list), whose
+    /// `max_len` and tracking fields are still the last buffer's, and whose
+    /// flags are `flags`; `classes` is the table of the slot's pool.
+    #[inline(always)]
+    pub(crate) unsafe fn on_allocate(
+        &self,
+        s: &Slot,
+        max_len: usize,
+        flags: SlotFlags,
+        classes: &SizeClasses,
+    ) -> SlotFlags {
+        if flags.contains(SlotFlags::POISONED) {
+            // SAFETY: the slot is ours (caller's contract).
+            unsafe { self.check_poison(s, classes) };
+        }
+        if self.zero == Zeroing::OnAllocate {
+            // SAFETY: `max_len <= slot_len`, and the slot is ours.
+            unsafe { std::ptr::write_bytes(s.data().as_ptr(), 0, max_len) };
+        }
+        let mut next = if self.zero == Zeroing::OnRelease {
+            SlotFlags::ZERO_DUE
+        } else {
+            SlotFlags::EMPTY
+        };
+        // A page slot with no slack after `max_len` in its page has nothing
+        // to guard at the standard level: the record is dropped (the buffer
+        // may write its whole page).
+        if max_len & self.canary_mask != 0 {
+            let known = if flags.contains(SlotFlags::CANARY) {
+                s.canary_max.load(Relaxed) as usize
+            } else {
+                0
+            };
+            // In steady state the slot is reused for the same size: its
+            // span already holds the pattern, nothing to write.
+            // SAFETY: the slot is ours.
+            if known == max_len || unsafe { self.prepare_canary(s, max_len, known, classes) } {
+                next |= SlotFlags::CANARY;
+            }
+        }
+        next
+    }
+
+    /// Writes the canary of a buffer of `max_len` bytes in slot `s`, whose
+    /// span of `known` (0: none) holds the pattern, and records `max_len`.
+    /// Returns whether the buffer has a canary (a span after `max_len`).
+    ///
+    /// # Safety
+    /// The caller owns the slot; `classes` is its pool's table.
+    #[cold]
+    #[inline(never)]
+    unsafe fn prepare_canary(
+        &self,
+        s: &Slot,
+        max_len: usize,
+        known: usize,
+        classes: &SizeClasses,
+    ) -> bool {
+        let (from, to) = self.canary_span(s, max_len, classes);
+        if from >= to {
+            return false;
+        }
+        let (kf, kt) = if known == 0 {
+            (0, 0)
+        } else {
+            self.canary_span(s, known, classes)
+        };
+        if !(kf <= from && to <= kt) {
+            // The known span covers the tail: write only the head.
+            let end = if from < kf && kf <= to && to <= kt {
+                kf
+            } else {
+                to
+            };
+            // SAFETY: `from < end <= to <= slot_len`: inside our slot.
+            unsafe { canary::fill(s.data().as_ptr().add(from), end - from) };
+        }
+        // `max_len` fits u32: slots are at most SIZE_LIMIT bytes.
+        s.canary_max.store(max_len as u32, Relaxed);
+        true
+    }
+
+    /// The checks and byte duties of a release whose slot has `flags` and
+    /// `edges`: edge canaries or red zones, the slack canary, zeroing,
+    /// poisoning; leaves the slot's lasting flags (`CANARY`, `POISONED`).
+    /// The caller does the rest of what `flags` ask (recording the release
+    /// site when poisoned, the sampled duties).
+    ///
+    /// # Safety
+    /// The caller owns the slot (its buffer is being released) and its slab
+    /// is mapped; `flags` and `edges` are the slot's; `classes` is its
+    /// pool's table.
+    #[inline(never)]
+    pub(crate) unsafe fn on_release(
+        &self,
+        s: &Slot,
+        flags: SlotFlags,
+        edges: Edges,
+        classes: &SizeClasses,
+    ) {
+        // The whole edge canaries of an unguarded page slot; the red zones
+        // of a packed one, all of them with the full canary.
+        let packed_intact = || {
+            // SAFETY: a packed slot the caller owns, between its red zones.
+            unsafe { self.red_zones_intact(s, classes) }
+        };
+        if !edges.is_empty()
+            && (!edges.contains(Edges::PACKED) || self.full_canary || !packed_intact())
+        {
+            // SAFETY: the caller owns the slot and its slab is mapped.
+            unsafe { self.check_edges(s, classes) };
+        }
+        if flags.is_empty() {
+            return;
+        }
+        let max_len = s.max_len.load(Relaxed) as usize;
+        let data = s.data().as_ptr();
+        // SAFETY: the caller owns the slot.
+        if flags.contains(SlotFlags::CANARY) && !unsafe { self.slack_intact(s, max_len, classes) } {
+            let (from, to) = self.canary_span(s, max_len, classes);
+            // SAFETY: `from..to` lies inside our slot.
+            unsafe { self.canary_damaged(s, from, to, classes) };
+        }
+        if flags.contains(SlotFlags::ZERO_DUE) {
+            // SAFETY: `max_len <= slot_len`, and the slot is ours.
+            unsafe { std::ptr::write_bytes(data, 0, max_len) };
+        }
+        let mut lasting = flags & SlotFlags::CANARY;
+        if flags.contains(SlotFlags::POISON_DUE) {
+            // SAFETY: as above; the next allocation checks the same span.
+            unsafe { poison::fill(data, max_len.min(self.poison_bytes)) };
+            lasting |= SlotFlags::POISONED;
+        }
+        s.flags.store(lasting);
+    }
+
+    /// The release's quick test of a slot whose only duty is its standard
+    /// canary (and, if packed, its red zones): whether all of that is
+    /// intact, so the plain path may go on. `false` for anything else: the
+    /// caller then takes `on_release`, which checks again and reports.
+    ///
+    /// # Safety
+    /// The caller owns the slot; `flags` and `edges` are its; `classes` is
+    /// its pool's table.
+    #[inline(always)]
+    pub(crate) unsafe fn release_checks_pass(
+        &self,
+        s: &Slot,
+        flags: SlotFlags,
+        edges: Edges,
+        classes: &SizeClasses,
+    ) -> bool {
+        if flags != SlotFlags::CANARY
+            || (!edges.is_empty() && edges != Edges::PACKED_SLOT)
+            || self.full_canary
+        {
+            return false;
+        }
+        // SAFETY: the caller owns the slot, flagged `CANARY` for its
+        // `max_len`; a packed slot lies between its red zones.
+        unsafe {
+            self.slack_intact(s, s.max_len.load(Relaxed) as usize, classes)
+                && (edges.is_empty() || self.red_zones_intact(s, classes))
+        }
+    }
+
+    /// Whether the 16 bytes of red zone each side of packed slot `s` (the
+    /// ones nearest it) hold the canary: four word compares.
+    ///
+    /// # Safety
+    /// `s` is a packed slot the caller owns: it is 64-byte aligned between
+    /// 64-byte red zones of its mapped slab.
+    #[inline(always)]
+    unsafe fn red_zones_intact(&self, s: &Slot, classes: &SizeClasses) -> bool {
+        let data = s.data().as_ptr();
+        let len = classes.slot_bytes(s.class());
+        // SAFETY: both 16-byte windows lie in the red zones around the slot.
+        unsafe { canary::intact16(data.sub(16)) && canary::intact16(data.add(len)) }
+    }
+
+    /// Whether the canary of the current buffer (`max_len` bytes, flagged
+    /// `CANARY`) in slot `s` is intact, over the windows a release compares.
+    ///
+    /// # Safety
+    /// The caller owns the slot, whose flags have `CANARY` for `max_len`.
+    #[inline(always)]
+    unsafe fn slack_intact(&self, s: &Slot, max_len: usize, classes: &SizeClasses) -> bool {
+        let (from, to) = self.canary_span(s, max_len, classes);
+        debug_assert!(from < to && s.canary_max.load(Relaxed) as usize == max_len);
+        let data = s.data().as_ptr();
+        // SAFETY: the windows lie inside `from..to`, inside our slot (64-byte
+        // aligned, so their aligned words are in it too).
+        unsafe {
+            match self.canary_windows(from, to) {
+                [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
+                [(a, len), _] => canary::intact(data.add(a), len),
+            }
+        }
+    }
+
+    /// The parts of the canary span `from..to` a release compares, as
+    /// `(offset, len)` pairs (a `len` of 0: none): all of it with the full
+    /// canary or when short, else the head (from `from` to the end of the
+    /// two aligned words that start at or before it: 9 to 16 bytes, where a
+    /// small overflow lands) and the last 8 (`to` is 8-aligned), which
+    /// `canary::intact_head_tail` compares. Offsets are from the slot's
+    /// start, which is 64-byte aligned, so each window is whole aligned
+    /// words but for the head's first.
+    #[inline(always)]
+    fn canary_windows(&self, from: usize, to: usize) -> [(usize, usize); 2] {
+        let head_end = (from & !7) + CANARY_WINDOW;
+        if self.full_canary || to <= head_end + 8 {
+            [(from, to - from), (to, 0)]
+        } else {
+            [(from, head_end - from), (to - 8, 8)]
+        }
+    }
+
+    /// Reports and repairs the canary of slot `s` over `from..to`.
+    ///
+    /// # Safety
+    /// The caller owns the slot; `from..to` lies inside it.
+    #[cold]
+    #[inline(never)]
+    unsafe fn canary_damaged(&self, s: &Slot, from: usize, to: usize, classes: &SizeClasses) {
+        let data = s.data().as_ptr();
+        // The first damaged window (offsets from the slot's start).
+        let found = self
+            .canary_windows(from, to)
+            .into_iter()
+            .find_map(|(at, len)| {
+                // SAFETY: the windows lie inside `from..to`, inside our slot
+                // (caller's contract).
+                let hit = unsafe { canary::check(data.add(at), len) };
+                hit.map(|(first, damaged)| (at + first, damaged))
+            });
+        // SAFETY: as above; repair so the slot stays usable.
+        unsafe { canary::fill(data.add(from), to - from) };
+        if let Some((offset, damaged)) = found {
+            let slot_len = classes.slot_bytes(s.class());
+            self.raise(
+                CorruptionKind::SlackCanary,
+                s,
+                slot_len,
+                offset as isize,
+                damaged,
+            );
+        }
+    }
+
+    /// Reports writes into the poisoned bytes of a slot being handed out.
+    ///
+    /// # Safety
+    /// The caller owns the slot.
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_poison(&self, s: &Slot, classes: &SizeClasses) {
+        // The poisoned span: `max_len` is still the releasing buffer's, the
+        // new one is stored after this check.
+        let n = (s.max_len.load(Relaxed) as usize).min(self.poison_bytes);
+        // SAFETY: `n <= slot_len`; the slot is ours.
+        if let Some((first, damaged)) = unsafe { poison::check(s.data().as_ptr(), n) } {
+            let slot_len = classes.slot_bytes(s.class());
+            self.raise(CorruptionKind::Poison, s, slot_len, first as isize, damaged);
+        }
+    }
+
+    /// Checks (and repairs) the canaries that stand in for missing guard
+    /// pages, or the red zones of a packed slot: the bytes nearest the slot
+    /// on each unguarded side (an overflow or underflow damages those
+    /// first), all of them with the full canary or for a page edge.
+    ///
+    /// # Safety
+    /// The slot belongs to a mapped slab and the caller owns it (it is being
+    /// released), so its unguarded edges are readable and writable and,
+    /// apart from a neighbour's owner writing out of bounds (what this looks
+    /// for), not accessed by anyone else.
+    #[cold]
+    unsafe fn check_edges(&self, s: &Slot, classes: &SizeClasses) {
+        let slot_len = classes.slot_bytes(s.class());
+        let edges = s.edges();
+        let window = if !edges.contains(Edges::PACKED) || self.full_canary {
+            EDGE_CANARY
+        } else {
+            REDZONE_WINDOW
+        };
+        let data = s.data().as_ptr();
+        let mut found: Option<(isize, usize)> = None;
+        let mut note = |start: *mut u8, rel: isize| {
+            // SAFETY: the edge pages (or red zones) of an unguarded side are
+            // mapped, readable and writable (caller's contract);
+            // `start..start + window` lies inside one of them.
+            if let Some((first, n)) = unsafe { canary::check(start, window) } {
+                // SAFETY: as above.
+                unsafe { canary::fill(start, window) };
+                let (f, total) = found.unwrap_or((rel + first as isize, 0));
+                found = Some((f, total + n));
+            }
+        };
+        if edges.contains(Edges::CANARY_BEFORE) {
+            // SAFETY: the page (or red zone) before the slot is in the slab.
+            note(unsafe { data.sub(window) }, -(window as isize));
+        }
+        if edges.contains(Edges::CANARY_AFTER) {
+            // SAFETY: the page (or red zone) after the slot is in the slab.
+            note(unsafe { data.add(slot_len) }, slot_len as isize);
+        }
+        if let Some((first, damaged)) = found {
+            self.raise(CorruptionKind::EdgeCanary, s, slot_len, first, damaged);
+        }
+    }
+
+    /// Counts and reports a corruption found in slot `s`.
+    #[cold]
+    #[inline(never)]
+    fn raise(
+        &self,
+        kind: CorruptionKind,
+        s: &Slot,
+        slot_len: usize,
+        offset: isize,
+        damaged: usize,
+    ) {
+        self.corruptions.count(kind);
+        let thread = threads::name(s.thread.load(Relaxed));
+        let poison = kind == CorruptionKind::Poison;
+        Corruption {
+            kind,
+            pool: &self.pool,
+            buffer: s.data().as_ptr() as usize,
+            max_len: s.max_len.load(Relaxed) as usize,
+            slot_len,
+            offset,
+            damaged,
+            allocated_at: s.site(),
+            // For poison, the tracking fields still describe the last owner,
+            // whose `thread` is the releasing one.
+            thread: if poison { None } else { thread.clone() },
+            released_at: if poison { s.release_site() } else { None },
+            released_by: if poison { thread } else { None },
+        }
+        .raise(self.on_corruption);
+    }
+}

@@ -1,0 +1,340 @@
+//! The metric handles of one pool, and the publisher thread that copies
+//! its counters into them (see the public `metrics` module for the list).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use ::metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
+use parking_lot::{Condvar, Mutex};
+
+use crate::stats::{ClassStats, CorruptionKind, PoolStats};
+
+/// `pagepool_allocations_total{pool, class, outcome}`.
+pub const ALLOCATIONS_TOTAL: &str = "pagepool_allocations_total";
+/// `pagepool_releases_total{pool, class}`.
+pub const RELEASES_TOTAL: &str = "pagepool_releases_total";
+/// `pagepool_buffers_in_use{pool, class}`.
+pub const BUFFERS_IN_USE: &str = "pagepool_buffers_in_use";
+/// `pagepool_bytes_in_use{pool}`.
+pub const BYTES_IN_USE: &str = "pagepool_bytes_in_use";
+/// `pagepool_bytes_cached{pool}`.
+pub const BYTES_CACHED: &str = "pagepool_bytes_cached";
+/// `pagepool_bytes_reserved{pool}`.
+pub const BYTES_RESERVED: &str = "pagepool_bytes_reserved";
+/// `pagepool_bytes_limit{pool}`; only for pools with `max_bytes`.
+pub const BYTES_LIMIT: &str = "pagepool_bytes_limit";
+/// `pagepool_slabs{pool}`.
+pub const SLABS: &str = "pagepool_slabs";
+/// `pagepool_trimmed_bytes_total{pool}`.
+pub const TRIMMED_BYTES_TOTAL: &str = "pagepool_trimmed_bytes_total";
+/// `pagepool_rejected_total{pool}`.
+pub const REJECTED_TOTAL: &str = "pagepool_rejected_total";
+/// `pagepool_unguarded_slots{pool}`.
+pub const UNGUARDED_SLOTS: &str = "pagepool_unguarded_slots";
+/// `pagepool_corruptions_total{pool, kind}`.
+pub const CORRUPTIONS_TOTAL: &str = "pagepool_corruptions_total";
+/// `pagepool_leak_suspects{pool}`.
+pub const LEAK_SUSPECTS: &str = "pagepool_leak_suspects";
+/// `pagepool_allocation_duration_seconds{pool}` (histogram).
+pub const ALLOCATION_DURATION_SECONDS: &str = "pagepool_allocation_duration_seconds";
+/// `pagepool_request_size_bytes{pool}` (histogram).
+pub const REQUEST_SIZE_BYTES: &str = "pagepool_request_size_bytes";
+/// `pagepool_buffer_hold_seconds{pool}` (histogram).
+pub const BUFFER_HOLD_SECONDS: &str = "pagepool_buffer_hold_seconds";
+
+/// Every metric name pagepool registers, as scraped.
+pub const ALL: [&str; 16] = [
+    ALLOCATIONS_TOTAL,
+    RELEASES_TOTAL,
+    BUFFERS_IN_USE,
+    BYTES_IN_USE,
+    BYTES_CACHED,
+    BYTES_RESERVED,
+    BYTES_LIMIT,
+    SLABS,
+    TRIMMED_BYTES_TOTAL,
+    REJECTED_TOTAL,
+    UNGUARDED_SLOTS,
+    CORRUPTIONS_TOTAL,
+    LEAK_SUSPECTS,
+    ALLOCATION_DURATION_SECONDS,
+    REQUEST_SIZE_BYTES,
+    BUFFER_HOLD_SECONDS,
+];
+
+/// Describes every metric to the current recorder. The exporter appends a
+/// unit suffix to names that lack it, so gauges whose fixed names do not end
+/// in their unit (`pagepool_bytes_in_use`, ...) carry the unit in their help
+/// text instead of as metadata.
+fn describe() {
+    describe_counter!(
+        ALLOCATIONS_TOTAL,
+        Unit::Count,
+        "Allocate calls by size class and outcome (hit: a free slot; miss: mapped a new slab; exhausted: the byte cap; error: the OS refused)."
+    );
+    describe_counter!(
+        RELEASES_TOTAL,
+        Unit::Count,
+        "Buffers returned to the pool, by size class."
+    );
+    describe_gauge!(
+        BUFFERS_IN_USE,
+        Unit::Count,
+        "Outstanding buffers, by size class."
+    );
+    describe_gauge!(
+        BYTES_IN_USE,
+        "Slot bytes pinned by outstanding buffers (unit: bytes)."
+    );
+    describe_gauge!(
+        BYTES_CACHED,
+        "Free slot bytes ready for reuse without a system call (unit: bytes)."
+    );
+    describe_gauge!(
+        BYTES_RESERVED,
+        "Bytes mapped by the pool, guard pages included (unit: bytes)."
+    );
+    describe_gauge!(
+        BYTES_LIMIT,
+        "The pool's cap on reserved bytes, max_bytes (unit: bytes)."
+    );
+    describe_gauge!(SLABS, Unit::Count, "Mapped slabs.");
+    describe_counter!(
+        TRIMMED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes given back to the OS by trimming idle slabs."
+    );
+    describe_counter!(
+        REJECTED_TOTAL,
+        Unit::Count,
+        "Requests refused as bad input (zero size or larger than the largest class)."
+    );
+    describe_gauge!(
+        UNGUARDED_SLOTS,
+        Unit::Count,
+        "Slots served without a guard page because the guard budget was spent."
+    );
+    describe_counter!(
+        CORRUPTIONS_TOTAL,
+        Unit::Count,
+        "Memory corruptions detected, by kind (slack_canary: write past max_len; edge_canary: write outside an unguarded slot; poison: write after release)."
+    );
+    describe_gauge!(
+        LEAK_SUSPECTS,
+        Unit::Count,
+        "Outstanding buffers older than the pool's leak age threshold."
+    );
+    describe_histogram!(
+        ALLOCATION_DURATION_SECONDS,
+        Unit::Seconds,
+        "Latency of sampled allocate calls."
+    );
+    describe_histogram!(
+        REQUEST_SIZE_BYTES,
+        Unit::Bytes,
+        "Requested max_size of sampled allocate calls."
+    );
+    describe_histogram!(
+        BUFFER_HOLD_SECONDS,
+        Unit::Seconds,
+        "Time from allocate to release of sampled buffers."
+    );
+}
+
+/// The handles of one size class.
+#[derive(Debug)]
+struct ClassHandles {
+    hit: Counter,
+    miss: Counter,
+    exhausted: Counter,
+    error: Counter,
+    releases: Counter,
+    in_use: Gauge,
+}
+
+/// Every handle of one pool, registered once at build.
+#[derive(Debug)]
+pub(crate) struct PoolMetrics {
+    classes: Box<[ClassHandles]>,
+    bytes_in_use: Gauge,
+    bytes_cached: Gauge,
+    bytes_reserved: Gauge,
+    bytes_limit: Option<Gauge>,
+    slabs: Gauge,
+    trimmed: Counter,
+    rejected: Counter,
+    unguarded: Gauge,
+    corruptions: [Counter; 3],
+    leak_suspects: Gauge,
+    pub(crate) allocation_duration: Histogram,
+    pub(crate) request_size: Histogram,
+    pub(crate) hold: Histogram,
+}
+
+impl PoolMetrics {
+    /// Describes the metrics and registers one pool's handles with the
+    /// current recorder.
+    pub(crate) fn register(
+        pool: &str,
+        slot_sizes: impl Iterator<Item = usize>,
+        limit: Option<usize>,
+    ) -> PoolMetrics {
+        describe();
+        warn_on_shared_name(pool);
+        let p = pool.to_owned();
+        let classes = slot_sizes
+            .map(|size| {
+                let class = size.to_string();
+                let outcome = |o: &'static str| {
+                    counter!(ALLOCATIONS_TOTAL, "pool" => p.clone(), "class" => class.clone(), "outcome" => o)
+                };
+                ClassHandles {
+                    hit: outcome("hit"),
+                    miss: outcome("miss"),
+                    exhausted: outcome("exhausted"),
+                    error: outcome("error"),
+                    releases: counter!(RELEASES_TOTAL, "pool" => p.clone(), "class" => class.clone()),
+                    in_use: gauge!(BUFFERS_IN_USE, "pool" => p.clone(), "class" => class),
+                }
+            })
+            .collect();
+        let metrics = PoolMetrics {
+            classes,
+            bytes_in_use: gauge!(BYTES_IN_USE, "pool" => p.clone()),
+            bytes_cached: gauge!(BYTES_CACHED, "pool" => p.clone()),
+            bytes_reserved: gauge!(BYTES_RESERVED, "pool" => p.clone()),
+            bytes_limit: limit.map(|_| gauge!(BYTES_LIMIT, "pool" => p.clone())),
+            slabs: gauge!(SLABS, "pool" => p.clone()),
+            trimmed: counter!(TRIMMED_BYTES_TOTAL, "pool" => p.clone()),
+            rejected: counter!(REJECTED_TOTAL, "pool" => p.clone()),
+            unguarded: gauge!(UNGUARDED_SLOTS, "pool" => p.clone()),
+            corruptions: CorruptionKind::ALL
+                .map(|k| counter!(CORRUPTIONS_TOTAL, "pool" => p.clone(), "kind" => k.as_str())),
+            leak_suspects: gauge!(LEAK_SUSPECTS, "pool" => p.clone()),
+            allocation_duration: histogram!(ALLOCATION_DURATION_SECONDS, "pool" => p.clone()),
+            request_size: histogram!(REQUEST_SIZE_BYTES, "pool" => p.clone()),
+            hold: histogram!(BUFFER_HOLD_SECONDS, "pool" => p),
+        };
+        if let (Some(g), Some(limit)) = (&metrics.bytes_limit, limit) {
+            g.set(limit as f64);
+        }
+        metrics
+    }
+
+    /// Copies a snapshot into the handles.
+    pub(crate) fn publish(&self, pool: &PoolStats, classes: &[ClassStats], corruptions: [u64; 3]) {
+        for (h, c) in self.classes.iter().zip(classes) {
+            h.hit.absolute(c.hits);
+            h.miss.absolute(c.misses);
+            h.exhausted.absolute(c.exhausted);
+            h.error.absolute(c.os_errors);
+            h.releases.absolute(c.releases);
+            h.in_use.set(c.buffers_in_use as f64);
+        }
+        self.bytes_in_use.set(pool.bytes_in_use as f64);
+        self.bytes_cached.set(pool.bytes_cached as f64);
+        self.bytes_reserved.set(pool.bytes_reserved as f64);
+        if let (Some(g), Some(limit)) = (&self.bytes_limit, pool.bytes_limit) {
+            g.set(limit as f64);
+        }
+        self.slabs.set(pool.slabs as f64);
+        self.trimmed.absolute(pool.trimmed_bytes);
+        self.rejected.absolute(pool.rejected);
+        self.unguarded.set(pool.unguarded_slots as f64);
+        for (c, n) in self.corruptions.iter().zip(corruptions) {
+            c.absolute(n);
+        }
+        self.leak_suspects.set(pool.leak_suspects as f64);
+    }
+}
+
+/// Live pools by name, to warn when two share one.
+fn live_names() -> &'static Mutex<HashMap<String, usize>> {
+    static NAMES: OnceLock<Mutex<HashMap<String, usize>>> = OnceLock::new();
+    NAMES.get_or_init(Default::default)
+}
+
+fn warn_on_shared_name(pool: &str) {
+    let mut names = live_names().lock();
+    let n = names.entry(pool.to_owned()).or_insert(0);
+    *n += 1;
+    if *n == 2 {
+        tracing::warn!(
+            target: "pagepool",
+            pool,
+            "two live pools share this name: their metrics merge into one series; give each pool its own name"
+        );
+    }
+}
+
+/// Forgets one live pool of this name.
+pub(crate) fn forget_name(pool: &str) {
+    let mut names = live_names().lock();
+    if let Some(n) = names.get_mut(pool) {
+        *n -= 1;
+        if *n == 0 {
+            names.remove(pool);
+        }
+    }
+}
+
+/// Shared between a pool and its publisher thread.
+#[derive(Debug, Default)]
+struct Signal {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The background thread that publishes one pool's counters.
+#[derive(Debug)]
+pub(crate) struct Publisher {
+    signal: Arc<Signal>,
+}
+
+impl Publisher {
+    /// Runs `tick` every `interval` on a thread of its own, until `tick`
+    /// returns `false` or [`Publisher::stop`] is called.
+    pub(crate) fn start(
+        name: &str,
+        interval: Duration,
+        mut tick: impl FnMut() -> bool + Send + 'static,
+    ) -> Publisher {
+        let signal = Arc::new(Signal::default());
+        let theirs = Arc::clone(&signal);
+        let spawned = thread::Builder::new()
+            .name(format!("pagepool-metrics-{name}"))
+            .spawn(move || loop {
+                {
+                    let mut stop = theirs.stop.lock();
+                    if !*stop {
+                        theirs.wake.wait_for(&mut stop, interval);
+                    }
+                    if *stop {
+                        return;
+                    }
+                }
+                if !tick() {
+                    return;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(
+                target: "pagepool",
+                error = %e,
+                "could not start the metrics publisher thread; call BufferPool::publish_metrics yourself"
+            );
+        }
+        Publisher { signal }
+    }
+
+    /// Asks the thread to stop at once.
+    pub(crate) fn stop(&self) {
+        *self.signal.stop.lock() = true;
+        self.signal.wake.notify_all();
+    }
+}

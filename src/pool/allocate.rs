@@ -1,0 +1,230 @@
+//! Allocation: a slot for a request, from the thread cache or the slow
+//! path, stamped with what reports read, and the sampled duties.
+
+use std::backtrace::Backtrace;
+use std::panic::Location;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::PoolInner;
+use crate::class::ClassIdx;
+use crate::clock;
+use crate::free::anchor::{Anchor, AnchorRef};
+use crate::free::cache::{self, Taken};
+use crate::free::sample::Duties;
+use crate::mem::slot::{location_ptr, Slot, SlotFlags, SlotRef};
+use crate::threads;
+use crate::Error;
+
+impl PoolInner {
+    /// Takes a slot for a request of `max_size` bytes made at `site`
+    /// (`small`: by `allocate_buffer`, which small classes may serve), and
+    /// the anchor the buffer was counted on.
+    #[inline(always)]
+    pub(crate) fn allocate(
+        self: &Arc<Self>,
+        max_size: usize,
+        site: &'static Location<'static>,
+        small: bool,
+    ) -> Result<(SlotRef, AnchorRef), Error> {
+        let Some(idx) = self.classes.class_for(max_size, small) else {
+            return Err(self.reject(max_size));
+        };
+        // SAFETY: `idx` is a class of this pool's table, the depot's too.
+        match unsafe { cache::acquire(&self.depot, idx) } {
+            Some((slot, anchor)) => {
+                self.prepare(slot, max_size, site);
+                Ok((slot, anchor))
+            }
+            // A tail call: nothing of the request has to live across it here.
+            None => self.allocate_slow(idx, max_size, site),
+        }
+    }
+
+    /// `allocate` past the thread's bin: [`acquire_slow`](Self::acquire_slow),
+    /// then the same preparation.
+    #[cold]
+    #[inline(never)]
+    fn allocate_slow(
+        self: &Arc<Self>,
+        idx: ClassIdx,
+        max_size: usize,
+        site: &'static Location<'static>,
+    ) -> Result<(SlotRef, AnchorRef), Error> {
+        let (slot, anchor) = self.acquire_slow(idx, max_size)?;
+        self.prepare(slot, max_size, site);
+        Ok((slot, anchor))
+    }
+
+    /// Marks a slot just taken for a buffer of `max_size` bytes in use, and
+    /// stamps it (with its checks and duties, if it has any).
+    #[inline(always)]
+    fn prepare(&self, slot: SlotRef, max_size: usize, site: &'static Location<'static>) {
+        // SAFETY: a slot taken off a free list belongs to a mapped slab of this
+        // pool; slabs are unmapped only after their slots are drained from it.
+        let s = unsafe { slot.get() };
+        s.mark_in_use();
+        let flags = s.flags.load();
+        if self.checks.allocation_needs_work(s, max_size, flags) {
+            // SAFETY: the slot is ours alone now; `flags` is its.
+            unsafe { self.allocate_checked(s, max_size, site, flags) };
+        } else {
+            self.stamp(s, max_size, site);
+        }
+    }
+
+    /// A slot when the thread's bin had nothing at hand, or the allocation
+    /// is sampled: the cache's slow path, then the shared free list or a new
+    /// slab, and the sampled duties marked on the slot.
+    #[inline(always)]
+    fn acquire_slow(
+        self: &Arc<Self>,
+        idx: ClassIdx,
+        max_size: usize,
+    ) -> Result<(SlotRef, AnchorRef), Error> {
+        // SAFETY: `idx` is a class of this pool (from `class_for`).
+        let (slot, anchor, duties, started) = match unsafe { cache::acquire_slow(self, idx) } {
+            Taken::Slot {
+                slot,
+                anchor,
+                duties,
+                started,
+            } => (slot, anchor, duties, started),
+            Taken::Empty { duties, started } => {
+                let slot = self.take_shared(idx, max_size)?;
+                let anchor =
+                    cache::issue(self).unwrap_or_else(|| Anchor::detached(Arc::clone(self)));
+                (slot, anchor, duties, started)
+            }
+            // No cache and no sampling: an anchor of the buffer's own.
+            Taken::NoCache => {
+                let slot = self.take_shared(idx, max_size)?;
+                return Ok((slot, Anchor::detached(Arc::clone(self))));
+            }
+        };
+        if !duties.is_empty() {
+            // SAFETY: the slot was just taken for this allocation alone.
+            unsafe { self.mark_duties(slot, duties, started) };
+        }
+        Ok((slot, anchor))
+    }
+
+    /// Counts and builds the error for a request no class can serve.
+    #[cold]
+    fn reject(&self, max_size: usize) -> Error {
+        self.counters.rejected.fetch_add(1, Relaxed);
+        if max_size == 0 {
+            Error::ZeroSize
+        } else {
+            Error::TooLarge {
+                requested: max_size,
+                max: self.config.max_buffer_size,
+            }
+        }
+    }
+
+    /// Writes the new buffer's `max_len` and what leak reports read (epoch,
+    /// and with tracking its site, time and thread) into its slot's
+    /// metadata.
+    #[inline(always)]
+    fn stamp(&self, s: &Slot, max_size: usize, site: &'static Location<'static>) {
+        // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
+        s.max_len.store(max_size as u32, Relaxed);
+        s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
+        if self.tracking {
+            s.site.store(location_ptr(site), Relaxed);
+            s.allocated_at.store(clock::coarse_nanos(), Relaxed);
+            s.thread.store(threads::id(), Relaxed);
+        }
+    }
+
+    /// An allocation whose slot has `flags` or whose size needs a debug
+    /// step: checks and prepares the slot (`Checks::on_allocate`), stamps
+    /// it, does the sampled duties `mark_duties` left, and leaves in the
+    /// slot's flags what the release must do.
+    ///
+    /// # Safety
+    /// The caller owns the slot (just taken off a free list); `flags` is
+    /// the slot's.
+    #[inline(never)]
+    unsafe fn allocate_checked(
+        &self,
+        s: &Slot,
+        max_size: usize,
+        site: &'static Location<'static>,
+        flags: SlotFlags,
+    ) {
+        // Before `stamp` overwrites them: a poison check needs the last
+        // buffer's `max_len`, and its report names that buffer's owner.
+        // SAFETY: forwarded from the caller; the table is the slot's pool's.
+        let mut next = unsafe { self.checks.on_allocate(s, max_size, flags, &self.classes) };
+        // `mark_duties` left the start of a sampled allocation here.
+        let started = s.allocated_at.load(Relaxed);
+        self.stamp(s, max_size, site);
+        next |= flags & (SlotFlags::SAMPLED | SlotFlags::POISON_DUE);
+        if flags.intersects(SlotFlags::SAMPLED | SlotFlags::BACKTRACE_DUE) {
+            next |= self.sampled_duties(s, flags, started, max_size);
+        }
+        s.flags.store(next);
+    }
+
+    /// Marks a slot just taken for a sampled allocation with its `duties`,
+    /// for `allocate_checked` to do; `started` is when the allocation began
+    /// (`clock::now_nanos()`), for the histograms.
+    ///
+    /// # Safety
+    /// The caller owns the slot (just taken off a free list).
+    #[cold]
+    unsafe fn mark_duties(&self, slot: SlotRef, duties: Duties, started: u64) {
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { slot.get() };
+        let mut due = SlotFlags::EMPTY;
+        if duties.contains(Duties::HISTOGRAMS) {
+            s.allocated_at.store(started, Relaxed);
+            due |= SlotFlags::SAMPLED;
+        }
+        if duties.contains(Duties::POISON) {
+            due |= SlotFlags::POISON_DUE;
+        }
+        if duties.contains(Duties::BACKTRACE) {
+            due |= SlotFlags::BACKTRACE_DUE;
+        }
+        s.flags.store(s.flags.load() | due);
+    }
+
+    /// The histogram and backtrace duties of an allocation: records the
+    /// histograms (`SAMPLED`, which began at `started`), captures a
+    /// backtrace (`BACKTRACE_DUE`). Returns the flags the release then
+    /// needs (`HAS_BACKTRACE`).
+    #[cold]
+    #[inline(never)]
+    fn sampled_duties(
+        &self,
+        s: &Slot,
+        flags: SlotFlags,
+        started: u64,
+        max_size: usize,
+    ) -> SlotFlags {
+        if flags.contains(SlotFlags::SAMPLED) {
+            let now = clock::now_nanos();
+            // Always there: the histograms are sampled only with metric
+            // handles.
+            if let Some(m) = &self.metrics {
+                m.allocation_duration
+                    .record(now.saturating_sub(started) as f64 * 1e-9);
+                m.request_size.record(max_size as f64);
+            }
+            // The precise stamp the hold time is measured from (also a more
+            // precise leak age).
+            s.allocated_at.store(now, Relaxed);
+        }
+        if !flags.contains(SlotFlags::BACKTRACE_DUE) {
+            return SlotFlags::EMPTY;
+        }
+        let bt = Arc::new(Backtrace::force_capture());
+        self.backtraces
+            .lock()
+            .insert(s.data().as_ptr() as usize, bt);
+        SlotFlags::HAS_BACKTRACE
+    }
+}

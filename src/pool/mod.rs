@@ -1,0 +1,194 @@
+//! The pool layer: the shared state behind a `BufferPool`, allocate and
+//! release over the layers below.
+//!
+//! | file | concept |
+//! |---|---|
+//! | `mod` | `PoolInner`: what one pool is made of, and building it |
+//! | `allocate` | taking a slot for a buffer, stamping it, the sampled duties |
+//! | `release` | giving a buffer's slot back, with its checks and detours |
+//! | `refill` | mapping slabs under the cap, and trimming idle ones |
+//! | `wait` | waiting for room when the cap is reached |
+//! | `quarantine` | sealing released slots and letting them go |
+//! | `close` | the last handle's drop, and shutting down once no buffer is out |
+//! | `stats` | counters, snapshots and metric publishing |
+//! | `leak` | walking the slabs for leak reports and suspects |
+
+mod allocate;
+mod close;
+mod leak;
+mod quarantine;
+mod refill;
+mod release;
+mod stats;
+mod wait;
+
+use std::backtrace::Backtrace;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use crate::class::SizeClasses;
+use crate::clock;
+use crate::config::{Config, LeakTracking};
+use crate::free::cache::HasDepot;
+use crate::free::depot::Depot;
+use crate::limits::page_size;
+use crate::mem::backing::{Anonymous, Backing};
+use crate::mem::slabs::SlabSet;
+use crate::observe::checks::Checks;
+use crate::observe::fault::FaultTable;
+use crate::observe::metrics::{PoolMetrics, Publisher};
+use crate::observe::quarantine::Quarantine;
+use crate::stats::PoolCounters;
+
+/// The shared state behind every handle and buffer of one pool.
+pub(crate) struct PoolInner {
+    /// The checked settings.
+    pub(crate) config: Config,
+    /// Bytes in a page.
+    pub(crate) page: usize,
+    /// The size classes.
+    pub(crate) classes: SizeClasses,
+    /// What thread caches share: free lists, flush epoch, closed flag.
+    pub(crate) depot: Depot,
+    /// Pool-wide counters.
+    pub(crate) counters: PoolCounters,
+    /// Every mapped slab. Held for mapping, trimming and reports; never on
+    /// the hot path; every change of `counters.reserved` happens under it.
+    pub(crate) slabs: Mutex<SlabSet>,
+    /// Where slab memory comes from.
+    backing: Arc<dyn Backing>,
+    /// Bumped by every `leak_check`; each allocation records the value.
+    pub(crate) leak_epoch: AtomicU32,
+    /// Backtraces of sampled allocations, by slot address (slots flagged
+    /// `HAS_BACKTRACE`).
+    pub(crate) backtraces: Mutex<HashMap<usize, Arc<Backtrace>>>,
+    /// Released slots kept inaccessible for a while.
+    pub(crate) quarantine: Quarantine,
+    /// The debug checks and what they found.
+    pub(crate) checks: Checks,
+    /// Live `BufferPool` handles (buffers keep the pool alive through their
+    /// anchors, not handles).
+    handles: AtomicUsize,
+    /// Set once the slabs were unmapped and the metrics retired.
+    shut: AtomicBool,
+    /// Threads waiting for room, and how they are woken.
+    waiters: wait::Waiters,
+    /// Reasons every release must take a *detour* (`release_detour`)
+    /// instead of the thread cache: 1 for the quarantine (if on), 1 once the
+    /// pool is closed, plus the waiting threads. One load on every release
+    /// instead of one per reason.
+    detours: AtomicU32,
+    /// Whether buffers record where, when and by whom they were allocated
+    /// (`config.tracking` is not `Off`), read on every call.
+    tracking: bool,
+    /// Metric handles, registered at build; `None` with metrics off.
+    metrics: Option<PoolMetrics>,
+    /// The background publisher, started right after the pool is shared.
+    publisher: OnceLock<Publisher>,
+}
+
+impl HasDepot for PoolInner {
+    #[inline(always)]
+    fn depot(&self) -> &Depot {
+        &self.depot
+    }
+}
+
+impl PoolInner {
+    /// A pool of the checked `config`, its publisher started.
+    pub(crate) fn new(config: Config) -> Arc<PoolInner> {
+        let page = page_size();
+        let classes = SizeClasses::new(page, config.max_buffer_size);
+        let name: Arc<str> = config.name.as_str().into();
+        let metrics = config.metrics.then(|| {
+            let sizes = classes.all().map(|c| classes.slot_bytes(c));
+            PoolMetrics::register(&config.name, sizes, config.max_bytes)
+        });
+        let d = config.debug;
+        let tracking = config.tracking != LeakTracking::Off;
+        let histograms_every = if metrics.is_some() {
+            config.sample_every
+        } else {
+            0
+        };
+        let backtrace_every = match config.tracking {
+            LeakTracking::Backtrace { sample_every } => sample_every,
+            _ => 0,
+        };
+        if tracking {
+            clock::start_coarse_clock();
+        }
+        let depot = Depot::new(
+            &classes,
+            config.thread_cache,
+            [histograms_every, d.poison_every, backtrace_every],
+        );
+        let slabs = SlabSet::new(Arc::clone(&name), classes.len(), vec![Arc::new(FaultTable)]);
+        let inner = Arc::new(PoolInner {
+            checks: Checks::new(&d, page, Arc::clone(&name)),
+            depot,
+            waiters: wait::Waiters::default(),
+            detours: AtomicU32::new(u32::from(d.quarantine_every != 0)),
+            config,
+            page,
+            classes,
+            counters: PoolCounters::default(),
+            slabs: Mutex::new(slabs),
+            backing: Arc::new(Anonymous),
+            metrics,
+            publisher: OnceLock::new(),
+            leak_epoch: AtomicU32::new(0),
+            backtraces: Mutex::new(HashMap::new()),
+            quarantine: Quarantine::default(),
+            handles: AtomicUsize::new(1),
+            shut: AtomicBool::new(false),
+            tracking,
+        });
+        if inner.metrics.is_some() {
+            inner.publish_metrics();
+            let pool = Arc::downgrade(&inner);
+            let publisher = Publisher::start(
+                &inner.config.name,
+                inner.config.publish_interval,
+                move || match pool.upgrade() {
+                    // A closed pool whose last buffer's release missed the
+                    // close (a benign race) shuts down here.
+                    Some(pool) if pool.depot.is_closed() => {
+                        pool.shutdown_if_idle();
+                        true
+                    }
+                    Some(pool) => {
+                        pool.publish_metrics();
+                        true
+                    }
+                    None => false,
+                },
+            );
+            let _ = inner.publisher.set(publisher);
+        }
+        inner
+    }
+
+    /// The pool's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+}
+
+impl fmt::Debug for PoolInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolInner")
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

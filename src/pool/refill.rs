@@ -1,0 +1,184 @@
+//! The slow path of allocation: a slot from the shared free list, or a new
+//! slab mapped within the byte cap; and trimming idle slabs.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::{wait, PoolInner};
+use crate::class::ClassIdx;
+use crate::limits::{MAX_SLOTS_PER_SLAB, SMALL_SLAB_BYTES};
+use crate::mem::slab::{Layout, Slab};
+use crate::mem::slabs::SlabSet;
+use crate::mem::slot::SlotRef;
+use crate::Error;
+
+impl PoolInner {
+    /// Takes a slot of class `idx` from the depot's free list, or maps a
+    /// slab (for a request of `max_size` bytes, named in the error).
+    #[inline]
+    pub(super) fn take_shared(
+        self: &Arc<Self>,
+        idx: ClassIdx,
+        max_size: usize,
+    ) -> Result<SlotRef, Error> {
+        match self.depot.pop(idx) {
+            Some(slot) => Ok(slot),
+            None => self.map_slab(idx, max_size),
+        }
+    }
+
+    /// No free slot was found: map a slab within the cap, under the slab
+    /// lock; when none fits, let the quarantine go, flush caches and trim
+    /// idle slabs of other classes first.
+    #[cold]
+    #[inline(never)]
+    fn map_slab(self: &Arc<Self>, idx: ClassIdx, max_size: usize) -> Result<SlotRef, Error> {
+        let class = self.depot.class(idx);
+        let mut slabs = self.slabs.lock();
+        // Another thread may have mapped a slab, or a trim may have put slots
+        // back, while we waited for the lock.
+        if let Some(slot) = self.depot.pop(idx) {
+            return Ok(slot);
+        }
+        let layout = self.layout(idx);
+        // Small slabs are filled with red zones when mapped (every page is
+        // touched): keep them to `SMALL_SLAB_BYTES`.
+        let target = if layout.packed {
+            self.config.slab_size.min(SMALL_SLAB_BYTES)
+        } else {
+            self.config.slab_size
+        };
+        let wanted = (target / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
+        let mut n = self.slots_within_cap(layout, wanted);
+        if n == 0 {
+            // Let the quarantine go and ask threads to return cached slots
+            // (ours at once), take one of this class if that freed any, else
+            // give idle slabs of other classes back and try again.
+            self.release_quarantine();
+            self.ask_caches_to_flush();
+            if let Some(slot) = self.depot.pop(idx) {
+                return Ok(slot);
+            }
+            self.trim_locked(&mut slabs, Some(idx));
+            n = self.slots_within_cap(layout, wanted);
+        }
+        if n == 0 {
+            // A waiter's retries are one refusal, counted by its first try.
+            if !wait::retrying() {
+                class.counters.exhausted.fetch_add(1, Relaxed);
+            }
+            return Err(Error::Exhausted {
+                requested: max_size,
+                limit: self.config.max_bytes.unwrap_or(usize::MAX),
+            });
+        }
+        let slab = match Slab::map(&self.backing, idx, n, layout) {
+            Ok(slab) => slab,
+            Err(e) => {
+                class.counters.os_errors.fetch_add(1, Relaxed);
+                return Err(Error::Os(e));
+            }
+        };
+        self.counters.reserved.fetch_add(slab.reserved(), Relaxed);
+        self.counters.unguarded.fetch_add(slab.unguarded(), Relaxed);
+        class.counters.slots.fetch_add(n, Relaxed);
+        class.counters.slabs.fetch_add(1, Relaxed);
+        class.counters.misses.fetch_add(1, Relaxed);
+        // The slots stay at their addresses when the slab moves into the
+        // set, which tells its subscribers before any slot is handed out.
+        let slots: Vec<SlotRef> = slab.slots().iter().map(SlotRef::new).collect();
+        slabs.insert(idx, slab);
+        let (&first, rest) = slots.split_first().expect("n >= 1");
+        for &slot in rest {
+            class.free.push(slot);
+        }
+        Ok(first)
+    }
+
+    /// How the slabs of class `idx` are laid out.
+    fn layout(&self, idx: ClassIdx) -> Layout {
+        Layout {
+            page: self.page,
+            slot_bytes: self.classes.slot_bytes(idx),
+            guards: self.config.guards,
+            packed: self.classes.is_small(idx),
+        }
+    }
+
+    /// Up to `wanted` slots: as many as fit under the cap (call with the slab
+    /// lock held, which serialises every change of `reserved`).
+    fn slots_within_cap(&self, layout: Layout, wanted: usize) -> usize {
+        match self.config.max_bytes {
+            None => wanted,
+            Some(limit) => {
+                let room = limit.saturating_sub(self.counters.reserved.load(Relaxed));
+                layout.slots_within(room).min(wanted)
+            }
+        }
+    }
+
+    /// `BufferPool::trim`: empties the quarantine, flushes this thread's
+    /// cache (and asks the others to), unmaps every idle slab; returns the
+    /// bytes given back.
+    pub(crate) fn trim_all(self: &Arc<Self>) -> usize {
+        self.release_quarantine();
+        self.ask_caches_to_flush();
+        let mut slabs = self.slabs.lock();
+        self.trim_locked(&mut slabs, None)
+    }
+
+    /// Unmaps the idle slabs of every class but `except`; returns the bytes.
+    fn trim_locked(&self, slabs: &mut SlabSet, except: Option<ClassIdx>) -> usize {
+        let mut freed = 0;
+        for c in self.classes.all() {
+            if Some(c) != except && !slabs.class(c).is_empty() {
+                freed += self.trim_class_locked(slabs, c);
+            }
+        }
+        freed
+    }
+
+    /// Unmaps the slabs of class `idx` whose slots are all on its free list.
+    fn trim_class_locked(&self, slabs: &mut SlabSet, idx: ClassIdx) -> usize {
+        let class = self.depot.class(idx);
+        // Take every free slot. Allocations of this class that find the list
+        // empty meanwhile wait on the slab lock we hold, then find the slots
+        // we push back.
+        let free = class.free.drain();
+        let list = slabs.class(idx);
+        let mut free_in = vec![0usize; list.len()];
+        let owners: Vec<usize> = free
+            .iter()
+            .map(|s| {
+                // SAFETY: slots on the free list belong to mapped slabs of
+                // this class.
+                let addr = unsafe { s.addr() };
+                let owner = slabs
+                    .owner(idx, addr)
+                    .expect("a free slot's slab is mapped");
+                free_in[owner] += 1;
+                owner
+            })
+            .collect();
+        let idle: Vec<bool> = list
+            .iter()
+            .zip(&free_in)
+            .map(|(slab, &n)| n == slab.slots().len())
+            .collect();
+        for (slot, &owner) in free.iter().zip(&owners) {
+            if !idle[owner] {
+                class.free.push(*slot);
+            }
+        }
+        let mut freed = 0;
+        for (reserved, unguarded, nslots) in slabs.retain_class(idx, |i| !idle[i]) {
+            freed += reserved;
+            self.counters.reserved.fetch_sub(reserved, Relaxed);
+            self.counters.unguarded.fetch_sub(unguarded, Relaxed);
+            class.counters.slots.fetch_sub(nslots, Relaxed);
+            class.counters.slabs.fetch_sub(1, Relaxed);
+        }
+        self.counters.trimmed.fetch_add(freed as u64, Relaxed);
+        freed
+    }
+}

@@ -1,0 +1,217 @@
+//! Release: a buffer's slot goes back to this thread's bin (the common
+//! case, inline), or through its checks and the pool's detours.
+//!
+//! Every function here takes `(slot, anchor, site)` in that order: the
+//! slot of the buffer being released, the anchor it was counted on, and
+//! the release site when `PageBuffer::release` gave one. Each returns what
+//! happened to the buffer's reference on its anchor ([`Released`]).
+
+use std::panic::Location;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::PoolInner;
+use crate::free::anchor::{AnchorRef, Released};
+use crate::free::cache;
+use crate::mem::slot::{location_ptr, Slot, SlotFlags, SlotRef};
+use crate::observe::quarantine;
+use crate::{clock, threads};
+
+/// A release site, if the caller named one.
+type Site = Option<&'static Location<'static>>;
+
+impl PoolInner {
+    /// Returns a buffer's slot to a free list or the quarantine.
+    ///
+    /// Inline: only the common case, a plain buffer (no flags, no edges;
+    /// or only an intact standard canary, and red zones if packed) of a
+    /// pool with no detours, released on the thread that allocated it, into
+    /// a bin with room; it returns `Settled`, so the caller's remote step
+    /// folds away. Everything else (damage included) is `release_slow`,
+    /// which checks again and reports.
+    ///
+    /// # Safety
+    /// `slot` is the slot of a buffer of this pool, counted on `anchor`,
+    /// that is being dropped: no one accesses its bytes from now on.
+    #[inline(always)]
+    pub(crate) unsafe fn release(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        anchor: AnchorRef,
+        site: Site,
+    ) -> Released {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        if s.release_has_work() {
+            // Out of line, with nothing left to do here after it.
+            // SAFETY: forwarded from the caller.
+            return unsafe { self.release_flagged(slot, anchor, site) };
+        }
+        // SAFETY: forwarded from the caller; the slot has nothing to do.
+        unsafe { self.release_plain(s, slot, anchor, site) }
+    }
+
+    /// The end of a release whose slot has nothing left to do: into this
+    /// thread's bin if the buffer is this thread's and no detour is on,
+    /// else `release_slow`.
+    ///
+    /// # Safety
+    /// As for `release`; `s` is `slot`'s metadata, and nothing was changed
+    /// yet.
+    #[inline(always)]
+    unsafe fn release_plain(
+        self: &Arc<Self>,
+        s: &Slot,
+        slot: SlotRef,
+        anchor: AnchorRef,
+        site: Site,
+    ) -> Released {
+        if self.detours.load(Relaxed) == 0
+            // SAFETY: a slot of this pool, released by its buffer.
+            && unsafe { cache::give_back_own(&self.depot, s, slot, anchor) }
+        {
+            return Released::Settled;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.release_slow(slot, anchor, site) }
+    }
+
+    /// `release` of a slot with flags or edges: when its only work is an
+    /// intact standard canary (and red zones, if packed), the plain path;
+    /// otherwise `release_slow`.
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[inline(never)]
+    unsafe fn release_flagged(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        anchor: AnchorRef,
+        site: Site,
+    ) -> Released {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        let (flags, edges) = (s.flags.load(), s.edges());
+        // SAFETY: the caller owns the slot; the flags and edges are its.
+        if unsafe {
+            self.checks
+                .release_checks_pass(s, flags, edges, &self.classes)
+        } {
+            // SAFETY: forwarded from the caller; the checks passed (and
+            // only read), so the slot has nothing left to do.
+            unsafe { self.release_plain(s, slot, anchor, site) }
+        } else {
+            // SAFETY: forwarded from the caller; nothing was changed yet.
+            unsafe { self.release_slow(slot, anchor, site) }
+        }
+    }
+
+    /// `release` in full: the checks and duties the slot's flags and edges
+    /// ask for, the detours, and the thread cache (whichever thread's
+    /// buffer it is).
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[inline(never)]
+    unsafe fn release_slow(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        anchor: AnchorRef,
+        site: Site,
+    ) -> Released {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        if s.release_has_work() {
+            // SAFETY: the caller owns the slot.
+            unsafe { self.release_checks(s, site) };
+        }
+        if self.detours.load(Relaxed) != 0 {
+            // SAFETY: as above.
+            return unsafe { self.release_detour(slot, anchor, site) };
+        }
+        s.mark_free();
+        // SAFETY: a slot of this pool's class `s.class()`, marked free.
+        unsafe { cache::give_back(self, s.class(), slot, anchor) }
+    }
+
+    /// The checks and duties of a release whose slot has flags or edges:
+    /// the byte checks (`Checks::on_release`), then recording the release
+    /// site of a poisoned slot and the sampled duties.
+    ///
+    /// # Safety
+    /// The caller owns the slot (its buffer is being released).
+    unsafe fn release_checks(&self, s: &Slot, site: Site) {
+        let flags = s.flags.load();
+        // SAFETY: forwarded from the caller; the flags and edges are the
+        // slot's, the table its pool's.
+        unsafe { self.checks.on_release(s, flags, s.edges(), &self.classes) };
+        if flags.contains(SlotFlags::POISON_DUE) {
+            self.record_release(s, site);
+        }
+        if flags.intersects(SlotFlags::SAMPLED | SlotFlags::HAS_BACKTRACE) {
+            self.finish_sampled(s, flags);
+        }
+    }
+
+    /// The rest of a release when the slot may not go to the thread cache
+    /// as usual: the quarantine is on, threads wait for room, or the pool
+    /// is closed (this may be its last buffer).
+    ///
+    /// # Safety
+    /// As for `release`.
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_detour(
+        self: &Arc<Self>,
+        slot: SlotRef,
+        anchor: AnchorRef,
+        site: Site,
+    ) -> Released {
+        let every = self.config.debug.quarantine_every;
+        // SAFETY: forwarded from the caller.
+        let s = unsafe { slot.get() };
+        let released = if quarantine::sampled(every)
+            // SAFETY: forwarded from the caller.
+            && unsafe { self.quarantine(slot, site) }
+        {
+            cache::settle(self, anchor)
+        } else if self.waiters.any() {
+            s.mark_free();
+            self.release_to_waiters(slot, anchor)
+        } else {
+            s.mark_free();
+            // SAFETY: a slot of this pool's class `s.class()`, marked free.
+            unsafe { cache::give_back(self, s.class(), slot, anchor) }
+        };
+        if self.depot.is_closed() {
+            self.shutdown_if_idle();
+        }
+        released
+    }
+
+    /// Records who released slot `s`, and where if known, for the reports
+    /// of a later use after release (poison, quarantine): the only readers,
+    /// so a plain release skips it.
+    pub(super) fn record_release(&self, s: &Slot, site: Site) {
+        if self.tracking {
+            s.release_site
+                .store(site.map_or(std::ptr::null_mut(), location_ptr), Relaxed);
+            s.thread.store(threads::id(), Relaxed);
+        }
+    }
+
+    /// The sampled duties of a release: record the hold time, drop a
+    /// stored backtrace.
+    #[cold]
+    fn finish_sampled(&self, s: &Slot, flags: SlotFlags) {
+        if flags.contains(SlotFlags::SAMPLED) {
+            if let Some(m) = &self.metrics {
+                let since = s.allocated_at.load(Relaxed);
+                m.hold.record(clock::since(since).as_secs_f64());
+            }
+        }
+        if flags.contains(SlotFlags::HAS_BACKTRACE) {
+            self.backtraces.lock().remove(&(s.data().as_ptr() as usize));
+        }
+    }
+}
