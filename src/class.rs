@@ -57,9 +57,9 @@ const _: () = {
     assert!(SMALL_MAX < 4096);
 };
 
-/// A size class of one pool's table. Invariant: below that table's
-/// [`SizeClasses::len`] (made only by its lookups, or decoded from the
-/// metadata of a slot of its slabs).
+/// A size class of one pool's table. Invariant: below that table's number
+/// of classes (made only by its lookups, or decoded from the metadata of a
+/// slot of its slabs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct ClassIdx(usize);
 
@@ -206,7 +206,8 @@ impl SizeClasses {
     }
 
     /// Number of classes.
-    pub(crate) fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.bytes.len()
     }
 

@@ -21,6 +21,16 @@ pub(super) struct Bin {
 }
 
 impl Bin {
+    /// An empty bin keeping at most `limit` slots, counting into `counters`
+    /// (an element of its entry's counters, which outlive the bin).
+    pub(super) fn new(limit: usize, counters: NonNull<ThreadClassCounters>) -> Bin {
+        Bin {
+            slots: Vec::with_capacity(limit + 1),
+            limit,
+            counters,
+        }
+    }
+
     #[inline(always)]
     pub(super) fn counters(&self) -> &ThreadClassCounters {
         // SAFETY: points into the owning entry's `counters`, alive as long
@@ -36,6 +46,7 @@ impl Bin {
         if len >= self.limit {
             return false;
         }
+        debug_assert!(self.slots.capacity() > len);
         // SAFETY: the capacity is `limit + 1` (see `slots`), more than
         // `len`: the write is inside the allocation, and the new element is
         // initialised before the length counts it.

@@ -56,19 +56,24 @@ struct Entry {
 }
 
 impl Entry {
+    /// The depot, borrowed apart from the entry (a flush reads the depot
+    /// while it empties the bins).
+    ///
+    /// # Safety
+    /// The reference is not used past this entry's `retire`.
     #[inline(always)]
-    fn depot<'a>(&self) -> &'a Depot {
+    unsafe fn depot<'a>(&self) -> &'a Depot {
         // SAFETY: the entry holds the owner's reference to its anchor until
-        // `retire`, and the anchor keeps the pool that owns the depot alive.
+        // `retire`, and the anchor keeps the pool that owns the depot alive;
+        // the caller drops the reference before `retire` ends.
         unsafe { self.depot.as_ref() }
     }
 
     /// Returns every cached slot to the depot's free lists.
     fn flush(&mut self) {
-        let depot = self.depot();
-        for (bin, c) in self.bins.iter_mut().zip(0..) {
-            // SAFETY: one bin per class of the depot's table, in order.
-            let class = depot.class(unsafe { ClassIdx::from_stored(c) });
+        // SAFETY: used within this call, before any `retire`.
+        let depot = unsafe { self.depot() };
+        for (bin, class) in self.bins.iter_mut().zip(depot.classes()) {
             for slot in bin.slots.drain(..) {
                 class.free.push(slot);
             }
@@ -78,7 +83,8 @@ impl Entry {
     /// Flushes if the depot asked every thread to (the fast paths compare
     /// the epochs themselves and come here when they differ).
     fn catch_up(&mut self) {
-        let epoch = self.depot().flush_epoch();
+        // SAFETY: used within this call.
+        let epoch = unsafe { self.depot() }.flush_epoch();
         if epoch != self.epoch {
             self.flush();
             self.epoch = epoch;
@@ -110,7 +116,8 @@ impl Entry {
     /// Gives everything back: slots, counters, and the anchor reference.
     fn retire(mut self) {
         self.flush();
-        self.depot().retire_thread(&self.counters);
+        // SAFETY: used before the anchor's retirement below.
+        unsafe { self.depot() }.retire_thread(&self.counters);
         // SAFETY: we are the owning thread, retiring once with our final
         // count; `self` (and with it the pointer) is dropped right after.
         unsafe { AnchorCount::retire(self.anchor, self.issued) };
@@ -218,7 +225,8 @@ fn new_entry<P: HasDepot>(entries: &mut Vec<Box<Entry>>, pool: &Arc<P>) -> usize
     FAST.with(Fast::clear);
     let mut i = 0;
     while i < entries.len() {
-        if entries[i].depot().is_closed() {
+        // SAFETY: used at once, while the entry is live.
+        if unsafe { entries[i].depot() }.is_closed() {
             (*entries.swap_remove(i)).retire();
         } else {
             i += 1;
@@ -230,11 +238,7 @@ fn new_entry<P: HasDepot>(entries: &mut Vec<Box<Entry>>, pool: &Arc<P>) -> usize
     let bins = (0..depot.len())
         .map(|i| {
             let limit = depot.cache_limit(i);
-            Bin {
-                slots: Vec::with_capacity(limit + 1),
-                limit,
-                counters: NonNull::from(&counters.classes[i]),
-            }
+            Bin::new(limit, NonNull::from(&counters.classes[i]))
         })
         .collect();
     entries.push(Box::new(Entry {
@@ -268,11 +272,12 @@ fn fast_entry(depot: &Depot) -> Option<NonNull<Entry>> {
 /// if it has caught up with the depot's flush requests (else the caller's
 /// slow path flushes it).
 ///
-/// The reference is exclusive for as long as the caller uses it: only
-/// this thread reaches the entry, and the fast paths neither re-enter this
-/// module nor keep the reference past their return.
+/// # Safety
+/// The caller uses the reference only until it returns, and neither
+/// re-enters this module nor removes an entry meanwhile: then it is the
+/// only reference to the entry (only this thread reaches it).
 #[inline(always)]
-fn ready_entry<'a>(depot: &Depot) -> Option<&'a mut Entry> {
+unsafe fn ready_entry<'a>(depot: &Depot) -> Option<&'a mut Entry> {
     let mut e = fast_entry(depot)?;
     // SAFETY: `FAST`'s invariant: a live entry of this thread for `depot`
     // (every removal from the list clears `FAST` first), reached by no
@@ -383,7 +388,11 @@ pub(crate) unsafe fn acquire_slow<P: HasDepot>(pool: &Arc<P>, idx: ClassIdx) -> 
 /// Counts a buffer whose slot the pool made after [`Taken::Empty`] on this
 /// thread's anchor; `None` when the thread has no entry any more (the
 /// buffer then needs an anchor of its own).
-pub(crate) fn issue<P: HasDepot>(pool: &Arc<P>) -> Option<AnchorRef> {
+///
+/// # Safety
+/// The caller makes exactly one buffer counted on the returned anchor (an
+/// unmatched count would keep the anchor and its pool alive for ever).
+pub(crate) unsafe fn issue<P: HasDepot>(pool: &Arc<P>) -> Option<AnchorRef> {
     with_entry(pool, |e| {
         e.issued += 1;
         e.anchor
@@ -405,7 +414,8 @@ pub(crate) unsafe fn give_back_own(
     slot: SlotRef,
     anchor: AnchorRef,
 ) -> bool {
-    let Some(e) = ready_entry(depot) else {
+    // SAFETY: used within this call, which re-enters nothing.
+    let Some(e) = (unsafe { ready_entry(depot) }) else {
         return false;
     };
     if e.anchor != anchor {
@@ -436,7 +446,8 @@ pub(crate) unsafe fn give_back<P: HasDepot>(
     slot: SlotRef,
     anchor: AnchorRef,
 ) -> Released {
-    if let Some(e) = ready_entry(pool.depot()) {
+    // SAFETY: used within this block, which re-enters nothing.
+    if let Some(e) = unsafe { ready_entry(pool.depot()) } {
         // SAFETY: forwarded from the caller.
         let bin = unsafe { e.bin(idx) };
         if bin.push_within_limit(slot) {
@@ -484,7 +495,12 @@ pub(crate) fn flush_current<P: HasDepot>(pool: &Arc<P>) {
 
 /// Settles a released buffer's reference on `anchor` when this thread owns
 /// it (the buffer's slot went elsewhere, e.g. to quarantine).
-pub(crate) fn settle<P: HasDepot>(pool: &Arc<P>, anchor: AnchorRef) -> Released {
+///
+/// # Safety
+/// A buffer counted on `anchor` is being released, once: an extra settle
+/// would let the anchor, and with it the pool, be freed while buffers are
+/// out.
+pub(crate) unsafe fn settle<P: HasDepot>(pool: &Arc<P>, anchor: AnchorRef) -> Released {
     with_entry(pool, |e| e.settle(anchor)).unwrap_or(Released::Remote)
 }
 
@@ -520,21 +536,28 @@ mod tests {
         std::thread::spawn(|| {
             let (a, b) = (pool(), pool());
             // One "buffer" of `a` issued on this thread: an entry, and `FAST`.
-            let anchor_a = issue(&a).expect("an entry for a live pool");
+            // The test stands for the buffers: it releases each one it
+            // counts once.
+            // SAFETY: as just said.
+            let anchor_a = unsafe { issue(&a) }.expect("an entry for a live pool");
             assert!(fast_points_at(a.depot()));
-            let anchor_b = issue(&b).expect("an entry for b");
+            // SAFETY: as for `anchor_a`.
+            let anchor_b = unsafe { issue(&b) }.expect("an entry for b");
             assert!(fast_points_at(b.depot()) && !fast_points_at(a.depot()));
             // The entry for `a` is found again through the list.
-            assert_eq!(issue(&a), Some(anchor_a));
+            // SAFETY: as for `anchor_a`.
+            assert_eq!(unsafe { issue(&a) }, Some(anchor_a));
             assert!(fast_points_at(a.depot()));
             // `a` closes; making an entry for a third pool retires `a`'s
             // entry, clearing `FAST` first, while its buffers stay counted.
             a.depot().close();
             let c = pool();
-            let anchor_c = issue(&c).expect("an entry for c");
+            // SAFETY: as for `anchor_a`.
+            let anchor_c = unsafe { issue(&c) }.expect("an entry for c");
             assert!(!fast_points_at(a.depot()) && fast_points_at(c.depot()));
             // A closed pool gets no new entry: its releases go remote.
-            assert_eq!(settle(&a, anchor_a), Released::Remote);
+            // SAFETY: as for `anchor_a`.
+            assert_eq!(unsafe { settle(&a, anchor_a) }, Released::Remote);
             // Two buffers of `a` were issued and are still out: the anchor
             // (and its `Arc` of `a`) lives until both are released.
             assert_eq!(Arc::strong_count(&a), 2);

@@ -126,6 +126,11 @@ impl Depot {
         &self.classes[idx.get()]
     }
 
+    /// The shared state of every class, in the table's order.
+    pub(crate) fn classes(&self) -> impl Iterator<Item = &ClassDepot> {
+        self.classes.iter().map(|c| &**c)
+    }
+
     /// The slots a thread cache keeps of class number `i` (0 without caches).
     pub(crate) fn cache_limit(&self, i: usize) -> usize {
         self.cache_slots.get(i).copied().unwrap_or(0)

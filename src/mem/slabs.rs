@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::slab::{Layout, Slab};
 use super::slot::Slot;
-use crate::class::ClassIdx;
+use crate::class::{ClassIdx, SizeClasses};
 
 /// What subscribers learn of a slab being mapped or unmapped.
 #[derive(Debug)]
@@ -47,22 +47,23 @@ pub(crate) trait SlabEvents: Send + Sync + fmt::Debug {
 pub(crate) struct SlabSet {
     /// The pool's name, for the events.
     pool: Arc<str>,
-    /// One list per class, sorted by base address.
-    classes: Vec<Vec<Slab>>,
+    /// One list per class of the pool's table, in its order, each sorted by
+    /// base address.
+    classes: Vec<(ClassIdx, Vec<Slab>)>,
     /// Told of every mapping and unmapping, in order.
     subscribers: Vec<Arc<dyn SlabEvents>>,
 }
 
 impl SlabSet {
-    /// An empty set for `classes` classes of pool `pool`.
+    /// An empty set for the classes of pool `pool`.
     pub(crate) fn new(
         pool: Arc<str>,
-        classes: usize,
+        classes: &SizeClasses,
         subscribers: Vec<Arc<dyn SlabEvents>>,
     ) -> SlabSet {
         SlabSet {
             pool,
-            classes: (0..classes).map(|_| Vec::new()).collect(),
+            classes: classes.all().map(|c| (c, Vec::new())).collect(),
             subscribers,
         }
     }
@@ -84,23 +85,21 @@ impl SlabSet {
         for s in &self.subscribers {
             s.mapped(&desc);
         }
-        let list = &mut self.classes[class.get()];
+        let list = &mut self.classes[class.get()].1;
         let at = list.partition_point(|s| s.base() < slab.base());
         list.insert(at, slab);
     }
 
     /// The slabs of class `class`, by address.
     pub(crate) fn class(&self, class: ClassIdx) -> &[Slab] {
-        &self.classes[class.get()]
+        &self.classes[class.get()].1
     }
 
     /// Every slab, by class, then by address.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (ClassIdx, &Slab)> {
-        self.classes.iter().enumerate().flat_map(|(i, list)| {
-            // SAFETY: `i` indexes the table of classes the set was made for.
-            let class = unsafe { ClassIdx::from_stored(i) };
-            list.iter().map(move |slab| (class, slab))
-        })
+        self.classes
+            .iter()
+            .flat_map(|(class, list)| list.iter().map(move |slab| (*class, slab)))
     }
 
     /// The index in `class(class)` of the slab holding `addr`, if any.
@@ -115,12 +114,16 @@ impl SlabSet {
     /// Unmaps the slabs of class `class` that `keep` (given each slab's
     /// index) rejects, telling the subscribers first; returns them, already
     /// unmapped, as `(reserved bytes, unguarded slots, slots)` each.
-    pub(crate) fn retain_class(
+    ///
+    /// # Safety
+    /// No slot of a rejected slab is in use, on a free list, or anywhere it
+    /// will be dereferenced again.
+    pub(crate) unsafe fn retain_class(
         &mut self,
         class: ClassIdx,
         mut keep: impl FnMut(usize) -> bool,
     ) -> Vec<(usize, usize, usize)> {
-        let list = std::mem::take(&mut self.classes[class.get()]);
+        let list = std::mem::take(&mut self.classes[class.get()].1);
         let mut kept = Vec::with_capacity(list.len());
         let mut gone = Vec::new();
         for (i, slab) in list.into_iter().enumerate() {
@@ -131,16 +134,23 @@ impl SlabSet {
                 self.unmap(slab);
             }
         }
-        self.classes[class.get()] = kept;
+        self.classes[class.get()].1 = kept;
         gone
     }
 
     /// Unmaps every slab.
-    pub(crate) fn clear(&mut self) {
-        for i in 0..self.classes.len() {
-            for slab in std::mem::take(&mut self.classes[i]) {
-                self.unmap(slab);
-            }
+    ///
+    /// # Safety
+    /// No slot of any slab is in use, and none will be dereferenced again
+    /// (pointers left in thread caches are only pushed back to free lists).
+    pub(crate) unsafe fn clear(&mut self) {
+        let lists: Vec<Vec<Slab>> = self
+            .classes
+            .iter_mut()
+            .map(|(_, list)| std::mem::take(list))
+            .collect();
+        for slab in lists.into_iter().flatten() {
+            self.unmap(slab);
         }
     }
 
@@ -155,6 +165,8 @@ impl SlabSet {
 
 impl Drop for SlabSet {
     fn drop(&mut self) {
-        self.clear();
+        // SAFETY: the set goes with its pool, after the last buffer and the
+        // last thread cache entry (whose anchor kept the pool alive).
+        unsafe { self.clear() };
     }
 }

@@ -404,6 +404,7 @@ impl Checks {
         } else {
             REDZONE_WINDOW
         };
+        debug_assert!(window <= EDGE_CANARY);
         let data = s.data().as_ptr();
         let mut found: Option<(isize, usize)> = None;
         let mut note = |start: *mut u8, rel: isize| {

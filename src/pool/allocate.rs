@@ -33,35 +33,47 @@ impl PoolInner {
         // SAFETY: `idx` is a class of this pool's table, the depot's too.
         match unsafe { cache::acquire(&self.depot, idx) } {
             Some((slot, anchor)) => {
-                self.prepare(slot, max_size, site);
+                // SAFETY: just taken off this thread's bin for this buffer.
+                unsafe { self.prepare(slot, max_size, site) };
                 Ok((slot, anchor))
             }
             // A tail call: nothing of the request has to live across it here.
-            None => self.allocate_slow(idx, max_size, site),
+            // SAFETY: `idx` is from this pool's `class_for`.
+            None => unsafe { self.allocate_slow(idx, max_size, site) },
         }
     }
 
     /// `allocate` past the thread's bin: [`acquire_slow`](Self::acquire_slow),
     /// then the same preparation.
+    ///
+    /// # Safety
+    /// `idx` is a class of this pool's table (from its `class_for`).
     #[cold]
     #[inline(never)]
-    fn allocate_slow(
+    unsafe fn allocate_slow(
         self: &Arc<Self>,
         idx: ClassIdx,
         max_size: usize,
         site: &'static Location<'static>,
     ) -> Result<(SlotRef, AnchorRef), Error> {
-        let (slot, anchor) = self.acquire_slow(idx, max_size)?;
-        self.prepare(slot, max_size, site);
+        // SAFETY: forwarded from the caller.
+        let (slot, anchor) = unsafe { self.acquire_slow(idx, max_size) }?;
+        // SAFETY: just taken for this buffer.
+        unsafe { self.prepare(slot, max_size, site) };
         Ok((slot, anchor))
     }
 
     /// Marks a slot just taken for a buffer of `max_size` bytes in use, and
     /// stamps it (with its checks and duties, if it has any).
+    ///
+    /// # Safety
+    /// `slot` was just taken off a free list or bin of this pool, for this
+    /// buffer alone.
     #[inline(always)]
-    fn prepare(&self, slot: SlotRef, max_size: usize, site: &'static Location<'static>) {
+    unsafe fn prepare(&self, slot: SlotRef, max_size: usize, site: &'static Location<'static>) {
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
-        // pool; slabs are unmapped only after their slots are drained from it.
+        // pool (caller's contract); slabs are unmapped only after their slots
+        // are drained from it.
         let s = unsafe { slot.get() };
         s.mark_in_use();
         let flags = s.flags.load();
@@ -76,13 +88,16 @@ impl PoolInner {
     /// A slot when the thread's bin had nothing at hand, or the allocation
     /// is sampled: the cache's slow path, then the shared free list or a new
     /// slab, and the sampled duties marked on the slot.
+    ///
+    /// # Safety
+    /// `idx` is a class of this pool's table (from its `class_for`).
     #[inline(always)]
-    fn acquire_slow(
+    unsafe fn acquire_slow(
         self: &Arc<Self>,
         idx: ClassIdx,
         max_size: usize,
     ) -> Result<(SlotRef, AnchorRef), Error> {
-        // SAFETY: `idx` is a class of this pool (from `class_for`).
+        // SAFETY: `idx` is a class of this pool (caller's contract).
         let (slot, anchor, duties, started) = match unsafe { cache::acquire_slow(self, idx) } {
             Taken::Slot {
                 slot,
@@ -92,8 +107,9 @@ impl PoolInner {
             } => (slot, anchor, duties, started),
             Taken::Empty { duties, started } => {
                 let slot = self.take_shared(idx, max_size)?;
-                let anchor =
-                    cache::issue(self).unwrap_or_else(|| Anchor::detached(Arc::clone(self)));
+                // SAFETY: exactly one buffer, this one, is counted on it.
+                let anchor = unsafe { cache::issue(self) }
+                    .unwrap_or_else(|| Anchor::detached(Arc::clone(self)));
                 (slot, anchor, duties, started)
             }
             // No cache and no sampling: an anchor of the buffer's own.

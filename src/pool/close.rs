@@ -99,7 +99,10 @@ impl PoolInner {
         for c in self.classes.all() {
             drop(self.depot.class(c).free.drain());
         }
-        self.slabs.lock().clear();
+        let mut slabs = self.slabs.lock();
+        // SAFETY: no buffer is out and none can be made (see above).
+        unsafe { slabs.clear() };
+        // Under the slab lock, as every change of `reserved`.
         self.counters.reserved.store(0, Relaxed);
         self.counters.unguarded.store(0, Relaxed);
     }

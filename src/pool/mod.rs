@@ -127,7 +127,7 @@ impl PoolInner {
             config.thread_cache,
             [histograms_every, d.poison_every, backtrace_every],
         );
-        let slabs = SlabSet::new(Arc::clone(&name), classes.len(), vec![Arc::new(FaultTable)]);
+        let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,

@@ -171,7 +171,11 @@ impl PoolInner {
             }
         }
         let mut freed = 0;
-        for (reserved, unguarded, nslots) in slabs.retain_class(idx, |i| !idle[i]) {
+        // SAFETY: every slot of an idle slab was on the free list, drained
+        // above by this thread under the slab lock and not pushed back: none
+        // is in use, listed or cached.
+        let gone = unsafe { slabs.retain_class(idx, |i| !idle[i]) };
+        for (reserved, unguarded, nslots) in gone {
             freed += reserved;
             self.counters.reserved.fetch_sub(reserved, Relaxed);
             self.counters.unguarded.fetch_sub(unguarded, Relaxed);

@@ -174,10 +174,12 @@ impl PoolInner {
             // SAFETY: forwarded from the caller.
             && unsafe { self.quarantine(slot, site) }
         {
-            cache::settle(self, anchor)
+            // SAFETY: the buffer counted on `anchor` is being released, once.
+            unsafe { cache::settle(self, anchor) }
         } else if self.waiters.any() {
             s.mark_free();
-            self.release_to_waiters(slot, anchor)
+            // SAFETY: forwarded from the caller; the slot is marked free.
+            unsafe { self.release_to_waiters(slot, anchor) }
         } else {
             s.mark_free();
             // SAFETY: a slot of this pool's class `s.class()`, marked free.

@@ -114,19 +114,24 @@ impl PoolInner {
     /// A release while threads wait for room: the free slot goes to the
     /// depot, where a waiter can take it, this thread's cached slots (of
     /// any class) follow, and the waiters wake.
+    ///
+    /// # Safety
+    /// `slot` is the slot, marked free, of a buffer of this pool counted on
+    /// `anchor` that is being released.
     #[cold]
     #[inline(never)]
-    pub(super) fn release_to_waiters(
+    pub(super) unsafe fn release_to_waiters(
         self: &Arc<Self>,
         slot: SlotRef,
         anchor: AnchorRef,
     ) -> Released {
-        // SAFETY: the slot of the buffer being released, which keeps the
-        // pool and its slabs alive.
+        // SAFETY: the slot of the buffer being released (caller's
+        // contract), which keeps the pool and its slabs alive.
         let idx = unsafe { slot.get() }.class();
         self.depot.push_released(idx, slot);
         cache::flush_current(self);
-        let released = cache::settle(self, anchor);
+        // SAFETY: the buffer counted on `anchor` is being released, once.
+        let released = unsafe { cache::settle(self, anchor) };
         *self.waiters.generation.lock() += 1;
         self.waiters.wake.notify_all();
         released
