@@ -3,8 +3,9 @@
 //! ## The layers
 //!
 //! Each file is one concept, and each layer imports only the layers below
-//! it (`python3 shared/tools/modgraph.py src` prints the graph's cycles: it
-//! has none). Observers receive plain data (a `&Slot`, a slab's
+//! it. `.ci/run` checks the part a tool can: `../shared/tools/modgraph.py
+//! src` finds no import cycle (weaker than the layering itself, which
+//! review keeps), and no file is over 600 lines. Observers receive plain data (a `&Slot`, a slab's
 //! description, counters), never the pool.
 //!
 //! ```text
@@ -12,13 +13,13 @@
 //!                   builder  leak  debug  metrics  io  bytes  direct
 //!                   prometheus  capi (+ capi/handles)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
-//!  pool/            mod (PoolInner)  allocate  release  refill  wait
+//!  pool/            mod (PoolInner)  allocate  release  map  wait
 //!                   quarantine  close  stats  leak
 //!  ───────────────────────────────────────────────────────────────── may import ↓
 //!  observe/         checks  report  quarantine  leak  metrics
 //!                   fault (+ fault/table: a slab-event subscriber, fault/report)
 //!  ───────────────────────────────────────────────────────────────── may import ↓
-//!  free/            anchor  depot  cache  sample          (never calls the pool)
+//!  free/            anchor  depot  bin  cache  sample     (never calls the pool)
 //!  ───────────────────────────────────────────────────────────────── may import ↓
 //!  mem/             slot  slab  slabs (events)  backing  guard  canary  poison
 //!  ───────────────────────────────────────────────────────────────── may import ↓
@@ -27,21 +28,22 @@
 //!
 //! | layer | may import | holds |
 //! |---|---|---|
-//! | leaves | other leaves (`config` and `class` use `limits`, `config` uses `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps |
+//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps |
 //! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings today); guard pages; the canary and poison patterns |
 //! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, closed flag, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
 //! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles and a publisher that runs a tick closure |
-//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`refill`), the bounded wait (`wait`), sealing into the quarantine, closing and shutdown |
+//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), the bounded wait (`wait`), sealing into the quarantine, closing and shutdown |
 //! | public surface | everything below, and each other without a cycle | the API |
 //!
 //! The words used across the layers:
 //!
 //! - a *bin* is one thread's LIFO stack of free slots of one class;
-//! - `FAST` is the thread-local shortcut to the calling thread's most recent
+//! - `FAST` is the thread-local pointer to the calling thread's most recent
 //!   cache entry;
-//! - a slot's *duties* are the work sampled or configured for its current
-//!   buffer (record the histograms, poison at release, capture a backtrace,
-//!   zero), carried as `SlotFlags`;
+//! - a buffer's *duties* are the rare work sampled or configured for it
+//!   (record the histograms, poison at release, capture a backtrace, zero):
+//!   the sampler picks the sampled ones (`SampledDuties`), and the slot
+//!   carries all of them to its release as `SlotFlags`;
 //! - a *detour* is a reason every release must leave the thread cache (the
 //!   quarantine, a waiting thread, a closed pool), counted in one word;
 //! - a release is *settled* when the buffer's reference on its anchor was
@@ -142,7 +144,7 @@
 //! both size bounds, the class index (one shift and a table load), the
 //! thread-local `FAST` to this thread's cache entry for the pool (one load
 //! relative to the thread pointer, one compare), the entry's flush epoch
-//! against the pool's, its sampling countdown (`sample.rs`: one compare and
+//! against the pool's, its sampling countdown (`free/sample.rs`: one compare and
 //! a decrement stand for the histograms, sampled poisoning and sampled
 //! backtraces together), a pop from the class's LIFO bin, a single-writer
 //! counter store, a plain increment of this thread's count on its anchor
@@ -152,7 +154,7 @@
 //! the slot's metadata line (state, len, max_len, anchor, leak epoch; with
 //! call-site tracking also site, coarse time, thread). Everything rarer (an
 //! empty bin, another pool, a flush request, a sampled allocation, a debug
-//! step) is out of line: `acquire_slow`, `allocate_checked`.
+//! step) is out of line: `allocate_slow`, `allocate_checked`.
 //!
 //! `drop(PageBuffer)`: one test of `flags | edges` (a canary to check, red
 //! zones, poisoning or zeroing due, a sampled hold time), one load of
@@ -215,7 +217,7 @@
 //! mapped until the pool's header is dropped (when the last thread that
 //! used it retires its anchor).
 //!
-//! The slow path (`pool/refill.rs`, `map_slab`) takes the pool's slab lock (a `parking_lot`
+//! The slow path (`pool/map.rs`, `map_slab`) takes the pool's slab lock (a `parking_lot`
 //! mutex; it cannot be poisoned), pops once more (another thread may have
 //! refilled the list), computes how many slots fit under `max_bytes`, trims
 //! idle slabs of other classes if none fit, and maps a slab. Every change of

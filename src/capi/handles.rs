@@ -51,7 +51,7 @@ pub(super) enum HandleKind {
 }
 
 impl Table {
-    /// Stores `entry`; returns its handle (`None` if the table is full).
+    /// Stores `held`; returns its handle (`None` if the table is full).
     pub(super) fn insert(&mut self, held: Held) -> Option<usize> {
         let index = if self.free != usize::MAX {
             let i = self.free;

@@ -105,8 +105,9 @@ impl<P> Anchor<P> {
         Self::boxed(pool, 0)
     }
 
-    /// An anchor with no owner for one buffer (a thread that is exiting
-    /// allocates): already retired, with that buffer counted.
+    /// An anchor with no owner for one buffer (allocated where no cache
+    /// entry is at hand, e.g. by a thread that is exiting): already retired,
+    /// with that buffer counted.
     pub(crate) fn detached(pool: Arc<P>) -> AnchorRef {
         Self::boxed(pool, 1)
     }

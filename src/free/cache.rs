@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::anchor::{Anchor, AnchorCount, AnchorRef, Released};
 use super::bin::Bin;
 use super::depot::Depot;
-use super::sample::{Duties, Sampler};
+use super::sample::{SampledDuties, Sampler};
 use crate::class::ClassIdx;
 use crate::clock;
 use crate::mem::slot::{Slot, SlotRef};
@@ -326,7 +326,7 @@ pub(crate) enum Taken {
         slot: SlotRef,
         anchor: AnchorRef,
         /// The allocation's sampled duties, for the pool to mark.
-        duties: Duties,
+        duties: SampledDuties,
         /// `clock::now_nanos()` at the start, when the histograms are due.
         started: u64,
     },
@@ -334,13 +334,14 @@ pub(crate) enum Taken {
     /// with [`issue`].
     Empty {
         /// As in `Slot`.
-        duties: Duties,
+        duties: SampledDuties,
         /// As in `Slot`.
         started: u64,
     },
-    /// This thread is exiting (or the pool is closed and the thread has no
-    /// entry): no cache, no sampling; the buffer needs an anchor of its own
-    /// (`Anchor::detached`).
+    /// No entry at hand: this thread is exiting, the pool is closed and the
+    /// thread has none, or the thread's cache list is borrowed (a
+    /// destructor running inside it). No cache, no sampling; the buffer
+    /// needs an anchor of its own (`Anchor::detached`).
     NoCache,
 }
 
@@ -357,7 +358,7 @@ pub(crate) unsafe fn acquire_slow<P: HasDepot>(pool: &Arc<P>, idx: ClassIdx) -> 
     let got = with_entry(pool, |e| {
         e.catch_up();
         let duties = e.sampler.count();
-        let started = if duties.contains(Duties::HISTOGRAMS) {
+        let started = if duties.contains(SampledDuties::HISTOGRAMS) {
             clock::now_nanos()
         } else {
             0

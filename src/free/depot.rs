@@ -81,7 +81,7 @@ pub(crate) struct Depot {
     /// The counters of every thread with a cache entry for this pool.
     thread_counters: Mutex<Vec<Arc<ThreadCounters>>>,
     /// One allocation in this many records the histograms, is poisoned at
-    /// release, captures a backtrace (0: never); see `sample.rs`.
+    /// release, captures a backtrace (0: never); see `free/sample.rs`.
     sample_rates: [u32; 3],
 }
 

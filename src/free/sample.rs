@@ -15,22 +15,22 @@
 /// The sampled *duties* of one allocation: the rare, costly work it was
 /// picked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct Duties(u8);
+pub(crate) struct SampledDuties(u8);
 
-impl Duties {
+impl SampledDuties {
     /// No duty.
-    pub(crate) const NONE: Duties = Duties(0);
+    pub(crate) const NONE: SampledDuties = SampledDuties(0);
     /// Record the allocation in the metrics histograms (and its hold time
     /// at release).
-    pub(crate) const HISTOGRAMS: Duties = Duties(1);
+    pub(crate) const HISTOGRAMS: SampledDuties = SampledDuties(1);
     /// Poison the buffer's first bytes when it is released.
-    pub(crate) const POISON: Duties = Duties(2);
+    pub(crate) const POISON: SampledDuties = SampledDuties(2);
     /// Capture a backtrace of the allocation.
-    pub(crate) const BACKTRACE: Duties = Duties(4);
+    pub(crate) const BACKTRACE: SampledDuties = SampledDuties(4);
 
     /// Whether `duty` is among these.
     #[inline]
-    pub(crate) fn contains(self, duty: Duties) -> bool {
+    pub(crate) fn contains(self, duty: SampledDuties) -> bool {
         self.0 & duty.0 == duty.0
     }
 
@@ -42,7 +42,11 @@ impl Duties {
 }
 
 /// The duties, in the order of [`Sampler::every`].
-const DUTIES: [Duties; 3] = [Duties::HISTOGRAMS, Duties::POISON, Duties::BACKTRACE];
+const DUTIES: [SampledDuties; 3] = [
+    SampledDuties::HISTOGRAMS,
+    SampledDuties::POISON,
+    SampledDuties::BACKTRACE,
+];
 
 /// One thread's countdown to its next sampled allocation in one pool.
 ///
@@ -105,12 +109,12 @@ impl Sampler {
     }
 
     /// Counts one allocation on the slow path and returns its duties.
-    pub(crate) fn count(&mut self) -> Duties {
+    pub(crate) fn count(&mut self) -> SampledDuties {
         self.tick -= 1;
         if self.tick != 0 {
-            return Duties::NONE;
+            return SampledDuties::NONE;
         }
-        let mut due = Duties::NONE;
+        let mut due = SampledDuties::NONE;
         for (i, duty) in DUTIES.into_iter().enumerate() {
             if self.every[i] == 0 {
                 continue;
@@ -139,7 +143,7 @@ mod tests {
         for call in 1..=n {
             let due = if s.quiet() {
                 s.count_quiet();
-                Duties::NONE
+                SampledDuties::NONE
             } else {
                 s.count()
             };
@@ -175,7 +179,7 @@ mod tests {
         // With nothing on, the countdown still never runs out in between.
         let mut s = Sampler::new([0, 0, 0]);
         s.tick = 1;
-        assert_eq!(s.count(), Duties::NONE);
+        assert_eq!(s.count(), SampledDuties::NONE);
         assert_eq!(s.tick, u32::MAX);
     }
 

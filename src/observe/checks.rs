@@ -257,7 +257,8 @@ impl Checks {
     /// The release's quick test of a slot whose only duty is its standard
     /// canary (and, if packed, its red zones): whether all of that is
     /// intact, so the plain path may go on. `false` for anything else: the
-    /// caller then takes `on_release`, which checks again and reports.
+    /// caller then takes the full release path, whose `on_release` checks
+    /// again and reports.
     ///
     /// # Safety
     /// The caller owns the slot; `flags` and `edges` are its; `classes` is

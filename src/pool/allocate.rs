@@ -11,7 +11,7 @@ use crate::class::ClassIdx;
 use crate::clock;
 use crate::free::anchor::{Anchor, AnchorRef};
 use crate::free::cache::{self, Taken};
-use crate::free::sample::Duties;
+use crate::free::sample::SampledDuties;
 use crate::mem::slot::{location_ptr, Slot, SlotFlags, SlotRef};
 use crate::threads;
 use crate::Error;
@@ -43,7 +43,7 @@ impl PoolInner {
         }
     }
 
-    /// `allocate` past the thread's bin: [`acquire_slow`](Self::acquire_slow),
+    /// `allocate` past the thread's bin: [`take_slow`](Self::take_slow),
     /// then the same preparation.
     ///
     /// # Safety
@@ -57,7 +57,7 @@ impl PoolInner {
         site: &'static Location<'static>,
     ) -> Result<(SlotRef, AnchorRef), Error> {
         // SAFETY: forwarded from the caller.
-        let (slot, anchor) = unsafe { self.acquire_slow(idx, max_size) }?;
+        let (slot, anchor) = unsafe { self.take_slow(idx, max_size) }?;
         // SAFETY: just taken for this buffer.
         unsafe { self.prepare(slot, max_size, site) };
         Ok((slot, anchor))
@@ -92,7 +92,7 @@ impl PoolInner {
     /// # Safety
     /// `idx` is a class of this pool's table (from its `class_for`).
     #[inline(always)]
-    unsafe fn acquire_slow(
+    unsafe fn take_slow(
         self: &Arc<Self>,
         idx: ClassIdx,
         max_size: usize,
@@ -191,18 +191,18 @@ impl PoolInner {
     /// # Safety
     /// The caller owns the slot (just taken off a free list).
     #[cold]
-    unsafe fn mark_duties(&self, slot: SlotRef, duties: Duties, started: u64) {
+    unsafe fn mark_duties(&self, slot: SlotRef, duties: SampledDuties, started: u64) {
         // SAFETY: forwarded from the caller.
         let s = unsafe { slot.get() };
         let mut due = SlotFlags::EMPTY;
-        if duties.contains(Duties::HISTOGRAMS) {
+        if duties.contains(SampledDuties::HISTOGRAMS) {
             s.allocated_at.store(started, Relaxed);
             due |= SlotFlags::SAMPLED;
         }
-        if duties.contains(Duties::POISON) {
+        if duties.contains(SampledDuties::POISON) {
             due |= SlotFlags::POISON_DUE;
         }
-        if duties.contains(Duties::BACKTRACE) {
+        if duties.contains(SampledDuties::BACKTRACE) {
             due |= SlotFlags::BACKTRACE_DUE;
         }
         s.flags.store(s.flags.load() | due);

@@ -6,7 +6,7 @@
 //! | `mod` | `PoolInner`: what one pool is made of, and building it |
 //! | `allocate` | taking a slot for a buffer, stamping it, the sampled duties |
 //! | `release` | giving a buffer's slot back, with its checks and detours |
-//! | `refill` | mapping slabs under the cap, and trimming idle ones |
+//! | `map` | mapping slabs under the cap, trimming idle ones, flushing caches |
 //! | `wait` | waiting for room when the cap is reached |
 //! | `quarantine` | sealing released slots and letting them go |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
@@ -16,8 +16,8 @@
 mod allocate;
 mod close;
 mod leak;
+mod map;
 mod quarantine;
-mod refill;
 mod release;
 mod stats;
 mod wait;

@@ -1,7 +1,7 @@
 //! Release: a buffer's slot goes back to this thread's bin (the common
 //! case, inline), or through its checks and the pool's detours.
 //!
-//! Every function here takes `(slot, anchor, site)` in that order: the
+//! The `release*` chain takes `(slot, anchor, site)` in that order: the
 //! slot of the buffer being released, the anchor it was counted on, and
 //! the release site when `PageBuffer::release` gave one. Each returns what
 //! happened to the buffer's reference on its anchor ([`Released`]).

@@ -1,9 +1,6 @@
 //! The pool's counters as snapshots, and publishing them as metrics.
 
-use std::sync::Arc;
-
 use super::PoolInner;
-use crate::free::cache;
 use crate::stats::{self, ClassStats, PoolStats};
 
 impl PoolInner {
@@ -31,15 +28,6 @@ impl PoolInner {
                 &self.class_stats(),
                 self.checks.corruption_counts(),
             );
-        }
-    }
-
-    /// Asks every thread to return its cached slots at its next call, and
-    /// returns the calling thread's now.
-    pub(crate) fn ask_caches_to_flush(self: &Arc<Self>) {
-        if self.depot.has_caches() {
-            self.depot.request_flush();
-            cache::flush_current(self);
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The slow path of allocation: a slot from the shared free list, or a new
-//! slab mapped within the byte cap; and trimming idle slabs.
+//! slab mapped within the byte cap; trimming idle slabs; and asking thread
+//! caches to flush, which both rely on.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::{wait, PoolInner};
 use crate::class::ClassIdx;
+use crate::free::cache;
 use crate::limits::{MAX_SLOTS_PER_SLAB, SMALL_SLAB_BYTES};
 use crate::mem::slab::{Layout, Slab};
 use crate::mem::slabs::SlabSet;
@@ -184,5 +186,14 @@ impl PoolInner {
         }
         self.counters.trimmed.fetch_add(freed as u64, Relaxed);
         freed
+    }
+
+    /// Asks every thread to return its cached slots at its next call, and
+    /// returns the calling thread's now.
+    pub(crate) fn ask_caches_to_flush(self: &Arc<Self>) {
+        if self.depot.has_caches() {
+            self.depot.request_flush();
+            cache::flush_current(self);
+        }
     }
 }
