@@ -68,36 +68,37 @@ impl Config {
     /// # Errors
     /// [`Error::InvalidConfig`], saying which setting is out of range.
     pub(crate) fn check(&self, page: usize) -> Result<(), Error> {
-        let c = self;
-        if c.max_buffer_size == 0 {
+        if self.max_buffer_size == 0 {
             return Err(Error::InvalidConfig(
                 "max_buffer_size must be at least 1 byte",
             ));
         }
-        if c.max_buffer_size > SIZE_LIMIT {
+        if self.max_buffer_size > SIZE_LIMIT {
             return Err(Error::InvalidConfig(
                 "max_buffer_size is above pagepool::SIZE_LIMIT",
             ));
         }
-        if c.slab_size == 0 || c.slab_size > SIZE_LIMIT {
+        if self.slab_size == 0 || self.slab_size > SIZE_LIMIT {
             return Err(Error::InvalidConfig(
                 "slab_size must be between 1 byte and pagepool::SIZE_LIMIT",
             ));
         }
-        if c.publish_interval < Duration::from_millis(1)
-            || c.publish_interval > MAX_PUBLISH_INTERVAL
+        if self.publish_interval < Duration::from_millis(1)
+            || self.publish_interval > MAX_PUBLISH_INTERVAL
         {
             return Err(Error::InvalidConfig(
                 "metrics_publish_interval must be between 1 ms and 1 s",
             ));
         }
-        if c.debug.quarantine_every != 0 && (c.guards.is_none() || c.debug.quarantine_slots == 0) {
+        if self.debug.quarantine_every != 0
+            && (self.guards.is_none() || self.debug.quarantine_slots == 0)
+        {
             return Err(Error::InvalidConfig(
                 "quarantine needs guard pages and room for at least one slot",
             ));
         }
-        let smallest = page * if c.guards.is_some() { 3 } else { 1 };
-        if c.max_bytes.is_some_and(|m| m < smallest) {
+        let smallest = page * if self.guards.is_some() { 3 } else { 1 };
+        if self.max_bytes.is_some_and(|m| m < smallest) {
             return Err(Error::InvalidConfig(
                 "max_bytes cannot hold one page-sized slot and its guard pages",
             ));

@@ -78,9 +78,9 @@ impl SlabSet {
         }
     }
 
-    /// Adds a freshly mapped slab of class `class` and tells the
-    /// subscribers.
-    pub(crate) fn insert(&mut self, class: ClassIdx, slab: Slab) {
+    /// Adds a freshly mapped slab of class `class`, tells the subscribers,
+    /// and returns it where it now lives.
+    pub(crate) fn insert(&mut self, class: ClassIdx, slab: Slab) -> &Slab {
         let desc = Self::describe(&self.pool, &slab);
         for s in &self.subscribers {
             s.mapped(&desc);
@@ -88,6 +88,7 @@ impl SlabSet {
         let list = &mut self.classes[class.get()].1;
         let at = list.partition_point(|s| s.base() < slab.base());
         list.insert(at, slab);
+        &list[at]
     }
 
     /// The slabs of class `class`, by address.

@@ -96,8 +96,8 @@ impl PoolInner {
         // free list, in a thread cache, or sealed). Forget the shared lists'
         // pointers and unmap; thread caches only ever push their stale
         // pointers back to these lists, never dereference them.
-        for c in self.classes.all() {
-            drop(self.depot.class(c).free.drain());
+        for class in self.depot.classes() {
+            drop(class.free.drain());
         }
         let mut slabs = self.slabs.lock();
         // SAFETY: no buffer is out and none can be made (see above).

@@ -86,15 +86,13 @@ impl PoolInner {
         class.counters.slots.fetch_add(n, Relaxed);
         class.counters.slabs.fetch_add(1, Relaxed);
         class.counters.misses.fetch_add(1, Relaxed);
-        // The slots stay at their addresses when the slab moves into the
-        // set, which tells its subscribers before any slot is handed out.
-        let slots: Vec<SlotRef> = slab.slots().iter().map(SlotRef::new).collect();
-        slabs.insert(idx, slab);
-        let (&first, rest) = slots.split_first().expect("n >= 1");
-        for &slot in rest {
-            class.free.push(slot);
+        // The set tells its subscribers before any slot is handed out.
+        let slab = slabs.insert(idx, slab);
+        let (first, rest) = slab.slots().split_first().expect("n >= 1");
+        for s in rest {
+            class.free.push(SlotRef::new(s));
         }
-        Ok(first)
+        Ok(SlotRef::new(first))
     }
 
     /// How the slabs of class `idx` are laid out.

@@ -52,6 +52,11 @@ static REGISTRY: [AtomicPtr<SlabInfo>; CAPACITY] =
 /// One past the highest registry index ever used.
 static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
 
+/// The entries ever used: the part of the table lookups scan.
+fn used() -> &'static [AtomicPtr<SlabInfo>] {
+    &REGISTRY[..HIGH_WATER.load(Ordering::Acquire).min(CAPACITY)]
+}
+
 /// The subscriber that keeps the table: every pool's slabs enter it when
 /// mapped and leave it before they are unmapped.
 #[derive(Debug, Clone, Copy, Default)]
@@ -86,8 +91,7 @@ impl SlabEvents for FaultTable {
     }
 
     fn unmapped(&self, slab: &SlabDesc<'_>) {
-        let high = HIGH_WATER.load(Ordering::Acquire).min(CAPACITY);
-        for entry in &REGISTRY[..high] {
+        for entry in used() {
             let p = entry.load(Ordering::Acquire);
             // SAFETY: a non-null entry points to a live `SlabInfo` (only this
             // function clears entries, and it frees after clearing).
@@ -116,8 +120,7 @@ impl SlabEvents for FaultTable {
 /// any moment. Only the fault handler calls it, on a thread that is about
 /// to die of its fault.
 pub(super) fn find(addr: usize) -> Option<&'static SlabInfo> {
-    let high = HIGH_WATER.load(Ordering::Acquire).min(CAPACITY);
-    REGISTRY[..high].iter().find_map(|entry| {
+    used().iter().find_map(|entry| {
         let p = entry.load(Ordering::Acquire);
         // SAFETY: a non-null entry pointed to a live `SlabInfo` when loaded
         // (entries are cleared before their description is freed); see the
