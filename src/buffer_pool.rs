@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::buffer::PageBuffer;
 use crate::config::Config;
+use crate::future::Allocate;
 use crate::pool::PoolInner;
 use crate::stats::{ClassStats, PoolStats};
 use crate::Error;
@@ -65,17 +66,17 @@ impl BufferPool {
     }
 
     /// `allocate_page_size_buffer`, but when the pool is
-    /// [`Exhausted`](Error::Exhausted) it waits up to `timeout` for buffers to
-    /// come back (like GStreamer's blocking `acquire_buffer`), instead of
-    /// failing at once.
+    /// [`Exhausted`](Error::Exhausted) it blocks the calling thread up to
+    /// `timeout` for room (like GStreamer's blocking `acquire_buffer`),
+    /// instead of failing at once.
     ///
-    /// While a thread waits, every release goes to the pool's shared free
-    /// lists rather than the releasing thread's cache, and wakes the waiters;
-    /// each waiter then tries again (which also trims idle slabs of other
-    /// classes, so a release of any size can make room under the cap). A
-    /// waiter also retries every millisecond on its own, so a wake-up lost to
-    /// a race costs at most that. Several waiters compete; none is promised
-    /// the next buffer.
+    /// **Never call it on an async worker thread** (tokio, async-std, ...):
+    /// it parks the thread, and every task on it, while it waits. Await
+    /// [`allocate_page_size_buffer_async`](Self::allocate_page_size_buffer_async)
+    /// there instead.
+    ///
+    /// Waiters, blocking and async alike, are served first come, first
+    /// served (see [`allocate_page_size_buffer_async`](Self::allocate_page_size_buffer_async)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -103,6 +104,7 @@ impl BufferPool {
     ///
     /// # Errors
     /// - [`Error::TimedOut`] when no room appeared within `timeout`;
+    /// - [`Error::Closed`] when the pool is closed, before or during the wait;
     /// - the other errors of
     ///   [`allocate_page_size_buffer`](Self::allocate_page_size_buffer), at
     ///   once: they do not go away by waiting.
@@ -113,20 +115,84 @@ impl BufferPool {
         timeout: Duration,
     ) -> Result<PageBuffer, Error> {
         let site = Location::caller();
-        match self.allocate_at(max_size, site, false) {
-            Err(Error::Exhausted { .. }) => {
-                let retry = || self.allocate_at(max_size, site, false);
-                self.inner.wait_for_room(max_size, timeout, retry)
-            }
-            other => other,
-        }
+        let mut attempt = || self.allocate_at(max_size, site, false);
+        self.inner.wait_blocking(max_size, timeout, &mut attempt)
+    }
+
+    /// `allocate_page_size_buffer` for async code: a future that resolves
+    /// to the buffer as soon as one fits under the cap, without blocking a
+    /// thread. It needs no particular runtime (tokio, async-std, smol, or a
+    /// bare `block_on` all work); the wake-up comes from the release, trim,
+    /// [`set_max_bytes`](Self::set_max_bytes) or [`close`](Self::close) that
+    /// makes room or ends the wait.
+    ///
+    /// **First come, first served.** Waiters queue in arrival order, whatever
+    /// their size, and only the first tries for room: a 1 MiB request at the
+    /// head holds back the 4 KiB ones behind it until it is served, so a
+    /// stream of small requests can never starve it. While anyone waits, an
+    /// allocation that would take from the pool's shared free lists (any
+    /// call that misses its thread's cache, immediate ones included) fails
+    /// with [`Exhausted`](Error::Exhausted) or queues behind, rather than
+    /// take the room the head waits for. Releases of any class help the
+    /// head: a slot of its class serves it directly, and slabs of other
+    /// classes left idle are unmapped to make room under the cap.
+    ///
+    /// **Cancel-safe.** Dropping the future at any point leaves nothing
+    /// behind: not a place in the queue, nor a slot, nor a wake-up (one that
+    /// reached a future dropped at the head is passed to the next waiter).
+    ///
+    /// If room is free now it resolves on the first poll, through the same
+    /// thread cache as the immediate call.
+    ///
+    /// ```
+    /// # futures_executor::block_on(async {
+    /// let pool = pagepool::BufferPool::builder().max_bytes(64 << 10).build()?;
+    /// let mut held = Vec::new();
+    /// while let Ok(b) = pool.allocate_page_size_buffer(4096) {
+    ///     held.push(b);
+    /// }
+    /// let one = held.pop().unwrap();
+    /// std::thread::spawn(move || drop(one)); // a release on another thread
+    /// let buf = pool.allocate_page_size_buffer_async(4096).await?; // woken by it
+    /// assert_eq!(buf.max_len(), 4096);
+    /// # Ok::<(), pagepool::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`allocate_page_size_buffer`](Self::allocate_page_size_buffer),
+    /// except that `Exhausted` waits instead; [`Error::Closed`] when the pool
+    /// is closed, before or during the wait.
+    #[track_caller]
+    pub fn allocate_page_size_buffer_async(&self, max_size: usize) -> Allocate<'_> {
+        Allocate::new(self, max_size, Location::caller(), false)
+    }
+
+    /// `allocate_buffer` for async code: as
+    /// [`allocate_page_size_buffer_async`](Self::allocate_page_size_buffer_async),
+    /// with small classes serving requests up to [`SMALL_MAX`](crate::SMALL_MAX).
+    ///
+    /// ```
+    /// # futures_executor::block_on(async {
+    /// let pool = pagepool::BufferPool::new();
+    /// let rtp = pool.allocate_buffer_async(1500).await?;
+    /// assert_eq!(rtp.slot_len(), 1536);
+    /// # Ok::<(), pagepool::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`allocate_page_size_buffer_async`](Self::allocate_page_size_buffer_async).
+    #[track_caller]
+    pub fn allocate_buffer_async(&self, max_size: usize) -> Allocate<'_> {
+        Allocate::new(self, max_size, Location::caller(), true)
     }
 
     /// `allocate_page_size_buffer` with the allocation site given.
     /// `small`: a request of `allocate_buffer`, which small classes may
     /// serve (a constant at every call site, so the choice folds away).
     #[inline(always)]
-    fn allocate_at(
+    pub(crate) fn allocate_at(
         &self,
         max_size: usize,
         site: &'static Location<'static>,
@@ -212,7 +278,64 @@ impl BufferPool {
 
     /// The cap on reserved bytes, `None` when unlimited.
     pub fn max_bytes(&self) -> Option<usize> {
-        self.inner.config.max_bytes
+        self.inner.max_bytes()
+    }
+
+    /// Changes the cap on reserved bytes at run time (`None`: unlimited).
+    /// Raising it wakes the waiters; lowering it unmaps idle slabs at once
+    /// and maps no more until `bytes_reserved` is under the new cap (buffers
+    /// out keep their memory, so `bytes_reserved` may stay above it until
+    /// they come back and a trim or an allocation's trim gives it back).
+    ///
+    /// ```
+    /// # futures_executor::block_on(async {
+    /// let pool = pagepool::BufferPool::builder().max_bytes(64 << 10).build()?;
+    /// let mut held = Vec::new();
+    /// while let Ok(b) = pool.allocate_page_size_buffer(4096) {
+    ///     held.push(b);
+    /// }
+    /// let more = pool.allocate_page_size_buffer_async(4096);
+    /// let pool2 = pool.clone();
+    /// std::thread::spawn(move || pool2.set_max_bytes(Some(1 << 20)));
+    /// let buf = more.await?; // woken by the raised cap
+    /// assert_eq!(pool.max_bytes(), Some(1 << 20));
+    /// # drop((buf, held));
+    /// # Ok::<(), pagepool::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a cap that cannot hold one page-sized
+    /// slot and its guard pages (as [`PoolBuilder::max_bytes`](crate::PoolBuilder::max_bytes)).
+    pub fn set_max_bytes(&self, max_bytes: Option<usize>) -> Result<(), Error> {
+        self.inner.set_max_bytes(max_bytes)
+    }
+
+    /// Closes the pool to new buffers: every allocation from now on fails
+    /// with [`Error::Closed`], and every task or thread waiting for room
+    /// wakes with it (a server's shutdown). Buffers already out keep working
+    /// and come back as usual; the memory goes back to the OS with
+    /// [`trim`](Self::trim), or when the last handle and the last buffer
+    /// are gone. Closing twice does nothing more.
+    ///
+    /// ```
+    /// use pagepool::{BufferPool, Error};
+    ///
+    /// let pool = BufferPool::new();
+    /// let buf = pool.allocate_page_size_buffer(4096)?;
+    /// pool.close();
+    /// assert!(matches!(pool.allocate_page_size_buffer(4096), Err(Error::Closed)));
+    /// drop(buf); // still goes back
+    /// assert_eq!(pool.stats().buffers_in_use, 0);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.inner.close_to_new_buffers();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
     }
 
     /// Whether slots get guard pages.

@@ -135,7 +135,10 @@ fn code(e: &Error) -> HRESULT {
         | Error::TooLarge { .. }
         | Error::LengthExceedsMax { .. }
         | Error::InvalidConfig(_) => E_INVALIDARG,
-        Error::Exhausted { .. } | Error::TimedOut { .. } | Error::Os(_) => E_OUTOFMEMORY,
+        Error::Exhausted { .. }
+        | Error::QuotaExceeded { .. }
+        | Error::TimedOut { .. }
+        | Error::Os(_) => E_OUTOFMEMORY,
         _ => E_UNEXPECTED,
     }
 }

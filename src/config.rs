@@ -97,13 +97,17 @@ impl Config {
                 "quarantine needs guard pages and room for at least one slot",
             ));
         }
-        let smallest = page * if self.guards.is_some() { 3 } else { 1 };
-        if self.max_bytes.is_some_and(|m| m < smallest) {
+        if self.max_bytes.is_some_and(|m| m < self.smallest_cap(page)) {
             return Err(Error::InvalidConfig(
                 "max_bytes cannot hold one page-sized slot and its guard pages",
             ));
         }
         Ok(())
+    }
+
+    /// The smallest cap that holds one page-sized slot and its guard pages.
+    pub(crate) fn smallest_cap(&self, page: usize) -> usize {
+        page * if self.guards.is_some() { 3 } else { 1 }
     }
 }
 

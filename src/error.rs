@@ -32,8 +32,28 @@ pub enum Error {
         /// The pool's cap on reserved bytes.
         limit: usize,
     },
+    /// A [`Quota`](crate::Quota)'s allocation would take it past its own
+    /// cap: the quota holds `held` bytes of slots, and this buffer's slot
+    /// (`charge` bytes, its size class) does not fit under `limit`. The pool
+    /// itself may have room. Allocation succeeds again once the quota's
+    /// buffers come back.
+    QuotaExceeded {
+        /// The `max_size` that was asked for.
+        requested: usize,
+        /// The bytes the request would count against the quota: its slot's.
+        charge: usize,
+        /// The bytes of slots the quota's live buffers hold.
+        held: usize,
+        /// The quota's cap.
+        limit: usize,
+    },
+    /// The pool was closed ([`BufferPool::close`](crate::BufferPool::close)):
+    /// it makes no more buffers, and a wait for one ends with this error.
+    /// Buffers already out keep working and still go back to it.
+    Closed,
     /// [`BufferPool::allocate_page_size_buffer_timeout`](crate::BufferPool::allocate_page_size_buffer_timeout)
-    /// waited its whole timeout and the pool stayed [`Exhausted`](Self::Exhausted).
+    /// (or a quota's) waited its whole timeout and stayed
+    /// [`Exhausted`](Self::Exhausted) or [`QuotaExceeded`](Self::QuotaExceeded).
     TimedOut {
         /// The `max_size` that was asked for.
         requested: usize,
@@ -72,6 +92,16 @@ impl fmt::Display for Error {
                 f,
                 "pool exhausted: no free slot for {requested} bytes and mapping more would pass the cap of {limit} bytes"
             ),
+            Error::QuotaExceeded {
+                requested,
+                charge,
+                held,
+                limit,
+            } => write!(
+                f,
+                "quota exceeded: {requested} bytes (a {charge}-byte slot) would take the quota's {held} bytes past its cap of {limit} bytes"
+            ),
+            Error::Closed => f.write_str("the pool is closed: it makes no more buffers"),
             Error::TimedOut { requested, waited } => write!(
                 f,
                 "pool exhausted: no buffer of {requested} bytes came back within {waited:?}"
@@ -112,7 +142,10 @@ impl From<Error> for io::Error {
                 io::Error::new(io::ErrorKind::InvalidInput, e)
             }
             Error::LengthExceedsMax { .. } => io::Error::new(io::ErrorKind::WriteZero, e),
-            Error::Exhausted { .. } => io::Error::new(io::ErrorKind::OutOfMemory, e),
+            Error::Exhausted { .. } | Error::QuotaExceeded { .. } => {
+                io::Error::new(io::ErrorKind::OutOfMemory, e)
+            }
+            Error::Closed => io::Error::new(io::ErrorKind::BrokenPipe, e),
             Error::TimedOut { .. } => io::Error::new(io::ErrorKind::TimedOut, e),
             Error::Exporter(_) => io::Error::other(e),
         }
@@ -148,6 +181,15 @@ mod tests {
         }
         .into();
         assert_eq!(io.kind(), io::ErrorKind::OutOfMemory);
+        let io: io::Error = Error::Closed.into();
+        assert_eq!(io.kind(), io::ErrorKind::BrokenPipe);
+        let e = Error::QuotaExceeded {
+            requested: 5000,
+            charge: 8192,
+            held: 65536,
+            limit: 65536,
+        };
+        assert!(e.to_string().contains("a 8192-byte slot"), "{e}");
         let io: io::Error = Error::ZeroSize.into();
         assert_eq!(io.kind(), io::ErrorKind::InvalidInput);
         let raw = io::Error::from_raw_os_error(libc::ENOMEM);

@@ -75,6 +75,7 @@ mod limits;
 mod stats;
 mod sync;
 mod threads;
+mod waitlist;
 
 // Memory, free lists, observers, the pool: each imports only the layers
 // before it (see `design`).
@@ -97,6 +98,7 @@ pub mod design;
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod direct;
+mod future;
 mod io;
 pub mod leak;
 pub mod metrics;
@@ -114,6 +116,7 @@ pub use config::{
 };
 pub use debug::install_fault_handler;
 pub use error::Error;
+pub use future::Allocate;
 pub use leak::{LeakCheck, LeakReport, LeakSite, OutstandingBuffer};
 pub use limits::{page_size, SIZE_LIMIT};
 pub use mem::guard::guard_markers_supported;

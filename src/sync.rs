@@ -1,5 +1,5 @@
 //! The atomics of the lock-free parts pagepool owns (the anchor's biased
-//! count, the depot's flush epoch and closed flag), from `std`, or from
+//! count, the depot's flush epoch and abandoned flag), from `std`, or from
 //! `loom` when the crate is built with `--cfg pagepool_loom` so that the
 //! loom models (`free::loom_models`) explore every interleaving of them.
 

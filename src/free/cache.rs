@@ -69,14 +69,20 @@ impl Entry {
         unsafe { self.depot.as_ref() }
     }
 
-    /// Returns every cached slot to the depot's free lists.
+    /// Returns every cached slot to the depot's free lists, and wakes a
+    /// waiter if there were any.
     fn flush(&mut self) {
         // SAFETY: used within this call, before any `retire`.
         let depot = unsafe { self.depot() };
+        let mut any = false;
         for (bin, class) in self.bins.iter_mut().zip(depot.classes()) {
+            any |= !bin.slots.is_empty();
             for slot in bin.slots.drain(..) {
                 class.free.push(slot);
             }
+        }
+        if any {
+            depot.notify_room();
         }
     }
 
@@ -175,7 +181,7 @@ thread_local! {
 
 /// Runs `f` on this thread's cache for `pool` (made on first use). `None`
 /// when the thread is exiting and its caches are gone, or when the pool is
-/// closed and this thread has no entry for it.
+/// abandoned and this thread has no entry for it.
 ///
 /// `f` gets the entry exclusively, so it must not call back into this
 /// module's entry points; no caller's closure does.
@@ -202,8 +208,8 @@ fn with_entry_slow<P: HasDepot, R>(pool: &Arc<P>, f: impl FnOnce(&mut Entry) -> 
             let mut entries = caches.0.try_borrow_mut().ok()?;
             let at = match entries.iter().position(|e| e.id == depot.id()) {
                 Some(at) => at,
-                // A closed pool only takes buffers back: no new entry.
-                None if depot.is_closed() => return None,
+                // An abandoned pool only takes buffers back: no new entry.
+                None if depot.is_abandoned() => return None,
                 None => new_entry(&mut entries, pool),
             };
             let entry = &mut entries[at];
@@ -220,13 +226,13 @@ fn with_entry_slow<P: HasDepot, R>(pool: &Arc<P>, f: impl FnOnce(&mut Entry) -> 
 #[cold]
 #[allow(clippy::vec_box)] // see `ThreadCaches`
 fn new_entry<P: HasDepot>(entries: &mut Vec<Box<Entry>>, pool: &Arc<P>) -> usize {
-    // Entries of closed pools: give their memory back now (`FAST` may point
+    // Entries of abandoned pools: give their memory back now (`FAST` may point
     // at one of them).
     FAST.with(Fast::clear);
     let mut i = 0;
     while i < entries.len() {
         // SAFETY: used at once, while the entry is live.
-        if unsafe { entries[i].depot() }.is_closed() {
+        if unsafe { entries[i].depot() }.is_abandoned() {
             (*entries.swap_remove(i)).retire();
         } else {
             i += 1;
@@ -338,7 +344,7 @@ pub(crate) enum Taken {
         /// As in `Slot`.
         started: u64,
     },
-    /// No entry at hand: this thread is exiting, the pool is closed and the
+    /// No entry at hand: this thread is exiting, the pool is abandoned and the
     /// thread has none, or the thread's cache list is borrowed (a
     /// destructor running inside it). No cache, no sampling; the buffer
     /// needs an anchor of its own (`Anchor::detached`).
@@ -480,6 +486,7 @@ unsafe fn give_back_slow<P: HasDepot>(
         bump_own(&bin.counters().releases);
         if bin.slots.len() > bin.limit {
             bin.spill(&depot.class(idx).free);
+            depot.notify_room();
         }
         e.settle(anchor)
     });
@@ -549,14 +556,14 @@ mod tests {
             // SAFETY: as for `anchor_a`.
             assert_eq!(unsafe { issue(&a) }, Some(anchor_a));
             assert!(fast_points_at(a.depot()));
-            // `a` closes; making an entry for a third pool retires `a`'s
+            // `a` is abandoned; making an entry for a third pool retires `a`'s
             // entry, clearing `FAST` first, while its buffers stay counted.
-            a.depot().close();
+            a.depot().abandon();
             let c = pool();
             // SAFETY: as for `anchor_a`.
             let anchor_c = unsafe { issue(&c) }.expect("an entry for c");
             assert!(!fast_points_at(a.depot()) && fast_points_at(c.depot()));
-            // A closed pool gets no new entry: its releases go remote.
+            // An abandoned pool gets no new entry: its releases go remote.
             // SAFETY: as for `anchor_a`.
             assert_eq!(unsafe { settle(&a, anchor_a) }, Released::Remote);
             // Two buffers of `a` were issued and are still out: the anchor

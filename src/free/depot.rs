@@ -1,6 +1,6 @@
 //! The depot: what a pool's thread caches share. Each class's lock-free
-//! free list and counters, the flush epoch, the cache limits, the closed
-//! flag, and the registry of every thread's counters.
+//! free list and counters, the flush epoch, the cache limits, the abandoned
+//! flag, the waiters for room, and the registry of every thread's counters.
 //!
 //! Handing a slot over through a free list: a `push` by the releasing thread
 //! *happens before* the `pop` that hands the slot out again (the queue's
@@ -20,6 +20,7 @@ use crate::limits::{THREAD_CACHE_BYTES, THREAD_CACHE_SLOTS};
 use crate::mem::slot::SlotRef;
 use crate::stats::{ClassCounters, ClassStats, ThreadCounters};
 use crate::sync::{AtomicBool, AtomicU32};
+use crate::waitlist::WaitList;
 
 /// One class's free slots.
 #[derive(Debug, Default)]
@@ -76,8 +77,12 @@ pub(crate) struct Depot {
     cache_slots: Box<[usize]>,
     /// Bumped to ask every thread to flush its cache at its next call.
     flush_epoch: AtomicU32,
-    /// Set when the pool's last handle drops: no allocation can follow.
-    closed: AtomicBool,
+    /// Set when the pool's last handle drops (the pool is *abandoned*): no
+    /// allocation can follow.
+    abandoned: AtomicBool,
+    /// Tasks and threads waiting for room. Whoever returns slots to the
+    /// free lists wakes the head ([`Depot::notify_room`]).
+    pub(crate) room: WaitList,
     /// The counters of every thread with a cache entry for this pool.
     thread_counters: Mutex<Vec<Arc<ThreadCounters>>>,
     /// One allocation in this many records the histograms, is poisoned at
@@ -102,7 +107,8 @@ impl Depot {
             classes: classes.all().map(|_| CachePadded::default()).collect(),
             cache_slots,
             flush_epoch: AtomicU32::new(0),
-            closed: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            room: WaitList::default(),
             thread_counters: Mutex::new(Vec::new()),
             sample_rates,
         }
@@ -157,17 +163,27 @@ impl Depot {
         self.flush_epoch.fetch_add(1, Relaxed);
     }
 
-    /// Whether the last handle is gone. `Acquire`: the closing thread's
-    /// store follows every handle's drop, so a thread that sees it closed
-    /// also sees every allocation's count (allocations need a handle).
+    /// Whether the last handle is gone. `Acquire`: the abandoning thread's
+    /// store follows every handle's drop, so a thread that sees it
+    /// abandoned also sees every allocation's count (allocations need a
+    /// handle).
     #[inline]
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Acquire)
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Acquire)
     }
 
-    /// Marks the pool closed (its last handle dropped).
-    pub(crate) fn close(&self) {
-        self.closed.store(true, SeqCst);
+    /// Marks the pool abandoned (its last handle dropped).
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, SeqCst);
+    }
+
+    /// Slots were just returned to the free lists (or other room made):
+    /// wakes the waiter at the head, if anyone waits (see `waitlist`).
+    #[inline]
+    pub(crate) fn notify_room(&self) {
+        if self.room.any() {
+            self.room.wake_head();
+        }
     }
 
     /// Pops a free slot of class `idx`, counted as a hit.
@@ -179,11 +195,13 @@ impl Depot {
         Some(slot)
     }
 
-    /// Returns a released slot to class `idx`'s free list, counted there.
+    /// Returns a released slot to class `idx`'s free list, counted there,
+    /// and wakes a waiter.
     pub(crate) fn push_released(&self, idx: ClassIdx, slot: SlotRef) {
         let class = self.class(idx);
         class.counters.releases.fetch_add(1, Relaxed);
         class.free.push(slot);
+        self.notify_room();
     }
 
     /// Adds a thread's counters to those [`Depot::class_stats`] sums.

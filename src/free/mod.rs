@@ -5,7 +5,7 @@
 //! | file | concept |
 //! |---|---|
 //! | `anchor` | the biased count that keeps a pool alive for its buffers |
-//! | `depot` | what thread caches share: free lists, flush epoch, cache limits, closed flag |
+//! | `depot` | what thread caches share: free lists, flush epoch, cache limits, abandoned flag, waiters for room |
 //! | `bin` | one thread's stack of free slots of one class |
 //! | `cache` | per-thread bins over the depot, and what they report back (`Taken`, `Released`) |
 //! | `sample` | the countdown that picks the allocations with sampled duties |

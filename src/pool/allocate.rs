@@ -6,7 +6,7 @@ use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::PoolInner;
+use super::{wait, PoolInner};
 use crate::class::ClassIdx;
 use crate::clock;
 use crate::free::anchor::{Anchor, AnchorRef};
@@ -97,6 +97,9 @@ impl PoolInner {
         idx: ClassIdx,
         max_size: usize,
     ) -> Result<(SlotRef, AnchorRef), Error> {
+        if self.is_closed() || (self.depot.room.any_relaxed() && !wait::head_try()) {
+            return Err(self.refuse(idx, max_size));
+        }
         // SAFETY: `idx` is a class of this pool (caller's contract).
         let (slot, anchor, duties, started) = match unsafe { cache::acquire_slow(self, idx) } {
             Taken::Slot {
@@ -123,6 +126,28 @@ impl PoolInner {
             unsafe { self.mark_duties(slot, duties, started) };
         }
         Ok((slot, anchor))
+    }
+
+    /// A request that may not take from the shared lists: the pool is
+    /// closed, or others wait for room and this is not the head's try
+    /// (first come, first served: it would take what they wait for). This
+    /// thread's cached slots go to the depot, where the waiters find them.
+    #[cold]
+    #[inline(never)]
+    fn refuse(self: &Arc<Self>, idx: ClassIdx, max_size: usize) -> Error {
+        cache::flush_current(self);
+        if self.is_closed() {
+            return Error::Closed;
+        }
+        self.depot
+            .class(idx)
+            .counters
+            .exhausted
+            .fetch_add(1, Relaxed);
+        Error::Exhausted {
+            requested: max_size,
+            limit: self.limit.load(Relaxed),
+        }
     }
 
     /// Counts and builds the error for a request no class can serve.

@@ -1,7 +1,7 @@
-//! Closing: the last handle's drop, and the shutdown that unmaps every slab
-//! once no buffer is out.
+//! Abandoning: the last handle's drop, and the shutdown that unmaps every
+//! slab once no buffer is out.
 
-use std::sync::atomic::Ordering::{AcqRel, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 use std::time::Duration;
 
 use super::PoolInner;
@@ -13,21 +13,23 @@ impl PoolInner {
         self.handles.fetch_add(1, Relaxed);
     }
 
-    /// A handle was dropped; the last one closes the pool.
+    /// A handle was dropped; the last one abandons the pool.
     pub(crate) fn handle_dropped(&self) {
         if self.handles.fetch_sub(1, AcqRel) == 1 {
-            self.close();
+            self.abandon();
         }
     }
 
-    /// The last handle is gone: no allocation can follow, and every release
+    /// The last handle is gone: no allocation can follow (the pool is
+    /// closed, if `close` did not close it already), and every release
     /// takes the detour that checks for the last buffer. Buffers still out
     /// are probably leaked: they are logged, and the last release unmaps
     /// the slabs.
     #[cold]
-    fn close(&self) {
-        self.depot.close();
-        self.detours.fetch_add(1, SeqCst);
+    fn abandon(&self) {
+        // Before the detour is counted: a release that takes it sees this.
+        self.depot.abandon();
+        self.close_to_new_buffers();
         if self.stats().buffers_in_use == 0 {
             self.shutdown_if_idle();
             return;
@@ -44,7 +46,7 @@ impl PoolInner {
         }
     }
 
-    /// After the last handle: once no buffer is out, unmap everything and
+    /// After the last handle (the pool is abandoned): once no buffer is out, unmap everything and
     /// retire the metrics. (Threads that used the pool keep its small header
     /// alive through their anchors until they exit or use another pool; the
     /// memory goes back now.)

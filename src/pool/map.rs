@@ -66,12 +66,12 @@ impl PoolInner {
         }
         if n == 0 {
             // A waiter's retries are one refusal, counted by its first try.
-            if !wait::retrying() {
+            if !wait::head_try() {
                 class.counters.exhausted.fetch_add(1, Relaxed);
             }
             return Err(Error::Exhausted {
                 requested: max_size,
-                limit: self.config.max_bytes.unwrap_or(usize::MAX),
+                limit: self.limit.load(Relaxed),
             });
         }
         let slab = match Slab::map(&self.backing, idx, n, layout) {
@@ -108,7 +108,7 @@ impl PoolInner {
     /// Up to `wanted` slots: as many as fit under the cap (call with the slab
     /// lock held, which serialises every change of `reserved`).
     fn slots_within_cap(&self, layout: Layout, wanted: usize) -> usize {
-        match self.config.max_bytes {
+        match self.max_bytes() {
             None => wanted,
             Some(limit) => {
                 let room = limit.saturating_sub(self.counters.reserved.load(Relaxed));
@@ -119,16 +119,20 @@ impl PoolInner {
 
     /// `BufferPool::trim`: empties the quarantine, flushes this thread's
     /// cache (and asks the others to), unmaps every idle slab; returns the
-    /// bytes given back.
+    /// bytes given back, and wakes the head waiter (the room is under the
+    /// cap now).
     pub(crate) fn trim_all(self: &Arc<Self>) -> usize {
         self.release_quarantine();
         self.ask_caches_to_flush();
         let mut slabs = self.slabs.lock();
-        self.trim_locked(&mut slabs, None)
+        let freed = self.trim_locked(&mut slabs, None);
+        drop(slabs);
+        self.depot.notify_room();
+        freed
     }
 
     /// Unmaps the idle slabs of every class but `except`; returns the bytes.
-    fn trim_locked(&self, slabs: &mut SlabSet, except: Option<ClassIdx>) -> usize {
+    pub(super) fn trim_locked(&self, slabs: &mut SlabSet, except: Option<ClassIdx>) -> usize {
         let mut freed = 0;
         for c in self.classes.all() {
             if Some(c) != except && !slabs.class(c).is_empty() {

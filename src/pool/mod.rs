@@ -7,13 +7,15 @@
 //! | `allocate` | taking a slot for a buffer, stamping it, the sampled duties |
 //! | `release` | giving a buffer's slot back, with its checks and detours |
 //! | `map` | mapping slabs under the cap, trimming idle ones, flushing caches |
-//! | `wait` | waiting for room when the cap is reached |
+//! | `wait` | waiting for room when the cap is reached, first come first served |
+//! | `cap` | the byte cap, changed at run time, and closing to new buffers |
 //! | `quarantine` | sealing released slots and letting them go |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
 //! | `stats` | counters, snapshots and metric publishing |
 //! | `leak` | walking the slabs for leak reports and suspects |
 
 mod allocate;
+mod cap;
 mod close;
 mod leak;
 mod map;
@@ -21,6 +23,8 @@ mod quarantine;
 mod release;
 mod stats;
 mod wait;
+
+pub(crate) use wait::RoomWait;
 
 use std::backtrace::Backtrace;
 use std::collections::HashMap;
@@ -52,7 +56,7 @@ pub(crate) struct PoolInner {
     pub(crate) page: usize,
     /// The size classes.
     pub(crate) classes: SizeClasses,
-    /// What thread caches share: free lists, flush epoch, closed flag.
+    /// What thread caches share: free lists, flush epoch, abandoned flag, waiters.
     pub(crate) depot: Depot,
     /// Pool-wide counters.
     pub(crate) counters: PoolCounters,
@@ -75,11 +79,15 @@ pub(crate) struct PoolInner {
     handles: AtomicUsize,
     /// Set once the slabs were unmapped and the metrics retired.
     shut: AtomicBool,
-    /// Threads waiting for room, and how they are woken.
-    waiters: wait::Waiters,
+    /// Set by `BufferPool::close` or the last handle's drop: the pool makes
+    /// no more buffers (`Error::Closed`).
+    closed: AtomicBool,
+    /// The cap on `counters.reserved` (`usize::MAX`: none); changed under
+    /// the slab lock, like `reserved`.
+    limit: AtomicUsize,
     /// Reasons every release must take a *detour* (`release_detour`)
     /// instead of the thread cache: 1 for the quarantine (if on), 1 once the
-    /// pool is closed, plus the waiting threads. One load on every release
+    /// pool is closed, plus the waits for room. One load on every release
     /// instead of one per reason.
     detours: AtomicU32,
     /// Whether buffers record where, when and by whom they were allocated
@@ -128,10 +136,10 @@ impl PoolInner {
             [histograms_every, d.poison_every, backtrace_every],
         );
         let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
+        let limit = config.max_bytes.unwrap_or(usize::MAX);
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,
-            waiters: wait::Waiters::default(),
             detours: AtomicU32::new(u32::from(d.quarantine_every != 0)),
             config,
             page,
@@ -146,6 +154,8 @@ impl PoolInner {
             quarantine: Quarantine::default(),
             handles: AtomicUsize::new(1),
             shut: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            limit: AtomicUsize::new(limit),
             tracking,
         });
         if inner.metrics.is_some() {
@@ -155,9 +165,9 @@ impl PoolInner {
                 &inner.config.name,
                 inner.config.publish_interval,
                 move || match pool.upgrade() {
-                    // A closed pool whose last buffer's release missed the
-                    // close (a benign race) shuts down here.
-                    Some(pool) if pool.depot.is_closed() => {
+                    // An abandoned pool whose last buffer's release missed
+                    // the last handle's drop (a benign race) shuts down here.
+                    Some(pool) if pool.depot.is_abandoned() => {
                         pool.shutdown_if_idle();
                         true
                     }

@@ -154,8 +154,8 @@ impl PoolInner {
     }
 
     /// The rest of a release when the slot may not go to the thread cache
-    /// as usual: the quarantine is on, threads wait for room, or the pool
-    /// is closed (this may be its last buffer).
+    /// as usual: the quarantine is on, tasks or threads wait for room, or
+    /// the pool is closed (this may be its last buffer).
     ///
     /// # Safety
     /// As for `release`.
@@ -176,16 +176,22 @@ impl PoolInner {
         {
             // SAFETY: the buffer counted on `anchor` is being released, once.
             unsafe { cache::settle(self, anchor) }
-        } else if self.waiters.any() {
+        } else if self.depot.room.any_relaxed() {
             s.mark_free();
             // SAFETY: forwarded from the caller; the slot is marked free.
             unsafe { self.release_to_waiters(slot, anchor) }
+        } else if self.is_closed() {
+            // Not into this thread's bin, which a closed pool never serves.
+            s.mark_free();
+            self.depot.push_released(s.class(), slot);
+            // SAFETY: the buffer counted on `anchor` is being released, once.
+            unsafe { cache::settle(self, anchor) }
         } else {
             s.mark_free();
             // SAFETY: a slot of this pool's class `s.class()`, marked free.
             unsafe { cache::give_back(self, s.class(), slot, anchor) }
         };
-        if self.depot.is_closed() {
+        if self.depot.is_abandoned() {
             self.shutdown_if_idle();
         }
         released

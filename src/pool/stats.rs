@@ -10,7 +10,7 @@ impl PoolInner {
             self.class_stats().into_iter(),
             &self.counters,
             self.checks.corruption_counts(),
-            self.config.max_bytes,
+            self.max_bytes(),
         )
     }
 

@@ -1,119 +1,162 @@
-//! Waiting for room: `allocate_page_size_buffer_timeout` when the cap is
-//! reached, and the releases that wake the waiters.
+//! Waiting for room when the cap is reached: one poll of a wait
+//! ([`PoolInner::poll_room`]) that async futures and the blocking
+//! `_timeout` form share, and the releases that wake waiters.
+//!
+//! Waiters queue in the depot's [`WaitList`](crate::waitlist::WaitList), in
+//! arrival order, whatever their size: only the head tries for room, and
+//! while anyone waits, allocations that miss their thread's cache are
+//! refused (`take_slow`'s gate) rather than take what the head waits for.
 
 use std::cell::Cell;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
-
-use parking_lot::{Condvar, Mutex};
 
 use super::PoolInner;
 use crate::free::anchor::{AnchorRef, Released};
 use crate::free::cache;
 use crate::mem::slot::SlotRef;
+use crate::waitlist::Ticket;
 use crate::Error;
 
-/// The longest sleep between two tries.
-const SLICE: Duration = Duration::from_millis(1);
-
-/// Threads waiting for room in one pool, and how they are woken.
-#[derive(Debug, Default)]
-pub(super) struct Waiters {
-    /// Threads waiting now. While it is not 0, releases go to the depot
-    /// (not thread caches) and wake the waiters.
-    count: AtomicU32,
-    /// Bumped (under its lock) by every release that wakes waiters, so a
-    /// waiter that saw a release since its last try does not sleep.
-    generation: Mutex<u64>,
-    /// Where waiters sleep.
-    wake: Condvar,
+thread_local! {
+    /// Set while this thread tries for room as the head waiter: the try
+    /// passes the gate, and does not count as another `exhausted` refusal.
+    static HEAD_TRY: Cell<bool> = const { Cell::new(false) };
 }
 
-impl Waiters {
-    /// Whether any thread waits (a relaxed read: see `wait_for_room`).
-    #[inline]
-    pub(super) fn any(&self) -> bool {
-        self.count.load(Relaxed) != 0
+/// Whether the calling thread is trying for room as the head waiter.
+#[inline]
+pub(super) fn head_try() -> bool {
+    HEAD_TRY.with(Cell::get)
+}
+
+/// One wait for room in a pool: in the list from its first refusal until
+/// [`PoolInner::end_wait`], which its owner must call however the wait
+/// ends (drop included).
+#[derive(Debug, Default)]
+pub(crate) struct RoomWait {
+    /// The place in the list, once joined.
+    ticket: Option<Ticket>,
+}
+
+impl RoomWait {
+    /// Whether the wait is in the list.
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.ticket.is_some()
     }
 }
 
-thread_local! {
-    /// Set while this thread waits for room: its repeated tries do not
-    /// count as more `exhausted` refusals.
-    static RETRYING: Cell<bool> = const { Cell::new(false) };
-}
+/// Wakes a thread parked in [`PoolInner::wait_blocking`].
+struct Unpark(Thread);
 
-/// Whether the calling thread is retrying inside `wait_for_room`.
-pub(super) fn retrying() -> bool {
-    RETRYING.with(Cell::get)
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 impl PoolInner {
-    /// The waiting part of `allocate_page_size_buffer_timeout`: `retry` (an
-    /// allocation of `max_size` bytes) until it is not `Exhausted` or
-    /// `timeout` passes.
-    ///
-    /// The waiter counts itself in `waiters` and in `detours` (the one word
-    /// every release loads), and asks every thread to flush its cache. A
-    /// release's check of `detours` is a relaxed load, so a release racing
-    /// with the waiter's arrival can miss it; the waiter therefore never
-    /// sleeps more than [`SLICE`] between tries, which bounds a lost
-    /// wake-up's cost.
+    /// One poll of a wait for room: `attempt` is the allocation, tried at
+    /// once if no one waits, else (and after a refusal) only at this wait's
+    /// turn. `Pending` until `attempt` is not `Exhausted`; the pool's close
+    /// ends it with `Closed`. `cx`'s waker is woken when the turn comes or
+    /// room is made.
+    pub(crate) fn poll_room<T>(
+        self: &Arc<Self>,
+        wait: &mut RoomWait,
+        cx: &mut Context<'_>,
+        attempt: &mut dyn FnMut() -> Result<T, Error>,
+    ) -> Poll<Result<T, Error>> {
+        if self.is_closed() {
+            self.end_wait(wait);
+            return Poll::Ready(Err(Error::Closed));
+        }
+        let mut in_turn = |head: bool| {
+            HEAD_TRY.with(|h| h.set(head));
+            let got = attempt();
+            HEAD_TRY.with(|h| h.set(false));
+            got
+        };
+        let on_join = || {
+            // Releases come to the depot and wake the list from now on;
+            // slots other threads cached before are asked back.
+            self.detours.fetch_add(1, SeqCst);
+            self.ask_caches_to_flush();
+        };
+        let polled = self.depot.room.poll_turn(
+            &mut wait.ticket,
+            cx,
+            &mut in_turn,
+            |e| matches!(e, Error::Exhausted { .. }),
+            on_join,
+        );
+        if polled.is_ready() {
+            self.end_wait(wait);
+        }
+        polled
+    }
+
+    /// Ends a wait (served, failed, or dropped): leaves the list, passing
+    /// a wake-up on if it was the head, and uncounts its detour. Harmless
+    /// on a wait not in it.
+    pub(crate) fn end_wait(&self, wait: &mut RoomWait) {
+        if self.depot.room.leave_with(&mut wait.ticket) {
+            self.detours.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// The blocking form: polls the wait on this thread, parking between
+    /// polls, until it ends or `timeout` passes (then `TimedOut`, for a
+    /// request of `max_size` bytes). Never call it on an async worker
+    /// thread.
     #[cold]
-    pub(crate) fn wait_for_room<T>(
+    pub(crate) fn wait_blocking<T>(
         self: &Arc<Self>,
         max_size: usize,
         timeout: Duration,
-        mut retry: impl FnMut() -> Result<T, Error>,
+        attempt: &mut dyn FnMut() -> Result<T, Error>,
     ) -> Result<T, Error> {
         let start = Instant::now();
         // `None`: a timeout too long to add to now, i.e. wait for ever.
         let deadline = start.checked_add(timeout);
-        self.waiters.count.fetch_add(1, SeqCst);
-        self.detours.fetch_add(1, SeqCst);
-        // Counted out again however this ends (even by a panic in a
-        // tracing subscriber).
-        struct Waiting<'a>(&'a PoolInner);
-        impl Drop for Waiting<'_> {
+        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        // Leaves the list however this ends (even by a panic in `attempt`).
+        struct Leave<'a>(&'a PoolInner, RoomWait);
+        impl Drop for Leave<'_> {
             fn drop(&mut self) {
-                self.0.detours.fetch_sub(1, SeqCst);
-                self.0.waiters.count.fetch_sub(1, SeqCst);
-                RETRYING.with(|r| r.set(false));
+                self.0.end_wait(&mut self.1);
             }
         }
-        RETRYING.with(|r| r.set(true));
-        let _waiting = Waiting(self);
-        // Buffers other threads cached before we started waiting: ask for them.
-        self.ask_caches_to_flush();
+        let mut wait = Leave(self, RoomWait::default());
         loop {
-            let seen = *self.waiters.generation.lock();
-            match retry() {
-                Err(Error::Exhausted { .. }) => {}
-                other => return other,
+            if let Poll::Ready(r) = self.poll_room(&mut wait.1, &mut cx, attempt) {
+                return r;
             }
             let now = Instant::now();
-            let left = match deadline {
+            match deadline {
                 Some(d) if now >= d => {
                     return Err(Error::TimedOut {
                         requested: max_size,
                         waited: now - start,
                     })
                 }
-                Some(d) => d - now,
-                None => SLICE,
-            };
-            let mut generation = self.waiters.generation.lock();
-            if *generation == seen {
-                self.waiters.wake.wait_for(&mut generation, left.min(SLICE));
+                Some(d) => thread::park_timeout(d - now),
+                None => thread::park(),
             }
         }
     }
 
-    /// A release while threads wait for room: the free slot goes to the
-    /// depot, where a waiter can take it, this thread's cached slots (of
-    /// any class) follow, and the waiters wake.
+    /// A release while anyone waits for room: the free slot goes to the
+    /// depot, where the head waiter can take it, this thread's cached slots
+    /// (of any class) follow, and the head wakes.
     ///
     /// # Safety
     /// `slot` is the slot, marked free, of a buffer of this pool counted on
@@ -128,12 +171,10 @@ impl PoolInner {
         // SAFETY: the slot of the buffer being released (caller's
         // contract), which keeps the pool and its slabs alive.
         let idx = unsafe { slot.get() }.class();
+        // Wakes the head.
         self.depot.push_released(idx, slot);
         cache::flush_current(self);
         // SAFETY: the buffer counted on `anchor` is being released, once.
-        let released = unsafe { cache::settle(self, anchor) };
-        *self.waiters.generation.lock() += 1;
-        self.waiters.wake.notify_all();
-        released
+        unsafe { cache::settle(self, anchor) }
     }
 }

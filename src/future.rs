@@ -1,0 +1,85 @@
+//! [`Allocate`]: the future of the pool's async allocations.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::buffer::PageBuffer;
+use crate::buffer_pool::BufferPool;
+use crate::pool::RoomWait;
+use crate::Error;
+
+/// The future of [`BufferPool::allocate_page_size_buffer_async`] and
+/// [`BufferPool::allocate_buffer_async`]: resolves to the buffer once one
+/// fits under the cap. Dropping it at any point is safe and leaves nothing
+/// behind (see the methods).
+///
+/// ```
+/// # futures_executor::block_on(async {
+/// let pool = pagepool::BufferPool::new();
+/// let wait: pagepool::Allocate<'_> = pool.allocate_page_size_buffer_async(4096);
+/// let buf = wait.await?;
+/// assert_eq!(buf.max_len(), 4096);
+/// # Ok::<(), pagepool::Error>(())
+/// # }).unwrap();
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct Allocate<'a> {
+    /// The pool asked.
+    pool: &'a BufferPool,
+    /// The request.
+    max_size: usize,
+    /// Where the future was made: the buffer's allocation site.
+    site: &'static Location<'static>,
+    /// Whether small classes may serve it (`allocate_buffer_async`).
+    small: bool,
+    /// The place in the pool's queue, once it had to wait.
+    wait: RoomWait,
+}
+
+impl<'a> Allocate<'a> {
+    pub(crate) fn new(
+        pool: &'a BufferPool,
+        max_size: usize,
+        site: &'static Location<'static>,
+        small: bool,
+    ) -> Self {
+        Allocate {
+            pool,
+            max_size,
+            site,
+            small,
+            wait: RoomWait::default(),
+        }
+    }
+}
+
+impl Future for Allocate<'_> {
+    type Output = Result<PageBuffer, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is `Unpin`.
+        let this = self.get_mut();
+        let (pool, max_size, site, small) = (this.pool, this.max_size, this.site, this.small);
+        let mut attempt = || pool.allocate_at(max_size, site, small);
+        pool.inner.poll_room(&mut this.wait, cx, &mut attempt)
+    }
+}
+
+impl Drop for Allocate<'_> {
+    fn drop(&mut self) {
+        self.pool.inner.end_wait(&mut self.wait);
+    }
+}
+
+impl fmt::Debug for Allocate<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allocate")
+            .field("pool", &self.pool.name())
+            .field("max_size", &self.max_size)
+            .field("waiting", &self.wait.is_waiting())
+            .finish()
+    }
+}

@@ -1,0 +1,60 @@
+//! The byte cap, read by mapping and changed at run time, and closing the
+//! pool to new buffers; both wake waiters.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+
+use super::PoolInner;
+use crate::Error;
+
+impl PoolInner {
+    /// The cap on reserved bytes, `None` when unlimited.
+    #[inline]
+    pub(crate) fn max_bytes(&self) -> Option<usize> {
+        match self.limit.load(Relaxed) {
+            usize::MAX => None,
+            limit => Some(limit),
+        }
+    }
+
+    /// `BufferPool::set_max_bytes`: a new cap (`None`: unlimited). A raised
+    /// cap wakes the head waiter; a lowered one trims idle slabs at once,
+    /// and maps no more until `reserved` is under it.
+    pub(crate) fn set_max_bytes(&self, limit: Option<usize>) -> Result<(), Error> {
+        if limit.is_some_and(|m| m < self.config.smallest_cap(self.page)) {
+            return Err(Error::InvalidConfig(
+                "max_bytes cannot hold one page-sized slot and its guard pages",
+            ));
+        }
+        let mut slabs = self.slabs.lock();
+        let old = self.limit.swap(limit.unwrap_or(usize::MAX), Relaxed);
+        if limit.is_some_and(|new| new < old) {
+            self.trim_locked(&mut slabs, None);
+        }
+        drop(slabs);
+        self.depot.notify_room();
+        Ok(())
+    }
+
+    /// Whether the pool makes no more buffers.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    /// Closes the pool to new buffers (`BufferPool::close`, and the last
+    /// handle's drop): allocations fail with `Closed` and every wait ends
+    /// with it. Buffers out keep working and come back as before. Returns
+    /// whether this call closed it.
+    pub(crate) fn close_to_new_buffers(&self) -> bool {
+        if self.closed.swap(true, SeqCst) {
+            return false;
+        }
+        // A detour for every release from now on (see `release_detour`),
+        // and a flush request so the next allocation on every thread leaves
+        // its cache for the slow path, which refuses.
+        self.detours.fetch_add(1, SeqCst);
+        self.depot.request_flush();
+        self.depot.room.wake_all();
+        true
+    }
+}
