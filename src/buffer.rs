@@ -73,7 +73,7 @@ impl PageBuffer {
 
     /// The slot's metadata.
     #[inline(always)]
-    fn meta(&self) -> &Slot {
+    pub(crate) fn meta(&self) -> &Slot {
         // SAFETY: the slot stays mapped while its buffer lives (the anchor
         // keeps the pool alive).
         unsafe { self.slot.get() }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::buffer::PageBuffer;
 use crate::config::Config;
-use crate::future::Allocate;
+use crate::future::{self, Allocate};
 use crate::pool::PoolInner;
 use crate::stats::{ClassStats, PoolStats};
 use crate::Error;
@@ -114,9 +114,8 @@ impl BufferPool {
         max_size: usize,
         timeout: Duration,
     ) -> Result<PageBuffer, Error> {
-        let site = Location::caller();
-        let mut attempt = || self.allocate_at(max_size, site, false);
-        self.inner.wait_blocking(max_size, timeout, &mut attempt)
+        let wait = Allocate::new(self, max_size, Location::caller(), false);
+        future::block_on_timeout(wait, max_size, timeout)
     }
 
     /// `allocate_page_size_buffer` for async code: a future that resolves

@@ -1,10 +1,15 @@
-//! [`Allocate`]: the future of the pool's async allocations.
+//! [`Allocate`]: the future of the pool's async allocations, and driving
+//! such a future on a parked thread for the blocking `_timeout` forms.
 
 use std::fmt;
 use std::future::Future;
 use std::panic::Location;
+use std::pin::pin;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
@@ -81,5 +86,51 @@ impl fmt::Debug for Allocate<'_> {
             .field("max_size", &self.max_size)
             .field("waiting", &self.wait.is_waiting())
             .finish()
+    }
+}
+
+/// Wakes a thread parked in [`block_on_timeout`].
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `wait` (a wait for a request of `max_size` bytes) on this
+/// thread, parked between polls, until it resolves or `timeout` passes
+/// (`TimedOut`; the future is dropped, which leaves its queue). Never on an
+/// async worker thread.
+pub(crate) fn block_on_timeout<T>(
+    wait: impl Future<Output = Result<T, Error>>,
+    max_size: usize,
+    timeout: Duration,
+) -> Result<T, Error> {
+    let start = Instant::now();
+    // `None`: a timeout too long to add to now, i.e. wait for ever.
+    let deadline = start.checked_add(timeout);
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut wait = pin!(wait);
+    loop {
+        if let Poll::Ready(r) = wait.as_mut().poll(&mut cx) {
+            return r;
+        }
+        let now = Instant::now();
+        match deadline {
+            Some(d) if now >= d => {
+                return Err(Error::TimedOut {
+                    requested: max_size,
+                    waited: now - start,
+                })
+            }
+            Some(d) => thread::park_timeout(d - now),
+            None => thread::park(),
+        }
     }
 }

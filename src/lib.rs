@@ -105,6 +105,7 @@ pub mod metrics;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
+mod quota;
 
 pub use buffer::{PageBuffer, SharedBuffer};
 pub use buffer_pool::BufferPool;
@@ -120,6 +121,7 @@ pub use future::Allocate;
 pub use leak::{LeakCheck, LeakReport, LeakSite, OutstandingBuffer};
 pub use limits::{page_size, SIZE_LIMIT};
 pub use mem::guard::guard_markers_supported;
+pub use quota::{Quota, QuotaAllocate, QuotaStats};
 pub use stats::{ClassStats, CorruptionKind, PoolStats};
 
 /// The README's examples, run as doc tests.

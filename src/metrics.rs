@@ -42,13 +42,17 @@
 //! | `pagepool_bytes_in_use` | gauge | pool | slot bytes pinned by outstanding buffers |
 //! | `pagepool_bytes_cached` | gauge | pool | free slot bytes ready for reuse |
 //! | `pagepool_bytes_reserved` | gauge | pool | mapped bytes, guard pages included |
-//! | `pagepool_bytes_limit` | gauge | pool | `max_bytes` (absent when unlimited) |
+//! | `pagepool_bytes_limit` | gauge | pool | `max_bytes` (absent when built unlimited; `+Inf` once a cap is lifted by `set_max_bytes(None)`) |
 //! | `pagepool_slabs` | gauge | pool | mapped slabs |
 //! | `pagepool_trimmed_bytes_total` | counter | pool | bytes given back by trim |
 //! | `pagepool_rejected_total` | counter | pool | requests refused as bad input (zero size, too large) |
 //! | `pagepool_unguarded_slots` | gauge | pool | slots served without a guard page (budget spent) |
 //! | `pagepool_corruptions_total` | counter | pool, kind | memory corruptions found, by kind: `slack_canary`, `edge_canary`, `poison` |
 //! | `pagepool_leak_suspects` | gauge | pool | outstanding buffers older than the leak age threshold (refreshed by each publish) |
+//! | `pagepool_waiting` | gauge | pool | tasks and threads waiting for room now (async and `_timeout` waits) |
+//! | `pagepool_quotas` | gauge | pool | live quotas |
+//! | `pagepool_quota_bytes` | gauge | pool | slot bytes held through quotas, all quotas |
+//! | `pagepool_quota_refusals_total` | counter | pool | allocations refused by a quota's own cap (`QuotaExceeded`) |
 //! | `pagepool_allocation_duration_seconds` | histogram | pool | sampled allocate latency |
 //! | `pagepool_request_size_bytes` | histogram | pool | sampled requested `max_size` |
 //! | `pagepool_buffer_hold_seconds` | histogram | pool | sampled time from allocate to release |
@@ -62,6 +66,6 @@ pub use crate::config::{DEFAULT_PUBLISH_INTERVAL, DEFAULT_SAMPLE_EVERY, MAX_PUBL
 pub use crate::observe::metrics::{
     ALL, ALLOCATIONS_TOTAL, ALLOCATION_DURATION_SECONDS, BUFFERS_IN_USE, BUFFER_HOLD_SECONDS,
     BYTES_CACHED, BYTES_IN_USE, BYTES_LIMIT, BYTES_RESERVED, CORRUPTIONS_TOTAL, LEAK_SUSPECTS,
-    REJECTED_TOTAL, RELEASES_TOTAL, REQUEST_SIZE_BYTES, SLABS, TRIMMED_BYTES_TOTAL,
-    UNGUARDED_SLOTS,
+    QUOTAS, QUOTA_BYTES, QUOTA_REFUSALS_TOTAL, REJECTED_TOTAL, RELEASES_TOTAL, REQUEST_SIZE_BYTES,
+    SLABS, TRIMMED_BYTES_TOTAL, UNGUARDED_SLOTS, WAITING,
 };

@@ -53,6 +53,14 @@ pub struct PoolStats {
     /// Outstanding buffers older than the leak age threshold, as of the last
     /// scan (the metrics publisher's, or [`BufferPool::leak_suspects`](crate::BufferPool::leak_suspects)).
     pub leak_suspects: usize,
+    /// Tasks and threads waiting for room now (async and `_timeout` waits).
+    pub waiting: usize,
+    /// Live [`Quota`](crate::Quota)s of the pool (handles, or buffers of one).
+    pub quotas: usize,
+    /// Slot bytes held by buffers allocated through quotas, all quotas.
+    pub bytes_in_quotas: usize,
+    /// Allocations refused with [`Error::QuotaExceeded`](crate::Error::QuotaExceeded), all quotas.
+    pub quota_refusals: u64,
 }
 
 /// A snapshot of one size class, from [`BufferPool::class_stats`](crate::BufferPool::class_stats).
@@ -230,6 +238,12 @@ pub(crate) struct PoolCounters {
     pub(crate) rejected: AtomicU64,
     /// Leak suspects at the last scan.
     pub(crate) leak_suspects: AtomicUsize,
+    /// Live quota accounts.
+    pub(crate) quotas: AtomicUsize,
+    /// Slot bytes charged to quotas, all of them.
+    pub(crate) quota_bytes: AtomicUsize,
+    /// `QuotaExceeded` refusals, all quotas.
+    pub(crate) quota_refusals: AtomicU64,
 }
 
 /// Adds up class snapshots and pool counters.
@@ -247,6 +261,9 @@ pub(crate) fn total(
         rejected: pool.rejected.load(Relaxed),
         corruptions: corruptions.iter().sum(),
         leak_suspects: pool.leak_suspects.load(Relaxed),
+        quotas: pool.quotas.load(Relaxed),
+        bytes_in_quotas: pool.quota_bytes.load(Relaxed),
+        quota_refusals: pool.quota_refusals.load(Relaxed),
         ..PoolStats::default()
     };
     for c in classes {

@@ -144,7 +144,7 @@ impl WaitList {
         ticket: &mut Option<Ticket>,
         cx: &mut Context<'_>,
         attempt: &mut dyn FnMut(bool) -> Result<T, E>,
-        refused: fn(&E) -> bool,
+        refused: impl Fn(&E) -> bool,
         on_join: impl FnOnce(),
     ) -> Poll<Result<T, E>> {
         let t = match *ticket {

@@ -81,6 +81,12 @@ macro_rules! bit_set {
                 self.0 & other.0 != 0
             }
 
+            /// The set without the members of `other`.
+            #[inline(always)]
+            pub(crate) const fn without(self, other: $name) -> $name {
+                $name(self.0 & !other.0)
+            }
+
             /// Whether every member of `other` is in the set.
             #[inline(always)]
             pub(crate) const fn contains(self, other: $name) -> bool {
@@ -149,6 +155,9 @@ bit_set! {
         /// Capture a backtrace (a sampled duty), between the cache's
         /// acquire and the end of the allocation only.
         BACKTRACE_DUE = 64;
+        /// The buffer is charged to a quota (in the pool's quota book),
+        /// which its release credits.
+        QUOTA = 128;
     }
 }
 
@@ -416,6 +425,7 @@ mod tests {
             SlotFlags::POISON_DUE,
             SlotFlags::ZERO_DUE,
             SlotFlags::BACKTRACE_DUE,
+            SlotFlags::QUOTA,
         ];
         let mut seen = SlotFlags::EMPTY;
         for f in all {
@@ -433,5 +443,12 @@ mod tests {
             "{\"SAMPLED\", \"CANARY\"}"
         );
         assert!(Edges::PACKED_SLOT.contains(Edges::CANARY_BEFORE | Edges::CANARY_AFTER));
+        assert_eq!(
+            seen.bits(),
+            u8::MAX,
+            "every bit is taken: a new flag needs a wider set"
+        );
+        let both = SlotFlags::QUOTA | SlotFlags::CANARY;
+        assert_eq!(both.without(SlotFlags::QUOTA), SlotFlags::CANARY);
     }
 }

@@ -40,6 +40,14 @@ pub const UNGUARDED_SLOTS: &str = "pagepool_unguarded_slots";
 pub const CORRUPTIONS_TOTAL: &str = "pagepool_corruptions_total";
 /// `pagepool_leak_suspects{pool}`.
 pub const LEAK_SUSPECTS: &str = "pagepool_leak_suspects";
+/// `pagepool_waiting{pool}`.
+pub const WAITING: &str = "pagepool_waiting";
+/// `pagepool_quotas{pool}`.
+pub const QUOTAS: &str = "pagepool_quotas";
+/// `pagepool_quota_bytes{pool}`.
+pub const QUOTA_BYTES: &str = "pagepool_quota_bytes";
+/// `pagepool_quota_refusals_total{pool}`.
+pub const QUOTA_REFUSALS_TOTAL: &str = "pagepool_quota_refusals_total";
 /// `pagepool_allocation_duration_seconds{pool}` (histogram).
 pub const ALLOCATION_DURATION_SECONDS: &str = "pagepool_allocation_duration_seconds";
 /// `pagepool_request_size_bytes{pool}` (histogram).
@@ -48,7 +56,7 @@ pub const REQUEST_SIZE_BYTES: &str = "pagepool_request_size_bytes";
 pub const BUFFER_HOLD_SECONDS: &str = "pagepool_buffer_hold_seconds";
 
 /// Every metric name pagepool registers, as scraped.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 20] = [
     ALLOCATIONS_TOTAL,
     RELEASES_TOTAL,
     BUFFERS_IN_USE,
@@ -62,6 +70,10 @@ pub const ALL: [&str; 16] = [
     UNGUARDED_SLOTS,
     CORRUPTIONS_TOTAL,
     LEAK_SUSPECTS,
+    WAITING,
+    QUOTAS,
+    QUOTA_BYTES,
+    QUOTA_REFUSALS_TOTAL,
     ALLOCATION_DURATION_SECONDS,
     REQUEST_SIZE_BYTES,
     BUFFER_HOLD_SECONDS,
@@ -129,6 +141,21 @@ fn describe() {
         Unit::Count,
         "Outstanding buffers older than the pool's leak age threshold."
     );
+    describe_gauge!(
+        WAITING,
+        Unit::Count,
+        "Tasks and threads waiting for room under the pool's cap now."
+    );
+    describe_gauge!(QUOTAS, Unit::Count, "Live quotas of the pool.");
+    describe_gauge!(
+        QUOTA_BYTES,
+        "Slot bytes held by buffers allocated through quotas, all quotas (unit: bytes)."
+    );
+    describe_counter!(
+        QUOTA_REFUSALS_TOTAL,
+        Unit::Count,
+        "Allocations refused because a quota's own cap was reached, all quotas."
+    );
     describe_histogram!(
         ALLOCATION_DURATION_SECONDS,
         Unit::Seconds,
@@ -171,6 +198,10 @@ pub(crate) struct PoolMetrics {
     unguarded: Gauge,
     corruptions: [Counter; 3],
     leak_suspects: Gauge,
+    waiting: Gauge,
+    quotas: Gauge,
+    quota_bytes: Gauge,
+    quota_refusals: Counter,
     pub(crate) allocation_duration: Histogram,
     pub(crate) request_size: Histogram,
     pub(crate) hold: Histogram,
@@ -216,6 +247,10 @@ impl PoolMetrics {
             corruptions: CorruptionKind::ALL
                 .map(|k| counter!(CORRUPTIONS_TOTAL, "pool" => p.clone(), "kind" => k.as_str())),
             leak_suspects: gauge!(LEAK_SUSPECTS, "pool" => p.clone()),
+            waiting: gauge!(WAITING, "pool" => p.clone()),
+            quotas: gauge!(QUOTAS, "pool" => p.clone()),
+            quota_bytes: gauge!(QUOTA_BYTES, "pool" => p.clone()),
+            quota_refusals: counter!(QUOTA_REFUSALS_TOTAL, "pool" => p.clone()),
             allocation_duration: histogram!(ALLOCATION_DURATION_SECONDS, "pool" => p.clone()),
             request_size: histogram!(REQUEST_SIZE_BYTES, "pool" => p.clone()),
             hold: histogram!(BUFFER_HOLD_SECONDS, "pool" => p),
@@ -239,8 +274,9 @@ impl PoolMetrics {
         self.bytes_in_use.set(pool.bytes_in_use as f64);
         self.bytes_cached.set(pool.bytes_cached as f64);
         self.bytes_reserved.set(pool.bytes_reserved as f64);
-        if let (Some(g), Some(limit)) = (&self.bytes_limit, pool.bytes_limit) {
-            g.set(limit as f64);
+        if let Some(g) = &self.bytes_limit {
+            // A cap lifted at run time: unlimited.
+            g.set(pool.bytes_limit.map_or(f64::INFINITY, |l| l as f64));
         }
         self.slabs.set(pool.slabs as f64);
         self.trimmed.absolute(pool.trimmed_bytes);
@@ -250,6 +286,10 @@ impl PoolMetrics {
             c.absolute(n);
         }
         self.leak_suspects.set(pool.leak_suspects as f64);
+        self.waiting.set(pool.waiting as f64);
+        self.quotas.set(pool.quotas as f64);
+        self.quota_bytes.set(pool.bytes_in_quotas as f64);
+        self.quota_refusals.absolute(pool.quota_refusals);
     }
 }
 

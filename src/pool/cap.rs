@@ -55,6 +55,7 @@ impl PoolInner {
         self.detours.fetch_add(1, SeqCst);
         self.depot.request_flush();
         self.depot.room.wake_all();
+        self.wake_quota_waiters();
         true
     }
 }

@@ -10,6 +10,7 @@
 //! | `wait` | waiting for room when the cap is reached, first come first served |
 //! | `cap` | the byte cap, changed at run time, and closing to new buffers |
 //! | `quarantine` | sealing released slots and letting them go |
+//! | `quotas` | quota accounts, and the book of buffers charged to them |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
 //! | `stats` | counters, snapshots and metric publishing |
 //! | `leak` | walking the slabs for leak reports and suspects |
@@ -20,10 +21,12 @@ mod close;
 mod leak;
 mod map;
 mod quarantine;
+mod quotas;
 mod release;
 mod stats;
 mod wait;
 
+pub(crate) use quotas::QuotaAccount;
 pub(crate) use wait::RoomWait;
 
 use std::backtrace::Backtrace;
@@ -72,6 +75,8 @@ pub(crate) struct PoolInner {
     pub(crate) backtraces: Mutex<HashMap<usize, Arc<Backtrace>>>,
     /// Released slots kept inaccessible for a while.
     pub(crate) quarantine: Quarantine,
+    /// Quota accounts, and which one each charged buffer counts against.
+    quotas: quotas::QuotaBook,
     /// The debug checks and what they found.
     pub(crate) checks: Checks,
     /// Live `BufferPool` handles (buffers keep the pool alive through their
@@ -152,6 +157,7 @@ impl PoolInner {
             leak_epoch: AtomicU32::new(0),
             backtraces: Mutex::new(HashMap::new()),
             quarantine: Quarantine::default(),
+            quotas: quotas::QuotaBook::default(),
             handles: AtomicUsize::new(1),
             shut: AtomicBool::new(false),
             closed: AtomicBool::new(false),

@@ -76,9 +76,9 @@ impl PoolInner {
         unsafe { self.release_slow(slot, anchor, site) }
     }
 
-    /// `release` of a slot with flags or edges: when its only work is an
-    /// intact standard canary (and red zones, if packed), the plain path;
-    /// otherwise `release_slow`.
+    /// `release` of a slot with flags or edges: a quota's buffer credits
+    /// it; then, when the only work left is an intact standard canary (and
+    /// red zones, if packed), the plain path; otherwise `release_slow`.
     ///
     /// # Safety
     /// As for `release`.
@@ -91,7 +91,15 @@ impl PoolInner {
     ) -> Released {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        let (flags, edges) = (s.flags.load(), s.edges());
+        let (mut flags, edges) = (s.flags.load(), s.edges());
+        if flags.contains(SlotFlags::QUOTA) {
+            self.credit(s);
+            flags = flags.without(SlotFlags::QUOTA);
+            if flags.is_empty() && edges.is_empty() {
+                // SAFETY: forwarded from the caller; nothing is left to do.
+                return unsafe { self.release_plain(s, slot, anchor, site) };
+            }
+        }
         // SAFETY: the caller owns the slot; the flags and edges are its.
         if unsafe {
             self.checks

@@ -6,12 +6,14 @@ use crate::stats::{self, ClassStats, PoolStats};
 impl PoolInner {
     /// A snapshot of the pool's counters.
     pub(crate) fn stats(&self) -> PoolStats {
-        stats::total(
+        let mut s = stats::total(
             self.class_stats().into_iter(),
             &self.counters,
             self.checks.corruption_counts(),
             self.max_bytes(),
-        )
+        );
+        s.waiting = self.depot.room.len();
+        s
     }
 
     /// Every class's snapshot: the shared counters plus every thread's.

@@ -1,6 +1,6 @@
 //! Waiting for room when the cap is reached: one poll of a wait
-//! ([`PoolInner::poll_room`]) that async futures and the blocking
-//! `_timeout` form share, and the releases that wake waiters.
+//! ([`PoolInner::poll_room`]) that the async futures (and, through them,
+//! the blocking `_timeout` forms) make, and the releases that wake waiters.
 //!
 //! Waiters queue in the depot's [`WaitList`](crate::waitlist::WaitList), in
 //! arrival order, whatever their size: only the head tries for room, and
@@ -10,9 +10,7 @@
 use std::cell::Cell;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
 
 use super::PoolInner;
 use crate::free::anchor::{AnchorRef, Released};
@@ -46,19 +44,6 @@ impl RoomWait {
     /// Whether the wait is in the list.
     pub(crate) fn is_waiting(&self) -> bool {
         self.ticket.is_some()
-    }
-}
-
-/// Wakes a thread parked in [`PoolInner::wait_blocking`].
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
     }
 }
 
@@ -109,48 +94,6 @@ impl PoolInner {
     pub(crate) fn end_wait(&self, wait: &mut RoomWait) {
         if self.depot.room.leave_with(&mut wait.ticket) {
             self.detours.fetch_sub(1, SeqCst);
-        }
-    }
-
-    /// The blocking form: polls the wait on this thread, parking between
-    /// polls, until it ends or `timeout` passes (then `TimedOut`, for a
-    /// request of `max_size` bytes). Never call it on an async worker
-    /// thread.
-    #[cold]
-    pub(crate) fn wait_blocking<T>(
-        self: &Arc<Self>,
-        max_size: usize,
-        timeout: Duration,
-        attempt: &mut dyn FnMut() -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let start = Instant::now();
-        // `None`: a timeout too long to add to now, i.e. wait for ever.
-        let deadline = start.checked_add(timeout);
-        let waker = Waker::from(Arc::new(Unpark(thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        // Leaves the list however this ends (even by a panic in `attempt`).
-        struct Leave<'a>(&'a PoolInner, RoomWait);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.end_wait(&mut self.1);
-            }
-        }
-        let mut wait = Leave(self, RoomWait::default());
-        loop {
-            if let Poll::Ready(r) = self.poll_room(&mut wait.1, &mut cx, attempt) {
-                return r;
-            }
-            let now = Instant::now();
-            match deadline {
-                Some(d) if now >= d => {
-                    return Err(Error::TimedOut {
-                        requested: max_size,
-                        waited: now - start,
-                    })
-                }
-                Some(d) => thread::park_timeout(d - now),
-                None => thread::park(),
-            }
         }
     }
 

@@ -1,0 +1,163 @@
+//! Quotas: accounts that cap what one client holds of a pool, and the book
+//! that says which account each charged buffer counts against.
+//!
+//! A buffer allocated through a quota is charged its slot's bytes (its size
+//! class, what it really holds of the pool), marked `SlotFlags::QUOTA`, and
+//! entered in the book by slot address; its release, whichever path it
+//! takes, credits the account and wakes the quota's head waiter. Buffers
+//! outside quotas never touch the book.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::PoolInner;
+use crate::mem::slot::{Slot, SlotFlags};
+use crate::waitlist::WaitList;
+
+/// Shards of the book: releases of different buffers rarely share a lock.
+const BOOK_SHARDS: usize = 16;
+
+/// One quota's cap and what its buffers hold.
+#[derive(Debug)]
+pub(crate) struct QuotaAccount {
+    /// The cap on `held`, in slot bytes.
+    pub(crate) limit: AtomicUsize,
+    /// Slot bytes of the account's live buffers, plus reservations of
+    /// allocations in progress; never above `limit` through a reservation.
+    pub(crate) held: AtomicUsize,
+    /// The account's live buffers.
+    pub(crate) buffers: AtomicUsize,
+    /// `QuotaExceeded` refusals.
+    pub(crate) refusals: AtomicU64,
+    /// Waits for this account's room, first come, first served.
+    pub(crate) room: WaitList,
+}
+
+impl QuotaAccount {
+    /// Reserves `charge` bytes if they fit under the cap; else returns
+    /// the bytes held.
+    pub(crate) fn reserve(&self, charge: usize) -> Result<(), usize> {
+        let limit = self.limit.load(Relaxed);
+        self.held
+            .fetch_update(Relaxed, Relaxed, |held| {
+                held.checked_add(charge).filter(|&n| n <= limit)
+            })
+            .map(drop)
+    }
+
+    /// Gives back a reservation (or a credited buffer's bytes), and wakes
+    /// the head waiter.
+    pub(crate) fn unreserve(&self, charge: usize) {
+        self.held.fetch_sub(charge, Relaxed);
+        self.room.wake_head();
+    }
+}
+
+/// Every live account of a pool, and which account each charged buffer
+/// counts against.
+#[derive(Debug)]
+pub(crate) struct QuotaBook {
+    /// Charged buffers by slot address, sharded by address.
+    charged: Box<[Mutex<HashMap<usize, Arc<QuotaAccount>>>]>,
+    /// Live accounts, to wake their waiters when the pool closes.
+    accounts: Mutex<Vec<Weak<QuotaAccount>>>,
+}
+
+impl Default for QuotaBook {
+    fn default() -> Self {
+        QuotaBook {
+            charged: (0..BOOK_SHARDS).map(|_| Mutex::default()).collect(),
+            accounts: Mutex::default(),
+        }
+    }
+}
+
+impl QuotaBook {
+    /// The shard of the buffer at `addr`.
+    fn shard(&self, addr: usize) -> &Mutex<HashMap<usize, Arc<QuotaAccount>>> {
+        // Slots are at least 64-byte aligned: mix the bits above that.
+        let h = (addr >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        &self.charged[h >> (usize::BITS - BOOK_SHARDS.trailing_zeros())]
+    }
+}
+
+impl PoolInner {
+    /// A new account capped at `limit` slot bytes, counted in the pool.
+    pub(crate) fn open_account(&self, limit: usize) -> Arc<QuotaAccount> {
+        let account = Arc::new(QuotaAccount {
+            limit: AtomicUsize::new(limit),
+            held: AtomicUsize::new(0),
+            buffers: AtomicUsize::new(0),
+            refusals: AtomicU64::new(0),
+            room: WaitList::default(),
+        });
+        let mut accounts = self.quotas.accounts.lock();
+        accounts.retain(|a| a.strong_count() != 0);
+        accounts.push(Arc::downgrade(&account));
+        self.counters.quotas.fetch_add(1, Relaxed);
+        account
+    }
+
+    /// A quota handle went; its account lives on while its buffers do.
+    pub(crate) fn close_account(&self, account: &Arc<QuotaAccount>) {
+        let mut accounts = self.quotas.accounts.lock();
+        accounts.retain(|a| a.strong_count() != 0 && !std::ptr::eq(a.as_ptr(), &**account));
+        self.counters.quotas.fetch_sub(1, Relaxed);
+    }
+
+    /// Wakes every waiter of every account (the pool closed).
+    pub(crate) fn wake_quota_waiters(&self) {
+        let accounts: Vec<_> = self
+            .quotas
+            .accounts
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for a in accounts {
+            a.room.wake_all();
+        }
+    }
+
+    /// The slot bytes a request of `max_size` would be charged (`small`:
+    /// as `allocate_buffer`), `None` when no class serves it.
+    pub(crate) fn charge_for(&self, max_size: usize, small: bool) -> Option<usize> {
+        let c = self.classes.class_for(max_size, small)?;
+        Some(self.classes.slot_bytes(c))
+    }
+
+    /// Charges the buffer in slot `s`, just allocated for a request whose
+    /// `charge` bytes `account` reserved, to that account.
+    pub(crate) fn charge(&self, s: &Slot, account: &Arc<QuotaAccount>, charge: usize) {
+        debug_assert_eq!(charge, self.classes.slot_bytes(s.class()));
+        let addr = s.data().as_ptr() as usize;
+        self.quotas
+            .shard(addr)
+            .lock()
+            .insert(addr, Arc::clone(account));
+        account.buffers.fetch_add(1, Relaxed);
+        self.counters.quota_bytes.fetch_add(charge, Relaxed);
+        // The buffer's owner is the only writer of its flags.
+        s.flags.store(s.flags.load() | SlotFlags::QUOTA);
+    }
+
+    /// The release of a buffer flagged `QUOTA` in slot `s`: credits its
+    /// account, and clears the flag.
+    #[cold]
+    pub(super) fn credit(&self, s: &Slot) {
+        s.flags.store(s.flags.load().without(SlotFlags::QUOTA));
+        let addr = s.data().as_ptr() as usize;
+        let Some(account) = self.quotas.shard(addr).lock().remove(&addr) else {
+            debug_assert!(false, "a QUOTA buffer is not in the book");
+            return;
+        };
+        let charge = self.classes.slot_bytes(s.class());
+        self.counters.quota_bytes.fetch_sub(charge, Relaxed);
+        account.buffers.fetch_sub(1, Relaxed);
+        account.unreserve(charge);
+    }
+}
