@@ -1,11 +1,15 @@
 //! Feature `bytes`: buffers become [`bytes::Bytes`] without a copy, for
-//! hyper bodies, tokio codecs and anything else that takes `Bytes`.
+//! hyper bodies, tokio codecs and anything else that takes `Bytes`; a
+//! [`PageBuffer`] is a [`bytes::BufMut`] (`buf_mut`), so tokio's `read_buf`
+//! fills it directly.
 //!
 //! Both conversions go through [`Bytes::from_owner`]: the `Bytes` points at
 //! the buffer's own page-aligned bytes and owns the buffer, so the slot
 //! returns to its pool when the last `Bytes` made from it (clones and slices
 //! included) drops. Until then the buffer counts as in use, and leak
 //! tracking still names its allocation site.
+
+mod buf_mut;
 
 use ::bytes::Bytes;
 
