@@ -6,11 +6,11 @@ use ::bytes::BufMut;
 
 use crate::buffer::PageBuffer;
 
-/// The spare bytes `[len(), max_len())` of `buf`.
+/// `len()` and the spare bytes `[len(), max_len())` of `buf`.
 #[inline]
-fn spare(buf: &mut PageBuffer) -> &mut [u8] {
+fn spare(buf: &mut PageBuffer) -> (usize, &mut [u8]) {
     let len = buf.len();
-    &mut buf.as_max_slice_mut()[len..]
+    (len, &mut buf.as_max_slice_mut()[len..])
 }
 
 /// The panic of a write or advance of `more` bytes past `max_len()`, raised
@@ -70,9 +70,9 @@ fn past_max(buf: &PageBuffer, more: usize) -> ! {
 /// [`max_len`]: PageBuffer::max_len
 /// [`len`]: PageBuffer::len
 // SAFETY: `remaining_mut` is the exact room left, `chunk_mut` is exactly
-// that room, and `advance_mut` moves `len()` by `cnt` or panics without
-// moving it, so `len() <= max_len()` always holds and every byte a caller
-// advances over lies inside the slot.
+// that room, and `advance_mut`, `put_slice` and `put_bytes` move `len()` by
+// at most that room or panic without moving it, so `len() <= max_len()`
+// always holds and every byte a caller advances over lies inside the slot.
 unsafe impl BufMut for PageBuffer {
     #[inline]
     fn remaining_mut(&self) -> usize {
@@ -83,19 +83,21 @@ unsafe impl BufMut for PageBuffer {
     /// become part of the contents.
     ///
     /// # Safety
-    /// As the trait requires: the caller has written the `cnt` bytes after
-    /// `len()`. (Every byte of the slot is initialised memory, so a call
-    /// that skips the writing exposes stale bytes, never uninitialised ones.)
+    /// - The caller has written the `cnt` bytes after `len()`, as the trait
+    ///   requires. (Every byte of the slot is initialised memory, so a call
+    ///   that skips the writing exposes stale bytes, never uninitialised
+    ///   ones.)
     ///
     /// # Panics
     /// When `cnt > remaining_mut()`; `len()` is unchanged then.
     #[inline]
     unsafe fn advance_mut(&mut self, cnt: usize) {
-        // `set_len` fails, changing nothing, past `max_len()` (and a sum that
-        // saturates is past it).
-        if self.set_len(self.len().saturating_add(cnt)).is_err() {
+        let len = self.len();
+        if cnt > self.max_len() - len {
             past_max(self, cnt);
         }
+        // SAFETY: `cnt <= max_len - len`, checked above.
+        unsafe { self.set_len_unchecked(len + cnt) };
     }
 
     #[inline]
@@ -103,29 +105,29 @@ unsafe impl BufMut for PageBuffer {
         // Safe code: the spare bytes are initialised `u8`s (fresh slots are
         // zeroed mappings, reused ones hold bytes written earlier), so they
         // can be lent as `&mut [u8]`, which `UninitSlice::new` accepts.
-        UninitSlice::new(spare(self))
+        UninitSlice::new(spare(self).1)
     }
 
     #[inline]
     fn put_slice(&mut self, src: &[u8]) {
         let n = src.len();
-        let Some(dst) = spare(self).get_mut(..n) else {
+        let (len, spare) = spare(self);
+        let Some(dst) = spare.get_mut(..n) else {
             past_max(self, n);
         };
         dst.copy_from_slice(src);
-        // SAFETY: the `n` bytes after `len()` were just written (and exist:
-        // `get_mut` checked `n <= remaining_mut()`).
-        unsafe { self.advance_mut(n) };
+        // SAFETY: `get_mut` checked `n <= max_len - len`.
+        unsafe { self.set_len_unchecked(len + n) };
     }
 
     #[inline]
     fn put_bytes(&mut self, val: u8, cnt: usize) {
-        let Some(dst) = spare(self).get_mut(..cnt) else {
+        let (len, spare) = spare(self);
+        let Some(dst) = spare.get_mut(..cnt) else {
             past_max(self, cnt);
         };
         dst.fill(val);
-        // SAFETY: the `cnt` bytes after `len()` were just written (and exist:
-        // `get_mut` checked `cnt <= remaining_mut()`).
-        unsafe { self.advance_mut(cnt) };
+        // SAFETY: `get_mut` checked `cnt <= max_len - len`.
+        unsafe { self.set_len_unchecked(len + cnt) };
     }
 }
