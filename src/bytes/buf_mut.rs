@@ -44,6 +44,10 @@ fn past_max(buf: &PageBuffer, more: usize) -> ! {
 ///   a panic). `read_buf` on a full buffer returns `Ok(0)` without reading
 ///   (check `remaining_mut()` to tell that from the end of the stream).
 ///
+/// To read the contents as a [`Buf`](::bytes::Buf), borrow them (`&buf[..]`:
+/// a `&[u8]` is a `Buf`) or freeze the buffer and take a
+/// [`SharedCursor`](crate::SharedCursor).
+///
 /// ```
 /// use bytes::BufMut;
 /// let pool = pagepool::BufferPool::new();
