@@ -131,6 +131,19 @@ impl PageBuffer {
         Ok(())
     }
 
+    /// Sets the length with no check and no `Result`, for the `BufMut`
+    /// writes, which check the room themselves.
+    ///
+    /// # Safety
+    /// `len <= max_len()`.
+    #[cfg(feature = "bytes")]
+    #[inline]
+    pub(crate) unsafe fn set_len_unchecked(&mut self, len: usize) {
+        debug_assert!(len <= self.max_len());
+        // `len <= max_len` (the caller's promise), which fits `u32`.
+        self.meta().len.store(len as u32, Relaxed);
+    }
+
     /// Sets the length to 0.
     #[inline]
     pub fn clear(&mut self) {

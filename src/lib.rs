@@ -24,6 +24,9 @@
 //!   canary red zones;
 //! - **a bounded wait**: [`BufferPool::allocate_page_size_buffer_timeout`]
 //!   waits for a release instead of failing when the cap is reached;
+//! - **`bytes`** (feature `bytes`): zero-copy `From` for `bytes::Bytes`,
+//!   `BufMut` for `PageBuffer` (tokio's `read_buf` fills a pooled buffer),
+//!   and `SharedCursor`, a `Buf` over a `SharedBuffer`;
 //! - **a C ABI** (feature `capi`, module `capi`): the same calls for C, with
 //!   HRESULT codes and validated handles, declared in `include/pagepool.h`.
 //!
@@ -107,6 +110,9 @@ pub mod metrics;
 pub mod prometheus;
 mod quota;
 
+#[cfg(feature = "bytes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "bytes")))]
+pub use crate::bytes::SharedCursor;
 pub use buffer::{PageBuffer, SharedBuffer};
 pub use buffer_pool::BufferPool;
 pub use builder::PoolBuilder;

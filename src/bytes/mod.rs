@@ -1,5 +1,8 @@
 //! Feature `bytes`: buffers become [`bytes::Bytes`] without a copy, for
-//! hyper bodies, tokio codecs and anything else that takes `Bytes`.
+//! hyper bodies, tokio codecs and anything else that takes `Bytes`; a
+//! [`PageBuffer`] is a [`bytes::BufMut`] (`buf_mut`), so tokio's `read_buf`
+//! fills it directly; a [`SharedCursor`] reads a [`SharedBuffer`] as a
+//! [`bytes::Buf`] (`cursor`).
 //!
 //! Both conversions go through [`Bytes::from_owner`]: the `Bytes` points at
 //! the buffer's own page-aligned bytes and owns the buffer, so the slot
@@ -7,9 +10,14 @@
 //! included) drops. Until then the buffer counts as in use, and leak
 //! tracking still names its allocation site.
 
+mod buf_mut;
+mod cursor;
+
 use ::bytes::Bytes;
 
 use crate::buffer::{PageBuffer, SharedBuffer};
+
+pub use cursor::SharedCursor;
 
 /// Hands the buffer's first `len()` bytes to a [`Bytes`] without copying
 /// them: the `Bytes` starts at [`PageBuffer::as_ptr`] (page-aligned) and owns
