@@ -69,7 +69,8 @@ impl Future for Allocate<'_> {
         let this = self.get_mut();
         let (pool, max_size, site, small) = (this.pool, this.max_size, this.site, this.small);
         let mut attempt = || pool.allocate_at(max_size, site, small);
-        pool.inner.poll_room(&mut this.wait, cx, &mut attempt)
+        pool.inner
+            .poll_room(&mut this.wait, cx, (max_size, small), &mut attempt)
     }
 }
 

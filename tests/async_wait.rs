@@ -82,6 +82,22 @@ fn resolves_at_once_under_a_bare_executor_when_there_is_room() {
 }
 
 #[test]
+fn a_request_no_empty_pool_could_hold_fails_at_once_instead_of_blocking_the_line() {
+    let page = page_size();
+    let (pool, _held) = full_pool("async-never");
+    // Sixteen pages and their guards never fit under a nine-page cap.
+    assert!(matches!(
+        futures_executor::block_on(pool.allocate_page_size_buffer_async(16 * page)),
+        Err(Error::Exhausted { .. })
+    ));
+    assert!(matches!(
+        pool.allocate_page_size_buffer_timeout(16 * page, Duration::from_secs(60)),
+        Err(Error::Exhausted { .. })
+    ));
+    assert_eq!(pool.stats().waiting, 0);
+}
+
+#[test]
 fn a_large_request_first_in_line_is_not_overtaken_by_smaller_ones() {
     let page = page_size();
     let (pool, mut held) = full_pool("async-fifo");

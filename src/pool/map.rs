@@ -95,6 +95,17 @@ impl PoolInner {
         Ok(SlotRef::new(first))
     }
 
+    /// Whether a request of `max_size` bytes (`small`: as
+    /// `allocate_buffer`) fits under the cap in a pool holding nothing else.
+    pub(super) fn could_fit(&self, max_size: usize, small: bool) -> bool {
+        let Some(limit) = self.max_bytes() else {
+            return true;
+        };
+        self.classes
+            .class_for(max_size, small)
+            .is_some_and(|idx| self.layout(idx).slots_within(limit) >= 1)
+    }
+
     /// How the slabs of class `idx` are laid out.
     fn layout(&self, idx: ClassIdx) -> Layout {
         Layout {

@@ -48,15 +48,19 @@ impl RoomWait {
 }
 
 impl PoolInner {
-    /// One poll of a wait for room: `attempt` is the allocation, tried at
-    /// once if no one waits, else (and after a refusal) only at this wait's
-    /// turn. `Pending` until `attempt` is not `Exhausted`; the pool's close
-    /// ends it with `Closed`. `cx`'s waker is woken when the turn comes or
-    /// room is made.
+    /// One poll of a wait for room: `attempt` is the allocation (of
+    /// `max_size` bytes; `small`: as `allocate_buffer`), tried at once if
+    /// no one waits, else (and after a refusal) only at this wait's turn.
+    /// `Pending` until `attempt` is not `Exhausted`, unless even an empty
+    /// pool could not hold the request under the cap (then the refusal
+    /// stands: waiting would block everyone behind it for ever); the pool's
+    /// close ends it with `Closed`. `cx`'s waker is woken when the turn
+    /// comes or room is made.
     pub(crate) fn poll_room<T>(
         self: &Arc<Self>,
         wait: &mut RoomWait,
         cx: &mut Context<'_>,
+        (max_size, small): (usize, bool),
         attempt: &mut dyn FnMut() -> Result<T, Error>,
     ) -> Poll<Result<T, Error>> {
         if self.is_closed() {
@@ -79,7 +83,7 @@ impl PoolInner {
             &mut wait.ticket,
             cx,
             &mut in_turn,
-            |e| matches!(e, Error::Exhausted { .. }),
+            |e| matches!(e, Error::Exhausted { .. }) && self.could_fit(max_size, small),
             on_join,
         );
         if polled.is_ready() {
