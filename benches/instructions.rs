@@ -10,7 +10,9 @@
 //! | case | what one cycle is |
 //! |---|---|
 //! | `default/4KiB` | `BufferPool` defaults, Prometheus recorder installed: `allocate_page_size_buffer(4096)`, write the first byte, drop |
+//! | `default/4KiB_async` | the same, through `allocate_page_size_buffer_async(4096)` polled once with a no-op waker |
 //! | `bare/4KiB` | no guard pages, `DebugLevel::Off`, `LeakTracking::Off`, metrics off; the same cycle |
+//! | `bare/4KiB_async` | bare, through the async call polled once |
 //! | `default/1500B_page` | defaults: `allocate_page_size_buffer(1500)` (a slack canary to check) |
 //! | `default/1500B_packet` | defaults: `allocate_buffer(1500)` (a small class, red zones) |
 //!
@@ -20,8 +22,11 @@
 //!
 //! Needs `valgrind` on the `PATH`; without it the bench says so and exits 0.
 
+use std::future::Future;
 use std::hint::black_box;
+use std::pin::pin;
 use std::process::Command;
+use std::task::{Context, Poll, Waker};
 
 use pagepool::{BufferPool, DebugLevel, LeakTracking};
 
@@ -33,9 +38,11 @@ const WARM_UP: u32 = 10_000;
 /// The environment variable that makes this binary run one case.
 const CASE_VAR: &str = "PAGEPOOL_INSTRUCTIONS_CASE";
 
-const CASES: [&str; 4] = [
+const CASES: [&str; 6] = [
     "default/4KiB",
+    "default/4KiB_async",
     "bare/4KiB",
+    "bare/4KiB_async",
     "default/1500B_page",
     "default/1500B_packet",
 ];
@@ -111,30 +118,53 @@ fn run_case(case: &str) {
         other => panic!("unknown configuration {other}"),
     }
     .expect("a valid configuration");
-    let (bytes, packet) = match size {
-        "4KiB" => (4096, false),
-        "1500B_page" => (1500, false),
-        "1500B_packet" => (1500, true),
+    let (bytes, call) = match size {
+        "4KiB" => (4096, Call::Page),
+        "4KiB_async" => (4096, Call::PageAsync),
+        "1500B_page" => (1500, Call::Page),
+        "1500B_packet" => (1500, Call::Packet),
         other => panic!("unknown size {other}"),
     };
-    warm_up(&pool, bytes, packet);
-    measured_cycles(&pool, bytes, packet, CYCLES);
+    warm_up(&pool, bytes, call);
+    measured_cycles(&pool, bytes, call, CYCLES);
+}
+
+/// Which allocation a case calls.
+#[derive(Clone, Copy, PartialEq)]
+enum Call {
+    /// `allocate_page_size_buffer`.
+    Page,
+    /// `allocate_page_size_buffer_async`, polled once with a no-op waker.
+    PageAsync,
+    /// `allocate_buffer`.
+    Packet,
 }
 
 #[inline(never)]
-fn warm_up(pool: &BufferPool, size: usize, packet: bool) {
-    measured_cycles_inner(pool, size, packet, WARM_UP);
+fn warm_up(pool: &BufferPool, size: usize, call: Call) {
+    measured_cycles_inner(pool, size, call, WARM_UP);
 }
 
 /// The collected function: `n` cycles.
 #[inline(never)]
-fn measured_cycles(pool: &BufferPool, size: usize, packet: bool, n: u32) {
-    measured_cycles_inner(pool, size, packet, n);
+fn measured_cycles(pool: &BufferPool, size: usize, call: Call, n: u32) {
+    measured_cycles_inner(pool, size, call, n);
 }
 
 #[inline(always)]
-fn measured_cycles_inner(pool: &BufferPool, size: usize, packet: bool, n: u32) {
-    if packet {
+fn measured_cycles_inner(pool: &BufferPool, size: usize, call: Call, n: u32) {
+    if call == Call::PageAsync {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..n {
+            let mut wait = pin!(pool.allocate_page_size_buffer_async(black_box(size)));
+            let Poll::Ready(got) = wait.as_mut().poll(&mut cx) else {
+                panic!("a warm pool has room");
+            };
+            let mut buf = got.expect("room");
+            buf.as_max_slice_mut()[0] = 1;
+            black_box(&buf);
+        }
+    } else if call == Call::Packet {
         for _ in 0..n {
             let mut buf = pool.allocate_buffer(black_box(size)).expect("room");
             buf.as_max_slice_mut()[0] = 1;

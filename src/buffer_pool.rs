@@ -163,6 +163,7 @@ impl BufferPool {
     /// except that `Exhausted` waits instead; [`Error::Closed`] when the pool
     /// is closed, before or during the wait.
     #[track_caller]
+    #[inline]
     pub fn allocate_page_size_buffer_async(&self, max_size: usize) -> Allocate<'_> {
         Allocate::new(self, max_size, Location::caller(), false)
     }
@@ -183,6 +184,7 @@ impl BufferPool {
     /// # Errors
     /// As for [`allocate_page_size_buffer_async`](Self::allocate_page_size_buffer_async).
     #[track_caller]
+    #[inline]
     pub fn allocate_buffer_async(&self, max_size: usize) -> Allocate<'_> {
         Allocate::new(self, max_size, Location::caller(), true)
     }

@@ -45,6 +45,7 @@ pub struct Allocate<'a> {
 }
 
 impl<'a> Allocate<'a> {
+    #[inline]
     pub(crate) fn new(
         pool: &'a BufferPool,
         max_size: usize,
@@ -64,19 +65,45 @@ impl<'a> Allocate<'a> {
 impl Future for Allocate<'_> {
     type Output = Result<PageBuffer, Error>;
 
+    // Always: the first try is the immediate call's inlined fast path; the
+    // rest is out of line in `wait_for_room`.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is `Unpin`.
         let this = self.get_mut();
         let (pool, max_size, site, small) = (this.pool, this.max_size, this.site, this.small);
+        // The common case, as cheap as the immediate call: room now. (With
+        // others waiting, the try is refused by the pool's gate, and the
+        // request queues behind them.)
+        if !this.wait.is_waiting() {
+            match pool.allocate_at(max_size, site, small) {
+                Ok(buf) => return Poll::Ready(Ok(buf)),
+                Err(Error::Exhausted { .. }) => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        this.wait_for_room(cx)
+    }
+}
+
+impl Allocate<'_> {
+    /// `poll` past the first try: the pool's queue.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<PageBuffer, Error>> {
+        let (pool, max_size, site, small) = (self.pool, self.max_size, self.site, self.small);
         let mut attempt = || pool.allocate_at(max_size, site, small);
         pool.inner
-            .poll_room(&mut this.wait, cx, (max_size, small), &mut attempt)
+            .poll_room(&mut self.wait, cx, (max_size, small), &mut attempt)
     }
 }
 
 impl Drop for Allocate<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.pool.inner.end_wait(&mut self.wait);
+        if self.wait.is_waiting() {
+            self.pool.inner.end_wait(&mut self.wait);
+        }
     }
 }
 

@@ -372,14 +372,21 @@ impl Future for QuotaAllocate<'_> {
             }
             let (max_size, small) = (this.max_size, this.small);
             let cap = account.limit.load(Relaxed);
-            let polled = account.room.poll_turn(
-                &mut this.ticket,
-                cx,
-                &mut |in_turn| quota.reserve(max_size, small, in_turn),
-                // A request over the whole cap would wait for ever.
-                |e| matches!(e, Error::QuotaExceeded { charge, .. } if *charge <= cap),
-                || {},
-            );
+            // A request over the whole cap would wait for ever.
+            let refused =
+                |e: &Error| matches!(e, Error::QuotaExceeded { charge, .. } if *charge <= cap);
+            let first = (this.ticket.is_none() && !account.room.any_relaxed())
+                .then(|| quota.reserve(max_size, small, false));
+            let polled = match first {
+                Some(got) if !got.as_ref().is_err_and(refused) => Poll::Ready(got),
+                _ => account.room.poll_turn(
+                    &mut this.ticket,
+                    cx,
+                    &mut || quota.reserve(max_size, small, true),
+                    refused,
+                    || {},
+                ),
+            };
             match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {

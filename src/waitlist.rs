@@ -132,30 +132,24 @@ impl WaitList {
         }
     }
 
-    /// One poll of a wait in this list for something `attempt` tries to
-    /// take: at once if no one waits (`attempt(false)`), else only in turn
-    /// (`attempt(true)`, after joining with `cx`'s waker if `ticket` was
-    /// empty; `on_join` runs then). `Pending` while `attempt` fails with an
-    /// error `refused` accepts. Any other result ends the wait: the caller
-    /// then leaves with [`leave_with`](Self::leave_with), as it must when it
-    /// drops the wait (`ticket` says whether it is in the list).
+    /// One poll of a wait in this list, made after its first try was
+    /// refused (or found others waiting): joins with `cx`'s waker if
+    /// `ticket` is empty (`on_join` runs then), and in turn tries
+    /// `attempt`. `Pending` while `attempt` fails with an error `refused`
+    /// accepts. Any other result ends the wait: the caller then leaves with
+    /// [`leave_with`](Self::leave_with), as it must when it drops the wait
+    /// (`ticket` says whether it is in the list).
     pub(crate) fn poll_turn<T, E>(
         &self,
         ticket: &mut Option<Ticket>,
         cx: &mut Context<'_>,
-        attempt: &mut dyn FnMut(bool) -> Result<T, E>,
+        attempt: &mut dyn FnMut() -> Result<T, E>,
         refused: impl Fn(&E) -> bool,
         on_join: impl FnOnce(),
     ) -> Poll<Result<T, E>> {
         let t = match *ticket {
             Some(t) => t,
             None => {
-                if !self.any_relaxed() {
-                    match attempt(false) {
-                        Err(e) if refused(&e) => {}
-                        other => return Poll::Ready(other),
-                    }
-                }
                 let t = self.join(cx.waker());
                 *ticket = Some(t);
                 on_join();
@@ -165,7 +159,7 @@ impl WaitList {
         if !self.is_turn(t, cx.waker()) {
             return Poll::Pending;
         }
-        match attempt(true) {
+        match attempt() {
             Err(e) if refused(&e) => Poll::Pending,
             other => Poll::Ready(other),
         }

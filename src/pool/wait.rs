@@ -42,15 +42,17 @@ pub(crate) struct RoomWait {
 
 impl RoomWait {
     /// Whether the wait is in the list.
+    #[inline(always)]
     pub(crate) fn is_waiting(&self) -> bool {
         self.ticket.is_some()
     }
 }
 
 impl PoolInner {
-    /// One poll of a wait for room: `attempt` is the allocation (of
-    /// `max_size` bytes; `small`: as `allocate_buffer`), tried at once if
-    /// no one waits, else (and after a refusal) only at this wait's turn.
+    /// One poll of a wait for room, once its first try was refused or found
+    /// others waiting (`take_slow`'s gate): `attempt` is the
+    /// allocation (of `max_size` bytes; `small`: as `allocate_buffer`),
+    /// tried only at this wait's turn.
     /// `Pending` until `attempt` is not `Exhausted`, unless even an empty
     /// pool could not hold the request under the cap (then the refusal
     /// stands: waiting would block everyone behind it for ever); the pool's
@@ -67,8 +69,8 @@ impl PoolInner {
             self.end_wait(wait);
             return Poll::Ready(Err(Error::Closed));
         }
-        let mut in_turn = |head: bool| {
-            HEAD_TRY.with(|h| h.set(head));
+        let mut in_turn = || {
+            HEAD_TRY.with(|h| h.set(true));
             let got = attempt();
             HEAD_TRY.with(|h| h.set(false));
             got
