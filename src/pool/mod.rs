@@ -7,6 +7,7 @@
 //! | `allocate` | taking a slot for a buffer, stamping it, the sampled duties |
 //! | `release` | giving a buffer's slot back, with its checks and detours |
 //! | `map` | mapping slabs under the cap, trimming idle ones, flushing caches |
+//! | `events` | subscribing to a live pool's slab events, and leaving |
 //! | `wait` | waiting for room when the cap is reached |
 //! | `quarantine` | sealing released slots and letting them go |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
@@ -15,6 +16,7 @@
 
 mod allocate;
 mod close;
+mod events;
 mod leak;
 mod map;
 mod quarantine;
