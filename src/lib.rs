@@ -26,6 +26,9 @@
 //!   waits for a release instead of failing when the cap is reached;
 //! - **a C ABI** (feature `capi`, module `capi`): the same calls for C, with
 //!   HRESULT codes and validated handles, declared in `include/pagepool.h`.
+//! - **io_uring registered buffers** (feature `io-uring`, Linux, module
+//!   `uring`): pooled slots kept in a ring's fixed-buffer table as slabs
+//!   come and go, for `READ_FIXED` / `WRITE_FIXED`.
 //!
 //! ```
 //! use pagepool::{BufferPool, Error};
@@ -103,6 +106,9 @@ pub mod metrics;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "io-uring", target_os = "linux"))))]
+pub mod uring;
 
 pub use buffer::{PageBuffer, SharedBuffer};
 pub use buffer_pool::BufferPool;
