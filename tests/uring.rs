@@ -428,3 +428,60 @@ fn threads_read_verify_and_trim_under_the_registry() {
     assert_eq!(stats.registered + stats.free, 64);
     eprintln!("RAN stress: {fixed} of 1200 reads READ_FIXED");
 }
+
+/// Does nothing: its point is to interrupt system calls (no `SA_RESTART`).
+extern "C" fn on_signal(_: libc::c_int) {}
+
+/// Signals that interrupt `read_fixed`'s wait (`io_uring_enter` returns
+/// `EINTR` with the read in flight) are waited out: every read completes
+/// into its buffer, contents intact, before the call returns.
+#[test]
+fn interrupted_waits_are_waited_out() {
+    let Some((temp, file)) = direct_file("eintr", 32 << 20) else {
+        return;
+    };
+    let pool = pool("uring-eintr");
+    let Some(reg) = registry("eintr", &pool, Registry::builder()) else {
+        return;
+    };
+    // SAFETY: `sigaction` is plain data (all zeroes valid); the handler is
+    // async-signal-safe (it does nothing), and without SA_RESTART blocking
+    // calls of the signalled thread return EINTR.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, ptr::null_mut()), 0);
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            // SAFETY: `pthread_self` has no preconditions.
+            tx.send(unsafe { libc::pthread_self() }).unwrap();
+            let a = file.alignment();
+            for round in 0..200usize {
+                let mut buf = pool.allocate_page_size_buffer(1 << 20).unwrap();
+                assert!(buf.fixed_index(&reg).is_some());
+                let offset = round * 7 % 31 * (1 << 20) + round % 5 * a;
+                let n = reg.read_fixed(&file, &mut buf, offset as u64).unwrap();
+                assert_eq!(n, 1 << 20);
+                assert!(buf[..] == temp.bytes[offset..offset + n], "round {round}");
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        })
+    };
+    let thread = rx.recv().unwrap();
+    let mut sent = 0u32;
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        // SAFETY: the thread is alive until `done`; SIGUSR2 has a handler.
+        // A signal sent just as it exits is harmless: `join` below waits
+        // for it, and `pthread_kill` on an exiting thread only fails.
+        unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+        sent += 1;
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+    reader.join().unwrap();
+    eprintln!("RAN eintr: {sent} signals during 200 reads");
+}
