@@ -305,9 +305,7 @@ fn main() {
             );
         }
         let Bench {
-            registry: r,
-            rt: t,
-            ..
+            registry: r, rt: t, ..
         } = bench;
         registry = r;
         rt = t;
