@@ -24,6 +24,27 @@ use pagepool::uring::{self, Registry, RegistryBuilder};
 use pagepool::{page_size, BufferPool, Error};
 use std::os::fd::AsRawFd;
 
+/// Log lines written by a `tracing_subscriber::fmt` subscriber.
+#[derive(Clone, Default)]
+struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Log {
+    type Writer = Log;
+    fn make_writer(&'a self) -> Log {
+        self.clone()
+    }
+}
+
 /// A file removed on drop.
 struct TempFile {
     path: PathBuf,
@@ -244,7 +265,8 @@ fn mapped_slabs_join_and_trimmed_slabs_leave_the_table() {
 }
 
 /// A table smaller than the slab: the first slots get entries, the rest
-/// are read with plain `IORING_OP_READ`, just as correctly.
+/// are read with plain `IORING_OP_READ`, just as correctly, and the slab
+/// that did not fit is reported through `tracing`.
 #[test]
 fn slots_beyond_the_table_are_read_unregistered() {
     let Some((temp, file)) = direct_file("overflow", 2 << 20) else {
@@ -255,10 +277,23 @@ fn slots_beyond_the_table_are_read_unregistered() {
         return;
     };
     // More buffers than one slab's slots, so every slot of the first slab
-    // (whichever of them the table covers) is handed out.
-    let mut bufs: Vec<_> = (0..160)
-        .map(|_| pool.allocate_page_size_buffer(16 << 10).unwrap())
-        .collect();
+    // (whichever of them the table covers) is handed out. The slabs are
+    // mapped on this thread, under a subscriber that keeps the warnings.
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .finish();
+    let mut bufs: Vec<_> = tracing::subscriber::with_default(subscriber, || {
+        (0..160)
+            .map(|_| pool.allocate_page_size_buffer(16 << 10).unwrap())
+            .collect()
+    });
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logged.contains("WARN") && logged.contains("the io_uring buffer table is full"),
+        "a warning for the slab that does not fit: {logged:?}"
+    );
     let registered = bufs
         .iter()
         .filter(|b| b.fixed_index(&reg).is_some())

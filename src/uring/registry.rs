@@ -47,6 +47,23 @@ use crate::{BufferPool, Error, PageBuffer};
 /// lock held, on the mapping or trimming thread; they never wait for a
 /// ring's queue lock.
 ///
+/// What registration costs:
+/// - the kernel faults in and pins every page of a registered slot when
+///   its slab is mapped: with a registry, a pool's slots are resident from
+///   the start (up to the table's size), not when first written, and the
+///   allocation that maps a slab pays for that. [`BufferPool::trim`] gives
+///   them back (entries are cleared, then the slab unmapped);
+/// - pinned pages count as locked memory (`RLIMIT_MEMLOCK`) for a process
+///   without `CAP_IPC_LOCK`: past the limit the kernel refuses the update
+///   (`ENOMEM`), and those slots stay unregistered, with a warning;
+/// - after `fork`, the kernel copies pinned pages for the child at once
+///   rather than on write.
+///
+/// Guard pages are never registered, so they fault as before; the
+/// quarantine's sealing (`mprotect`) does not stop the kernel from writing
+/// a registered slot through its pin, which only an `unsafe` submission of
+/// your own naming a released buffer's index could do.
+///
 /// ```
 /// use pagepool::{uring::{self, Registry}, BufferPool};
 ///
@@ -378,9 +395,13 @@ impl Table {
                     let undone =
                         unsafe { submitter.register_buffers_update(first.into(), &empty, None) };
                     if undone.is_err() {
-                        // The entry keeps pointing at memory that stays
-                        // mapped for now; the caller retires the indices
-                        // (`Retire`), so no buffer ever names them.
+                        // A ring keeps these entries, pointing at slots that
+                        // will be unmapped some day without them being
+                        // cleared. The kernel holds its own pin on the pages,
+                        // so nothing the process maps later is reachable
+                        // through them; and the caller retires the indices
+                        // (`Retire`), so no buffer and no `read_fixed` ever
+                        // names them.
                         return Err(io::Error::new(e.kind(), Retire(e)));
                     }
                 }
@@ -457,7 +478,9 @@ impl SlabEvents for Table {
             // SAFETY: each iovec is exactly one slot of this slab, inside its
             // mapping and never a guard page, readable and writable from now
             // until `unmapped` for this slab, which clears the entries before
-            // the memory goes (`SlabDesc::slots`, the `SlabEvents` contract).
+            // the memory goes (`SlabDesc::slots`, the `SlabEvents` contract),
+            // or, should the kernel refuse to clear them, retires their
+            // indices (see there: the kernel's pin keeps the pages).
             match unsafe { self.set(first, &iovecs) } {
                 Ok(()) => {
                     for (k, &i) in members.iter().enumerate() {
@@ -515,8 +538,11 @@ impl SlabEvents for Table {
                 }
                 Err(e) => {
                     // Some ring may still point these entries at the slab's
-                    // pages: never hand them out again. The pages stay pinned
-                    // (not reachable through any buffer) until the ring closes.
+                    // pages, which go now: the kernel's pin keeps them (as
+                    // orphans, not in the process's mapping) until the ring
+                    // closes, so the process's memory is safe, and the
+                    // indices are never handed out again, so nothing of ours
+                    // names them.
                     tracing::warn!(
                         pool = %slab.pool,
                         entries = members.len(),

@@ -5,7 +5,10 @@
 //! The buffer table is updated through the ring's `io_uring_register`
 //! calls, which the kernel serialises itself, so slab events (raised on
 //! whichever thread maps or trims) never wait for this lock; only the
-//! queues do.
+//! queues do. For the same reason the rings are set up without
+//! `IORING_SETUP_SINGLE_ISSUER` (and so without `DEFER_TASKRUN`): on such a
+//! ring the kernel refuses register calls from any other thread than the
+//! submitter (`EEXIST`).
 
 use std::collections::VecDeque;
 use std::fmt;
