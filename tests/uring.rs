@@ -520,3 +520,55 @@ fn interrupted_waits_are_waited_out() {
     reader.join().unwrap();
     eprintln!("RAN eintr: {sent} signals during 200 reads");
 }
+
+/// When the kernel refuses table updates (here because the table was
+/// unregistered behind the registry's back, through the ring's submitter),
+/// newly mapped slots stay unregistered and are read plainly, entries that
+/// cannot be cleared are retired, both with a warning, and nothing breaks.
+#[test]
+fn refused_updates_leave_slots_unregistered_and_retire_entries() {
+    let Some((temp, file)) = direct_file("refused", 4 << 20) else {
+        return;
+    };
+    let pool = pool("uring-refused");
+    let Some(reg) = registry("refused", &pool, Registry::builder()) else {
+        return;
+    };
+    let early = pool.allocate_page_size_buffer(8192).unwrap();
+    assert!(early.fixed_index(&reg).is_some());
+    let before = reg.stats();
+    {
+        let ring = reg.ring(0).unwrap().lock().unwrap();
+        ring.submitter().unregister_buffers().unwrap();
+    }
+    let log = Log::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        // A new class: its slab's update is refused.
+        let mut late = pool.allocate_page_size_buffer(128 << 10).unwrap();
+        assert_eq!(late.fixed_index(&reg), None, "refused, so unregistered");
+        assert_eq!(reg.read_fixed(&file, &mut late, 4096).unwrap(), 128 << 10);
+        assert!(late[..] == temp.bytes[4096..4096 + (128 << 10)]);
+        assert!(reg.stats().unregistered > 0);
+        // Trimming the first slab: its entries cannot be cleared, so they
+        // are retired, never handed out again.
+        drop((early, late));
+        assert!(pool.trim() > 0);
+    });
+    let after = reg.stats();
+    assert_eq!(after.registered, 0);
+    assert_eq!(after.retired, before.registered);
+    assert_eq!(after.free + after.retired, reg.table_size() as usize);
+    assert_eq!(after.unregistered, 0, "both slabs are gone");
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    for needle in [
+        "the kernel refused to register slots",
+        "the kernel refused to clear io_uring buffer entries",
+    ] {
+        assert!(logged.contains(needle), "{needle:?} in {logged:?}");
+    }
+    eprintln!("RAN refused");
+}
