@@ -59,9 +59,9 @@ use crate::Error;
 /// the largest, and default, [`table_size`](RegistryBuilder::table_size).
 pub const MAX_TABLE_SIZE: u32 = 1 << 14;
 
-/// The `user_data` of the entries [`Registry::read_fixed`] submits; give
-/// your own entries other values, or `read_fixed` takes their completion
-/// for its own.
+/// The `user_data` of the entries [`Registry::read_fixed`] submits. Your
+/// own entries on a registry's ring must carry other values: that is part
+/// of the contract of pushing them ([`RingGuard::submission`]).
 pub const READ_USER_DATA: u64 = u64::MAX - 0x7061_6765;
 
 /// Whether `e`, from building a [`Registry`], says io_uring cannot be used

@@ -28,9 +28,12 @@ impl Registry {
     /// `IORING_OP_READ`. The call waits for the completion on the calling
     /// thread: the kernel is done with the buffer when it returns, whatever
     /// it returns (interrupted waits, `EINTR`, `EAGAIN` and `EBUSY`, are
-    /// waited again). It uses a ring no other thread holds, or waits for
-    /// the calling thread's usual one; completions of your own submissions
-    /// that it reaps are kept for [`RingGuard::pop_completion`].
+    /// waited again; a ring that kept refusing the wait with the read in
+    /// flight would keep this thread waiting, since returning then would
+    /// hand back a buffer the kernel may still write). It uses a ring no
+    /// other thread holds, or waits for the calling thread's usual one;
+    /// completions of your own submissions that it reaps are kept for
+    /// [`RingGuard::pop_completion`].
     ///
     /// # Errors
     /// As [`DirectFile::read_at`]: the alignment checks first (kind

@@ -150,10 +150,18 @@ impl fmt::Debug for Ring {
 }
 
 impl RingGuard<'_> {
-    /// The submission queue. Pushing an entry is `unsafe` (the `io-uring`
-    /// crate's [`push`](io_uring::SubmissionQueue::push)): the memory it
-    /// names must stay valid until its completion is reaped. The queue's
-    /// tail is published when the returned value drops.
+    /// The submission queue. The queue's tail is published when the
+    /// returned value drops.
+    ///
+    /// Pushing an entry is `unsafe` (the `io-uring` crate's
+    /// [`push`](io_uring::SubmissionQueue::push)), and on a registry's ring
+    /// its contract has one more item:
+    /// - the memory the entry names stays valid until its completion is
+    ///   reaped (the crate's rule);
+    /// - its `user_data` is not [`READ_USER_DATA`](super::READ_USER_DATA):
+    ///   [`Registry::read_fixed`](super::Registry::read_fixed) knows its
+    ///   own completion by that tag, and would take yours for it and return
+    ///   while its read is still in flight.
     pub fn submission(&mut self) -> io_uring::SubmissionQueue<'_> {
         // SAFETY: the queue lock, held by `self` and borrowed mutably here,
         // makes this the only `SubmissionQueue` of the ring: every other
