@@ -14,6 +14,7 @@
 //! | file | concept |
 //! |---|---|
 //! | `mod` | this overview, [`is_unavailable`], the limits |
+//! | `builder` | [`RegistryBuilder`]: the settings, checked, and the rings set up |
 //! | `registry` | [`Registry`]: the sparse table kept in step with slab events, [`PageBuffer::fixed_index`](crate::PageBuffer::fixed_index) |
 //! | `ring` | [`Ring`] and [`RingGuard`]: one ring and the lock over its queues |
 //! | `read` | [`Registry::read_fixed`]: `O_DIRECT` + `READ_FIXED` into a pooled buffer |
@@ -46,22 +47,34 @@
 //! an entry is `unsafe` as in the `io-uring` crate (the buffer must outlive
 //! the operation).
 
+mod builder;
 mod read;
 mod registry;
 mod ring;
 
-pub use registry::{Registry, RegistryBuilder, RegistryStats};
+pub use builder::RegistryBuilder;
+pub use registry::{Registry, RegistryStats};
 pub use ring::{Ring, RingGuard};
 
 use crate::Error;
 
 /// The kernel's limit on registered buffers per ring (`IORING_MAX_REG_BUFFERS`):
 /// the largest, and default, [`table_size`](RegistryBuilder::table_size).
+///
+/// ```
+/// assert_eq!(pagepool::uring::MAX_TABLE_SIZE, 16_384);
+/// ```
 pub const MAX_TABLE_SIZE: u32 = 1 << 14;
 
 /// The `user_data` of the entries [`Registry::read_fixed`] submits. Your
 /// own entries on a registry's ring must carry other values: that is part
 /// of the contract of pushing them ([`RingGuard::submission`]).
+///
+/// ```
+/// use io_uring::opcode;
+/// let mine = opcode::Nop::new().build().user_data(1);
+/// assert_ne!(mine.get_user_data(), pagepool::uring::READ_USER_DATA);
+/// ```
 pub const READ_USER_DATA: u64 = u64::MAX - 0x7061_6765;
 
 /// Whether `e`, from building a [`Registry`], says io_uring cannot be used

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use super::builder::RegistryBuilder;
 use super::ring::Ring;
-use super::MAX_TABLE_SIZE;
 use crate::mem::slabs::{SlabDesc, SlabEvents};
 use crate::pool::PoolInner;
 use crate::{BufferPool, Error, PageBuffer};
@@ -36,7 +36,7 @@ use crate::{BufferPool, Error, PageBuffer};
 ///   aligned for `O_DIRECT`; their reads use plain `IORING_OP_READ`;
 /// - one entry per slot, covering the whole slot (`slot_len()` bytes);
 /// - as many slots as the table holds ([`table_size`](RegistryBuilder::table_size),
-///   at most [`MAX_TABLE_SIZE`]): the rest stay unregistered
+///   at most [`MAX_TABLE_SIZE`](super::MAX_TABLE_SIZE)): the rest stay unregistered
 ///   ([`PageBuffer::fixed_index`] is `None`) and still work with plain
 ///   reads. A warning is logged (`tracing`) for each slab that does not
 ///   fit, and for each table update the kernel refuses (e.g. `ENOMEM` past
@@ -90,29 +90,8 @@ pub struct Registry {
     pub(super) pool: Arc<PoolInner>,
 }
 
-/// Settings of a [`Registry`]: number of rings, their queue depth, and the
-/// table size.
-///
-/// ```
-/// use pagepool::uring::{self, Registry};
-///
-/// let pool = pagepool::BufferPool::new();
-/// let registry = Registry::builder().rings(2).entries(32).table_size(1024).build(&pool);
-/// match registry {
-///     Ok(r) => assert_eq!((r.rings(), r.table_size()), (2, 1024)),
-///     Err(e) if uring::is_unavailable(&e) => {}
-///     Err(e) => return Err(e.into()),
-/// }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone)]
-pub struct RegistryBuilder {
-    rings: usize,
-    entries: u32,
-    table_size: u32,
-}
-
-/// Counts of a [`Registry`]'s table, from [`Registry::stats`].
+/// Counts of a [`Registry`]'s table, from [`Registry::stats`] (an example
+/// is there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RegistryStats {
@@ -128,74 +107,17 @@ pub struct RegistryStats {
     pub free: usize,
 }
 
-impl Default for RegistryBuilder {
-    fn default() -> Self {
-        RegistryBuilder {
-            rings: 1,
-            entries: 64,
-            table_size: MAX_TABLE_SIZE,
-        }
-    }
-}
-
-impl RegistryBuilder {
-    /// How many rings (default 1, at most 64). Each has the same table;
-    /// [`Registry::read_fixed`] uses a free one, so up to this many threads
-    /// read at once.
-    pub fn rings(mut self, rings: usize) -> Self {
-        self.rings = rings;
-        self
-    }
-
-    /// Submission queue entries of each ring (default 64, 1 to 32,768).
-    pub fn entries(mut self, entries: u32) -> Self {
-        self.entries = entries;
-        self
-    }
-
-    /// Entries of the registered-buffer table (default and maximum
-    /// [`MAX_TABLE_SIZE`], 16,384, the kernel's limit). Each entry is one
-    /// slot; slots beyond it stay unregistered.
-    pub fn table_size(mut self, table_size: u32) -> Self {
-        self.table_size = table_size;
-        self
-    }
-
-    /// Sets up the rings, registers a sparse table in each, and subscribes
-    /// to `pool`'s slabs (registering the slots already mapped).
-    ///
-    /// # Errors
-    /// - [`Error::InvalidConfig`] for a setting out of range;
-    /// - [`Error::Os`] when the kernel refuses: `io_uring_setup` with
-    ///   `ENOSYS` (no io_uring) or `EPERM` (disabled by
-    ///   `kernel.io_uring_disabled` or a seccomp filter), which
-    ///   [`is_unavailable`](super::is_unavailable) recognises; `EINVAL` from
-    ///   the sparse registration on kernels before 5.19.
-    pub fn build(self, pool: &BufferPool) -> Result<Registry, Error> {
-        if !(1..=64).contains(&self.rings) {
-            return Err(Error::InvalidConfig("uring: rings must be 1 to 64"));
-        }
-        if !(1..=32_768).contains(&self.entries) {
-            return Err(Error::InvalidConfig("uring: entries must be 1 to 32768"));
-        }
-        if !(1..=MAX_TABLE_SIZE).contains(&self.table_size) {
-            return Err(Error::InvalidConfig("uring: table_size must be 1 to 16384"));
-        }
-        let rings = (0..self.rings)
-            .map(|_| {
-                let ring = Ring::new(self.entries)?;
-                ring.uring()
-                    .submitter()
-                    .register_buffers_sparse(self.table_size)?;
-                Ok(ring)
-            })
-            .collect::<io::Result<Vec<Ring>>>()
-            .map_err(Error::Os)?;
+impl Registry {
+    /// A registry over `rings`, each with a sparse table of `size`
+    /// entries, subscribed to `pool`'s slabs (the slots already mapped are
+    /// registered now).
+    pub(super) fn start(pool: &BufferPool, rings: Vec<Ring>, size: u32) -> Registry {
         // Index 0 is handed out first, so a fresh slab gets one run.
-        let free = (0..self.table_size as u16).rev().collect();
+        // `size <= MAX_TABLE_SIZE` fits `u16`.
+        let free = (0..size as u16).rev().collect();
         let core = Arc::new(Table {
             rings: rings.into_boxed_slice(),
-            size: self.table_size,
+            size,
             state: RwLock::new(State {
                 slabs: BTreeMap::new(),
                 free,
@@ -205,17 +127,26 @@ impl RegistryBuilder {
         });
         let subscriber: Arc<dyn SlabEvents> = core.clone();
         pool.inner.subscribe(Arc::clone(&subscriber));
-        Ok(Registry {
+        Registry {
             core,
             subscriber,
             pool: Arc::clone(&pool.inner),
-        })
+        }
     }
-}
 
-impl Registry {
     /// A registry of one ring of 64 entries and a table of
-    /// [`MAX_TABLE_SIZE`] entries on `pool`; see [`RegistryBuilder::build`].
+    /// [`MAX_TABLE_SIZE`](super::MAX_TABLE_SIZE) entries on `pool`; see
+    /// [`RegistryBuilder::build`].
+    ///
+    /// ```
+    /// use pagepool::{uring::{self, Registry}, BufferPool};
+    /// match Registry::new(&BufferPool::new()) {
+    ///     Ok(registry) => assert_eq!(registry.rings(), 1),
+    ///     Err(e) if uring::is_unavailable(&e) => eprintln!("no io_uring: {e}"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// Those of [`RegistryBuilder::build`].
@@ -224,28 +155,80 @@ impl Registry {
     }
 
     /// Settings for a registry, to [`build`](RegistryBuilder::build) on a
-    /// pool.
+    /// pool (examples there).
     pub fn builder() -> RegistryBuilder {
         RegistryBuilder::default()
     }
 
     /// Ring `i` (`0 .. rings()`), for your own submissions; `None` past the
     /// last.
+    ///
+    /// ```
+    /// # let pool = pagepool::BufferPool::new();
+    /// # let registry = match pagepool::uring::Registry::new(&pool) {
+    /// #     Ok(r) => r,
+    /// #     Err(e) if pagepool::uring::is_unavailable(&e) => return Ok(()),
+    /// #     Err(e) => return Err(e.into()),
+    /// # };
+    /// assert!(registry.ring(0).is_some());
+    /// assert!(registry.ring(registry.rings()).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ring(&self, i: usize) -> Option<&Ring> {
         self.core.rings.get(i)
     }
 
     /// How many rings the registry has.
+    ///
+    /// ```
+    /// # let pool = pagepool::BufferPool::new();
+    /// # let registry = match pagepool::uring::Registry::new(&pool) {
+    /// #     Ok(r) => r,
+    /// #     Err(e) if pagepool::uring::is_unavailable(&e) => return Ok(()),
+    /// #     Err(e) => return Err(e.into()),
+    /// # };
+    /// assert_eq!(registry.rings(), 1); // `Registry::new`'s
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn rings(&self) -> usize {
         self.core.rings.len()
     }
 
     /// Entries of the table in every ring.
+    ///
+    /// ```
+    /// # let pool = pagepool::BufferPool::new();
+    /// # let registry = match pagepool::uring::Registry::new(&pool) {
+    /// #     Ok(r) => r,
+    /// #     Err(e) if pagepool::uring::is_unavailable(&e) => return Ok(()),
+    /// #     Err(e) => return Err(e.into()),
+    /// # };
+    /// assert_eq!(registry.table_size(), pagepool::uring::MAX_TABLE_SIZE);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn table_size(&self) -> u32 {
         self.core.size
     }
 
     /// The table's counts now.
+    ///
+    /// ```
+    /// # let pool = pagepool::BufferPool::new();
+    /// # let registry = match pagepool::uring::Registry::new(&pool) {
+    /// #     Ok(r) => r,
+    /// #     Err(e) if pagepool::uring::is_unavailable(&e) => return Ok(()),
+    /// #     Err(e) => return Err(e.into()),
+    /// # };
+    /// let idle = registry.stats();
+    /// assert_eq!((idle.registered, idle.free), (0, 16_384)); // nothing mapped yet
+    /// let buf = pool.allocate_page_size_buffer(4096)?;
+    /// let busy = registry.stats();
+    /// assert_eq!(busy.registered + busy.free, 16_384);
+    /// drop(buf);
+    /// pool.trim(); // the slab goes, and its entries with it
+    /// assert_eq!(registry.stats(), idle);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> RegistryStats {
         let state = self.core.state.read();
         let registered = state
