@@ -25,7 +25,20 @@ use crate::Error;
 /// Its queues are reached through [`lock`](Self::lock): one thread at a
 /// time submits and reaps, which is what the `io-uring` crate's shared
 /// queue accessors require. [`Registry::read_fixed`](super::Registry::read_fixed)
-/// takes the same lock for the length of one read.
+/// takes the same lock for the length of one read. An example of a
+/// submission of your own is on [`RingGuard`].
+///
+/// ```
+/// # let pool = pagepool::BufferPool::new();
+/// # let registry = match pagepool::uring::Registry::new(&pool) {
+/// #     Ok(r) => r,
+/// #     Err(e) if pagepool::uring::is_unavailable(&e) => return Ok(()),
+/// #     Err(e) => return Err(e.into()),
+/// # };
+/// let ring: &pagepool::uring::Ring = registry.ring(0).expect("one ring");
+/// drop(ring.lock()?); // the queues are free: nothing is in flight
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Ring {
     /// The kernel ring. Its queues are touched only under `queues`.
     uring: IoUring,
@@ -50,6 +63,45 @@ struct Queues {
 ///
 /// Dropping it unlocks the ring. Entries pushed and not submitted stay in
 /// the queue for the next holder's submit.
+///
+/// A `WRITE_FIXED` of a pooled buffer, by its table index:
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use io_uring::{opcode, types::Fd};
+/// use pagepool::{uring::{self, Registry}, BufferPool};
+///
+/// let pool = BufferPool::new();
+/// let registry = match Registry::new(&pool) {
+///     Ok(r) => r,
+///     Err(e) if uring::is_unavailable(&e) => return Ok(()),
+///     Err(e) => return Err(e.into()),
+/// };
+/// let mut buf = pool.allocate_page_size_buffer(4096)?;
+/// buf.extend_from_slice(b"segment 1\n")?;
+/// let index = buf.fixed_index(&registry).expect("registered");
+/// let path = std::env::temp_dir().join(format!("pagepool-wf-{}", std::process::id()));
+/// let file = std::fs::File::create(&path)?;
+///
+/// let mut ring = registry.ring(0).expect("one ring").lock()?;
+/// let write = opcode::WriteFixed::new(Fd(file.as_raw_fd()), buf.as_ptr(), buf.len() as u32, index)
+///     .build()
+///     .user_data(1);
+/// // SAFETY: `buf` and `file` outlive the write, whose completion is
+/// // reaped below; the tag is not `uring::READ_USER_DATA`.
+/// unsafe { ring.submission().push(&write) }.expect("the queue has room");
+/// let done = loop {
+///     ring.submitter().submit_and_wait(1)?;
+///     if let Some(done) = ring.pop_completion() {
+///         break done;
+///     }
+/// };
+/// assert_eq!((done.user_data(), done.result()), (1, 10));
+/// drop(ring);
+/// assert_eq!(std::fs::read(&path)?, b"segment 1\n");
+/// std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct RingGuard<'a> {
     uring: &'a IoUring,
     queues: MutexGuard<'a, Queues>,
@@ -178,6 +230,8 @@ impl RingGuard<'_> {
 
     /// The oldest completion not yet taken: first those a `read_fixed`
     /// reaped while waiting for its own, then the ring's completion queue.
+    /// (Examples of this and of [`submission`](Self::submission) and
+    /// [`submitter`](Self::submitter): [`RingGuard`], [`Ring::lock`].)
     pub fn pop_completion(&mut self) -> Option<cqueue::Entry> {
         if let Some(entry) = self.queues.stash.pop_front() {
             return Some(entry);
