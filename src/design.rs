@@ -11,7 +11,8 @@
 //! ```text
 //!  public surface   buffer_pool (BufferPool)  buffer (PageBuffer, SharedBuffer)
 //!                   builder  leak  debug  metrics  io  bytes  direct
-//!                   prometheus  capi (+ capi/handles)  uring (+ builder, registry, ring, read)
+//!                   prometheus  capi (+ capi/handles)
+//!                   uring (+ builder, registry, ring, read)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
 //!  pool/            mod (PoolInner)  allocate  release  map  wait
 //!                   quarantine  close  stats  leak  events
