@@ -12,9 +12,10 @@
 //!  public surface   buffer_pool (BufferPool)  buffer (PageBuffer, SharedBuffer)
 //!                   builder  leak  debug  metrics  io  bytes  direct
 //!                   prometheus  capi (+ capi/handles)
+//!                   uring (+ builder, registry, ring, read)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
 //!  pool/            mod (PoolInner)  allocate  release  map  wait
-//!                   quarantine  close  stats  leak
+//!                   quarantine  close  stats  leak  events
 //!  ───────────────────────────────────────────────────────────────── may import ↓
 //!  observe/         checks  report  quarantine  leak  metrics
 //!                   fault (+ fault/table: a slab-event subscriber, fault/report)

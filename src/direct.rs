@@ -248,6 +248,39 @@ impl DirectFile {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn read_at(&self, buf: &mut PageBuffer, offset: u64) -> io::Result<usize> {
+        let want = self.plan_read(buf, offset)?;
+        let alignment = self.alignment;
+        buf.clear();
+        let dst = &mut buf.as_max_slice_mut()[..want];
+        let mut done = 0;
+        let mut failure = None;
+        while done < want {
+            match self.file.read_at(&mut dst[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => {
+                    done += n.min(want - done);
+                    if !done.is_multiple_of(alignment) {
+                        break; // the file's tail, off the alignment: its end
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    failure = Some(self.read_error(offset + done as u64, want - done, e));
+                    break;
+                }
+            }
+        }
+        buf.set_len(done)?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(done),
+        }
+    }
+
+    /// The checks `read_at` makes before any system call (and io_uring
+    /// reads with it): the bytes a read at `offset` into `buf` asks for,
+    /// `max_len()` rounded down to the alignment, or the error.
+    pub(crate) fn plan_read(&self, buf: &PageBuffer, offset: u64) -> io::Result<usize> {
         let alignment = self.alignment;
         // Lossless: usize is at most 64 bits on every Linux target.
         let align64 = alignment as u64;
@@ -274,41 +307,23 @@ impl DirectFile {
             let kind = DirectErrorKind::OffsetOutOfRange { offset, len: want };
             return Err(self.error(kind, None));
         }
+        Ok(want)
+    }
 
-        buf.clear();
-        let dst = &mut buf.as_max_slice_mut()[..want];
-        let mut done = 0;
-        let mut failure = None;
-        while done < want {
-            match self.file.read_at(&mut dst[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => {
-                    done += n.min(want - done);
-                    if !done.is_multiple_of(alignment) {
-                        break; // the file's tail, off the alignment: its end
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                    let at = offset + done as u64;
-                    let kind = DirectErrorKind::ReadRefused {
-                        offset: at,
-                        len: want - done,
-                        alignment,
-                    };
-                    failure = Some(self.error(kind, Some(e)));
-                    break;
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        buf.set_len(done)?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(done),
+    /// The error a read of `len` bytes at `offset` that failed with `e`
+    /// returns: `EINVAL` on an aligned `O_DIRECT` read is
+    /// [`ReadRefused`](DirectErrorKind::ReadRefused), anything else is `e`.
+    pub(crate) fn read_error(&self, offset: u64, len: usize, e: io::Error) -> io::Error {
+        if self.direct && e.raw_os_error() == Some(libc::EINVAL) {
+            let alignment = self.alignment;
+            let kind = DirectErrorKind::ReadRefused {
+                offset,
+                len,
+                alignment,
+            };
+            self.error(kind, Some(e))
+        } else {
+            e
         }
     }
 

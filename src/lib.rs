@@ -29,6 +29,9 @@
 //!   and `SharedCursor`, a `Buf` over a `SharedBuffer`;
 //! - **a C ABI** (feature `capi`, module `capi`): the same calls for C, with
 //!   HRESULT codes and validated handles, declared in `include/pagepool.h`.
+//! - **io_uring registered buffers** (feature `io-uring`, Linux, module
+//!   `uring`): pooled slots kept in a ring's fixed-buffer table as slabs
+//!   come and go, for `READ_FIXED` / `WRITE_FIXED`.
 //!
 //! ```
 //! use pagepool::{BufferPool, Error};
@@ -109,6 +112,9 @@ pub mod metrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
 mod quota;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "io-uring", target_os = "linux"))))]
+pub mod uring;
 
 #[cfg(feature = "bytes")]
 #[cfg_attr(docsrs, doc(cfg(feature = "bytes")))]

@@ -6,8 +6,10 @@
 //! [`SlabSet::clear`] or the set's drop, so every subscriber
 //! ([`SlabEvents`]) hears of each mapping once, before any slot of it is
 //! handed out, and of each unmapping once, before the memory goes away. The
-//! fault handler's slab table subscribes; an io_uring buffer registration
-//! can subscribe the same way.
+//! fault handler's slab table subscribes when the pool is built; an io_uring
+//! buffer registration subscribes to a live pool with
+//! [`SlabSet::subscribe`], which replays the slabs already mapped, and
+//! leaves with [`SlabSet::unsubscribe`], which replays their unmapping.
 
 use std::fmt;
 use std::sync::Arc;
@@ -89,6 +91,39 @@ impl SlabSet {
         let at = list.partition_point(|s| s.base() < slab.base());
         list.insert(at, slab);
         &list[at]
+    }
+
+    /// Adds `subscriber`, first telling it `mapped` for every slab already
+    /// mapped. Called under the pool's slab lock, as every event is, so the
+    /// subscriber hears of each live slab exactly once: from this replay or
+    /// from a later [`insert`](Self::insert).
+    pub(crate) fn subscribe(&mut self, subscriber: Arc<dyn SlabEvents>) {
+        for (_, slab) in self.iter() {
+            subscriber.mapped(&Self::describe(&self.pool, slab));
+        }
+        self.subscribers.push(subscriber);
+    }
+
+    /// Removes `subscriber` (the same `Arc` given to
+    /// [`subscribe`](Self::subscribe)), telling it `unmapped` for every slab
+    /// still mapped, so it ends holding none; returns whether it was
+    /// subscribed (if not, it is told nothing).
+    pub(crate) fn unsubscribe(&mut self, subscriber: &Arc<dyn SlabEvents>) -> bool {
+        // Compare the data pointers only: the same object may be seen
+        // through different vtable pointers.
+        let target = Arc::as_ptr(subscriber).cast::<()>();
+        let Some(at) = self
+            .subscribers
+            .iter()
+            .position(|s| Arc::as_ptr(s).cast::<()>() == target)
+        else {
+            return false;
+        };
+        let gone = self.subscribers.remove(at);
+        for (_, slab) in self.iter() {
+            gone.unmapped(&Self::describe(&self.pool, slab));
+        }
+        true
     }
 
     /// The slabs of class `class`, by address.

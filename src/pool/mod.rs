@@ -7,6 +7,7 @@
 //! | `allocate` | taking a slot for a buffer, stamping it, the sampled duties |
 //! | `release` | giving a buffer's slot back, with its checks and detours |
 //! | `map` | mapping slabs under the cap, trimming idle ones, flushing caches |
+//! | `events` | subscribing to a live pool's slab events, and leaving |
 //! | `wait` | waiting for room when the cap is reached, first come first served |
 //! | `cap` | the byte cap, changed at run time, and closing to new buffers |
 //! | `quarantine` | sealing released slots and letting them go |
@@ -18,6 +19,7 @@
 mod allocate;
 mod cap;
 mod close;
+mod events;
 mod leak;
 mod map;
 mod quarantine;
