@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::panic::Location;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -69,6 +70,21 @@ impl PageBuffer {
             ptr: s.data(),
             slot,
         }
+    }
+
+    /// A new buffer of pool `inner` for a request of `max_size` bytes made
+    /// at `site` (`small`: by `allocate_buffer`).
+    #[inline(always)]
+    pub(crate) fn allocate(
+        inner: &Arc<PoolInner>,
+        max_size: usize,
+        site: &'static Location<'static>,
+        small: bool,
+    ) -> Result<PageBuffer, Error> {
+        let (slot, anchor) = inner.allocate(max_size, site, small)?;
+        // SAFETY: `allocate` just took `slot` off a free list for us alone and
+        // counted the buffer on `anchor`, which keeps the pool alive.
+        Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
     }
 
     /// The slot's metadata.

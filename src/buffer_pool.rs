@@ -114,7 +114,7 @@ impl BufferPool {
         max_size: usize,
         timeout: Duration,
     ) -> Result<PageBuffer, Error> {
-        let wait = Allocate::new(self, max_size, Location::caller(), false);
+        let wait = Allocate::new(&self.inner, max_size, Location::caller(), false);
         future::block_on_timeout(wait, max_size, timeout)
     }
 
@@ -165,7 +165,7 @@ impl BufferPool {
     #[track_caller]
     #[inline]
     pub fn allocate_page_size_buffer_async(&self, max_size: usize) -> Allocate<'_> {
-        Allocate::new(self, max_size, Location::caller(), false)
+        Allocate::new(&self.inner, max_size, Location::caller(), false)
     }
 
     /// `allocate_buffer` for async code: as
@@ -186,7 +186,7 @@ impl BufferPool {
     #[track_caller]
     #[inline]
     pub fn allocate_buffer_async(&self, max_size: usize) -> Allocate<'_> {
-        Allocate::new(self, max_size, Location::caller(), true)
+        Allocate::new(&self.inner, max_size, Location::caller(), true)
     }
 
     /// `allocate_page_size_buffer` with the allocation site given.
@@ -199,10 +199,7 @@ impl BufferPool {
         site: &'static Location<'static>,
         small: bool,
     ) -> Result<PageBuffer, Error> {
-        let (slot, anchor) = self.inner.allocate(max_size, site, small)?;
-        // SAFETY: `allocate` just took `slot` off a free list for us alone and
-        // counted the buffer on `anchor`, which keeps the pool alive.
-        Ok(unsafe { PageBuffer::from_slot(slot, anchor) })
+        PageBuffer::allocate(&self.inner, max_size, site, small)
     }
 
     /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==

@@ -12,12 +12,11 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::buffer::PageBuffer;
-use crate::buffer_pool::BufferPool;
-use crate::pool::RoomWait;
+use crate::pool::{PoolInner, RoomWait};
 use crate::Error;
 
-/// The future of [`BufferPool::allocate_page_size_buffer_async`] and
-/// [`BufferPool::allocate_buffer_async`]: resolves to the buffer once one
+/// The future of [`BufferPool::allocate_page_size_buffer_async`](crate::BufferPool::allocate_page_size_buffer_async) and
+/// [`BufferPool::allocate_buffer_async`](crate::BufferPool::allocate_buffer_async): resolves to the buffer once one
 /// fits under the cap. Dropping it at any point is safe and leaves nothing
 /// behind (see the methods).
 ///
@@ -33,7 +32,7 @@ use crate::Error;
 #[must_use = "futures do nothing unless polled"]
 pub struct Allocate<'a> {
     /// The pool asked.
-    pool: &'a BufferPool,
+    pool: &'a Arc<PoolInner>,
     /// The request.
     max_size: usize,
     /// Where the future was made: the buffer's allocation site.
@@ -47,7 +46,7 @@ pub struct Allocate<'a> {
 impl<'a> Allocate<'a> {
     #[inline]
     pub(crate) fn new(
-        pool: &'a BufferPool,
+        pool: &'a Arc<PoolInner>,
         max_size: usize,
         site: &'static Location<'static>,
         small: bool,
@@ -76,7 +75,7 @@ impl Future for Allocate<'_> {
         // others waiting, the try is refused by the pool's gate, and the
         // request queues behind them.)
         if !this.wait.is_waiting() {
-            match pool.allocate_at(max_size, site, small) {
+            match PageBuffer::allocate(pool, max_size, site, small) {
                 Ok(buf) => return Poll::Ready(Ok(buf)),
                 Err(Error::Exhausted { .. }) => {}
                 Err(e) => return Poll::Ready(Err(e)),
@@ -92,9 +91,8 @@ impl Allocate<'_> {
     #[inline(never)]
     fn wait_for_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<PageBuffer, Error>> {
         let (pool, max_size, site, small) = (self.pool, self.max_size, self.site, self.small);
-        let mut attempt = || pool.allocate_at(max_size, site, small);
-        pool.inner
-            .poll_room(&mut self.wait, cx, (max_size, small), &mut attempt)
+        let mut attempt = || PageBuffer::allocate(pool, max_size, site, small);
+        pool.poll_room(&mut self.wait, cx, (max_size, small), &mut attempt)
     }
 }
 
@@ -102,7 +100,7 @@ impl Drop for Allocate<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.wait.is_waiting() {
-            self.pool.inner.end_wait(&mut self.wait);
+            self.pool.end_wait(&mut self.wait);
         }
     }
 }

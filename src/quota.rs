@@ -352,7 +352,7 @@ impl<'a> QuotaAllocate<'a> {
             small,
             ticket: None,
             reserved: None,
-            pool_wait: Allocate::new(&quota.shared.pool, max_size, site, small),
+            pool_wait: Allocate::new(&quota.shared.pool.inner, max_size, site, small),
         }
     }
 }

@@ -365,7 +365,7 @@ fn stress_waits_dropped_mid_wait_and_releases_on_other_threads() {
                         let id = task * 100 + round;
                         let size = page * (1 + id as usize % 3);
                         let wait = pool.allocate_page_size_buffer_async(size);
-                        let got = if id % 3 == 0 {
+                        let got = if id.is_multiple_of(3) {
                             match tokio::time::timeout(Duration::from_micros(200), wait).await {
                                 Ok(got) => got,
                                 Err(_) => {

@@ -57,12 +57,15 @@ impl QuotaAccount {
     }
 }
 
+/// One shard of the book: charged buffers by slot address.
+type BookShard = Mutex<HashMap<usize, Arc<QuotaAccount>>>;
+
 /// Every live account of a pool, and which account each charged buffer
 /// counts against.
 #[derive(Debug)]
 pub(crate) struct QuotaBook {
     /// Charged buffers by slot address, sharded by address.
-    charged: Box<[Mutex<HashMap<usize, Arc<QuotaAccount>>>]>,
+    charged: Box<[BookShard]>,
     /// Live accounts, to wake their waiters when the pool closes.
     accounts: Mutex<Vec<Weak<QuotaAccount>>>,
 }
@@ -78,7 +81,7 @@ impl Default for QuotaBook {
 
 impl QuotaBook {
     /// The shard of the buffer at `addr`.
-    fn shard(&self, addr: usize) -> &Mutex<HashMap<usize, Arc<QuotaAccount>>> {
+    fn shard(&self, addr: usize) -> &BookShard {
         // Slots are at least 64-byte aligned: mix the bits above that.
         let h = (addr >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         &self.charged[h >> (usize::BITS - BOOK_SHARDS.trailing_zeros())]
