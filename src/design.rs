@@ -10,12 +10,13 @@
 //!
 //! ```text
 //!  public surface   buffer_pool (BufferPool)  buffer (PageBuffer, SharedBuffer)
-//!                   builder  leak  debug  metrics  io  bytes  direct
+//!                   future (Allocate)  quota (Quota)  builder  leak  debug
+//!                   metrics  io  bytes (+ buf_mut, cursor)  direct
 //!                   prometheus  capi (+ capi/handles)
 //!                   uring (+ builder, registry, ring, read)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
-//!  pool/            mod (PoolInner)  allocate  release  map  wait
-//!                   quarantine  close  stats  leak  events
+//!  pool/            mod (PoolInner)  allocate  release  map  wait  cap
+//!                   quarantine  quotas  close  stats  leak  events
 //!  ───────────────────────────────────────────────────────────────── may import ↓
 //!  observe/         checks  report  quarantine  leak  metrics
 //!                   fault (+ fault/table: a slab-event subscriber, fault/report)
@@ -25,15 +26,16 @@
 //!  mem/             slot  slab  slabs (events)  backing  guard  canary  poison
 //!  ───────────────────────────────────────────────────────────────── may import ↓
 //!  leaves           error  clock  limits  class  config  stats  sync  threads
+//!                   waitlist
 //! ```
 //!
 //! | layer | may import | holds |
 //! |---|---|---|
-//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps |
+//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps, the first-come-first-served `WaitList` of wakers |
 //! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings today); guard pages; the canary and poison patterns |
-//! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, closed flag, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
+//! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, abandoned flag, the `WaitList` of waiters for room, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
 //! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles and a publisher that runs a tick closure |
-//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), the bounded wait (`wait`), sealing into the quarantine, closing and shutdown |
+//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of charged buffers (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`) |
 //! | public surface | everything below, and each other without a cycle | the API |
 //!
 //! The words used across the layers:
@@ -46,7 +48,10 @@
 //!   the sampler picks the sampled ones (`SampledDuties`), and the slot
 //!   carries all of them to its release as `SlotFlags`;
 //! - a *detour* is a reason every release must leave the thread cache (the
-//!   quarantine, a waiting thread, a closed pool), counted in one word;
+//!   quarantine, a wait for room, a closed pool), counted in one word;
+//! - a pool is *closed* once `BufferPool::close` or its last handle's drop
+//!   refused new buffers, and *abandoned* once its last handle is gone
+//!   (then it shuts down when its last buffer is back);
 //! - a release is *settled* when the buffer's reference on its anchor was
 //!   taken back on the owning thread's plain count (`Released::Settled`),
 //!   and *remote* otherwise (`Released::Remote`: one atomic decrement).
@@ -65,7 +70,8 @@
 //!                               │                then 1,2,3,4,5,6,7,8,10,.. pages   (class.rs)
 //!                               ├─ Depot         per class (cache-padded): FreeList, a
 //!                               │                lock-free SegQueue of SlotRef, and its
-//!                               │                ClassCounters; flush epoch, closed  (free/depot.rs)
+//!                               │                ClassCounters; flush epoch, abandoned,
+//!                               │                waiters for room              (free/depot.rs)
 //!                               ├─ Mutex<SlabSet> per class, sorted by address; raises
 //!                               │                mapped/unmapped to its subscribers (mem/slabs.rs)
 //!                               │    └─ Slab     one mapping from a Backing, its slots
@@ -191,29 +197,37 @@
 //!
 //! | case | instructions |
 //! |---|---:|
-//! | 4 KiB, every default on | 132.5 |
-//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 107.0 |
-//! | 1500-byte page buffer, its slack canary checked | 234.8 |
-//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 272.0 |
+//! | 4 KiB, every default on | 130.7 |
+//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 156.7 |
+//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 105.0 |
+//! | 4 KiB, bare, the async call polled once | 131.0 |
+//! | 1500-byte page buffer, its slack canary checked | 233.0 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 271.2 |
+//!
+//! The async call's first poll is the immediate call inlined; the 26 more
+//! instructions are its `Poll<Result<PageBuffer, Error>>` written to the
+//! stack and read back (the cold wait path returns the same value through
+//! memory, so the two paths meet there) and the future's own fields.
 //!
 //! ## Who keeps a pool alive
 //!
 //! `BufferPool` handles hold an `Arc` of the pool; so does each thread's
 //! anchor (see `free/anchor.rs`), and each buffer points to the anchor it was
 //! issued through, counted there with a reference count biased towards the
-//! anchor's thread. When the last handle drops, the pool is *closed*: no
+//! anchor's thread. When the last handle drops, the pool is *abandoned* (and
+//! closed, if `close` did not close it already): no
 //! allocation can follow, and `detours` is raised for good, so that every
 //! release after it takes the detour that checks for the last buffer. Once
-//! no buffer is out (checked at close, by every release after it, and by
+//! no buffer is out (checked then, by every release after it, and by
 //! the metrics publisher), it *shuts down*: every
 //! slab is unmapped, the metrics get their final values, and the quarantine
 //! is emptied. The pool's header lives on until every anchor is retired (its
 //! thread exits, or creates a cache entry for another pool), holding no
-//! mapped memory. `closed` is read with `Acquire`: it is stored after every
+//! mapped memory. `abandoned` is read with `Acquire`: it is stored after every
 //! handle's drop, so whoever sees it also sees every allocation's count, and
 //! shutdown acts only when the raw totals of allocations and releases are
 //! equal (a stale read that shows more releases never counts as idle). A
-//! release racing with the close may still miss the shutdown; the metrics
+//! release racing with the last drop may still miss the shutdown; the metrics
 //! publisher's next tick catches it, and without metrics the slabs stay
 //! mapped until the pool's header is dropped (when the last thread that
 //! used it retires its anchor).
@@ -227,17 +241,67 @@
 //!
 //! ## Waiting for a buffer
 //!
-//! `allocate_page_size_buffer_timeout` counts itself in `waiters` (and in
-//! `detours`, the one word every release loads) and asks every thread to
-//! flush its cache. While it is not zero, releases skip the thread cache:
-//! the slot goes to the shared free list and the waiters are woken through a
-//! `parking_lot` condition variable, with a generation counter under its
-//! mutex so that a waiter that saw a release since its last try does not
-//! sleep. The release's check of `detours` is a relaxed load, so a release
-//! racing with a waiter's arrival can miss it; the waiter therefore never
-//! sleeps more than a millisecond between tries, which bounds a lost
-//! wake-up's cost. A waiter's retries are not counted as more `exhausted`
-//! refusals.
+//! Every wait, async (`Allocate`, `QuotaAllocate`) or blocking (the
+//! `_timeout` forms, which poll the same future on a parked thread with a
+//! waker that unparks it), queues in one `WaitList` per pool (in the depot),
+//! first come, first served:
+//!
+//! - **First try.** A future's first poll is the immediate call, inlined: if
+//!   room is free it resolves there. If the pool says `Exhausted` (or its
+//!   gate refused: see below) the wait *joins* the list with its waker,
+//!   counts a detour (so releases come to the depot and wake the list), asks
+//!   every thread to flush its cache, and tries once more if it is at the
+//!   head (closing the race with a release that landed meanwhile).
+//! - **In turn.** Only the head tries for room, marked by the thread-local
+//!   `HEAD_TRY` so its try passes the gate and is not counted as another
+//!   refusal. Waiters behind it wait whatever their size: a large request at
+//!   the head holds back smaller ones, as tokio's `Semaphore` does for
+//!   `acquire_many`, which is what keeps a stream of small requests from
+//!   starving it. Releases of any class help the head: a slot of its class
+//!   serves it, and slabs of other classes left idle are unmapped by its try
+//!   (`map_slab` trims) to make room under the cap. A request that even an
+//!   empty pool could not hold under the cap is refused at once instead of
+//!   blocking the line for ever.
+//! - **The gate.** While anyone waits, an allocation that misses its
+//!   thread's cache (`take_slow`) and is not the head's try is refused with
+//!   `Exhausted`, and its thread's cached slots go to the depot: immediate
+//!   calls cannot take what the head waits for. Thread caches are flushed
+//!   when a wait joins (the flush epoch), so they hold nothing back either.
+//! - **Wake-ups.** Whoever returns slots to the depot (a release while anyone
+//!   waits, a cache flush, a bin's spill, a thread's exit), trims, raises the
+//!   cap or credits a quota wakes the head. A waiter counts itself, fences,
+//!   then tries; whoever makes room does so, fences, then reads the count
+//!   (`WaitList::any`): one of the two sees the other, so no wake-up is lost
+//!   to that race. A slot released into a bin by a thread that had not yet
+//!   seen the waiter reaches the depot at that thread's next call (its flush
+//!   epoch moved), or at its exit.
+//! - **Leaving.** A wait that ends (served, failed, timed out, or dropped
+//!   mid-wait) leaves the list; if it was the head it wakes the next one, so
+//!   a wake-up that reached a future dropped before it could use it is
+//!   passed on (the race tokio-uring fixed in its `FixedBufPool`, issue
+//!   #280). A wait holds no slot while it waits (the head takes one only in
+//!   the try that resolves it), so dropping one can leak nothing.
+//! - **Close.** `BufferPool::close` (and the last handle's drop) sets
+//!   `closed`, bumps the flush epoch so every thread's next allocation takes
+//!   the slow path (which refuses with `Closed`), and wakes every waiter of
+//!   the pool and of its quotas; each ends with `Closed`. Releases to a
+//!   closed pool go to the depot, never to a bin, which a closed pool never
+//!   serves again.
+//!
+//! ## Quotas
+//!
+//! A `Quota` is a handle with an account (`pool/quotas.rs`): a cap, the
+//! slot bytes its live buffers hold, and a `WaitList` of its own. An
+//! allocation reserves its slot's bytes (its size class) with one
+//! compare-and-swap, then allocates from the pool (waiting there, in the
+//! pool's line, if the async form must); a buffer it makes is entered in the
+//! pool's book (16 mutex-guarded shards of slot address to account) and
+//! flagged `SlotFlags::QUOTA`, so its release, on whatever path and whenever
+//! the last `Bytes` or `SharedBuffer` clone of it drops, takes
+//! `release_flagged`, which credits the account and wakes its head waiter.
+//! Buffers outside quotas never touch the book: their release tests the
+//! same flag byte it always tested. A reservation that does not become a
+//! buffer (the pool refused, or the future was dropped) is given back.
 //!
 //! ## The C ABI's handles
 //!

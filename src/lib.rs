@@ -22,13 +22,20 @@
 //! - **packets**: [`BufferPool::allocate_buffer`] (`AllocateBuffer`) packs
 //!   requests up to [`SMALL_MAX`] bytes into 64-byte-aligned slots between
 //!   canary red zones;
-//! - **a bounded wait**: [`BufferPool::allocate_page_size_buffer_timeout`]
-//!   waits for a release instead of failing when the cap is reached;
+//! - **waits that do not block a worker**:
+//!   [`BufferPool::allocate_page_size_buffer_async`] resolves once room is
+//!   free, on any runtime, first come first served and cancel-safe
+//!   ([`BufferPool::allocate_page_size_buffer_timeout`] is the blocking
+//!   form, for threads); the cap can change at run time
+//!   ([`BufferPool::set_max_bytes`]) and [`BufferPool::close`] ends every
+//!   wait;
+//! - **quotas**: [`BufferPool::quota`] gives each client a [`Quota`] with a
+//!   cap of its own, so one that stops reading cannot hold the pool;
 //! - **`bytes`** (feature `bytes`): zero-copy `From` for `bytes::Bytes`,
 //!   `BufMut` for `PageBuffer` (tokio's `read_buf` fills a pooled buffer),
 //!   and `SharedCursor`, a `Buf` over a `SharedBuffer`;
 //! - **a C ABI** (feature `capi`, module `capi`): the same calls for C, with
-//!   HRESULT codes and validated handles, declared in `include/pagepool.h`.
+//!   HRESULT codes and validated handles, declared in `include/pagepool.h`;
 //! - **io_uring registered buffers** (feature `io-uring`, Linux, module
 //!   `uring`): pooled slots kept in a ring's fixed-buffer table as slabs
 //!   come and go, for `READ_FIXED` / `WRITE_FIXED`.

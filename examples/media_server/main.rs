@@ -29,15 +29,20 @@
 //! --chunk-size N      bytes per file read, a multiple of the page size (default 256K)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
+//! --response-quota N  slot bytes one media response may hold, K/M/G suffixes
+//!                     (default four chunks)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
 //! --seconds N         shut down by itself after N seconds
 //! ```
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
-//! `--max-bytes` bounds it. A media response holds a handful of chunks at most
-//! (the one being read, two read ahead, the ones hyper is writing); when the
-//! media pool is at its cap, reads wait for room (up to `--pool-wait`), so a
-//! busy server slows down rather than failing requests. A live channel holds at
+//! `--max-bytes` bounds it. A media response holds at most its quota
+//! (`--response-quota`: the chunk being read, those read ahead, the ones hyper
+//! is writing), so clients that stop reading hold that much each, not the
+//! pool; when the response is at its quota or the media pool at its cap, its
+//! reads await room (up to `--pool-wait`, first come first served, without
+//! holding a worker thread), so a busy server slows down rather than failing
+//! requests. A live channel holds at
 //! most 256 frames (its broadcast ring); when the live pool is full the
 //! producer drops the frame and counts it (its sequence number is skipped).
 //!
@@ -80,7 +85,7 @@ use crate::live::Live;
 use crate::media::Media;
 
 const USAGE: &str = "usage: media_server [--listen ADDR] [--media-dir DIR] [--max-bytes N] \
-[--chunk-size N] [--live-rate N] [--pool-wait SECS] [--grace SECS] [--seconds N]";
+[--chunk-size N] [--live-rate N] [--pool-wait SECS] [--response-quota N] [--grace SECS] [--seconds N]";
 
 /// How often the Prometheus exporter's upkeep runs (it drains histogram
 /// buffers; `install_recorder` leaves that to us).
@@ -94,6 +99,8 @@ struct Args {
     chunk: usize,
     live_rate: u32,
     pool_wait: Duration,
+    /// `None`: four chunks.
+    response_quota: Option<usize>,
     grace: Duration,
     seconds: Option<u64>,
 }
@@ -123,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
         chunk: 256 << 10,
         live_rate: 500,
         pool_wait: Duration::from_secs(5),
+        response_quota: None,
         grace: Duration::from_secs(5),
         seconds: None,
     };
@@ -147,6 +155,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| "--live-rate is too large".to_owned())?
             }
             "--pool-wait" => a.pool_wait = Duration::from_secs(number(value()?)?),
+            "--response-quota" => a.response_quota = Some(parse_size(&value()?)?),
             "--grace" => a.grace = Duration::from_secs(number(value()?)?),
             "--seconds" => a.seconds = Some(number(value()?)?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -164,6 +173,12 @@ fn parse_args() -> Result<Args, String> {
         return Err(format!(
             "--max-bytes {} is too small for --chunk-size {} (it needs room for a few chunks)",
             a.max_bytes, a.chunk
+        ));
+    }
+    if a.response_quota.is_some_and(|q| q < a.chunk) {
+        return Err(format!(
+            "--response-quota must hold one chunk (--chunk-size {})",
+            a.chunk
         ));
     }
     if a.live_rate == 0 || a.live_rate > 100_000 {
@@ -546,6 +561,7 @@ async fn serve(args: Args) -> Result<(), String> {
             chunk: args.chunk,
             direct: AtomicBool::new(direct),
             pool_wait: args.pool_wait,
+            response_quota: args.response_quota.unwrap_or(4 * args.chunk),
             readers: Arc::default(),
             counters: media::MediaCounters::register(),
         },

@@ -8,13 +8,13 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use metrics::Counter;
-use pagepool::{BufferPool, PageBuffer};
+use pagepool::{BufferPool, PageBuffer, Quota};
 use tokio::sync::mpsc;
 
 use crate::body::Body;
@@ -52,6 +52,8 @@ pub struct Media {
     pub direct: AtomicBool,
     /// How long a read waits for the pool to have room before giving up.
     pub pool_wait: Duration,
+    /// Slot bytes one response may hold (its quota of the media pool).
+    pub response_quota: usize,
     /// Reader tasks streaming a response right now.
     pub readers: Arc<AtomicUsize>,
     pub counters: MediaCounters,
@@ -76,7 +78,7 @@ impl MediaCounters {
         metrics::describe_counter!(
             "media_server_pool_waits_total",
             metrics::Unit::Count,
-            "Times a media read found the pool at its byte cap and waited (backpressure)."
+            "Times a media read found the pool at its byte cap, or its response at its quota, and waited (backpressure)."
         );
         metrics::describe_counter!(
             "media_server_odirect_fallbacks_total",
@@ -416,7 +418,7 @@ pub async fn get(
         path,
         file: Arc::new(file),
         direct,
-        pool: media.pool.clone(),
+        quota: media.pool.quota(media.response_quota),
         chunk: media.chunk,
         page: pagepool::page_size() as u64,
         pos: 0,
@@ -527,7 +529,8 @@ struct Reader {
     path: PathBuf,
     file: Arc<File>,
     direct: bool,
-    pool: BufferPool,
+    /// This response's share of the media pool.
+    quota: Quota,
     chunk: usize,
     page: u64,
     /// The next offset to read: page-aligned.
@@ -559,20 +562,29 @@ impl Reader {
         }
     }
 
-    /// A pooled buffer, waiting while the pool is at its cap.
+    /// A pooled buffer, counted against this response's quota: waits
+    /// (without holding a worker thread) while the response holds its whole
+    /// quota (its client is slow) or the pool is at its cap, up to
+    /// `pool_wait`.
     async fn buffer(&self, size: usize) -> io::Result<PageBuffer> {
-        let deadline = Instant::now() + self.pool_wait;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match self.pool.allocate_page_size_buffer(size) {
-                Ok(buf) => return Ok(buf),
-                Err(pagepool::Error::Exhausted { .. }) if Instant::now() < deadline => {
-                    self.state.media.counters.pool_waits.increment(1);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
+        match self.quota.allocate_page_size_buffer(size) {
+            Ok(buf) => return Ok(buf),
+            Err(pagepool::Error::Exhausted { .. } | pagepool::Error::QuotaExceeded { .. }) => {
+                self.state.media.counters.pool_waits.increment(1);
             }
+            Err(e) => return Err(e.into()),
+        }
+        match tokio::time::timeout(
+            self.pool_wait,
+            self.quota.allocate_page_size_buffer_async(size),
+        )
+        .await
+        {
+            Ok(got) => got.map_err(io::Error::from),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no pool room for {size} bytes within {:?}", self.pool_wait),
+            )),
         }
     }
 

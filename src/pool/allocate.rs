@@ -146,7 +146,7 @@ impl PoolInner {
             .fetch_add(1, Relaxed);
         Error::Exhausted {
             requested: max_size,
-            limit: self.limit.load(Relaxed),
+            limit: self.max_bytes().unwrap_or(usize::MAX),
         }
     }
 

@@ -10,10 +10,7 @@ impl PoolInner {
     /// The cap on reserved bytes, `None` when unlimited.
     #[inline]
     pub(crate) fn max_bytes(&self) -> Option<usize> {
-        match self.limit.load(Relaxed) {
-            usize::MAX => None,
-            limit => Some(limit),
-        }
+        *self.limit.lock()
     }
 
     /// `BufferPool::set_max_bytes`: a new cap (`None`: unlimited). A raised
@@ -26,8 +23,8 @@ impl PoolInner {
             ));
         }
         let mut slabs = self.slabs.lock();
-        let old = self.limit.swap(limit.unwrap_or(usize::MAX), Relaxed);
-        if limit.is_some_and(|new| new < old) {
+        let old = std::mem::replace(&mut *self.limit.lock(), limit);
+        if limit.is_some_and(|new| old.is_none_or(|old| new < old)) {
             self.trim_locked(&mut slabs, None);
         }
         drop(slabs);

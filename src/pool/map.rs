@@ -71,7 +71,7 @@ impl PoolInner {
             }
             return Err(Error::Exhausted {
                 requested: max_size,
-                limit: self.limit.load(Relaxed),
+                limit: self.max_bytes().unwrap_or(usize::MAX),
             });
         }
         let slab = match Slab::map(&self.backing, idx, n, layout) {

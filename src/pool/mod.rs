@@ -89,9 +89,9 @@ pub(crate) struct PoolInner {
     /// Set by `BufferPool::close` or the last handle's drop: the pool makes
     /// no more buffers (`Error::Closed`).
     closed: AtomicBool,
-    /// The cap on `counters.reserved` (`usize::MAX`: none); changed under
-    /// the slab lock, like `reserved`.
-    limit: AtomicUsize,
+    /// The cap on `counters.reserved` (`None`: none); changed under the
+    /// slab lock, like `reserved`.
+    limit: Mutex<Option<usize>>,
     /// Reasons every release must take a *detour* (`release_detour`)
     /// instead of the thread cache: 1 for the quarantine (if on), 1 once the
     /// pool is closed, plus the waits for room. One load on every release
@@ -143,7 +143,7 @@ impl PoolInner {
             [histograms_every, d.poison_every, backtrace_every],
         );
         let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
-        let limit = config.max_bytes.unwrap_or(usize::MAX);
+        let limit = config.max_bytes;
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,
@@ -163,7 +163,7 @@ impl PoolInner {
             handles: AtomicUsize::new(1),
             shut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            limit: AtomicUsize::new(limit),
+            limit: Mutex::new(limit),
             tracking,
         });
         if inner.metrics.is_some() {

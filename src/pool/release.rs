@@ -76,9 +76,10 @@ impl PoolInner {
         unsafe { self.release_slow(slot, anchor, site) }
     }
 
-    /// `release` of a slot with flags or edges: a quota's buffer credits
-    /// it; then, when the only work left is an intact standard canary (and
-    /// red zones, if packed), the plain path; otherwise `release_slow`.
+    /// `release` of a slot with flags or edges: when its only work is an
+    /// intact standard canary (and red zones, if packed), the plain path;
+    /// otherwise `release_slow` (a quota's buffer among them: `QUOTA` is
+    /// not a flag the checks pass).
     ///
     /// # Safety
     /// As for `release`.
@@ -91,15 +92,7 @@ impl PoolInner {
     ) -> Released {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        let (mut flags, edges) = (s.flags.load(), s.edges());
-        if flags.contains(SlotFlags::QUOTA) {
-            self.credit(s);
-            flags = flags.without(SlotFlags::QUOTA);
-            if flags.is_empty() && edges.is_empty() {
-                // SAFETY: forwarded from the caller; nothing is left to do.
-                return unsafe { self.release_plain(s, slot, anchor, site) };
-            }
-        }
+        let (flags, edges) = (s.flags.load(), s.edges());
         // SAFETY: the caller owns the slot; the flags and edges are its.
         if unsafe {
             self.checks
@@ -114,9 +107,9 @@ impl PoolInner {
         }
     }
 
-    /// `release` in full: the checks and duties the slot's flags and edges
-    /// ask for, the detours, and the thread cache (whichever thread's
-    /// buffer it is).
+    /// `release` in full: a quota's credit, the checks and duties the
+    /// slot's flags and edges ask for, the detours, and the thread cache
+    /// (whichever thread's buffer it is).
     ///
     /// # Safety
     /// As for `release`.
@@ -129,6 +122,9 @@ impl PoolInner {
     ) -> Released {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
+        if s.flags.load().contains(SlotFlags::QUOTA) {
+            self.credit(s);
+        }
         if s.release_has_work() {
             // SAFETY: the caller owns the slot.
             unsafe { self.release_checks(s, site) };
