@@ -13,28 +13,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_stamped, stamp};
-use pagepool::{page_size, BufferPool, Error, PageBuffer};
-
-/// A pool capped at one slab of four one-page slots (guard pages included),
-/// and those four buffers.
-fn full_pool(name: &str) -> (BufferPool, Vec<PageBuffer>) {
-    let page = page_size();
-    let pool = BufferPool::builder()
-        .name(name)
-        .max_bytes(9 * page)
-        .slab_size(4 * page)
-        .build()
-        .unwrap();
-    let held: Vec<PageBuffer> = (0..4)
-        .map(|_| pool.allocate_page_size_buffer(page).unwrap())
-        .collect();
-    assert!(matches!(
-        pool.allocate_page_size_buffer(page),
-        Err(Error::Exhausted { .. })
-    ));
-    (pool, held)
-}
+use common::{assert_stamped, full_pool, stamp};
+use pagepool::{page_size, BufferPool, Error};
 
 /// A waker that counts its wake-ups.
 #[derive(Default)]

@@ -322,3 +322,23 @@ pub fn kernel_has_guard_markers() -> bool {
 pub fn kernel_has_guard_markers() -> bool {
     false
 }
+
+/// A pool capped at one slab of four one-page slots (guard pages included),
+/// and those four buffers.
+pub fn full_pool(name: &str) -> (pagepool::BufferPool, Vec<pagepool::PageBuffer>) {
+    let page = pagepool::page_size();
+    let pool = pagepool::BufferPool::builder()
+        .name(name)
+        .max_bytes(9 * page)
+        .slab_size(4 * page)
+        .build()
+        .unwrap();
+    let held: Vec<pagepool::PageBuffer> = (0..4)
+        .map(|_| pool.allocate_page_size_buffer(page).unwrap())
+        .collect();
+    assert!(matches!(
+        pool.allocate_page_size_buffer(page),
+        Err(pagepool::Error::Exhausted { .. })
+    ));
+    (pool, held)
+}
