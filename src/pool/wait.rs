@@ -70,10 +70,17 @@ impl PoolInner {
             return Poll::Ready(Err(Error::Closed));
         }
         let mut in_turn = || {
+            // Cleared however the try ends (a panic in a tracing subscriber
+            // included), so no later call on this thread passes the gate.
+            struct HeadTry;
+            impl Drop for HeadTry {
+                fn drop(&mut self) {
+                    HEAD_TRY.with(|h| h.set(false));
+                }
+            }
             HEAD_TRY.with(|h| h.set(true));
-            let got = attempt();
-            HEAD_TRY.with(|h| h.set(false));
-            got
+            let _head = HeadTry;
+            attempt()
         };
         let on_join = || {
             // Releases come to the depot and wake the list from now on;
