@@ -24,7 +24,10 @@ pub enum Error {
     },
     /// No free slot of the request's class exists, and mapping one more slab
     /// (even a one-slot slab, after trimming idle slabs of other classes) would
-    /// pass [`PoolBuilder::max_bytes`](crate::PoolBuilder::max_bytes).
+    /// pass [`PoolBuilder::max_bytes`](crate::PoolBuilder::max_bytes); or
+    /// others wait for room (the async and `_timeout` forms) and the request
+    /// missed its thread's cache: waiters are served first come, first
+    /// served, so an immediate call does not take what they wait for.
     /// Allocation succeeds again once buffers come back.
     Exhausted {
         /// The `max_size` that was asked for.
