@@ -82,12 +82,13 @@ impl PoolInner {
             let _head = HeadTry;
             attempt()
         };
-        let on_join = || {
-            // Releases come to the depot and wake the list from now on;
-            // slots other threads cached before are asked back.
+        if wait.ticket.is_none() {
+            // Counted before joining (which `poll_turn` does now), so every
+            // release after the join comes to the depot and wakes the list.
             self.detours.fetch_add(1, SeqCst);
-            self.ask_caches_to_flush();
-        };
+        }
+        // Slots other threads cached before are asked back.
+        let on_join = || self.ask_caches_to_flush();
         let polled = self.depot.room.poll_turn(
             &mut wait.ticket,
             cx,
