@@ -181,9 +181,8 @@ impl Depot {
     /// wakes the waiter at the head, if anyone waits (see `waitlist`).
     #[inline]
     pub(crate) fn notify_room(&self) {
-        if self.room.any() {
-            self.room.wake_head();
-        }
+        // `wake_head` fences and reads the count first.
+        self.room.wake_head();
     }
 
     /// Pops a free slot of class `idx`, counted as a hit.
