@@ -69,6 +69,8 @@
 //! argument.
 
 #![deny(missing_docs)]
+// docs.rs builds with `--cfg docsrs` on nightly: feature badges on items.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_debug_implementations,
     rust_2018_idioms,
