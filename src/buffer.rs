@@ -382,6 +382,7 @@ pub struct SharedBuffer {
 
 impl PageBuffer {
     /// Freezes the buffer into a [`SharedBuffer`] of its first `len()` bytes.
+    #[must_use = "dropping the SharedBuffer at once returns the slot to the pool"]
     pub fn freeze(self) -> SharedBuffer {
         let end = self.len();
         SharedBuffer {
@@ -422,6 +423,7 @@ impl SharedBuffer {
     ///
     /// # Panics
     /// When the range is out of bounds or decreasing, like slice indexing.
+    #[must_use = "a slice is a new handle; dropping it at once does nothing"]
     pub fn slice(&self, range: impl std::ops::RangeBounds<usize>) -> SharedBuffer {
         use std::ops::Bound;
         let len = self.len();

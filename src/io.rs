@@ -233,6 +233,7 @@ impl SharedBuffer {
     /// assert_eq!(&method, b"GET");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use = "a reader does nothing until read"]
     pub fn reader(&self) -> Cursor<SharedBuffer> {
         Cursor::new(self.clone())
     }

@@ -66,11 +66,13 @@ fn decades(start: f64, end: f64) -> Vec<f64> {
 /// histogram (see [`duration_buckets`], [`hold_buckets`], [`size_buckets`] for
 /// the default 16 MiB largest buffer). Add a listener or call
 /// `install_recorder` as you like.
+#[must_use = "a builder does nothing until it installs or builds"]
 pub fn builder() -> PrometheusBuilder {
     builder_for(DEFAULT_MAX_BUFFER_SIZE)
 }
 
 /// [`builder`] with request-size buckets up to `max_buffer_size`.
+#[must_use = "a builder does nothing until it installs or builds"]
 pub fn builder_for(max_buffer_size: usize) -> PrometheusBuilder {
     let set = |b: PrometheusBuilder, name: &str, buckets: &[f64]| {
         b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)

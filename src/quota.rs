@@ -44,6 +44,7 @@ impl BufferPool {
     /// # drop((b, c));
     /// # Ok::<(), Error>(())
     /// ```
+    #[must_use = "a quota caps only the buffers allocated through it"]
     pub fn quota(&self, max_bytes: usize) -> Quota {
         Quota {
             shared: Arc::new(Shared {

@@ -120,6 +120,7 @@ impl SharedBuffer {
     /// assert_eq!(shared.len(), 3); // the handle itself is not consumed
     /// # Ok::<(), pagepool::Error>(())
     /// ```
+    #[must_use = "a cursor does nothing until read"]
     pub fn cursor(&self) -> SharedCursor {
         SharedCursor::from(self.clone())
     }

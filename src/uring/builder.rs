@@ -23,6 +23,7 @@ use crate::{BufferPool, Error};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `build` is called"]
 pub struct RegistryBuilder {
     rings: usize,
     entries: u32,
