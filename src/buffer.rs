@@ -131,6 +131,12 @@ impl PageBuffer {
     /// `len` are whatever the buffer holds (see
     /// [`as_max_slice_mut`](Self::as_max_slice_mut)).
     ///
+    /// **Old bytes.** With zeroing off (the default), a reused slot still
+    /// holds its previous owner's bytes (or poison): a length past what you
+    /// wrote exposes them, to a client if you send them. A server whose
+    /// buffers carry different tenants' data should build its pool with
+    /// [`PoolBuilder::zero_on_allocate`](crate::PoolBuilder::zero_on_allocate).
+    ///
     /// # Errors
     /// [`Error::LengthExceedsMax`] when `len > max_len()`; the length is then
     /// unchanged.
@@ -226,6 +232,12 @@ impl PageBuffer {
     }
 
     /// All `max_len()` bytes, whatever the current length.
+    ///
+    /// **Old bytes.** With zeroing off (the default), a reused slot still
+    /// holds its previous owner's bytes (or poison): a length past what you
+    /// wrote exposes them, to a client if you send them. A server whose
+    /// buffers carry different tenants' data should build its pool with
+    /// [`PoolBuilder::zero_on_allocate`](crate::PoolBuilder::zero_on_allocate).
     #[inline]
     pub fn as_max_slice(&self) -> &[u8] {
         // SAFETY: as in `as_slice`, for `max_len` bytes.
@@ -234,6 +246,12 @@ impl PageBuffer {
 
     /// All `max_len()` bytes, writable: fill them (a `read()`, a codec), then
     /// [`set_len`](Self::set_len).
+    ///
+    /// **Old bytes.** With zeroing off (the default), a reused slot still
+    /// holds its previous owner's bytes (or poison): a length past what you
+    /// wrote exposes them, to a client if you send them. A server whose
+    /// buffers carry different tenants' data should build its pool with
+    /// [`PoolBuilder::zero_on_allocate`](crate::PoolBuilder::zero_on_allocate).
     ///
     /// ```
     /// use std::io::Read;

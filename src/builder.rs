@@ -205,6 +205,26 @@ impl PoolBuilder {
         self
     }
 
+    /// Every buffer's `max_len` bytes are zero when it is handed out
+    /// (`zero(Zeroing::OnAllocate)`): no buffer ever shows a previous
+    /// owner's bytes, whatever `set_len` or `as_max_slice` is called with.
+    /// For servers whose buffers carry different tenants' or clients' data;
+    /// the cost is one `memset` of `max_len` bytes per allocation.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::builder().zero_on_allocate().build()?;
+    /// let mut secret = pool.allocate_page_size_buffer(4096)?;
+    /// secret.extend_from_slice(b"another tenant's key")?;
+    /// drop(secret);
+    /// let mut next = pool.allocate_page_size_buffer(4096)?; // the same slot
+    /// next.set_len(20)?;
+    /// assert_eq!(&next[..], &[0u8; 20]);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn zero_on_allocate(self) -> Self {
+        self.zero(Zeroing::OnAllocate)
+    }
+
     /// Quarantines one release in `sample_every` (0: none): the slot is made
     /// inaccessible and kept out of reuse until `max_slots` newer ones have
     /// joined it, so a late access through a stale pointer faults (and, with
