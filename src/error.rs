@@ -76,8 +76,11 @@ pub enum Error {
     InvalidConfig(&'static str),
     /// The Prometheus exporter could not start (feature `prometheus`): the
     /// address is in use or not local, or a global `metrics` recorder is
-    /// already installed. The text says which.
-    Exporter(String),
+    /// already installed; the [`ExporterError`](crate::prometheus::ExporterError)
+    /// says which (it is also the error's `source`).
+    #[cfg(feature = "prometheus")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+    Exporter(crate::prometheus::ExporterError),
     /// The operating system refused a mapping (or another call); the pool is
     /// still consistent and usable.
     Os(io::Error),
@@ -114,6 +117,7 @@ impl fmt::Display for Error {
                 "length {requested} exceeds the buffer's maximum length {max}"
             ),
             Error::InvalidConfig(why) => write!(f, "invalid pool configuration: {why}"),
+            #[cfg(feature = "prometheus")]
             Error::Exporter(why) => write!(f, "Prometheus exporter: {why}"),
             Error::Os(e) => write!(f, "the operating system refused: {e}"),
         }
@@ -124,6 +128,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Os(e) => Some(e),
+            #[cfg(feature = "prometheus")]
+            Error::Exporter(e) => Some(e),
             _ => None,
         }
     }
@@ -150,6 +156,7 @@ impl From<Error> for io::Error {
             }
             Error::Closed => io::Error::new(io::ErrorKind::BrokenPipe, e),
             Error::TimedOut { .. } => io::Error::new(io::ErrorKind::TimedOut, e),
+            #[cfg(feature = "prometheus")]
             Error::Exporter(_) => io::Error::other(e),
         }
     }

@@ -12,10 +12,12 @@
 //! # Ok(()) }
 //! ```
 
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::thread;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::DEFAULT_MAX_BUFFER_SIZE;
 use crate::limits::page_size;
@@ -84,6 +86,50 @@ pub fn builder_for(max_buffer_size: usize) -> PrometheusBuilder {
     set(b, REQUEST_SIZE_BYTES, &size_buckets(max_buffer_size))
 }
 
+/// Why [`install`] could not start the exporter, in [`Error::Exporter`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ExporterError {
+    /// The exporter's runtime could not start.
+    Runtime(io::Error),
+    /// The HTTP listener could not be built on `addr` (in use, not local).
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The exporter's reason.
+        source: BuildError,
+    },
+    /// A global `metrics` recorder is already installed.
+    RecorderInstalled,
+    /// The exporter's thread could not start.
+    Thread(io::Error),
+}
+
+impl fmt::Display for ExporterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExporterError::Runtime(e) => write!(f, "cannot start the exporter's runtime: {e}"),
+            ExporterError::Listen { addr, source } => {
+                write!(f, "cannot listen on {addr}: {source}")
+            }
+            ExporterError::RecorderInstalled => f.write_str(
+                "cannot install the recorder: a global metrics recorder is already installed",
+            ),
+            ExporterError::Thread(e) => write!(f, "cannot start the exporter thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExporterError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ExporterError::Runtime(e) | ExporterError::Thread(e) => Some(e),
+            ExporterError::Listen { source, .. } => Some(source),
+            ExporterError::RecorderInstalled => None,
+        }
+    }
+}
+
 /// Installs the [`builder`]'s recorder as the global `metrics` recorder,
 /// serves `GET /metrics` (any path, in fact) on `addr` from a thread of its
 /// own, and runs the exporter's upkeep there. Returns a handle that renders
@@ -99,17 +145,17 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Exporter(format!("cannot start the exporter's runtime: {e}")))?;
+        .map_err(|e| Error::Exporter(ExporterError::Runtime(e)))?;
     let (recorder, exporter) = {
         let _entered = runtime.enter();
         builder()
             .with_http_listener(addr)
             .build()
-            .map_err(|e| Error::Exporter(format!("cannot listen on {addr}: {e}")))?
+            .map_err(|source| Error::Exporter(ExporterError::Listen { addr, source }))?
     };
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
-        .map_err(|e| Error::Exporter(format!("cannot install the recorder: {e}")))?;
+        .map_err(|_| Error::Exporter(ExporterError::RecorderInstalled))?;
     thread::Builder::new()
         .name("pagepool-prometheus".to_owned())
         .spawn(move || {
@@ -117,13 +163,30 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
                 tracing::error!(target: "pagepool", error = ?e, "the Prometheus exporter stopped");
             }
         })
-        .map_err(|e| Error::Exporter(format!("cannot start the exporter thread: {e}")))?;
+        .map_err(|e| Error::Exporter(ExporterError::Thread(e)))?;
     Ok(handle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_in_use_is_a_typed_error_with_its_source() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        match install(addr) {
+            Err(Error::Exporter(ExporterError::Listen { addr: a, .. })) => assert_eq!(a, addr),
+            other => panic!("expected a Listen error, got {other:?}"),
+        }
+        let e = install(addr).unwrap_err();
+        assert!(e.to_string().contains(&addr.to_string()), "{e}");
+        let source = std::error::Error::source(&e).expect("the ExporterError");
+        assert!(
+            source.source().is_some(),
+            "the exporter's own reason is kept"
+        );
+    }
 
     #[test]
     fn buckets_span_what_the_docs_say() {
