@@ -27,6 +27,10 @@ use crate::Error;
 /// `read()` can fill the buffer before the length is set.
 ///
 /// Dropping it returns the slot to the pool (on any thread).
+///
+/// `Send`: it owns its slot alone, so it may move to another thread, and be
+/// released there. `Sync`: a `&PageBuffer` only reads the bytes, like a
+/// `&[u8]`.
 pub struct PageBuffer {
     /// First byte: valid for reads and writes of the whole slot (at least
     /// `max_len` bytes), and accessed by no one else while `self` lives.
@@ -374,6 +378,9 @@ impl fmt::Debug for PageBuffer {
 /// first `len()` bytes (or a sub-range, see [`slice`](Self::slice)); the slot
 /// returns to its pool when the last clone drops, and until then the buffer
 /// counts as in use (leak tracking still sees it).
+///
+/// `Send` and `Sync`: the bytes are frozen (no handle writes them) and the
+/// count is atomic, so clones may live and drop on any threads.
 ///
 /// ```
 /// let pool = pagepool::BufferPool::new();

@@ -18,6 +18,9 @@ use crate::Error;
 /// pool's memory alive, so dropping every handle while buffers are out is
 /// sound; the slabs are unmapped when the last buffer comes back.
 ///
+/// `Send` and `Sync`: every call takes `&self` and the shared state is
+/// atomics, lock-free queues and locks, so one handle may serve every thread.
+///
 /// ```
 /// use pagepool::BufferPool;
 ///

@@ -18,7 +18,8 @@ use crate::Error;
 /// The future of [`BufferPool::allocate_page_size_buffer_async`](crate::BufferPool::allocate_page_size_buffer_async) and
 /// [`BufferPool::allocate_buffer_async`](crate::BufferPool::allocate_buffer_async): resolves to the buffer once one
 /// fits under the cap. Dropping it at any point is safe and leaves nothing
-/// behind (see the methods).
+/// behind (see the methods). `Send` (and `Sync`): it borrows the pool, which
+/// is `Sync`, so a task holding it may move between a runtime's workers.
 ///
 /// ```
 /// # futures_executor::block_on(async {

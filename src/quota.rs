@@ -56,7 +56,8 @@ impl BufferPool {
 }
 
 /// A share of a [`BufferPool`] with its own cap; see
-/// [`BufferPool::quota`]. Clones share one quota.
+/// [`BufferPool::quota`]. Clones share one quota. `Send` and `Sync`, like
+/// the pool: its account is atomics and a locked list of waiters.
 ///
 /// Its calls mirror the pool's, with one more refusal:
 /// [`Error::QuotaExceeded`] when the quota's cap (not the pool's) is hit.

@@ -497,3 +497,19 @@ fn memory_is_unmapped_after_the_last_buffer() {
     assert!(!is_mapped(addr_c), "trim unmaps");
     common::child_marker("UNMAPPED OK");
 }
+
+/// What the docs say of threads, checked by the compiler: each of these may
+/// move to and be shared with other threads (a task holding a wait may move
+/// between a runtime's workers).
+#[test]
+fn the_public_types_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<BufferPool>();
+    send_sync::<pagepool::PageBuffer>();
+    send_sync::<pagepool::SharedBuffer>();
+    send_sync::<pagepool::Quota>();
+    send_sync::<pagepool::Allocate<'static>>();
+    send_sync::<pagepool::QuotaAllocate<'static>>();
+    send_sync::<pagepool::LeakReport>();
+    send_sync::<pagepool::Error>();
+}
