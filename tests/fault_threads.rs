@@ -41,8 +41,8 @@ fn current_alt_stack() -> libc::stack_t {
     unsafe { current.assume_init() }
 }
 
-/// Gives the calling thread an alternate stack of `size` bytes (rounded up
-/// to pages) with an inaccessible page below it, so a handler that needs
+/// Gives the calling thread an alternate stack of `size` bytes directly
+/// above an inaccessible page, so a handler that needs
 /// more faults in that page (and the process dies of SIGSEGV with no report)
 /// instead of writing past the stack. Filled with `paint`; returns its base.
 /// The mapping is never freed: the process dies of its fault.
@@ -62,7 +62,7 @@ fn set_alt_stack(size: usize, paint: u8) -> *mut u8 {
         );
         assert_ne!(p, libc::MAP_FAILED, "alt stack mmap");
         assert_eq!(libc::mprotect(p, page, libc::PROT_NONE), 0, "guard page");
-        p.cast::<u8>().add(page + pages - size)
+        p.cast::<u8>().add(page)
     };
     // SAFETY: `base .. base + size` lies in the writable part of the mapping.
     unsafe { ptr::write_bytes(base, paint, size) };
@@ -164,6 +164,25 @@ fn a_fault_on_a_std_sized_alt_stack_is_reported() {
         pagepool::install_fault_handler().unwrap();
         on_spawned_thread(|| {
             set_alt_stack(std_alt_stack_size(), 0);
+            overflow_here()
+        });
+        no_fault();
+    }
+    assert_report(&run_child(TEST, TEST));
+}
+
+/// The tightest alt stack: the kernel's minimum for its signal frame
+/// (`AT_MINSIGSTKSZ`, at least `MINSIGSTKSZ`) plus `HANDLER_BUDGET`, with
+/// std's own handler chained after pagepool's on it.
+#[test]
+fn a_fault_on_a_minimal_alt_stack_is_reported() {
+    const TEST: &str = "a_fault_on_a_minimal_alt_stack_is_reported";
+    if in_child(TEST) {
+        pagepool::install_fault_handler().unwrap();
+        on_spawned_thread(|| {
+            // SAFETY: `getauxval` only reads the auxiliary vector.
+            let kernel = unsafe { libc::getauxval(AT_MINSIGSTKSZ) } as usize;
+            set_alt_stack(kernel.max(libc::MINSIGSTKSZ) + HANDLER_BUDGET, 0);
             overflow_here()
         });
         no_fault();
