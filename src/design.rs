@@ -312,6 +312,20 @@
 //! table before they are dropped, so no pool code runs under the table's
 //! lock.
 //!
+//! ## The fault handler's stack
+//!
+//! The SIGSEGV handler runs on the faulting thread's alternate signal stack.
+//! std gives each thread it spawns `max(SIGSTKSZ, AT_MINSIGSTKSZ)` bytes
+//! (8 KiB on x86-64), and the kernel's signal frame takes its top (2,944
+//! bytes with AVX-512): about 5 KiB is left for our handler and the one
+//! chained after it. So the report goes through a static buffer, taken
+//! with a try-lock (a second faulting thread writes straight to fd 2), and
+//! the `sigaction` calls are in functions of their own, off the stack while
+//! the report is written. Measured by painting the alt stack
+//! (`cargo test [--release] --test fault_threads handler_stack --
+//! --nocapture`): 1,088 bytes in a debug build and 400 in release, against
+//! 4,792 and 2,544 with the 2 KiB buffer on the stack before.
+//!
 //! ## Why the orderings are enough
 //!
 //! pagepool relies on `crossbeam`'s queue for every hand-over of a slot:

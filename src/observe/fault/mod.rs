@@ -3,10 +3,11 @@
 //!
 //! Every slab's layout enters a fixed, lock-free table when it is mapped
 //! (`table.rs`, a subscriber to the slab events); the handler looks the faulting address up there, reads the slot's
-//! metadata (atomics and `&'static Location`s only), formats the report into
-//! a stack buffer and writes it with `write(2)`: no lock, no allocation, so it
-//! is async-signal-safe. Then it hands the signal to the previous handler, and
-//! makes sure the process still dies by the signal.
+//! metadata (atomics and `&'static Location`s only), and writes the report
+//! with `write(2)` through a static buffer (`report.rs`): no lock, no
+//! allocation, so it is async-signal-safe, and little stack, so it fits the
+//! alternate signal stack std gives its threads. Then it hands the signal to
+//! the previous handler, and makes sure the process still dies by the signal.
 
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
@@ -36,8 +37,12 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// the handler that was installed before (Rust's stack-overflow reporter, a
 /// crash reporter, ...) and makes sure the process dies by the signal.
 ///
-/// The handler runs on an alternate signal stack: this call gives the calling
-/// thread one if it has none; threads started by `std` have their own.
+/// The handler runs on the faulting thread's alternate signal stack, and
+/// its report needs little of it (about 1 KiB in a debug build), so the one
+/// `std` gives every thread it starts (`max(SIGSTKSZ, AT_MINSIGSTKSZ)`
+/// bytes) is enough, for threads started before this call as well as after.
+/// This call gives the calling thread a 64 KiB one unless it has one at
+/// least that large, for the handlers chained after ours.
 ///
 /// Known limit: a fault on one thread that races with its slab being
 /// unmapped on another (by `trim` or the pool's shutdown) can read the
@@ -93,8 +98,9 @@ fn ensure_alt_stack() -> Result<(), Error> {
         current.assume_init()
     };
     // Rust's runtime gives its threads a small alternate stack (for its
-    // stack-overflow message); the report needs more in debug builds, so a
-    // smaller one is replaced (the runtime still unmaps its own at exit).
+    // stack-overflow message). Our report fits in it; a handler chained
+    // after ours may not, so a smaller one is replaced on this thread (the
+    // runtime still unmaps its own at exit).
     if current.ss_flags & libc::SS_DISABLE == 0 && current.ss_size >= SIZE {
         return Ok(());
     }
@@ -130,17 +136,36 @@ fn ensure_alt_stack() -> Result<(), Error> {
     Ok(())
 }
 
-/// The signal handler.
+/// The signal handler. It runs on the faulting thread's alternate signal
+/// stack, which may be the few KiB std leaves after the kernel's signal
+/// frame: every function on its path keeps its frame small (no buffer on
+/// the stack, no `core::fmt`), and the chaining is a function of its own so
+/// its `sigaction`s are not on the stack while the report is written.
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
     // SAFETY: the kernel passes a valid `siginfo_t` for SA_SIGINFO handlers;
     // `si_addr` is the faulting address for SIGSEGV and SIGBUS.
     let addr = unsafe { (*info).si_addr() } as usize;
     let ours = report::report(addr, access(ctx));
+    // SAFETY: the kernel's arguments to this SA_SIGINFO handler, unchanged.
+    unsafe { pass_on(sig, info, ctx, ours) };
+}
+
+/// Hands the signal to the handler installed before ours; then, if the
+/// fault was ours (or there was no handler), makes sure the process dies
+/// by the signal when the faulting instruction runs again.
+///
+/// # Safety
+/// - `sig`, `info` and `ctx` are the arguments the kernel passed to
+///   `on_fault` for this signal;
+/// - it is called from `on_fault` only.
+#[inline(never)]
+unsafe fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, ours: bool) {
     let index = usize::from(sig == libc::SIGBUS);
     let previous = PREVIOUS[index].load(Ordering::Acquire);
     // SAFETY: `previous` is null or a `sigaction` leaked at install and never
     // freed; `sigaction(2)` is async-signal-safe; the previous handler is
-    // called with the signature its flags declare.
+    // called with the signature its flags declare, with the kernel's
+    // arguments (this function's contract).
     unsafe {
         if !previous.is_null() {
             let old = &*previous;
@@ -162,10 +187,22 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c
                 }
             }
         }
-        // Our fault, or no handler before us: die by the signal when the
-        // faulting instruction runs again.
+    }
+    // Our fault, or no handler before us.
+    reset_to_default(sig);
+}
+
+/// Resets `sig` to its default action, so the faulting instruction kills the
+/// process by the signal when it runs again. Not inlined: its `sigaction` is
+/// off the stack while the previous handler runs.
+#[inline(never)]
+fn reset_to_default(sig: libc::c_int) {
+    // SAFETY: a zeroed `sigaction` with `SIG_DFL` and an empty mask is a
+    // valid action; `sigaction(2)` is async-signal-safe.
+    unsafe {
         let mut default = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
         default.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut default.sa_mask);
         libc::sigaction(sig, &default, ptr::null_mut());
     }
 }

@@ -1,9 +1,12 @@
 //! The fault report: where in a slab the fault hit (`locate`), what kind
-//! of error that makes (`classify`), and the text (`format`), written into
-//! a fixed buffer with no allocation and no lock (async-signal-safe).
+//! of error that makes (`classify`), and the text (`format`), written to
+//! fd 2 through a static buffer with no allocation and no lock
+//! (async-signal-safe), using little stack (see `design.rs`).
 
+use std::cell::UnsafeCell;
 use std::panic::Location;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{self, Relaxed};
 
 use super::table::{self, SlabInfo};
 use crate::mem::slot::{Slot, SlotState};
@@ -34,9 +37,9 @@ pub(super) fn report(addr: usize, write: Option<bool>) -> bool {
     let Some(s) = slab.slot(index) else {
         return false;
     };
-    let mut out = Out::new();
+    let mut out = Out::new(2);
     format(&mut out, slab, s, classify(kind, s), addr, write);
-    out.flush();
+    drop(out);
     true
 }
 
@@ -152,24 +155,63 @@ fn format(out: &mut Out, slab: &SlabInfo, s: &Slot, kind: Kind, addr: usize, wri
     out.s("\n");
 }
 
-/// A fixed buffer for the report: no allocation in a signal handler.
+/// Bytes of the shared report buffer.
+const BUF: usize = 2048;
+
+/// The one report buffer, static so the handler keeps its stack small (it
+/// runs on whatever alternate signal stack the faulting thread has; std's
+/// leaves a few KiB after the kernel's signal frame).
+struct Shared {
+    /// Set by the thread whose report holds `bytes`.
+    busy: AtomicBool,
+    bytes: UnsafeCell<[u8; BUF]>,
+}
+
+// SAFETY: `bytes` is only reached through `Out::new`, by the one thread that
+// swapped `busy` from false to true, until that `Out`'s drop clears it.
+unsafe impl Sync for Shared {}
+
+static SHARED: Shared = Shared {
+    busy: AtomicBool::new(false),
+    bytes: UnsafeCell::new([0; BUF]),
+};
+
+/// Where the report goes: into the shared buffer (written with one
+/// `write(2)` at the end, or whenever it fills) if this thread won it, else
+/// straight to `fd` piece by piece. Never blocks, never allocates.
 struct Out {
-    buf: [u8; 2048],
+    buf: Option<&'static mut [u8; BUF]>,
     len: usize,
+    fd: libc::c_int,
 }
 
 impl Out {
-    fn new() -> Self {
-        Out {
-            buf: [0; 2048],
-            len: 0,
-        }
+    fn new(fd: libc::c_int) -> Self {
+        let won = SHARED
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        // SAFETY: winning `busy` gives this thread sole use of `bytes` until
+        // this `Out` is dropped (see `Shared`'s `Sync`).
+        let buf = won.then(|| unsafe { &mut *SHARED.bytes.get() });
+        Out { buf, len: 0, fd }
     }
 
     fn s(&mut self, s: &str) {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
+        self.bytes(s.as_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        if self.buf.is_some() && self.len + b.len() > BUF {
+            self.flush();
+        }
+        match &mut self.buf {
+            Some(buf) if b.len() <= BUF => {
+                buf[self.len..self.len + b.len()].copy_from_slice(b);
+                self.len += b.len();
+            }
+            _ => write_all(self.fd, b),
+        }
     }
 
     fn int(&mut self, v: i64) {
@@ -187,8 +229,7 @@ impl Out {
         if v < 0 {
             self.s("-");
         }
-        // SAFETY-free: ASCII digits are valid UTF-8.
-        self.s(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
+        self.bytes(&digits[i..]);
     }
 
     fn hex(&mut self, v: usize) {
@@ -204,7 +245,7 @@ impl Out {
             }
         }
         self.s("0x");
-        self.s(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
+        self.bytes(&digits[i..]);
     }
 
     fn location(&mut self, l: &Location<'_>) {
@@ -215,16 +256,98 @@ impl Out {
         self.int(l.column() as i64);
     }
 
-    fn flush(&self) {
-        let mut done = 0;
-        while done < self.len {
-            // SAFETY: writing initialised bytes of our own buffer to fd 2;
-            // write(2) is async-signal-safe.
-            let n = unsafe { libc::write(2, self.buf[done..].as_ptr().cast(), self.len - done) };
+    /// Writes out what the buffer holds.
+    fn flush(&mut self) {
+        if let Some(buf) = &self.buf {
+            write_all(self.fd, &buf[..self.len]);
+        }
+        self.len = 0;
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.flush();
+        if self.buf.take().is_some() {
+            SHARED.busy.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// `write(2)` all of `b` to `fd`, as far as it goes.
+fn write_all(fd: libc::c_int, mut b: &[u8]) {
+    while !b.is_empty() {
+        // SAFETY: `b` is initialised memory we may read; write(2) is
+        // async-signal-safe.
+        let n = unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+        if n <= 0 {
+            break;
+        }
+        b = &b[(n as usize).min(b.len())..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `f` writes through an `Out` on a pipe.
+    fn written(f: impl FnOnce(&mut Out)) -> Vec<u8> {
+        let mut fds = [0; 2];
+        // SAFETY: `pipe` fills the two-element array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut out = Out::new(fds[1]);
+        f(&mut out);
+        drop(out);
+        // SAFETY: our own write end, closed once.
+        unsafe { libc::close(fds[1]) };
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            // SAFETY: reading into our own buffer from our own read end.
+            let n = unsafe { libc::read(fds[0], chunk.as_mut_ptr().cast(), chunk.len()) };
             if n <= 0 {
                 break;
             }
-            done += n as usize;
+            got.extend_from_slice(&chunk[..n as usize]);
         }
+        // SAFETY: our own read end, closed once.
+        unsafe { libc::close(fds[0]) };
+        got
+    }
+
+    fn sample(out: &mut Out) {
+        out.s("pool \"");
+        out.s(&"x".repeat(3 * BUF));
+        out.s("\" ");
+        out.int(-42);
+        out.s(" ");
+        out.int(i64::MIN);
+        out.s(" ");
+        out.hex(0xdead_beef);
+        out.s(" ");
+        out.location(Location::caller());
+    }
+
+    /// Nothing is cut, through the shared buffer (flushed when full) or
+    /// straight to the fd when another report holds it; the buffer is free
+    /// again after each report. (One test: they share `SHARED`.)
+    #[test]
+    fn out_writes_everything_buffered_or_not() {
+        let expected = written(sample);
+        let text = String::from_utf8(expected.clone()).unwrap();
+        assert!(text.starts_with(&format!("pool \"{}\" -42 ", "x".repeat(3 * BUF))));
+        assert!(text.contains(" -9223372036854775808 0xdeadbeef "), "{text}");
+        assert!(text.contains(" src/observe/fault/report.rs:"), "{text}");
+        assert!(!SHARED.busy.load(Ordering::Relaxed));
+
+        SHARED.busy.store(true, Ordering::Relaxed);
+        let unbuffered = written(|out| {
+            assert!(out.buf.is_none());
+            sample(out);
+        });
+        assert!(SHARED.busy.load(Ordering::Relaxed), "not ours to clear");
+        SHARED.busy.store(false, Ordering::Relaxed);
+        assert_eq!(unbuffered, expected);
     }
 }
