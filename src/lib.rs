@@ -114,6 +114,7 @@ pub mod design;
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod direct;
 mod future;
+pub mod guide;
 mod io;
 pub mod leak;
 pub mod metrics;
