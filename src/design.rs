@@ -12,7 +12,7 @@
 //!  public surface   buffer_pool (BufferPool)  buffer (PageBuffer, SharedBuffer)
 //!                   future (Allocate)  quota (Quota)  builder  leak  debug
 //!                   metrics  io  bytes (+ buf_mut, cursor)  direct
-//!                   prometheus  capi (+ capi/handles)
+//!                   prometheus  capi (+ capi/handles, allocator, buffer, stats)
 //!                   uring (+ builder, registry, ring, read)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
 //!  pool/            mod (PoolInner)  allocate  release  map  wait  cap

@@ -1,7 +1,7 @@
 //! The C ABI from C: `tests/c/capi_test.c` is compiled with the system C
 //! compiler against `include/pagepool.h` and the `libpagepool.a` this build
 //! made, run, and must report every check passed. A second test keeps the
-//! header and `src/capi.rs` in agreement (names, argument counts, codes).
+//! header and `src/capi.rs` (with `src/capi/`) in agreement (names, argument counts, codes).
 #![cfg(feature = "capi")]
 
 use std::collections::BTreeMap;
@@ -176,14 +176,29 @@ fn header_codes(header: &str) -> BTreeMap<String, u32> {
         .collect()
 }
 
+/// `src/capi.rs` and every file under `src/capi/`, concatenated.
+fn capi_sources(root: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/capi"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    files.insert(0, root.join("src/capi.rs"));
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
 #[test]
 fn the_header_matches_the_rust_functions_and_codes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let header = std::fs::read_to_string(root.join("include/pagepool.h")).unwrap();
-    let rust = std::fs::read_to_string(root.join("src/capi.rs")).unwrap();
+    let rust = capi_sources(root);
     let declared = functions(&header, "HRESULT pagepool_");
     let exported = functions(&rust, "extern \"C\" fn pagepool_");
-    assert_eq!(declared, exported, "header vs src/capi.rs");
+    assert_eq!(declared, exported, "header vs src/capi.rs and src/capi/");
     assert_eq!(declared.len(), 12);
     // Every exported function is `#[unsafe(no_mangle)]`.
     assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
