@@ -36,6 +36,9 @@ typedef int32_t HRESULT;
 #ifndef E_OUTOFMEMORY
 #define E_OUTOFMEMORY ((HRESULT)0x8007000E)
 #endif
+#ifndef E_FAIL
+#define E_FAIL ((HRESULT)0x80004005)
+#endif
 #ifndef E_UNEXPECTED
 #define E_UNEXPECTED ((HRESULT)0x8000FFFF)
 #endif
@@ -59,6 +62,59 @@ typedef struct pagepool_stats {
  * bytes stay within `max_bytes` (0: no cap). */
 HRESULT pagepool_allocator_create(const char *name, uint64_t max_bytes,
                                   pagepool_allocator **out);
+/* A knob that takes the value its debug_level preset gives it. */
+#define PAGEPOOL_FROM_LEVEL (-1)
+/* debug_level */
+#define PAGEPOOL_DEBUG_OFF 0      /* no canary, poison, zeroing, quarantine */
+#define PAGEPOOL_DEBUG_STANDARD 1 /* slack canary, poison 1 release in 64 */
+#define PAGEPOOL_DEBUG_PARANOID 2 /* full canary, poison and quarantine all */
+/* zeroing */
+#define PAGEPOOL_ZERO_OFF 0
+#define PAGEPOOL_ZERO_ON_RELEASE 1
+#define PAGEPOOL_ZERO_ON_ALLOCATE 2
+/* on_corruption */
+#define PAGEPOOL_ON_CORRUPTION_REPORT 0 /* report, count, repair, go on */
+#define PAGEPOOL_ON_CORRUPTION_ABORT 1  /* report, then abort() */
+/* leak_tracking */
+#define PAGEPOOL_LEAK_TRACKING_OFF 0       /* counts only */
+#define PAGEPOOL_LEAK_TRACKING_CALL_SITE 1 /* site, time, thread per buffer */
+
+/* The settings of pagepool_allocator_create_ex, versioned by `size`: fill it
+ * with pagepool_config_init(&c, sizeof c), then change what you need. A
+ * library reads the fields it knows up to `size`; fields added later take
+ * their defaults when zero. */
+typedef struct pagepool_config {
+    uint32_t size;             /* sizeof(pagepool_config) */
+    int32_t debug_level;       /* PAGEPOOL_DEBUG_*; default STANDARD */
+    int32_t quarantine_every;  /* quarantine 1 release in N (0: none;
+                                  needs guard pages); FROM_LEVEL */
+    uint32_t quarantine_slots; /* its slots, if quarantine_every is set; 256 */
+    int32_t zeroing;           /* PAGEPOOL_ZERO_*; FROM_LEVEL */
+    int32_t poison_every;      /* poison 1 release in N (0: none); FROM_LEVEL */
+    uint64_t poison_bytes;     /* bytes poisoned from the start, UINT64_MAX:
+                                  all, if poison_every is set; 256 */
+    int32_t on_corruption;     /* PAGEPOOL_ON_CORRUPTION_*; default REPORT */
+    int32_t leak_tracking;     /* PAGEPOOL_LEAK_TRACKING_*; default CALL_SITE */
+    int32_t guard_pages;       /* 1: a guard page each side (default); 0 */
+    uint32_t reserved;         /* 0 */
+    uint64_t max_buffer_size;  /* the largest buffer; 0: 16 MiB */
+    uint64_t max_bytes;        /* cap on mapped bytes; 0: none */
+} pagepool_config;
+
+/* Fills the `size` bytes of *config with the defaults; E_INVALIDARG when
+ * `size` is below the first version's. */
+HRESULT pagepool_config_init(pagepool_config *config, uint32_t size);
+/* Creates an allocator with the settings in *config. E_INVALIDARG for a
+ * value out of range, a config->size too small (or larger, with nonzero
+ * fields this library does not know), or a quarantine without guard pages. */
+HRESULT pagepool_allocator_create_ex(const char *name, const pagepool_config *config,
+                                     pagepool_allocator **out);
+/* Installs the SIGSEGV/SIGBUS handler (once per process): a fault on a guard
+ * page or a quarantined buffer is reported to stderr (kind, offset, pool,
+ * max_len, allocation site), then the process dies of the signal as before.
+ * E_FAIL when the OS refuses (sigaltstack, mmap, sigaction). */
+HRESULT pagepool_install_fault_handler(void);
+
 /* Destroys an allocator; its buffers stay valid until released. */
 HRESULT pagepool_allocator_destroy(pagepool_allocator *allocator);
 /* The allocator's counters. */

@@ -53,6 +53,7 @@
 //! | `E_HANDLE` | `0x80070006` | a handle that is not a live allocator / buffer of that kind |
 //! | `E_INVALIDARG` | `0x80070057` | size 0, above the largest buffer or `u32`, `SetLength` past the maximum, a name that is not UTF-8 |
 //! | `E_OUTOFMEMORY` | `0x8007000E` | the byte cap is reached, or the OS refused memory |
+//! | `E_FAIL` | `0x80004005` | the OS refused to install the fault handler |
 //! | `E_UNEXPECTED` | `0x8000FFFF` | a bug inside pagepool (a caught panic) |
 //!
 //! # Files
@@ -62,6 +63,8 @@
 //! | `capi.rs` | the codes, the opaque handle types, the panic guard |
 //! | `capi/handles.rs` | the handle table |
 //! | `capi/allocator.rs` | creating and destroying allocators |
+//! | `capi/config.rs` | `pagepool_config`, the settings of `create_ex` |
+//! | `capi/report.rs` | where diagnostics go: the fault handler |
 //! | `capi/buffer.rs` | allocating buffers, the `INSSBuffer` calls |
 //! | `capi/stats.rs` | the counters |
 
@@ -74,13 +77,17 @@ use crate::Error;
 
 mod allocator;
 mod buffer;
+mod config;
 mod handles;
+mod report;
 mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use allocator::*;
 pub use buffer::*;
+pub use config::*;
+pub use report::*;
 pub use stats::*;
 
 /// A COM-style status code: 0 for success, negative (high bit set) for a
@@ -97,6 +104,8 @@ pub const E_HANDLE: HRESULT = 0x8007_0006_u32 as i32;
 pub const E_INVALIDARG: HRESULT = 0x8007_0057_u32 as i32;
 /// The byte cap is reached, or the operating system refused memory.
 pub const E_OUTOFMEMORY: HRESULT = 0x8007_000E_u32 as i32;
+/// The operating system refused a request (installing the fault handler).
+pub const E_FAIL: HRESULT = 0x8000_4005_u32 as i32;
 /// An internal error (a panic inside pagepool, caught at the boundary).
 pub const E_UNEXPECTED: HRESULT = 0x8000_FFFF_u32 as i32;
 

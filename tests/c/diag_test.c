@@ -1,0 +1,231 @@
+/*
+ * The C ABI's diagnostics, one case per run: `diag_test CASE`. Built and run
+ * by tests/capi.rs, which checks each case's exit (0, or the signal a crash
+ * case dies of) and what it wrote to stderr. A case prints "diag: CASE ok"
+ * when it ends normally, and "diag: faulting" before an access meant to
+ * fault.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "pagepool.h"
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "diag: check failed at %s:%d: %s\n", __FILE__,   \
+                    __LINE__, #cond);                                        \
+            exit(1);                                                         \
+        }                                                                    \
+    } while (0)
+
+#define EXPECT(call, code) CHECK((call) == (code))
+
+static size_t page;
+
+/* Says a fault is next, so the parent knows the case got that far. */
+static void faulting(void) {
+    printf("diag: faulting\n");
+    fflush(stdout);
+}
+
+/* A debug allocator: `debug_level`, quarantine of every release when
+ * `quarantine` is set. */
+static pagepool_allocator *debug_allocator(const char *name, int32_t level, int quarantine) {
+    pagepool_config c;
+    EXPECT(pagepool_config_init(&c, sizeof c), S_OK);
+    c.debug_level = level;
+    if (quarantine) {
+        c.quarantine_every = 1;
+        c.quarantine_slots = 16;
+    }
+    pagepool_allocator *a = NULL;
+    EXPECT(pagepool_allocator_create_ex(name, &c, &a), S_OK);
+    return a;
+}
+
+static uint8_t *data_of(pagepool_buffer *b) {
+    uint8_t *d = NULL;
+    EXPECT(pagepool_buffer_get_buffer(b, &d), S_OK);
+    return d;
+}
+
+/* pagepool_config_init and create_ex: defaults, every setting, every
+ * refusal. */
+static void config(void) {
+    pagepool_config c;
+    memset(&c, 0xab, sizeof c);
+    EXPECT(pagepool_config_init(NULL, sizeof c), E_POINTER);
+    EXPECT(pagepool_config_init(&c, 8), E_INVALIDARG);
+    EXPECT(pagepool_config_init(&c, sizeof c), S_OK);
+    CHECK(c.size == sizeof c && c.debug_level == PAGEPOOL_DEBUG_STANDARD);
+    CHECK(c.quarantine_every == PAGEPOOL_FROM_LEVEL && c.zeroing == PAGEPOOL_FROM_LEVEL);
+    CHECK(c.poison_every == PAGEPOOL_FROM_LEVEL && c.guard_pages == 1);
+    CHECK(c.max_bytes == 0 && c.max_buffer_size == 0 && c.reserved == 0);
+
+    pagepool_allocator *a = (pagepool_allocator *)0x1;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", NULL, &a), E_POINTER);
+    CHECK(a == NULL);
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &c, NULL), E_POINTER);
+
+    /* Out of range, one field at a time. */
+    int32_t *bad[] = {&c.debug_level, &c.zeroing, &c.on_corruption, &c.leak_tracking,
+                      &c.guard_pages};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int32_t keep = *bad[i];
+        *bad[i] = 7;
+        EXPECT(pagepool_allocator_create_ex("c-cfg", &c, &a), E_INVALIDARG);
+        CHECK(a == NULL);
+        *bad[i] = keep;
+    }
+    c.poison_every = -2;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &c, &a), E_INVALIDARG);
+    c.poison_every = PAGEPOOL_FROM_LEVEL;
+    c.reserved = 1;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &c, &a), E_INVALIDARG);
+    c.reserved = 0;
+    /* A quarantine needs guard pages. */
+    c.guard_pages = 0;
+    c.quarantine_every = 1;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &c, &a), E_INVALIDARG);
+    c.guard_pages = 1;
+    c.quarantine_every = PAGEPOOL_FROM_LEVEL;
+    /* A cap too small for one buffer. */
+    c.max_bytes = 1;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &c, &a), E_INVALIDARG);
+    c.max_bytes = 0;
+
+    /* Versions: too small a size is refused, a larger one is read up to
+     * what this library knows if the rest is zero. */
+    struct {
+        pagepool_config c;
+        uint64_t newer;
+    } big;
+    EXPECT(pagepool_config_init(&big.c, sizeof big), S_OK);
+    CHECK(big.c.size == sizeof big && big.newer == 0);
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &big.c, &a), S_OK);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+    big.newer = 1;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &big.c, &a), E_INVALIDARG);
+    c.size = 8;
+    EXPECT(pagepool_allocator_create_ex("c-cfg", &c, &a), E_INVALIDARG);
+    c.size = sizeof c;
+
+    /* The settings take effect: largest buffer, cap, every preset. */
+    c.max_buffer_size = 65536;
+    c.max_bytes = 64u << 20;
+    c.zeroing = PAGEPOOL_ZERO_ON_ALLOCATE;
+    c.poison_every = 1;
+    c.poison_bytes = UINT64_MAX;
+    EXPECT(pagepool_allocator_create_ex(NULL, &c, &a), S_OK);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 65537, &b), E_INVALIDARG);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 65536, &b), S_OK);
+    uint8_t *d = data_of(b);
+    memset(d, 7, 65536);
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 65536, &b), S_OK);
+    d = data_of(b);
+    CHECK(d[0] == 0 && d[65535] == 0); /* zeroed on allocate */
+    pagepool_stats s;
+    EXPECT(pagepool_allocator_stats(a, &s), S_OK);
+    CHECK(s.bytes_limit == (64u << 20));
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+    int32_t levels[] = {PAGEPOOL_DEBUG_OFF, PAGEPOOL_DEBUG_STANDARD, PAGEPOOL_DEBUG_PARANOID};
+    for (size_t i = 0; i < 3; i++) {
+        a = debug_allocator("c-level", levels[i], 0);
+        EXPECT(pagepool_allocate_buffer(a, 1500, &b), S_OK);
+        EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+        EXPECT(pagepool_allocator_destroy(a), S_OK);
+    }
+    EXPECT(pagepool_install_fault_handler(), S_OK);
+    EXPECT(pagepool_install_fault_handler(), S_OK); /* once; later calls do nothing */
+}
+
+/* A write one page past a one-page buffer: the guard page. */
+static void next_page(void) {
+    EXPECT(pagepool_install_fault_handler(), S_OK);
+    pagepool_allocator *a = debug_allocator("c-next-page", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, (uint32_t)page, &b), S_OK);
+    volatile uint8_t *d = data_of(b);
+    faulting();
+    d[page] = 1;
+}
+
+/* A write one byte before a buffer: the guard page before it. */
+static void byte_before(void) {
+    EXPECT(pagepool_install_fault_handler(), S_OK);
+    pagepool_allocator *a = debug_allocator("c-before", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
+    volatile uint8_t *d = data_of(b);
+    faulting();
+    d[-1] = 1;
+}
+
+/* A write after release into a quarantined buffer faults at once. */
+static void quarantined(void) {
+    EXPECT(pagepool_install_fault_handler(), S_OK);
+    pagepool_allocator *a = debug_allocator("c-quarantine", PAGEPOOL_DEBUG_STANDARD, 1);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 8192, &b), S_OK);
+    volatile uint8_t *d = data_of(b);
+    d[0] = 1;
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    faulting();
+    d[100] = 1;
+}
+
+/* A 16 MiB buffer (the default largest): its last byte is writable, the
+ * next one faults. */
+static void big_buffer(void) {
+    EXPECT(pagepool_install_fault_handler(), S_OK);
+    pagepool_allocator *a = debug_allocator("c-16mib", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    uint32_t size = 16u << 20;
+    EXPECT(pagepool_allocate_page_size_buffer(a, size, &b), S_OK);
+    volatile uint8_t *d = data_of(b);
+    d[0] = 1;
+    d[size - 1] = 1;
+    faulting();
+    d[size] = 1;
+}
+
+static const struct {
+    const char *name;
+    void (*run)(void);
+} cases[] = {
+    {"config", config},
+    {"next_page", next_page},
+    {"byte_before", byte_before},
+    {"quarantined", quarantined},
+    {"big_buffer", big_buffer},
+};
+
+int main(int argc, char **argv) {
+    /* A crash case must not leave a core file behind. */
+    struct rlimit none = {0, 0};
+    setrlimit(RLIMIT_CORE, &none);
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    if (argc != 2) {
+        fprintf(stderr, "usage: diag_test CASE\n");
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (strcmp(argv[1], cases[i].name) == 0) {
+            cases[i].run();
+            printf("diag: %s ok\n", argv[1]);
+            return 0;
+        }
+    }
+    fprintf(stderr, "diag: no case %s\n", argv[1]);
+    return 2;
+}
