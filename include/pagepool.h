@@ -58,6 +58,25 @@ typedef struct pagepool_stats {
     uint64_t rejected;
 } pagepool_stats;
 
+/* An allocator's counters with the diagnostics, versioned by `size` as
+ * pagepool_config is: set `size = sizeof(pagepool_stats_ex)` before the call. */
+typedef struct pagepool_stats_ex {
+    uint32_t size;     /* sizeof(pagepool_stats_ex), set by the caller */
+    uint32_t reserved; /* 0 */
+    uint64_t buffers_in_use;
+    uint64_t bytes_in_use;
+    uint64_t bytes_reserved;
+    uint64_t bytes_limit; /* 0: no cap */
+    uint64_t exhausted;
+    uint64_t rejected;
+    uint64_t corruptions;              /* every kind */
+    uint64_t corruptions_slack_canary; /* writes past max_len */
+    uint64_t corruptions_edge_canary;  /* writes into a packet's red zone */
+    uint64_t corruptions_poison;       /* writes after release */
+    uint64_t unguarded_slots;          /* slots missing a guard page */
+    uint64_t buffers_quarantined;
+} pagepool_stats_ex;
+
 /* Creates an allocator named `name` (UTF-8; NULL for "capi") whose mapped
  * bytes stay within `max_bytes` (0: no cap). */
 HRESULT pagepool_allocator_create(const char *name, uint64_t max_bytes,
@@ -119,6 +138,10 @@ HRESULT pagepool_install_fault_handler(void);
 HRESULT pagepool_allocator_destroy(pagepool_allocator *allocator);
 /* The allocator's counters. */
 HRESULT pagepool_allocator_stats(pagepool_allocator *allocator, pagepool_stats *out);
+/* The counters with corruptions by kind: writes the out->size bytes the
+ * caller's struct has (zero past the fields this library knows), keeping
+ * out->size. E_INVALIDARG when out->size is below the first version's. */
+HRESULT pagepool_allocator_stats_ex(pagepool_allocator *allocator, pagepool_stats_ex *out);
 
 /* IWMSBufferAllocator::AllocateBuffer: 64-byte aligned up to 2 KiB,
  * page-aligned above; length 0. */

@@ -222,7 +222,7 @@ fn the_header_matches_the_rust_functions_and_codes() {
     let declared = functions(&header, "HRESULT pagepool_");
     let exported = functions(&rust, "extern \"C\" fn pagepool_");
     assert_eq!(declared, exported, "header vs src/capi.rs and src/capi/");
-    assert_eq!(declared.len(), 15);
+    assert_eq!(declared.len(), 16);
     // Every exported function is `#[unsafe(no_mangle)]`.
     assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
 
@@ -263,9 +263,22 @@ fn the_header_matches_the_rust_functions_and_codes() {
         .unwrap();
     let declared = fields
         .lines()
-        .filter(|l| l.split_whitespace().next().is_some_and(|t| t.ends_with("_t")))
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|t| t.ends_with("_t"))
+        })
         .count();
     assert_eq!(declared, 13, "{fields}");
+    // The extended stats: the same size, 2 u32 and 12 u64 fields.
+    assert_eq!(std::mem::size_of::<pagepool_stats_ex>(), 8 + 12 * 8);
+    let fields = header
+        .split("typedef struct pagepool_stats_ex {")
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .unwrap();
+    assert_eq!(fields.matches("uint64_t ").count(), 12);
+    assert_eq!(fields.matches("uint32_t ").count(), 2);
     // The stats struct: six u64 fields in both.
     assert_eq!(std::mem::size_of::<pagepool_stats>(), 6 * 8);
     let fields = header
@@ -377,4 +390,20 @@ fn c_16_mib_buffer_is_whole_and_guarded() {
     Case::run("big_buffer")
         .assert_signal(libc::SIGSEGV)
         .assert_stderr(&["heap-buffer-overflow", "\"c-16mib\"", "max_len 16777216"]);
+}
+
+#[test]
+fn c_write_past_max_len_is_counted_as_slack_canary() {
+    Case::run("past_max_len").assert_ok();
+}
+
+#[test]
+fn c_writes_into_red_zones_are_counted_as_edge_canary() {
+    Case::run("red_zone_before").assert_ok();
+    Case::run("red_zone_after").assert_ok();
+}
+
+#[test]
+fn c_write_after_release_is_caught_by_sampled_poison() {
+    Case::run("poison_sampled").assert_ok();
 }

@@ -199,6 +199,86 @@ static void big_buffer(void) {
     d[size] = 1;
 }
 
+static pagepool_stats_ex stats_of(pagepool_allocator *a) {
+    pagepool_stats_ex s;
+    memset(&s, 0xab, sizeof s);
+    s.size = sizeof s;
+    EXPECT(pagepool_allocator_stats_ex(a, &s), S_OK);
+    CHECK(s.size == sizeof s && s.reserved == 0);
+    return s;
+}
+
+/* One byte past max_len, inside the page: the slack canary, found at
+ * release, counted by kind; pagepool_allocator_stats_ex's versioning. */
+static void past_max_len(void) {
+    pagepool_allocator *a = debug_allocator("c-past-max", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
+    uint8_t *d = data_of(b);
+    d[100] = 0;
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    pagepool_stats_ex s = stats_of(a);
+    CHECK(s.corruptions == 1 && s.corruptions_slack_canary == 1);
+    CHECK(s.corruptions_edge_canary == 0 && s.corruptions_poison == 0);
+    CHECK(s.buffers_in_use == 0 && s.unguarded_slots == 0);
+    /* Versions: a newer caller's larger struct gets zeros past our fields. */
+    struct {
+        pagepool_stats_ex s;
+        uint64_t newer;
+    } big;
+    memset(&big, 0xab, sizeof big);
+    big.s.size = sizeof big;
+    EXPECT(pagepool_allocator_stats_ex(a, &big.s), S_OK);
+    CHECK(big.s.size == sizeof big && big.newer == 0 && big.s.corruptions == 1);
+    big.s.size = 8;
+    EXPECT(pagepool_allocator_stats_ex(a, &big.s), E_INVALIDARG);
+    EXPECT(pagepool_allocator_stats_ex(a, NULL), E_POINTER);
+    s.size = sizeof s;
+    EXPECT(pagepool_allocator_stats_ex(NULL, &s), E_HANDLE);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+}
+
+/* A packet (allocate_buffer) of exactly its 64-byte class: the byte before
+ * it and the byte after it are red zone, checked at release. */
+static void red_zone(int after) {
+    pagepool_allocator *a = debug_allocator(after ? "c-rz-after" : "c-rz-before",
+                                            PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_buffer(a, 64, &b), S_OK);
+    uint8_t *d = data_of(b);
+    if (after) {
+        d[64] = 0;
+    } else {
+        d[-1] = 0;
+    }
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    pagepool_stats_ex s = stats_of(a);
+    CHECK(s.corruptions == 1 && s.corruptions_edge_canary == 1);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+}
+
+static void red_zone_before(void) { red_zone(0); }
+static void red_zone_after(void) { red_zone(1); }
+
+/* A write after release at the standard level (one release in 64
+ * poisoned): repeated until the poison check at the next hand-out finds it. */
+static void poison_sampled(void) {
+    pagepool_allocator *a = debug_allocator("c-poison", PAGEPOOL_DEBUG_STANDARD, 0);
+    int rounds = 0;
+    while (stats_of(a).corruptions_poison == 0) {
+        CHECK(++rounds < 100000);
+        pagepool_buffer *b = NULL;
+        EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK);
+        uint8_t *d = data_of(b);
+        EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+        d[10] = 0x42; /* after release */
+    }
+    pagepool_stats_ex s = stats_of(a);
+    CHECK(s.corruptions == 1 && s.corruptions_poison == 1);
+    printf("diag: caught after %d rounds\n", rounds);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -208,6 +288,10 @@ static const struct {
     {"byte_before", byte_before},
     {"quarantined", quarantined},
     {"big_buffer", big_buffer},
+    {"past_max_len", past_max_len},
+    {"red_zone_before", red_zone_before},
+    {"red_zone_after", red_zone_after},
+    {"poison_sampled", poison_sampled},
 };
 
 int main(int argc, char **argv) {
