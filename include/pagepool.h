@@ -134,6 +134,27 @@ HRESULT pagepool_allocator_create_ex(const char *name, const pagepool_config *co
  * E_FAIL when the OS refuses (sigaltstack, mmap, sigaction). */
 HRESULT pagepool_install_fault_handler(void);
 
+/* Report kinds, for the report callback. */
+#define PAGEPOOL_REPORT_SLACK_CANARY 1 /* a write past max_len */
+#define PAGEPOOL_REPORT_EDGE_CANARY 2  /* a write into a packet's red zone */
+#define PAGEPOOL_REPORT_POISON 3       /* a write after release */
+#define PAGEPOOL_REPORT_LEAK 4         /* buffers still out at destroy */
+#define PAGEPOOL_REPORT_STALE_HANDLE 5 /* a buffer handle used after its
+                                          last release */
+
+/* A report callback: `user` as given, a PAGEPOOL_REPORT_* kind, the report
+ * (NUL-terminated, valid during the call) and the buffer's address (0 for a
+ * leak). */
+typedef void (*pagepool_report_fn)(void *user, uint32_t kind, const char *text,
+                                   uintptr_t address);
+/* Reports go to stderr by default, once an allocator exists (each
+ * corruption a check finds, each leak at destroy, each stale handle, from
+ * every pool of the process). This sends later ones to `callback`, called
+ * with `user` on the thread that found the report; NULL restores stderr. The
+ * callback may call pagepool functions and must not throw. Guard-page and
+ * quarantine faults always go to stderr (from the signal handler). */
+HRESULT pagepool_set_report_callback(pagepool_report_fn callback, void *user);
+
 /* Destroys an allocator; its buffers stay valid until released. */
 HRESULT pagepool_allocator_destroy(pagepool_allocator *allocator);
 /* The allocator's counters. */

@@ -222,7 +222,7 @@ fn the_header_matches_the_rust_functions_and_codes() {
     let declared = functions(&header, "HRESULT pagepool_");
     let exported = functions(&rust, "extern \"C\" fn pagepool_");
     assert_eq!(declared, exported, "header vs src/capi.rs and src/capi/");
-    assert_eq!(declared.len(), 16);
+    assert_eq!(declared.len(), 17);
     // Every exported function is `#[unsafe(no_mangle)]`.
     assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
 
@@ -253,7 +253,7 @@ fn the_header_matches_the_rust_functions_and_codes() {
         })
         .collect();
     assert_eq!(constants, rust_constants, "header vs Rust constants");
-    assert_eq!(constants.len(), 11, "{constants:?}");
+    assert_eq!(constants.len(), 16, "{constants:?}");
     // The config struct: the same size and field count in both.
     assert_eq!(std::mem::size_of::<pagepool_config>(), 64);
     let fields = header
@@ -393,17 +393,56 @@ fn c_16_mib_buffer_is_whole_and_guarded() {
 }
 
 #[test]
-fn c_write_past_max_len_is_counted_as_slack_canary() {
-    Case::run("past_max_len").assert_ok();
+fn c_write_past_max_len_is_counted_and_reported() {
+    Case::run("past_max_len").assert_ok().assert_stderr(&[
+        "pagepool: write past max_len (slack canary damaged) in pool \"c-past-max\"",
+        "max_len 100, slot 4096 bytes; 1 byte damaged, the first at offset 100 (0 past max_len)",
+        "allocated at ",
+    ]);
 }
 
 #[test]
-fn c_writes_into_red_zones_are_counted_as_edge_canary() {
-    Case::run("red_zone_before").assert_ok();
-    Case::run("red_zone_after").assert_ok();
+fn c_report_callback_gets_kind_text_and_address() {
+    let case = Case::run("callback");
+    case.assert_ok()
+        .assert_stderr(&["\"c-cb\"", "offset 200 (0 past max_len)"]);
+    assert!(!case.stderr.contains("offset 101"), "{}", case.describe());
+}
+
+#[test]
+fn c_corruption_with_abort_reports_once_then_aborts() {
+    let case = Case::run("abort_on_corruption");
+    case.assert_signal(libc::SIGABRT)
+        .assert_stderr(&["write past max_len", "\"c-abort\""]);
+    assert_eq!(
+        case.stderr.matches("write past max_len").count(),
+        1,
+        "{}",
+        case.describe()
+    );
+}
+
+#[test]
+fn c_writes_into_red_zones_are_counted_and_reported() {
+    let what = "write outside the slot (red zone or edge canary damaged)";
+    Case::run("red_zone_before").assert_ok().assert_stderr(&[
+        what,
+        "\"c-rz-before\"",
+        "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset -1",
+    ]);
+    Case::run("red_zone_after").assert_ok().assert_stderr(&[
+        what,
+        "\"c-rz-after\"",
+        "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset 64",
+    ]);
 }
 
 #[test]
 fn c_write_after_release_is_caught_by_sampled_poison() {
-    Case::run("poison_sampled").assert_ok();
+    Case::run("poison_sampled").assert_ok().assert_stderr(&[
+        "pagepool: write after release (poison damaged) in pool \"c-poison\"",
+        "1 byte damaged, the first at offset 10",
+        "allocated at ",
+        "released by a drop on thread",
+    ]);
 }

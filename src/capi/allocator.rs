@@ -4,6 +4,7 @@ use std::ffi::{c_char, CStr};
 
 use super::config::{pagepool_config, read_versioned, CONFIG_V1};
 use super::handles::{HandleKind, Held, TABLE};
+use super::report::install_sink;
 use super::{
     code, guarded, pagepool_allocator, put, E_HANDLE, E_INVALIDARG, E_OUTOFMEMORY, E_POINTER,
     HRESULT,
@@ -44,6 +45,8 @@ unsafe fn create(
             return Err(E_POINTER);
         }
         let pool = make()?.build().map_err(|e| code(&e))?;
+        // From now on the process's reports reach stderr or the callback.
+        install_sink();
         let handle = TABLE
             .lock()
             .insert(Held::Allocator(pool))

@@ -279,6 +279,62 @@ static void poison_sampled(void) {
     EXPECT(pagepool_allocator_destroy(a), S_OK);
 }
 
+/* What the report callback saw. */
+static struct {
+    int calls;
+    uint32_t kind;
+    uintptr_t address;
+    char text[1024];
+    void *user;
+} seen;
+
+static void on_report(void *user, uint32_t kind, const char *text, uintptr_t address) {
+    seen.calls++;
+    seen.kind = kind;
+    seen.address = address;
+    seen.user = user;
+    snprintf(seen.text, sizeof seen.text, "%s", text);
+}
+
+/* The callback gets each report (and stderr none of it); NULL restores
+ * stderr. */
+static void callback(void) {
+    int token;
+    EXPECT(pagepool_set_report_callback(on_report, &token), S_OK);
+    pagepool_allocator *a = debug_allocator("c-cb", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
+    uint8_t *d = data_of(b);
+    d[101] = 0;
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    CHECK(seen.calls == 1 && seen.kind == PAGEPOOL_REPORT_SLACK_CANARY);
+    CHECK(seen.address == (uintptr_t)d && seen.user == &token);
+    CHECK(strstr(seen.text, "write past max_len") && strstr(seen.text, "\"c-cb\""));
+    CHECK(strstr(seen.text, "offset 101 (1 past max_len)"));
+    /* Back to stderr: the Rust side sees this one there. */
+    EXPECT(pagepool_set_report_callback(NULL, NULL), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 200, &b), S_OK);
+    d = data_of(b);
+    d[200] = 0;
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    CHECK(seen.calls == 1);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+}
+
+/* PAGEPOOL_ON_CORRUPTION_ABORT: the report, then abort(). */
+static void abort_on_corruption(void) {
+    pagepool_config c;
+    EXPECT(pagepool_config_init(&c, sizeof c), S_OK);
+    c.on_corruption = PAGEPOOL_ON_CORRUPTION_ABORT;
+    pagepool_allocator *a = NULL;
+    EXPECT(pagepool_allocator_create_ex("c-abort", &c, &a), S_OK);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
+    data_of(b)[100] = 0;
+    faulting();
+    pagepool_buffer_release(b, NULL);
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -292,6 +348,8 @@ static const struct {
     {"red_zone_before", red_zone_before},
     {"red_zone_after", red_zone_after},
     {"poison_sampled", poison_sampled},
+    {"callback", callback},
+    {"abort_on_corruption", abort_on_corruption},
 };
 
 int main(int argc, char **argv) {
