@@ -13,6 +13,7 @@
 #ifndef PAGEPOOL_H
 #define PAGEPOOL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -155,7 +156,9 @@ typedef void (*pagepool_report_fn)(void *user, uint32_t kind, const char *text,
  * quarantine faults always go to stderr (from the signal handler). */
 HRESULT pagepool_set_report_callback(pagepool_report_fn callback, void *user);
 
-/* Destroys an allocator; its buffers stay valid until released. */
+/* Destroys an allocator; its buffers stay valid until released. With
+ * buffers still out, a leak report (PAGEPOOL_REPORT_LEAK: counts and bytes
+ * by allocation site) goes to stderr or the report callback. */
 HRESULT pagepool_allocator_destroy(pagepool_allocator *allocator);
 /* The allocator's counters. */
 HRESULT pagepool_allocator_stats(pagepool_allocator *allocator, pagepool_stats *out);
@@ -163,6 +166,14 @@ HRESULT pagepool_allocator_stats(pagepool_allocator *allocator, pagepool_stats *
  * caller's struct has (zero past the fields this library knows), keeping
  * out->size. E_INVALIDARG when out->size is below the first version's. */
 HRESULT pagepool_allocator_stats_ex(pagepool_allocator *allocator, pagepool_stats_ex *out);
+
+/* Writes the current leak report (every buffer out, by allocation site,
+ * biggest first) into buf as a NUL-terminated string cut at len - 1 bytes;
+ * *needed (unless NULL) gets the bytes the whole report needs, its NUL
+ * included. buf may be NULL when len is 0. S_OK, even when cut: compare
+ * *needed with len. */
+HRESULT pagepool_leak_report(pagepool_allocator *allocator, char *buf, size_t len,
+                             size_t *needed);
 
 /* IWMSBufferAllocator::AllocateBuffer: 64-byte aligned up to 2 KiB,
  * page-aligned above; length 0. */

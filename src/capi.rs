@@ -64,6 +64,7 @@
 //! | `capi/handles.rs` | the handle table |
 //! | `capi/allocator.rs` | creating and destroying allocators |
 //! | `capi/config.rs` | `pagepool_config`, the settings of `create_ex` |
+//! | `capi/leak.rs` | the leak report as text |
 //! | `capi/report.rs` | where diagnostics go: the fault handler |
 //! | `capi/buffer.rs` | allocating buffers, the `INSSBuffer` calls |
 //! | `capi/stats.rs` | the counters |
@@ -79,6 +80,7 @@ mod allocator;
 mod buffer;
 mod config;
 mod handles;
+mod leak;
 mod report;
 mod stats;
 #[cfg(test)]
@@ -87,6 +89,7 @@ mod tests;
 pub use allocator::*;
 pub use buffer::*;
 pub use config::*;
+pub use leak::*;
 pub use report::*;
 pub use stats::*;
 

@@ -222,7 +222,7 @@ fn the_header_matches_the_rust_functions_and_codes() {
     let declared = functions(&header, "HRESULT pagepool_");
     let exported = functions(&rust, "extern \"C\" fn pagepool_");
     assert_eq!(declared, exported, "header vs src/capi.rs and src/capi/");
-    assert_eq!(declared.len(), 17);
+    assert_eq!(declared.len(), 18);
     // Every exported function is `#[unsafe(no_mangle)]`.
     assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
 
@@ -399,6 +399,23 @@ fn c_write_past_max_len_is_counted_and_reported() {
         "max_len 100, slot 4096 bytes; 1 byte damaged, the first at offset 100 (0 past max_len)",
         "allocated at ",
     ]);
+}
+
+#[test]
+fn c_leaks_are_reported_at_destroy_and_on_request() {
+    let case = Case::run("leak");
+    case.assert_ok().assert_stderr(&[
+        "pagepool: the last handle of pool \"c-leak\" was dropped with buffers still out:",
+        "pagepool \"c-leak\": 3 buffers (12288 bytes) outstanding for at least 0ns, from 1 site",
+        "3 buffers        12288 bytes",
+    ]);
+    // The report the C program asked for, printed to its stdout.
+    assert!(
+        case.stdout
+            .contains("pagepool \"c-leak\": 2 buffers (8192 bytes)"),
+        "{}",
+        case.describe()
+    );
 }
 
 #[test]

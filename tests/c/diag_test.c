@@ -318,7 +318,48 @@ static void callback(void) {
     d[200] = 0;
     EXPECT(pagepool_buffer_release(b, NULL), S_OK);
     CHECK(seen.calls == 1);
+    /* A leak at destroy, to the callback: kind LEAK, no one address. */
+    EXPECT(pagepool_set_report_callback(on_report, NULL), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 200, &b), S_OK);
     EXPECT(pagepool_allocator_destroy(a), S_OK);
+    CHECK(seen.calls == 2 && seen.kind == PAGEPOOL_REPORT_LEAK && seen.address == 0);
+    CHECK(strstr(seen.text, "\"c-cb\": 1 buffer (4096 bytes)"));
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_set_report_callback(NULL, NULL), S_OK);
+}
+
+/* pagepool_leak_report on request (its size protocol, its refusals), and
+ * the report at destroy with buffers out. */
+static void leak(void) {
+    pagepool_allocator *a = debug_allocator("c-leak", PAGEPOOL_DEBUG_STANDARD, 0);
+    size_t needed = 0;
+    EXPECT(pagepool_leak_report(a, NULL, 0, &needed), S_OK);
+    CHECK(needed > 1);
+    char small[5];
+    memset(small, 'x', sizeof small);
+    EXPECT(pagepool_leak_report(a, small, sizeof small, NULL), S_OK);
+    CHECK(strlen(small) == 4 && memcmp(small, "page", 4) == 0);
+    EXPECT(pagepool_leak_report(a, NULL, 5, &needed), E_POINTER);
+    EXPECT(pagepool_leak_report(NULL, small, sizeof small, &needed), E_HANDLE);
+
+    pagepool_buffer *b[3] = {0};
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b[0]), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4000, &b[1]), S_OK);
+    EXPECT(pagepool_leak_report(a, NULL, 0, &needed), S_OK);
+    char *text = malloc(needed);
+    CHECK(text != NULL);
+    size_t again = 0;
+    EXPECT(pagepool_leak_report(a, text, needed, &again), S_OK);
+    CHECK(again == needed && strlen(text) == needed - 1);
+    CHECK(strstr(text, "2 buffers (8192 bytes)"));
+    printf("%s", text);
+    free(text);
+
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b[2]), S_OK);
+    EXPECT(pagepool_allocator_destroy(a), S_OK); /* reports 3 buffers */
+    for (int i = 0; i < 3; i++) {
+        EXPECT(pagepool_buffer_release(b[i], NULL), S_OK);
+    }
 }
 
 /* PAGEPOOL_ON_CORRUPTION_ABORT: the report, then abort(). */
@@ -349,6 +390,7 @@ static const struct {
     {"red_zone_after", red_zone_after},
     {"poison_sampled", poison_sampled},
     {"callback", callback},
+    {"leak", leak},
     {"abort_on_corruption", abort_on_corruption},
 };
 
