@@ -197,7 +197,11 @@ HRESULT pagepool_buffer_get_max_length(pagepool_buffer *buffer, uint32_t *length
 HRESULT pagepool_buffer_set_length(pagepool_buffer *buffer, uint32_t length);
 /* AddRef: the new count goes to *count unless count is NULL. */
 HRESULT pagepool_buffer_add_ref(pagepool_buffer *buffer, uint32_t *count);
-/* Release: at zero the buffer returns to its pool and the handle dies. */
+/* Release: at zero the buffer returns to its pool and the handle dies. A
+ * later call with a dead handle (a double release, a use after the last
+ * release) gives E_HANDLE and, for the last 4096 handles released, a report
+ * (PAGEPOOL_REPORT_STALE_HANDLE) naming the buffer it was, its pool,
+ * allocation site and releasing thread. */
 HRESULT pagepool_buffer_release(pagepool_buffer *buffer, uint32_t *count);
 
 #ifdef __cplusplus

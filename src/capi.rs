@@ -30,7 +30,10 @@
 //! (`E_POINTER`), a forged or foreign pointer, a handle used after its last
 //! `Release` or `destroy`, or an allocator passed as a buffer (all
 //! `E_HANDLE`) is refused without touching memory, and the allocator stays
-//! usable. A generation is 32 bits (16 on 32-bit targets): a stale handle is
+//! usable. A buffer handle among the last 4096 released is remembered: a
+//! double release or a use of it after its last release is also reported
+//! (`PAGEPOOL_REPORT_STALE_HANDLE`) with the buffer it was, its pool,
+//! allocation site and releasing thread. A generation is 32 bits (16 on 32-bit targets): a stale handle is
 //! recognised unless its table entry was reused 2^32 times since.
 //!
 //! Each call takes one uncontended lock: a C caller pays about as much as
@@ -55,6 +58,17 @@
 //! | `E_OUTOFMEMORY` | `0x8007000E` | the byte cap is reached, or the OS refused memory |
 //! | `E_FAIL` | `0x80004005` | the OS refused to install the fault handler |
 //! | `E_UNEXPECTED` | `0x8000FFFF` | a bug inside pagepool (a caught panic) |
+//!
+//! # Reports
+//!
+//! Once C has created an allocator (or set a callback), every report of the
+//! process (a corruption a check finds, the leak report of an allocator
+//! destroyed with buffers out, a stale buffer handle) goes to stderr, or to
+//! the callback set with `pagepool_set_report_callback`: the library's
+//! report sink (`observe/sink.rs`) hands them over as plain data (kind,
+//! text, address) beside the `tracing` events Rust callers get. Faults on
+//! guard pages and quarantined buffers are reported by the fault handler
+//! (`pagepool_install_fault_handler`), to stderr.
 //!
 //! # Files
 //!

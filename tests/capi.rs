@@ -463,3 +463,20 @@ fn c_write_after_release_is_caught_by_sampled_poison() {
         "released by a drop on thread",
     ]);
 }
+
+#[test]
+fn c_double_release_is_reported_with_the_buffer_it_was() {
+    Case::run("double_release").assert_ok().assert_stderr(&[
+        "pagepool: pagepool_buffer_release with stale buffer handle 0x",
+        "(a double release); it was buffer 0x",
+        "of pool \"c-double\", max_len 4096; allocated at ",
+        "released by its last pagepool_buffer_release on thread ",
+    ]);
+}
+
+#[test]
+fn c_write_after_release_from_another_thread_faults_there() {
+    Case::run("other_thread")
+        .assert_signal(libc::SIGSEGV)
+        .assert_stderr(&["use-after-release", "\"c-thread\"", "offset 8"]);
+}

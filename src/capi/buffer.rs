@@ -2,11 +2,47 @@
 //! calls, and the reference count.
 
 use super::handles::{HandleKind, Held, TABLE};
+use super::report::{deliver, PAGEPOOL_REPORT_STALE_HANDLE};
 use super::{
     code, guarded, pagepool_allocator, pagepool_buffer, put, E_HANDLE, E_INVALIDARG, E_OUTOFMEMORY,
-    E_POINTER, HRESULT,
+    E_POINTER, HRESULT, S_OK,
 };
 use crate::buffer::PageBuffer;
+
+/// `guarded(f)` for a call named `call` on buffer handle `b`: when the
+/// handle is refused and is one released before, the use is reported
+/// (`PAGEPOOL_REPORT_STALE_HANDLE`) with the buffer it was; still
+/// `E_HANDLE`.
+fn guarded_buffer(
+    b: *mut pagepool_buffer,
+    call: &str,
+    f: impl FnOnce() -> Result<(), HRESULT>,
+) -> HRESULT {
+    let hr = guarded(f);
+    if hr == E_HANDLE {
+        // Formatted under the table's lock, delivered outside it (the
+        // callback may call pagepool).
+        let stale = guarded(|| {
+            let found = TABLE.lock().grave(b as usize).map(|g| {
+                let what = if call == "pagepool_buffer_release" {
+                    "a double release"
+                } else {
+                    "a use after the last release"
+                };
+                (
+                    format!("pagepool: {call} with stale buffer handle {b:p} ({what}); it was {g}"),
+                    g.address,
+                )
+            });
+            if let Some((text, address)) = found {
+                deliver(PAGEPOOL_REPORT_STALE_HANDLE, &text, address);
+            }
+            Ok(())
+        });
+        debug_assert_eq!(stale, S_OK);
+    }
+    hr
+}
 
 /// Writes `f(buffer)` through `out` for the buffer handle `b`.
 ///
@@ -14,10 +50,11 @@ use crate::buffer::PageBuffer;
 /// `out` is null or valid for a write of `T`.
 unsafe fn read_buffer<T>(
     b: *mut pagepool_buffer,
+    call: &str,
     out: *mut T,
     f: impl FnOnce(&mut PageBuffer) -> T,
 ) -> HRESULT {
-    guarded(|| {
+    guarded_buffer(b, call, || {
         if out.is_null() {
             return Err(E_POINTER);
         }
@@ -112,7 +149,7 @@ pub unsafe extern "C" fn pagepool_buffer_get_buffer(
     out: *mut *mut u8,
 ) -> HRESULT {
     // SAFETY: forwarded from the caller.
-    unsafe { read_buffer(b, out, PageBuffer::as_mut_ptr) }
+    unsafe { read_buffer(b, "pagepool_buffer_get_buffer", out, PageBuffer::as_mut_ptr) }
 }
 
 /// `INSSBuffer::GetBufferAndLength`: the first byte and the current length.
@@ -127,7 +164,7 @@ pub unsafe extern "C" fn pagepool_buffer_get_buffer_and_length(
     out: *mut *mut u8,
     len: *mut u32,
 ) -> HRESULT {
-    guarded(|| {
+    guarded_buffer(b, "pagepool_buffer_get_buffer_and_length", || {
         if out.is_null() || len.is_null() {
             return Err(E_POINTER);
         }
@@ -154,7 +191,7 @@ pub unsafe extern "C" fn pagepool_buffer_get_length(
 ) -> HRESULT {
     // SAFETY: forwarded from the caller. The length fits: it is at most
     // `max_len`, a `u32` at allocation.
-    unsafe { read_buffer(b, len, |buf| buf.len() as u32) }
+    unsafe { read_buffer(b, "pagepool_buffer_get_length", len, |buf| buf.len() as u32) }
 }
 
 /// `INSSBuffer::GetMaxLength`: the `max_size` the buffer was allocated with.
@@ -169,7 +206,11 @@ pub unsafe extern "C" fn pagepool_buffer_get_max_length(
     len: *mut u32,
 ) -> HRESULT {
     // SAFETY: forwarded from the caller; `max_len` was a `u32`.
-    unsafe { read_buffer(b, len, |buf| buf.max_len() as u32) }
+    unsafe {
+        read_buffer(b, "pagepool_buffer_get_max_length", len, |buf| {
+            buf.max_len() as u32
+        })
+    }
 }
 
 /// `INSSBuffer::SetLength`: sets the current length.
@@ -181,7 +222,7 @@ pub unsafe extern "C" fn pagepool_buffer_get_max_length(
 /// None: any value is checked.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_buffer_set_length(b: *mut pagepool_buffer, len: u32) -> HRESULT {
-    guarded(|| {
+    guarded_buffer(b, "pagepool_buffer_set_length", || {
         let mut table = TABLE.lock();
         let (buf, _) = table.buffer(b as usize)?;
         buf.set_len(len as usize).map_err(|e| code(&e))
@@ -201,7 +242,7 @@ pub unsafe extern "C" fn pagepool_buffer_add_ref(
     b: *mut pagepool_buffer,
     count: *mut u32,
 ) -> HRESULT {
-    guarded(|| {
+    guarded_buffer(b, "pagepool_buffer_add_ref", || {
         let n = {
             let mut table = TABLE.lock();
             let (_, refs) = table.buffer(b as usize)?;
@@ -229,7 +270,7 @@ pub unsafe extern "C" fn pagepool_buffer_release(
     b: *mut pagepool_buffer,
     count: *mut u32,
 ) -> HRESULT {
-    guarded(|| {
+    guarded_buffer(b, "pagepool_buffer_release", || {
         let (n, gone) = {
             let mut table = TABLE.lock();
             let i = table.find(b as usize, HandleKind::Buffer).ok_or(E_HANDLE)?;
@@ -238,7 +279,7 @@ pub unsafe extern "C" fn pagepool_buffer_release(
             };
             *refs -= 1;
             let n = *refs;
-            (n, (n == 0).then(|| table.remove(i)))
+            (n, (n == 0).then(|| table.bury(i, b as usize)))
         };
         // The buffer returns to its pool outside the table's lock.
         drop(gone);

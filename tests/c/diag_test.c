@@ -362,6 +362,61 @@ static void leak(void) {
     }
 }
 
+/* A double release and a use after the last release: E_HANDLE, and a
+ * report naming the buffer; also once the handle's entry is reused. */
+static void double_release(void) {
+    pagepool_allocator *a = debug_allocator("c-double", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK);
+    uint8_t *d = data_of(b);
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_buffer_release(b, NULL), E_HANDLE); /* to stderr */
+    EXPECT(pagepool_set_report_callback(on_report, NULL), S_OK);
+    uint8_t *none = NULL;
+    EXPECT(pagepool_buffer_get_buffer(b, &none), E_HANDLE);
+    CHECK(seen.calls == 1 && seen.kind == PAGEPOOL_REPORT_STALE_HANDLE);
+    CHECK(seen.address == (uintptr_t)d);
+    CHECK(strstr(seen.text, "pagepool_buffer_get_buffer with stale buffer handle"));
+    CHECK(strstr(seen.text, "(a use after the last release)"));
+    CHECK(strstr(seen.text, "\"c-double\", max_len 4096"));
+    /* The entry is reused by a new buffer: the old handle is still known. */
+    pagepool_buffer *c = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &c), S_OK);
+    CHECK(c != b);
+    EXPECT(pagepool_buffer_set_length(b, 1), E_HANDLE);
+    CHECK(seen.calls == 2 && strstr(seen.text, "pagepool_buffer_set_length"));
+    /* Forged and wrong-kind handles are refused without a report. */
+    EXPECT(pagepool_buffer_release((pagepool_buffer *)0x1234, NULL), E_HANDLE);
+    EXPECT(pagepool_buffer_release((pagepool_buffer *)a, NULL), E_HANDLE);
+    CHECK(seen.calls == 2);
+    EXPECT(pagepool_buffer_release(c, NULL), S_OK);
+    EXPECT(pagepool_set_report_callback(NULL, NULL), S_OK);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
+}
+
+static volatile uint8_t *stale;
+
+static void *write_stale(void *arg) {
+    (void)arg;
+    faulting();
+    stale[8] = 1;
+    return NULL;
+}
+
+/* A write after release from another thread, into the quarantine: the
+ * fault is reported from that thread. */
+static void other_thread(void) {
+    EXPECT(pagepool_install_fault_handler(), S_OK);
+    pagepool_allocator *a = debug_allocator("c-thread", PAGEPOOL_DEBUG_STANDARD, 1);
+    pagepool_buffer *b = NULL;
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK);
+    stale = data_of(b);
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, write_stale, NULL) == 0);
+    pthread_join(t, NULL);
+}
+
 /* PAGEPOOL_ON_CORRUPTION_ABORT: the report, then abort(). */
 static void abort_on_corruption(void) {
     pagepool_config c;
@@ -391,6 +446,8 @@ static const struct {
     {"poison_sampled", poison_sampled},
     {"callback", callback},
     {"leak", leak},
+    {"double_release", double_release},
+    {"other_thread", other_thread},
     {"abort_on_corruption", abort_on_corruption},
 };
 
