@@ -18,6 +18,8 @@ pub(crate) enum ReportKind {
 
 /// One report.
 #[derive(Debug, Clone, Copy)]
+// Read by a sink, and only the C ABI installs one.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))]
 pub(crate) struct Report<'a> {
     pub(crate) kind: ReportKind,
     /// The whole report, as a line (or lines) of text.
@@ -33,6 +35,7 @@ pub(crate) type Sink = fn(&Report<'_>);
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 /// Installs `sink` for the rest of the process, unless one is installed.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))]
 pub(crate) fn install(sink: Sink) {
     let _ = SINK.set(sink);
 }
