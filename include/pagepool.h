@@ -59,29 +59,13 @@ typedef struct pagepool_stats {
     uint64_t rejected;
 } pagepool_stats;
 
-/* An allocator's counters with the diagnostics, versioned by `size` as
- * pagepool_config is: set `size = sizeof(pagepool_stats_ex)` before the call. */
-typedef struct pagepool_stats_ex {
-    uint32_t size;     /* sizeof(pagepool_stats_ex), set by the caller */
-    uint32_t reserved; /* 0 */
-    uint64_t buffers_in_use;
-    uint64_t bytes_in_use;
-    uint64_t bytes_reserved;
-    uint64_t bytes_limit; /* 0: no cap */
-    uint64_t exhausted;
-    uint64_t rejected;
-    uint64_t corruptions;              /* every kind */
-    uint64_t corruptions_slack_canary; /* writes past max_len */
-    uint64_t corruptions_edge_canary;  /* writes into a packet's red zone */
-    uint64_t corruptions_poison;       /* writes after release */
-    uint64_t unguarded_slots;          /* slots missing a guard page */
-    uint64_t buffers_quarantined;
-} pagepool_stats_ex;
+/* ---- Allocators ---- */
 
 /* Creates an allocator named `name` (UTF-8; NULL for "capi") whose mapped
  * bytes stay within `max_bytes` (0: no cap). */
 HRESULT pagepool_allocator_create(const char *name, uint64_t max_bytes,
                                   pagepool_allocator **out);
+
 /* A knob that takes the value its debug_level preset gives it. */
 #define PAGEPOOL_FROM_LEVEL (-1)
 /* debug_level */
@@ -94,7 +78,8 @@ HRESULT pagepool_allocator_create(const char *name, uint64_t max_bytes,
 #define PAGEPOOL_ZERO_ON_ALLOCATE 2
 /* on_corruption */
 #define PAGEPOOL_ON_CORRUPTION_REPORT 0 /* report, count, repair, go on */
-#define PAGEPOOL_ON_CORRUPTION_ABORT 1  /* report, then abort() */
+#define PAGEPOOL_ON_CORRUPTION_ABORT 1  /* report (to the callback or stderr),
+                                           then abort() */
 /* leak_tracking */
 #define PAGEPOOL_LEAK_TRACKING_OFF 0       /* counts only */
 #define PAGEPOOL_LEAK_TRACKING_CALL_SITE 1 /* site, time, thread per buffer */
@@ -129,6 +114,41 @@ HRESULT pagepool_config_init(pagepool_config *config, uint32_t size);
  * fields this library does not know), or a quarantine without guard pages. */
 HRESULT pagepool_allocator_create_ex(const char *name, const pagepool_config *config,
                                      pagepool_allocator **out);
+/* Destroys an allocator; its buffers stay valid until released. With
+ * buffers still out, a leak report (PAGEPOOL_REPORT_LEAK: counts and bytes
+ * by allocation site) goes to stderr or the report callback. */
+HRESULT pagepool_allocator_destroy(pagepool_allocator *allocator);
+
+/* ---- Counters ---- */
+
+/* An allocator's counters with the diagnostics, versioned by `size` as
+ * pagepool_config is: set `size = sizeof(pagepool_stats_ex)` before the call. */
+typedef struct pagepool_stats_ex {
+    uint32_t size;     /* sizeof(pagepool_stats_ex), set by the caller */
+    uint32_t reserved; /* 0 */
+    uint64_t buffers_in_use;
+    uint64_t bytes_in_use;
+    uint64_t bytes_reserved;
+    uint64_t bytes_limit; /* 0: no cap */
+    uint64_t exhausted;
+    uint64_t rejected;
+    uint64_t corruptions;              /* every kind */
+    uint64_t corruptions_slack_canary; /* writes past max_len */
+    uint64_t corruptions_edge_canary;  /* writes into a packet's red zone */
+    uint64_t corruptions_poison;       /* writes after release */
+    uint64_t unguarded_slots;          /* slots missing a guard page */
+    uint64_t buffers_quarantined;
+} pagepool_stats_ex;
+
+/* The allocator's counters. */
+HRESULT pagepool_allocator_stats(pagepool_allocator *allocator, pagepool_stats *out);
+/* The counters with corruptions by kind: writes the out->size bytes the
+ * caller's struct has (zero past the fields this library knows), keeping
+ * out->size. E_INVALIDARG when out->size is below the first version's. */
+HRESULT pagepool_allocator_stats_ex(pagepool_allocator *allocator, pagepool_stats_ex *out);
+
+/* ---- Diagnostics ---- */
+
 /* Installs the SIGSEGV/SIGBUS handler (once per process): a fault on a guard
  * page or a quarantined buffer is reported to stderr (kind, offset, pool,
  * max_len, allocation site), then the process dies of the signal as before.
@@ -156,17 +176,6 @@ typedef void (*pagepool_report_fn)(void *user, uint32_t kind, const char *text,
  * quarantine faults always go to stderr (from the signal handler). */
 HRESULT pagepool_set_report_callback(pagepool_report_fn callback, void *user);
 
-/* Destroys an allocator; its buffers stay valid until released. With
- * buffers still out, a leak report (PAGEPOOL_REPORT_LEAK: counts and bytes
- * by allocation site) goes to stderr or the report callback. */
-HRESULT pagepool_allocator_destroy(pagepool_allocator *allocator);
-/* The allocator's counters. */
-HRESULT pagepool_allocator_stats(pagepool_allocator *allocator, pagepool_stats *out);
-/* The counters with corruptions by kind: writes the out->size bytes the
- * caller's struct has (zero past the fields this library knows), keeping
- * out->size. E_INVALIDARG when out->size is below the first version's. */
-HRESULT pagepool_allocator_stats_ex(pagepool_allocator *allocator, pagepool_stats_ex *out);
-
 /* Writes the current leak report (every buffer out, by allocation site,
  * biggest first) into buf as a NUL-terminated string cut at len - 1 bytes;
  * *needed (unless NULL) gets the bytes the whole report needs, its NUL
@@ -174,6 +183,8 @@ HRESULT pagepool_allocator_stats_ex(pagepool_allocator *allocator, pagepool_stat
  * *needed with len. */
 HRESULT pagepool_leak_report(pagepool_allocator *allocator, char *buf, size_t len,
                              size_t *needed);
+
+/* ---- Buffers ---- */
 
 /* IWMSBufferAllocator::AllocateBuffer: 64-byte aligned up to 2 KiB,
  * page-aligned above; length 0. */
