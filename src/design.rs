@@ -12,7 +12,7 @@
 //!  public surface   buffer_pool (BufferPool)  buffer (PageBuffer, SharedBuffer)
 //!                   future (Allocate)  quota (Quota)  builder  leak  debug
 //!                   metrics  io  bytes (+ buf_mut, cursor)  direct
-//!                   prometheus  capi (+ capi/handles)
+//!                   prometheus  capi (+ capi/handles, allocator, buffer, stats)
 //!                   uring (+ builder, registry, ring, read)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
 //!  pool/            mod (PoolInner)  allocate  release  map  wait  cap
@@ -311,6 +311,18 @@
 //! `BufferPool` or `PageBuffer` stored there. Buffers are moved out of the
 //! table before they are dropped, so no pool code runs under the table's
 //! lock.
+//! A buffer handle's last release leaves a grave (the handle, its buffer's
+//! address, pool, site and threads) in a ring of the last 4096, which a
+//! later use of the handle is reported with.
+//!
+//! ## Reports to C
+//!
+//! `observe/sink.rs` is a process-wide seam: a report (corruption, leak)
+//! is handed to an installed sink as plain data, a kind, its text and the
+//! buffer's address, beside the `tracing` event. Observers and the pool
+//! call it; only the C ABI installs a sink (the first allocator C creates),
+//! which writes stderr or calls the C program's callback, so neither layer
+//! imports the other.
 //!
 //! ## The fault handler's stack
 //!

@@ -1,12 +1,16 @@
 //! The C ABI from C: `tests/c/capi_test.c` is compiled with the system C
 //! compiler against `include/pagepool.h` and the `libpagepool.a` this build
-//! made, run, and must report every check passed. A second test keeps the
-//! header and `src/capi.rs` in agreement (names, argument counts, codes).
+//! made, run, and must report every check passed. `tests/c/diag_test.c`
+//! runs one diagnostic case per process (crash cases die of their signal),
+//! checked by the `c_*` tests for their exit and report. Another test keeps the
+//! header and `src/capi.rs` (with `src/capi/`) in agreement (names, argument counts, codes).
 #![cfg(feature = "capi")]
 
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
 
 /// The directory holding this build's library artifacts
 /// (`target/<profile>`, the parent of the test binary's `deps`).
@@ -59,19 +63,20 @@ fn static_library() -> PathBuf {
     lib
 }
 
-#[test]
-fn a_c_program_runs_every_function_and_error_path() {
+/// Compiles `tests/c/<source>` against the header and the static library
+/// into `exe` in cargo's temporary directory for tests; returns its path.
+fn compile(source: &str, exe: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let lib = static_library();
-    let out_dir = std::env::temp_dir().join(format!("pagepool-capi-{}", std::process::id()));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let exe = out_dir.join("capi_test");
+    let exe = Path::new(env!("CARGO_TARGET_TMPDIR")).join(exe);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-O1"])
+        .args([
+            "-std=c11", "-Wall", "-Wextra", "-Werror", "-O1", "-g", "-pthread",
+        ])
         .arg("-I")
         .arg(root.join("include"))
-        .arg(root.join("tests/c/capi_test.c"))
+        .arg(root.join("tests/c").join(source))
         .arg(&lib)
         // What Rust's standard library needs from the system (see
         // `cargo rustc --crate-type staticlib -- --print native-static-libs`).
@@ -88,8 +93,13 @@ fn a_c_program_runs_every_function_and_error_path() {
         .arg(&exe)
         .status()
         .unwrap_or_else(|e| panic!("cannot run the C compiler {cc:?}: {e}"));
-    assert!(status.success(), "the C test program did not compile");
+    assert!(status.success(), "{source} did not compile");
+    exe
+}
 
+#[test]
+fn a_c_program_runs_every_function_and_error_path() {
+    let exe = compile("capi_test.c", "capi_test");
     let run = Command::new(&exe).output().expect("run the C test program");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -105,7 +115,6 @@ fn a_c_program_runs_every_function_and_error_path() {
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert!(passed >= 100, "only {passed} checks ran");
     println!("capi: {passed} checks passed in C");
-    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 /// The header on its own compiles cleanly as strict C99 and C++11 (a C++
@@ -176,15 +185,44 @@ fn header_codes(header: &str) -> BTreeMap<String, u32> {
         .collect()
 }
 
+/// `src/capi.rs` and every file under `src/capi/`, concatenated.
+fn capi_sources(root: &Path) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("src/capi"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    files.insert(0, root.join("src/capi.rs"));
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// `#define PAGEPOOL_NAME value` constants in the header (decimal).
+fn header_constants(header: &str) -> BTreeMap<String, i64> {
+    header
+        .lines()
+        .filter_map(|l| {
+            let l = l.strip_prefix("#define PAGEPOOL_")?;
+            let (name, value) = l.split_once(' ')?;
+            let value = value.split("/*").next()?.trim();
+            let value = value.trim_start_matches('(').trim_end_matches(')');
+            Some((format!("PAGEPOOL_{name}"), value.parse().ok()?))
+        })
+        .collect()
+}
+
 #[test]
 fn the_header_matches_the_rust_functions_and_codes() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let header = std::fs::read_to_string(root.join("include/pagepool.h")).unwrap();
-    let rust = std::fs::read_to_string(root.join("src/capi.rs")).unwrap();
+    let rust = capi_sources(root);
     let declared = functions(&header, "HRESULT pagepool_");
     let exported = functions(&rust, "extern \"C\" fn pagepool_");
-    assert_eq!(declared, exported, "header vs src/capi.rs");
-    assert_eq!(declared.len(), 12);
+    assert_eq!(declared, exported, "header vs src/capi.rs and src/capi/");
+    assert_eq!(declared.len(), 18);
     // Every exported function is `#[unsafe(no_mangle)]`.
     assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
 
@@ -196,12 +234,51 @@ fn the_header_matches_the_rust_functions_and_codes() {
         ("E_HANDLE", E_HANDLE),
         ("E_INVALIDARG", E_INVALIDARG),
         ("E_OUTOFMEMORY", E_OUTOFMEMORY),
+        ("E_FAIL", E_FAIL),
         ("E_UNEXPECTED", E_UNEXPECTED),
     ];
     assert_eq!(codes.len(), expected.len(), "{codes:?}");
     for (name, value) in expected {
         assert_eq!(codes.get(name), Some(&(value as u32)), "{name}");
     }
+    // Every `#define PAGEPOOL_*` constant has the value of its Rust twin.
+    let constants = header_constants(&header);
+    let rust_constants: BTreeMap<String, i64> = rust
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim().strip_prefix("pub const PAGEPOOL_")?;
+            let (name, rest) = l.split_once(':')?;
+            let value = rest.split('=').nth(1)?.trim().trim_end_matches(';');
+            Some((format!("PAGEPOOL_{name}"), value.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(constants, rust_constants, "header vs Rust constants");
+    assert_eq!(constants.len(), 16, "{constants:?}");
+    // The config struct: the same size and field count in both.
+    assert_eq!(std::mem::size_of::<pagepool_config>(), 64);
+    let fields = header
+        .split("typedef struct pagepool_config {")
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .unwrap();
+    let declared = fields
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|t| t.ends_with("_t"))
+        })
+        .count();
+    assert_eq!(declared, 13, "{fields}");
+    // The extended stats: the same size, 2 u32 and 12 u64 fields.
+    assert_eq!(std::mem::size_of::<pagepool_stats_ex>(), 8 + 12 * 8);
+    let fields = header
+        .split("typedef struct pagepool_stats_ex {")
+        .nth(1)
+        .and_then(|s| s.split('}').next())
+        .unwrap();
+    assert_eq!(fields.matches("uint64_t ").count(), 12);
+    assert_eq!(fields.matches("uint32_t ").count(), 2);
     // The stats struct: six u64 fields in both.
     assert_eq!(std::mem::size_of::<pagepool_stats>(), 6 * 8);
     let fields = header
@@ -210,4 +287,196 @@ fn the_header_matches_the_rust_functions_and_codes() {
         .and_then(|s| s.split('}').next())
         .unwrap();
     assert_eq!(fields.matches("uint64_t ").count(), 6);
+}
+
+/// `tests/c/diag_test.c`, compiled once for every test that runs a case.
+fn diag_exe() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| compile("diag_test.c", "diag_test"))
+}
+
+/// What one run of a `diag_test` case did.
+struct Case {
+    name: &'static str,
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Case {
+    /// Runs case `name` in a process of its own.
+    fn run(name: &'static str) -> Case {
+        let out = Command::new(diag_exe())
+            .arg(name)
+            .output()
+            .expect("run diag_test");
+        Case {
+            name,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "case {}: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.name, self.status, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts the case ran to its end.
+    fn assert_ok(&self) -> &Self {
+        assert!(
+            self.status.success() && self.stdout.contains(&format!("diag: {} ok", self.name)),
+            "{}",
+            self.describe()
+        );
+        self
+    }
+
+    /// Asserts the case died of `signal` at the access meant to fault.
+    fn assert_signal(&self, signal: i32) -> &Self {
+        assert_eq!(self.status.signal(), Some(signal), "{}", self.describe());
+        assert!(
+            self.stdout.contains("diag: faulting"),
+            "{}",
+            self.describe()
+        );
+        self
+    }
+
+    /// Asserts stderr holds every one of `texts`.
+    fn assert_stderr(&self, texts: &[&str]) -> &Self {
+        for t in texts {
+            assert!(self.stderr.contains(t), "no {t:?}\n{}", self.describe());
+        }
+        self
+    }
+}
+
+#[test]
+fn c_config_is_checked_and_applied() {
+    Case::run("config").assert_ok();
+}
+
+#[test]
+fn c_write_to_the_next_page_is_reported_by_the_fault_handler() {
+    Case::run("next_page")
+        .assert_signal(libc::SIGSEGV)
+        .assert_stderr(&["heap-buffer-overflow", "\"c-next-page\"", "allocated at "]);
+}
+
+#[test]
+fn c_write_one_byte_before_is_reported_by_the_fault_handler() {
+    Case::run("byte_before")
+        .assert_signal(libc::SIGSEGV)
+        .assert_stderr(&[
+            "heap-buffer-underflow",
+            "1 byte(s) before it",
+            "\"c-before\"",
+        ]);
+}
+
+#[test]
+fn c_write_after_release_into_the_quarantine_faults() {
+    Case::run("quarantined")
+        .assert_signal(libc::SIGSEGV)
+        .assert_stderr(&["use-after-release", "\"c-quarantine\"", "offset 100"]);
+}
+
+#[test]
+fn c_16_mib_buffer_is_whole_and_guarded() {
+    Case::run("big_buffer")
+        .assert_signal(libc::SIGSEGV)
+        .assert_stderr(&["heap-buffer-overflow", "\"c-16mib\"", "max_len 16777216"]);
+}
+
+#[test]
+fn c_write_past_max_len_is_counted_and_reported() {
+    Case::run("past_max_len").assert_ok().assert_stderr(&[
+        "pagepool: write past max_len (slack canary damaged) in pool \"c-past-max\"",
+        "max_len 100, slot 4096 bytes; 1 byte damaged, the first at offset 100 (0 past max_len)",
+        "allocated at ",
+    ]);
+}
+
+#[test]
+fn c_leaks_are_reported_at_destroy_and_on_request() {
+    let case = Case::run("leak");
+    case.assert_ok().assert_stderr(&[
+        "pagepool: the last handle of pool \"c-leak\" was dropped with buffers still out:",
+        "pagepool \"c-leak\": 3 buffers (12288 bytes) outstanding for at least 0ns, from 1 site",
+        "3 buffers        12288 bytes",
+    ]);
+    // The report the C program asked for, printed to its stdout.
+    assert!(
+        case.stdout
+            .contains("pagepool \"c-leak\": 2 buffers (8192 bytes)"),
+        "{}",
+        case.describe()
+    );
+}
+
+#[test]
+fn c_report_callback_gets_kind_text_and_address() {
+    let case = Case::run("callback");
+    case.assert_ok()
+        .assert_stderr(&["\"c-cb\"", "offset 200 (0 past max_len)"]);
+    assert!(!case.stderr.contains("offset 101"), "{}", case.describe());
+}
+
+#[test]
+fn c_corruption_with_abort_reports_once_then_aborts() {
+    let case = Case::run("abort_on_corruption");
+    case.assert_signal(libc::SIGABRT)
+        .assert_stderr(&["write past max_len", "\"c-abort\""]);
+    assert_eq!(
+        case.stderr.matches("write past max_len").count(),
+        1,
+        "{}",
+        case.describe()
+    );
+}
+
+#[test]
+fn c_writes_into_red_zones_are_counted_and_reported() {
+    let what = "write outside the slot (red zone or edge canary damaged)";
+    Case::run("red_zone_before").assert_ok().assert_stderr(&[
+        what,
+        "\"c-rz-before\"",
+        "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset -1",
+    ]);
+    Case::run("red_zone_after").assert_ok().assert_stderr(&[
+        what,
+        "\"c-rz-after\"",
+        "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset 64",
+    ]);
+}
+
+#[test]
+fn c_write_after_release_is_caught_by_sampled_poison() {
+    Case::run("poison_sampled").assert_ok().assert_stderr(&[
+        "pagepool: write after release (poison damaged) in pool \"c-poison\"",
+        "1 byte damaged, the first at offset 10",
+        "allocated at ",
+        "released by a drop on thread",
+    ]);
+}
+
+#[test]
+fn c_double_release_is_reported_with_the_buffer_it_was() {
+    Case::run("double_release").assert_ok().assert_stderr(&[
+        "pagepool: pagepool_buffer_release with stale buffer handle 0x",
+        "(a double release); it was buffer 0x",
+        "of pool \"c-double\", max_len 4096; allocated at ",
+        "released by its last pagepool_buffer_release on thread ",
+    ]);
+}
+
+#[test]
+fn c_write_after_release_from_another_thread_faults_there() {
+    Case::run("other_thread")
+        .assert_signal(libc::SIGSEGV)
+        .assert_stderr(&["use-after-release", "\"c-thread\"", "offset 8"]);
 }

@@ -1,11 +1,72 @@
 //! The C ABI's handle table: every live allocator and buffer handle, as an
 //! index and a generation checked on every call (see the `capi` docs).
 
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::Ordering::Relaxed;
+
 use parking_lot::Mutex;
 
 use super::{E_HANDLE, HRESULT};
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
+use crate::threads;
+
+/// Buffer handles remembered after their last release, so a later use of
+/// one is reported with the buffer it was.
+const GRAVES: usize = 4096;
+
+/// What a released buffer handle was.
+pub(super) struct Grave {
+    /// The dead handle (its index and generation).
+    handle: usize,
+    pub(super) address: usize,
+    max_len: usize,
+    pool: String,
+    allocated_at: Option<&'static Location<'static>>,
+    allocated_by: Option<String>,
+    released_by: Option<String>,
+}
+
+impl Grave {
+    /// Describes buffer `buf`, whose handle `handle` dies now, released on
+    /// this thread.
+    fn new(handle: usize, buf: &PageBuffer) -> Grave {
+        let s = buf.meta();
+        Grave {
+            handle,
+            address: buf.as_ptr() as usize,
+            max_len: buf.max_len(),
+            pool: buf.pool_name().to_owned(),
+            allocated_at: s.site(),
+            allocated_by: threads::name(s.thread.load(Relaxed)),
+            released_by: threads::name(threads::id()),
+        }
+    }
+}
+
+impl fmt::Display for Grave {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "buffer {:#x} of pool {:?}, max_len {}",
+            self.address, self.pool, self.max_len
+        )?;
+        match self.allocated_at {
+            Some(site) => write!(f, "; allocated at {site}")?,
+            None => write!(f, "; allocation site not tracked")?,
+        }
+        if let Some(t) = &self.allocated_by {
+            write!(f, " by thread {t}")?;
+        }
+        write!(f, "; released by its last pagepool_buffer_release")?;
+        if let Some(t) = &self.released_by {
+            write!(f, " on thread {t}")?;
+        }
+        Ok(())
+    }
+}
 
 /// One entry of the handle table.
 pub(super) enum Held {
@@ -32,6 +93,8 @@ pub(super) struct Row {
 pub(super) struct Table {
     pub(super) rows: Vec<Row>,
     free: usize,
+    /// The last `GRAVES` buffer handles released, oldest first.
+    graves: VecDeque<Grave>,
 }
 
 /// Bits of a handle that hold the generation.
@@ -41,6 +104,7 @@ const GENERATION_MASK: usize = (1 << HALF) - 1;
 pub(super) static TABLE: Mutex<Table> = Mutex::new(Table {
     rows: Vec::new(),
     free: usize::MAX,
+    graves: VecDeque::new(),
 });
 
 /// What a handle is expected to be.
@@ -100,6 +164,23 @@ impl Table {
         };
         self.free = index;
         entry
+    }
+
+    /// Frees buffer entry `index` (handle `handle`) and remembers what it
+    /// was; returns what it held.
+    pub(super) fn bury(&mut self, index: usize, handle: usize) -> Held {
+        if let Held::Buffer { buf, .. } = &self.rows[index].held {
+            if self.graves.len() == GRAVES {
+                self.graves.pop_front();
+            }
+            self.graves.push_back(Grave::new(handle, buf));
+        }
+        self.remove(index)
+    }
+
+    /// What buffer handle `handle` was, if it died recently.
+    pub(super) fn grave(&self, handle: usize) -> Option<&Grave> {
+        self.graves.iter().rev().find(|g| g.handle == handle)
     }
 
     pub(super) fn pool(&self, handle: usize) -> Result<BufferPool, HRESULT> {

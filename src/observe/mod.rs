@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `checks` | canary, poison, zeroing, edge and red-zone checks of one slot |
 //! | `report` | the corruption report those checks raise |
+//! | `sink` | the process-wide seam that hands reports as plain data to an installed sink (the C ABI's) |
 //! | `quarantine` | the queue of sealed released slots, and its sampling |
 //! | `fault` | the SIGSEGV/SIGBUS handler and its slab table (a slab-event subscriber) |
 //! | `leak` | outstanding buffers and leak reports from slot metadata |
@@ -17,3 +18,4 @@ pub(crate) mod leak;
 pub(crate) mod metrics;
 pub(crate) mod quarantine;
 pub(crate) mod report;
+pub(crate) mod sink;

@@ -1,10 +1,12 @@
 //! The corruption report: what a check found, as logged (through
-//! `tracing`) or written before an abort.
+//! `tracing`, and to the report sink if one is installed) or written before
+//! an abort.
 
 use std::fmt;
 use std::io::Write as _;
 use std::panic::Location;
 
+use super::sink::{self, Report, ReportKind};
 use crate::config::CorruptionAction;
 use crate::stats::CorruptionKind;
 
@@ -68,6 +70,16 @@ impl fmt::Display for Corruption<'_> {
 }
 
 impl Corruption<'_> {
+    /// Hands the report to the sink, if one is installed; whether one was.
+    fn to_sink(&self) -> bool {
+        sink::installed()
+            && sink::emit(&Report {
+                kind: ReportKind::Corruption(self.kind),
+                text: &self.to_string(),
+                address: self.buffer,
+            })
+    }
+
     /// Logs or aborts, as `action` says.
     #[cold]
     pub(crate) fn raise(&self, action: CorruptionAction) {
@@ -85,9 +97,14 @@ impl Corruption<'_> {
                         "{self}"
                     )
                 }));
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.to_sink()));
             }
             CorruptionAction::Abort => {
-                let _ = writeln!(std::io::stderr().lock(), "{self}");
+                let sunk =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.to_sink()));
+                if !matches!(sunk, Ok(true)) {
+                    let _ = writeln!(std::io::stderr().lock(), "{self}");
+                }
                 std::process::abort();
             }
         }

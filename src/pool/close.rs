@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::PoolInner;
 use crate::observe::metrics;
+use crate::observe::sink::{self, Report, ReportKind};
 
 impl PoolInner {
     /// A handle was cloned.
@@ -43,6 +44,17 @@ impl PoolInner {
                 bytes = report.bytes(),
                 "the last handle of the pool was dropped with buffers still out:\n{report}"
             );
+            if sink::installed() {
+                let text = format!(
+                    "pagepool: the last handle of pool {:?} was dropped with buffers still out:\n{report}",
+                    self.name()
+                );
+                sink::emit(&Report {
+                    kind: ReportKind::Leak,
+                    text: &text,
+                    address: 0,
+                });
+            }
         }
     }
 

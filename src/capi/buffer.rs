@@ -1,0 +1,292 @@
+//! Buffer handles: allocation through an allocator handle, the `INSSBuffer`
+//! calls, and the reference count.
+
+use super::handles::{HandleKind, Held, TABLE};
+use super::report::{deliver, PAGEPOOL_REPORT_STALE_HANDLE};
+use super::{
+    code, guarded, pagepool_allocator, pagepool_buffer, put, E_HANDLE, E_INVALIDARG, E_OUTOFMEMORY,
+    E_POINTER, HRESULT, S_OK,
+};
+use crate::buffer::PageBuffer;
+
+/// `guarded(f)` for a call named `call` on buffer handle `b`: when the
+/// handle is refused and is one released before, the use is reported
+/// (`PAGEPOOL_REPORT_STALE_HANDLE`) with the buffer it was; still
+/// `E_HANDLE`.
+fn guarded_buffer(
+    b: *mut pagepool_buffer,
+    call: &str,
+    f: impl FnOnce() -> Result<(), HRESULT>,
+) -> HRESULT {
+    let hr = guarded(f);
+    if hr == E_HANDLE {
+        // Formatted under the table's lock, delivered outside it (the
+        // callback may call pagepool).
+        let stale = guarded(|| {
+            let found = TABLE.lock().grave(b as usize).map(|g| {
+                let what = if call == "pagepool_buffer_release" {
+                    "a double release"
+                } else {
+                    "a use after the last release"
+                };
+                (
+                    format!("pagepool: {call} with stale buffer handle {b:p} ({what}); it was {g}"),
+                    g.address,
+                )
+            });
+            if let Some((text, address)) = found {
+                deliver(PAGEPOOL_REPORT_STALE_HANDLE, &text, address);
+            }
+            Ok(())
+        });
+        debug_assert_eq!(stale, S_OK);
+    }
+    hr
+}
+
+/// Writes `f(buffer)` through `out` for the buffer handle `b`.
+///
+/// # Safety
+/// `out` is null or valid for a write of `T`.
+unsafe fn read_buffer<T>(
+    b: *mut pagepool_buffer,
+    call: &str,
+    out: *mut T,
+    f: impl FnOnce(&mut PageBuffer) -> T,
+) -> HRESULT {
+    guarded_buffer(b, call, || {
+        if out.is_null() {
+            return Err(E_POINTER);
+        }
+        let value = f(TABLE.lock().buffer(b as usize)?.0);
+        // SAFETY: non-null (checked), valid (caller's contract).
+        unsafe { put(out, value) }
+    })
+}
+
+/// Allocates through `a` and returns a new buffer handle in `out`.
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+unsafe fn allocate(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+    page_aligned: bool,
+) -> HRESULT {
+    if !out.is_null() {
+        // COM's rule: a failed call leaves NULL in its out pointer.
+        // SAFETY: non-null, valid for a write (caller's contract).
+        unsafe { out.write(std::ptr::null_mut()) };
+    }
+    guarded(|| {
+        if out.is_null() {
+            return Err(E_POINTER);
+        }
+        let pool = TABLE.lock().pool(a as usize)?;
+        let size = max_size as usize;
+        let buf = if page_aligned {
+            pool.allocate_page_size_buffer(size)
+        } else {
+            pool.allocate_buffer(size)
+        }
+        .map_err(|e| code(&e))?;
+        let handle = TABLE
+            .lock()
+            .insert(Held::Buffer { buf, refs: 1 })
+            .ok_or(E_OUTOFMEMORY)?;
+        // SAFETY: `out` is non-null (checked) and valid (caller's contract).
+        unsafe { put(out, handle as *mut pagepool_buffer) }
+    })
+}
+
+/// `IWMSBufferAllocator::AllocateBuffer`: a buffer of at most `max_size`
+/// bytes (length 0) with no page alignment promised: 64-byte aligned up to
+/// 2 KiB (packet classes), page-aligned above.
+///
+/// Returns `S_OK`, `E_POINTER`, `E_HANDLE`, `E_INVALIDARG` (0 or above the
+/// largest buffer) or `E_OUTOFMEMORY` (cap reached, or the OS refused).
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_allocate_buffer(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller.
+    unsafe { allocate(a, max_size, out, false) }
+}
+
+/// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a page-aligned buffer of
+/// at most `max_size` bytes (length 0), with guard pages around it.
+///
+/// Returns as `pagepool_allocate_buffer`.
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller.
+    unsafe { allocate(a, max_size, out, true) }
+}
+
+/// `INSSBuffer::GetBuffer`: the buffer's first byte, valid for `max_length`
+/// bytes until the buffer's last `Release`.
+///
+/// Returns `S_OK`, `E_POINTER` or `E_HANDLE`.
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_get_buffer(
+    b: *mut pagepool_buffer,
+    out: *mut *mut u8,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller.
+    unsafe { read_buffer(b, "pagepool_buffer_get_buffer", out, PageBuffer::as_mut_ptr) }
+}
+
+/// `INSSBuffer::GetBufferAndLength`: the first byte and the current length.
+///
+/// Returns `S_OK`, `E_POINTER` (either pointer null) or `E_HANDLE`.
+///
+/// # Safety
+/// `out` and `len` are null or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_get_buffer_and_length(
+    b: *mut pagepool_buffer,
+    out: *mut *mut u8,
+    len: *mut u32,
+) -> HRESULT {
+    guarded_buffer(b, "pagepool_buffer_get_buffer_and_length", || {
+        if out.is_null() || len.is_null() {
+            return Err(E_POINTER);
+        }
+        let (ptr, n) = TABLE.lock().buffer(b as usize)?.0.buffer_and_length();
+        // SAFETY: both non-null (checked), valid (caller's contract); the
+        // length fits: it is at most `max_len`, a `u32` at allocation.
+        unsafe {
+            put(out, ptr)?;
+            put(len, n as u32)
+        }
+    })
+}
+
+/// `INSSBuffer::GetLength`: the current length.
+///
+/// Returns `S_OK`, `E_POINTER` or `E_HANDLE`.
+///
+/// # Safety
+/// `len` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_get_length(
+    b: *mut pagepool_buffer,
+    len: *mut u32,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller. The length fits: it is at most
+    // `max_len`, a `u32` at allocation.
+    unsafe { read_buffer(b, "pagepool_buffer_get_length", len, |buf| buf.len() as u32) }
+}
+
+/// `INSSBuffer::GetMaxLength`: the `max_size` the buffer was allocated with.
+///
+/// Returns `S_OK`, `E_POINTER` or `E_HANDLE`.
+///
+/// # Safety
+/// `len` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_get_max_length(
+    b: *mut pagepool_buffer,
+    len: *mut u32,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller; `max_len` was a `u32`.
+    unsafe {
+        read_buffer(b, "pagepool_buffer_get_max_length", len, |buf| {
+            buf.max_len() as u32
+        })
+    }
+}
+
+/// `INSSBuffer::SetLength`: sets the current length.
+///
+/// Returns `S_OK`, `E_HANDLE`, or `E_INVALIDARG` past the maximum length
+/// (the length is then unchanged).
+///
+/// # Safety
+/// None: any value is checked.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_set_length(b: *mut pagepool_buffer, len: u32) -> HRESULT {
+    guarded_buffer(b, "pagepool_buffer_set_length", || {
+        let mut table = TABLE.lock();
+        let (buf, _) = table.buffer(b as usize)?;
+        buf.set_len(len as usize).map_err(|e| code(&e))
+    })
+}
+
+/// `AddRef`: one more reference to the buffer; the new count goes to
+/// `*count` when `count` is not null.
+///
+/// Returns `S_OK`, `E_HANDLE`, or `E_INVALIDARG` when the count would
+/// overflow.
+///
+/// # Safety
+/// `count` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_add_ref(
+    b: *mut pagepool_buffer,
+    count: *mut u32,
+) -> HRESULT {
+    guarded_buffer(b, "pagepool_buffer_add_ref", || {
+        let n = {
+            let mut table = TABLE.lock();
+            let (_, refs) = table.buffer(b as usize)?;
+            *refs = refs.checked_add(1).ok_or(E_INVALIDARG)?;
+            *refs
+        };
+        if !count.is_null() {
+            // SAFETY: non-null (checked), valid (caller's contract).
+            unsafe { count.write(n) };
+        }
+        Ok(())
+    })
+}
+
+/// `Release`: drops one reference; at zero the buffer goes back to its pool
+/// and the handle dies (a later call with it gives `E_HANDLE`). The new
+/// count goes to `*count` when `count` is not null.
+///
+/// Returns `S_OK` or `E_HANDLE` (including a `Release` after the last one).
+///
+/// # Safety
+/// `count` is null or valid for a write.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_release(
+    b: *mut pagepool_buffer,
+    count: *mut u32,
+) -> HRESULT {
+    guarded_buffer(b, "pagepool_buffer_release", || {
+        let (n, gone) = {
+            let mut table = TABLE.lock();
+            let i = table.find(b as usize, HandleKind::Buffer).ok_or(E_HANDLE)?;
+            let Held::Buffer { refs, .. } = &mut table.rows[i].held else {
+                return Err(E_HANDLE);
+            };
+            *refs -= 1;
+            let n = *refs;
+            (n, (n == 0).then(|| table.bury(i, b as usize)))
+        };
+        // The buffer returns to its pool outside the table's lock.
+        drop(gone);
+        if !count.is_null() {
+            // SAFETY: non-null (checked), valid (caller's contract).
+            unsafe { count.write(n) };
+        }
+        Ok(())
+    })
+}
