@@ -157,11 +157,13 @@
 //! | `E_HANDLE` | `0x80070006` | not a live allocator / buffer of that kind: null, forged, released (a double `Release`), destroyed, or the other kind |
 //! | `E_INVALIDARG` | `0x80070057` | size 0 or above the largest buffer, `SetLength` past the maximum, a name that is not UTF-8 |
 //! | `E_OUTOFMEMORY` | `0x8007000E` | the byte cap is reached, or the OS refused memory |
+//! | `E_FAIL` | `0x80004005` | the OS refused (`pagepool_install_fault_handler`) |
 //! | `E_UNEXPECTED` | `0x8000FFFF` | a bug inside pagepool (a panic caught at the boundary) |
 //!
 //! Handles are indices with a generation into one table, checked on every call,
 //! never dereferenced: bad input from C gets an error code and leaves the
 //! allocator usable. Each call takes one uncontended lock. `tests/capi.rs`
-//! compiles `tests/c/capi_test.c` with the system C compiler and runs it (347
-//! checks: every function and every error path), and keeps the header and
-//! `src/capi.rs` in agreement.
+//! compiles `tests/c/capi_test.c` (every function and every error path) and
+//! `tests/c/diag_test.c` (each memory error a C program can make, one child
+//! process each, its signal and report checked) with the system C compiler,
+//! and keeps the header and `src/capi/` in agreement.
