@@ -88,11 +88,13 @@ pub fn parse<T>(
 }
 
 /// A parser over `args` (without the program name), for tests.
+#[cfg(test)]
 pub fn parser(args: &[&str]) -> Parser {
     Parser::from_args(args.iter().copied())
 }
 
 /// Every `--flag` the help text names, for tests that check each one parses.
+#[cfg(test)]
 pub fn flags_in(help: &str) -> Vec<&str> {
     help.split_whitespace()
         .filter(|w| w.starts_with("--") && w.len() > 2)
