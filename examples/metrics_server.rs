@@ -6,7 +6,15 @@
 //! curl -s http://127.0.0.1:9187/metrics
 //! ```
 //!
-//! Without `--seconds` it runs until killed.
+//! ```text
+//! --listen ADDR    address of the metrics listener (default 127.0.0.1:9187)
+//! --seconds N      stop after N seconds (default: run until killed)
+//! ```
+//!
+//! `--help` prints them and exits 0; bad arguments exit 2.
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,44 +23,46 @@ use std::time::{Duration, Instant};
 
 use pagepool::{BufferPool, Error};
 
+use common::cli::{self, Long, Short, Stop};
+
+const HELP: &str = "\
+metrics_server: serves pagepool's Prometheus metrics while a small workload runs
+
+usage: metrics_server [OPTIONS]
+
+  --listen ADDR    address of the metrics listener (default 127.0.0.1:9187)
+  --seconds N      stop after N seconds (default: run until killed)
+  -h, --help       this text
+
+Exit code: 0 after --seconds, 1 when the listener or a pool fails, 2 for bad arguments.
+";
+
+#[derive(Debug)]
 struct Args {
     listen: SocketAddr,
     seconds: Option<u64>,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
     let mut args = Args {
         listen: "127.0.0.1:9187".parse().expect("a valid default address"),
         seconds: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--listen" => {
-                let v = value()?;
-                args.listen = v.parse().map_err(|e| format!("--listen {v}: {e}"))?;
-            }
-            "--seconds" => {
-                let v = value()?;
-                args.seconds = Some(v.parse().map_err(|e| format!("--seconds {v}: {e}"))?);
-            }
-            "-h" | "--help" => {
-                return Err("usage: metrics_server [--listen ADDR] [--seconds N]".to_owned())
-            }
-            other => return Err(format!("unknown argument {other}")),
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("listen") => args.listen = cli::value(&mut p, "--listen")?,
+            Long("seconds") => args.seconds = Some(cli::value(&mut p, "--seconds")?),
+            Long("help") | Short('h') => return Err(Stop::Help),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     Ok(args)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match cli::parse("metrics_server", HELP, parse_args) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,4 +126,40 @@ fn run(args: Args) -> Result<(), Error> {
         w.join().expect("worker panicked")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, Stop> {
+        parse_args(cli::parser(args))
+    }
+
+    /// Defaults, what `.ci/scrape-check` and `.ci/run` pass, and bad ones.
+    #[test]
+    fn arguments() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(
+            (a.listen.to_string().as_str(), a.seconds),
+            ("127.0.0.1:9187", None)
+        );
+        let a = parse(&["--listen", "127.0.0.1:4000", "--seconds", "20"]).unwrap();
+        assert_eq!((a.listen.port(), a.seconds), (4000, Some(20)));
+        assert_eq!(parse(&["--help"]).unwrap_err(), Stop::Help);
+        for bad in [
+            &["--listen", "nowhere"][..],
+            &["--seconds", "-1"],
+            &["--seconds"],
+            &["-x"],
+        ] {
+            assert!(matches!(parse(bad), Err(Stop::Bad(_))), "{bad:?}");
+        }
+        for flag in cli::flags_in(HELP) {
+            assert!(
+                ["--listen", "--seconds", "--help"].contains(&flag),
+                "{flag}"
+            );
+        }
+    }
 }

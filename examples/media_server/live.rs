@@ -22,7 +22,7 @@ use pagepool::BufferPool;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::body::Body;
+use crate::body::{self, Body};
 use crate::text;
 use crate::wire::{self, FRAME_LEN};
 
@@ -211,7 +211,7 @@ pub async fn get(live: Arc<Live>, channel: &str, query: Option<&str>) -> Respons
     let deadline = seconds.map(|s| Instant::now() + Duration::from_secs(s));
     tokio::spawn(forward(Arc::clone(&live), rx, tx, deadline));
 
-    let mut r = Response::new(Body::stream(None, body_rx, None));
+    let mut r = Response::new(body::stream(None, body_rx));
     let h = r.headers_mut();
     h.insert(
         CONTENT_TYPE,

@@ -19,21 +19,29 @@
 //! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
 //! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |
 //!
-//! Options:
+//! Options (`--help` prints them and exits 0):
 //!
 //! ```text
 //! --listen ADDR       address to serve on (default 127.0.0.1:8080; port 0 picks one)
 //! --media-dir DIR     files to serve (default: generate samples in a temp dir, removed at exit)
-//! --max-bytes N       cap on pooled memory, K/M/G suffixes (default 256M): 7/8 for the
+//! --max-bytes N       cap on pooled memory (default 256MiB): 7/8 for the
 //!                     "media" pool, 1/8 for the "live" pool
-//! --chunk-size N      bytes per file read, a multiple of the page size (default 256K)
+//! --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
-//! --response-quota N  slot bytes one media response may hold, K/M/G suffixes
-//!                     (default four chunks)
+//! --response-quota N  slot bytes one media response may hold (default four chunks)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
-//! --seconds N         shut down by itself after N seconds
+//! --seconds N         shut down by itself after N seconds (default: run until a signal)
 //! ```
+//!
+//! Sizes are bytes, or with a suffix: `K`, `M`, `G` (or `KiB`, `MiB`, `GiB`)
+//! are powers of 1024, `KB`, `MB`, `GB` powers of 1000 (`common/size.rs`).
+//!
+//! The parts: the command line (`args.rs`), the response body
+//! (`body.rs`, on `http-body-util`), `/media` (`media.rs`) with its `Range`
+//! header (`range.rs`, on `http-range-header`) and its reads through the
+//! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
+//! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`).
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
 //! `--max-bytes` bounds it. A media response holds at most its quota
@@ -51,17 +59,22 @@
 //! SIGTERM shut down gracefully (a second one skips the grace period); the
 //! exit code is 0 then, 1 when the server cannot start, 2 for bad arguments.
 
+#[path = "../common/mod.rs"]
+mod common;
+
+mod args;
 mod body;
 mod live;
 mod media;
+mod pages;
+mod range;
+mod reader;
 mod wire;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -80,112 +93,14 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::args::Args;
 use crate::body::Body;
 use crate::live::Live;
 use crate::media::Media;
 
-const USAGE: &str = "usage: media_server [--listen ADDR] [--media-dir DIR] [--max-bytes N] \
-[--chunk-size N] [--live-rate N] [--pool-wait SECS] [--response-quota N] [--grace SECS] [--seconds N]";
-
 /// How often the Prometheus exporter's upkeep runs (it drains histogram
 /// buffers; `install_recorder` leaves that to us).
 const UPKEEP: Duration = Duration::from_secs(5);
-
-#[derive(Debug)]
-struct Args {
-    listen: SocketAddr,
-    media_dir: Option<PathBuf>,
-    max_bytes: usize,
-    chunk: usize,
-    live_rate: u32,
-    pool_wait: Duration,
-    /// `None`: four chunks.
-    response_quota: Option<usize>,
-    grace: Duration,
-    seconds: Option<u64>,
-}
-
-/// Parses `262144`, `256K`, `256KiB`, `16M`, `1G` (powers of 1024).
-fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    let shift = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(format!("bad size unit in {s:?} (use K, M or G)")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut a = Args {
-        listen: "127.0.0.1:8080".parse().expect("a valid default address"),
-        media_dir: None,
-        max_bytes: 256 << 20,
-        chunk: 256 << 10,
-        live_rate: 500,
-        pool_wait: Duration::from_secs(5),
-        response_quota: None,
-        grace: Duration::from_secs(5),
-        seconds: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value\n{USAGE}"));
-        let number = |v: String| -> Result<u64, String> {
-            v.parse().map_err(|_| format!("{flag}: not a number: {v}"))
-        };
-        match flag.as_str() {
-            "--listen" => {
-                let v = value()?;
-                a.listen = v
-                    .parse()
-                    .map_err(|_| format!("--listen {v}: not an IP:PORT address"))?;
-            }
-            "--media-dir" => a.media_dir = Some(PathBuf::from(value()?)),
-            "--max-bytes" => a.max_bytes = parse_size(&value()?)?,
-            "--chunk-size" => a.chunk = parse_size(&value()?)?,
-            "--live-rate" => {
-                a.live_rate = u32::try_from(number(value()?)?)
-                    .map_err(|_| "--live-rate is too large".to_owned())?
-            }
-            "--pool-wait" => a.pool_wait = Duration::from_secs(number(value()?)?),
-            "--response-quota" => a.response_quota = Some(parse_size(&value()?)?),
-            "--grace" => a.grace = Duration::from_secs(number(value()?)?),
-            "--seconds" => a.seconds = Some(number(value()?)?),
-            "-h" | "--help" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other}\n{USAGE}")),
-        }
-    }
-    let page = pagepool::page_size();
-    if a.chunk == 0 || !a.chunk.is_multiple_of(page) || a.chunk > pagepool::DEFAULT_MAX_BUFFER_SIZE
-    {
-        return Err(format!(
-            "--chunk-size must be a multiple of the page size ({page}) up to 16M"
-        ));
-    }
-    if a.max_bytes / 8 * 7 < 4 * (a.chunk + 2 * page) || a.max_bytes / 8 < 64 * 2 * page {
-        return Err(format!(
-            "--max-bytes {} is too small for --chunk-size {} (it needs room for a few chunks)",
-            a.max_bytes, a.chunk
-        ));
-    }
-    if a.response_quota.is_some_and(|q| q < a.chunk) {
-        return Err(format!(
-            "--response-quota must hold one chunk (--chunk-size {})",
-            a.chunk
-        ));
-    }
-    if a.live_rate == 0 || a.live_rate > 100_000 {
-        return Err("--live-rate must be between 1 and 100000".to_owned());
-    }
-    Ok(a)
-}
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -210,7 +125,7 @@ pub async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 
 /// A plain-text response.
 pub fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
-    let mut r = Response::new(Body::full(body.into()));
+    let mut r = Response::new(body::full(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         CONTENT_TYPE,
@@ -226,19 +141,6 @@ pub fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
         .map(|(_, v)| v)
-}
-
-fn describe_server_metrics() {
-    metrics::describe_counter!(
-        "media_server_requests_total",
-        metrics::Unit::Count,
-        "HTTP requests answered, by route and status code."
-    );
-    metrics::describe_gauge!(
-        "media_server_connections",
-        metrics::Unit::Count,
-        "Open HTTP connections."
-    );
 }
 
 async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -267,9 +169,9 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         let r = live::get(Arc::clone(&state.live), channel, query.as_deref()).await;
         ("live", r)
     } else if path == "/metrics" {
-        ("metrics", metrics_page(&state))
+        ("metrics", pages::metrics(&state))
     } else if path == "/debug/buffers" {
-        ("debug", debug_buffers(&state, query.as_deref()))
+        ("debug", pages::debug_buffers(&state, query.as_deref()))
     } else {
         ("other", text(StatusCode::NOT_FOUND, "not found\n"))
     };
@@ -278,64 +180,6 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         .increment(1);
     tracing::debug!(%method, %path, range = range.as_deref().unwrap_or(""), status = status.as_u16(), elapsed = ?started.elapsed(), "request");
     Ok(response)
-}
-
-fn metrics_page(state: &State) -> Response<Body> {
-    // Publish now so the scrape matches `stats()` exactly.
-    for pool in state.pools() {
-        pool.publish_metrics();
-    }
-    let mut r = text(StatusCode::OK, state.prometheus.render());
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
-}
-
-/// `GET /debug/buffers`: per pool, its stats and the size classes in use.
-fn debug_buffers(state: &State, query: Option<&str>) -> Response<Body> {
-    let min_age = query_param(query, "min_age")
-        .and_then(|s| s.parse().ok())
-        .map_or(Duration::from_secs(10), Duration::from_secs);
-    let mut out = String::new();
-    for pool in state.pools() {
-        let _ = writeln!(
-            out,
-            "== pool {:?} (max_buffer_size {}, guard pages {}) ==",
-            pool.name(),
-            pool.max_buffer_size(),
-            pool.guard_pages()
-        );
-        let _ = writeln!(out, "{:#?}", pool.stats());
-        let _ = writeln!(out, "size classes in use:");
-        for c in pool
-            .class_stats()
-            .iter()
-            .filter(|c| c.allocations > 0 || c.slabs > 0 || c.buffers_in_use > 0)
-        {
-            let _ = writeln!(out, "  {c:?}");
-        }
-        leak_report(pool, min_age, &mut out);
-        out.push('\n');
-    }
-    let _ = writeln!(
-        out,
-        "media readers streaming: {}",
-        state.media.readers.load(Relaxed)
-    );
-    let _ = writeln!(out, "connections: {}", state.connections.load(Relaxed));
-    let _ = writeln!(out, "live subscribers: {}", state.live.subscribers());
-    for (name, receivers) in state.live.channels() {
-        let _ = writeln!(out, "  live channel {name}: {receivers} receivers");
-    }
-    text(StatusCode::OK, out)
-}
-
-/// The outstanding buffers of `pool` held at least `min_age`, by allocation site.
-fn leak_report(pool: &BufferPool, min_age: Duration, out: &mut String) {
-    let report = pool.leak_report(min_age);
-    let _ = write!(out, "{report}");
 }
 
 async fn connection(stream: TcpStream, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
@@ -430,12 +274,9 @@ impl Signals {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
+    let args = match common::cli::parse("media_server", args::HELP, args::parse_args) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -498,7 +339,7 @@ async fn serve(args: Args) -> Result<(), String> {
     let prometheus = pagepool::prometheus::builder()
         .install_recorder()
         .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
-    describe_server_metrics();
+    pages::describe_server_metrics();
     let live_bytes = args.max_bytes / 8;
     let media_pool = BufferPool::builder()
         .name("media")

@@ -2,22 +2,23 @@
 //! pooled page-aligned buffers, streamed with Range support.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hyper::header::{HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use metrics::Counter;
-use pagepool::{BufferPool, PageBuffer, Quota};
+use pagepool::direct::{DirectError, DirectErrorKind, DirectFile};
+use pagepool::BufferPool;
 use tokio::sync::mpsc;
 
-use crate::body::Body;
+use crate::body::{self, Body};
+use crate::range::{parse_range, Wanted};
+use crate::reader::{read_refused, Reader, ReaderGuard};
 use crate::wire;
 use crate::{text, State};
 
@@ -163,9 +164,9 @@ pub fn probe_direct(dir: &Path, pool: &BufferPool) -> Probe {
         return Probe::Unknown("no file to probe; each file falls back on its own".to_owned());
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let file = match open_direct(path) {
+    let file = match DirectFile::open(path) {
         Ok(f) => f,
-        Err(e) if is_einval(&e) => return Probe::Off(format!("open of {name} refused: {e}")),
+        Err(e) if unsupported(&e) => return Probe::Off(format!("open of {name} refused: {e}")),
         Err(e) => return Probe::Unknown(format!("cannot open {name}: {e}")),
     };
     let page = pagepool::page_size();
@@ -173,27 +174,22 @@ pub fn probe_direct(dir: &Path, pool: &BufferPool) -> Probe {
         Ok(b) => b,
         Err(e) => return Probe::Unknown(format!("no buffer for the probe: {e}")),
     };
-    match file.read_at(buf.as_max_slice_mut(), 0) {
+    match file.read_at(&mut buf, 0) {
         Ok(_) => Probe::On(format!("probed with {name}")),
-        Err(e) if is_einval(&e) => Probe::Off(format!("read of {name} refused: {e}")),
+        Err(e) if read_refused(&e) => Probe::Off(format!("read of {name} refused: {e}")),
         Err(e) => Probe::Unknown(format!("cannot read {name}: {e}")),
     }
 }
 
-fn is_einval(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EINVAL)
-}
-
-fn open_direct(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
+/// Whether `e` is a file system refusing `O_DIRECT` at the open.
+fn unsupported(e: &io::Error) -> bool {
+    DirectError::of(e).is_some_and(|d| d.kind() == DirectErrorKind::Unsupported)
 }
 
 /// Opens a media file: with `O_DIRECT` when `try_direct` and the file system
-/// accepts it, else plain. Returns the file, whether it is direct, its size.
-fn open_media(path: &Path, try_direct: bool) -> io::Result<(File, bool, u64)> {
+/// accepts it ([`DirectFile::open_or_buffered`]), else through the page
+/// cache. Returns the file and its size.
+fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64)> {
     // Only regular files: opening a FIFO would block, a directory is no media.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
@@ -202,17 +198,13 @@ fn open_media(path: &Path, try_direct: bool) -> io::Result<(File, bool, u64)> {
             "not a regular file",
         ));
     }
-    let (file, direct) = if try_direct {
-        match open_direct(path) {
-            Ok(f) => (f, true),
-            Err(e) if is_einval(&e) => (File::open(path)?, false),
-            Err(e) => return Err(e),
-        }
+    let file = if try_direct {
+        DirectFile::open_or_buffered(path)?
     } else {
-        (File::open(path)?, false)
+        DirectFile::open_buffered(path)?
     };
-    let size = file.metadata()?.len();
-    Ok((file, direct, size))
+    let size = file.len()?;
+    Ok((file, size))
 }
 
 /// `GET /media`: one line per regular file, `name \t size \t pattern`.
@@ -278,71 +270,6 @@ fn valid_name(name: &str) -> Option<&str> {
         .then_some(name)
 }
 
-/// What a `Range` header asks of a file of some size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wanted {
-    /// No (usable) range: the whole file, 200.
-    Whole,
-    /// Bytes `first..=last`, 206.
-    Part { first: u64, last: u64 },
-    /// 416.
-    Unsatisfiable,
-}
-
-fn digits(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// Parses a single-range `Range` header (`bytes=a-b`, `bytes=a-`,
-/// `bytes=-n`). Anything else (other units, several ranges, bad syntax) is
-/// ignored, as RFC 9110 allows: the whole file is served.
-pub fn parse_range(header: Option<&str>, size: u64) -> Wanted {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
-        return Wanted::Whole;
-    };
-    if spec.contains(',') {
-        return Wanted::Whole;
-    }
-    let Some((a, b)) = spec.split_once('-') else {
-        return Wanted::Whole;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        let Some(n) = digits(b) else {
-            return Wanted::Whole;
-        };
-        if n == 0 || size == 0 {
-            return Wanted::Unsatisfiable;
-        }
-        let n = n.min(size);
-        return Wanted::Part {
-            first: size - n,
-            last: size - 1,
-        };
-    }
-    let Some(first) = digits(a) else {
-        return Wanted::Whole;
-    };
-    let last = if b.is_empty() {
-        u64::MAX
-    } else {
-        match digits(b) {
-            Some(last) if last >= first => last,
-            _ => return Wanted::Whole,
-        }
-    };
-    if first >= size {
-        return Wanted::Unsatisfiable;
-    }
-    Wanted::Part {
-        first,
-        last: last.min(size - 1),
-    }
-}
-
 fn content_type(name: &str) -> &'static str {
     match name.rsplit_once('.').map(|(_, ext)| ext) {
         Some("ts") => "video/mp2t",
@@ -378,7 +305,7 @@ pub async fn get(
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
     };
-    let (file, direct, size) = match opened {
+    let (file, size) = match opened {
         Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return text(StatusCode::NOT_FOUND, format!("no such file: {name}\n"))
@@ -394,7 +321,7 @@ pub async fn get(
             );
         }
     };
-    if try_direct && !direct {
+    if try_direct && !file.is_direct() {
         media.counters.fallbacks.increment(1);
         log_fallback(&name, "open");
     }
@@ -414,29 +341,18 @@ pub async fn get(
         }
     };
 
-    let mut reader = Reader {
-        path,
-        file: Arc::new(file),
-        direct,
-        quota: media.pool.quota(media.response_quota),
-        chunk: media.chunk,
-        page: pagepool::page_size() as u64,
-        pos: 0,
-        skip: 0,
-        remaining: len,
-        pool_wait: media.pool_wait,
-        state: Arc::clone(&state),
-    };
-    // Read from the page boundary at or below the first byte; the chunk is
-    // sliced past the bytes before it.
-    reader.pos = first - first % reader.page;
-    reader.skip = (first - reader.pos) as usize;
-
+    let mut reader = Reader::new(
+        file,
+        media.pool.quota(media.response_quota),
+        first,
+        len,
+        Arc::clone(&state),
+    );
     // The read mode after the first read (a read can refuse O_DIRECT where
     // the open did not; the reader then reopens the file buffered).
-    let mut direct = reader.direct;
+    let mut direct = reader.is_direct();
     let body = if head || len == 0 {
-        Body::empty()
+        body::empty()
     } else {
         // The first chunk is read before the headers go out, so a read error
         // is still a clean 5xx and the read-mode header tells the truth.
@@ -460,16 +376,16 @@ pub async fn get(
                 };
             }
         };
-        direct = reader.direct;
+        direct = reader.is_direct();
         let (tx, rx) = mpsc::channel(READ_AHEAD);
-        if reader.remaining > 0 {
+        if reader.remaining() > 0 {
             let guard = ReaderGuard::new(&media.readers);
             tokio::spawn(async move {
                 reader.run(tx).await;
                 drop(guard);
             });
         }
-        Body::stream(Some(chunk), rx, Some(len))
+        body::stream(Some(chunk), rx)
     };
 
     let mode = if direct { "direct" } else { "buffered" };
@@ -492,7 +408,7 @@ pub async fn get(
 
 /// Logs a file refusing `O_DIRECT`: the first at info level, the rest at
 /// debug (the metric counts them all).
-fn log_fallback(file: &str, at: &str) {
+pub fn log_fallback(file: &str, at: &str) {
     static LOGGED: AtomicBool = AtomicBool::new(false);
     if LOGGED.swap(true, Relaxed) {
         tracing::debug!(file, "O_DIRECT refused at {at} (EINVAL); reading buffered");
@@ -508,210 +424,9 @@ fn header(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("digits and ASCII make a valid header")
 }
 
-/// Counts a live reader task.
-struct ReaderGuard(Arc<AtomicUsize>);
-
-impl ReaderGuard {
-    fn new(n: &Arc<AtomicUsize>) -> ReaderGuard {
-        n.fetch_add(1, Relaxed);
-        ReaderGuard(Arc::clone(n))
-    }
-}
-
-impl Drop for ReaderGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Reads one response's bytes, chunk by chunk, on the blocking pool.
-struct Reader {
-    path: PathBuf,
-    file: Arc<File>,
-    direct: bool,
-    /// This response's share of the media pool.
-    quota: Quota,
-    chunk: usize,
-    page: u64,
-    /// The next offset to read: page-aligned.
-    pos: u64,
-    /// Bytes at the start of the next chunk that precede the range.
-    skip: usize,
-    /// Bytes of the range not yet produced.
-    remaining: u64,
-    pool_wait: Duration,
-    state: Arc<State>,
-}
-
-impl Reader {
-    /// Streams the rest into `tx` until done, failed, or the client left.
-    async fn run(mut self, tx: mpsc::Sender<io::Result<Bytes>>) {
-        while self.remaining > 0 {
-            let item = tokio::select! {
-                item = self.next() => item,
-                // The client went away: stop reading.
-                () = tx.closed() => return,
-            };
-            let failed = item.is_err();
-            if let Err(e) = &item {
-                tracing::warn!(file = %self.path.display(), error = %e, "media read failed mid-stream; aborting the response");
-            }
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
-    }
-
-    /// A pooled buffer, counted against this response's quota: waits
-    /// (without holding a worker thread) while the response holds its whole
-    /// quota (its client is slow) or the pool is at its cap, up to
-    /// `pool_wait`.
-    async fn buffer(&self, size: usize) -> io::Result<PageBuffer> {
-        match self.quota.allocate_page_size_buffer(size) {
-            Ok(buf) => return Ok(buf),
-            Err(pagepool::Error::Exhausted { .. } | pagepool::Error::QuotaExceeded { .. }) => {
-                self.state.media.counters.pool_waits.increment(1);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        match tokio::time::timeout(
-            self.pool_wait,
-            self.quota.allocate_page_size_buffer_async(size),
-        )
-        .await
-        {
-            Ok(got) => got.map_err(io::Error::from),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no pool room for {size} bytes within {:?}", self.pool_wait),
-            )),
-        }
-    }
-
-    /// The next chunk of the range.
-    async fn next(&mut self) -> io::Result<Bytes> {
-        let want_total = self.skip as u64 + self.remaining;
-        let want = want_total.div_ceil(self.page) * self.page;
-        let want = want.min(self.chunk as u64) as usize;
-        let mut buf = self.buffer(want).await?;
-        let (buf, n) = loop {
-            let file = Arc::clone(&self.file);
-            let (pos, direct, page) = (self.pos, self.direct, self.page as usize);
-            let (b, res) = tokio::task::spawn_blocking(move || {
-                let res = read_chunk(&file, &mut buf, pos, direct, page);
-                (buf, res)
-            })
-            .await
-            .map_err(io::Error::other)?;
-            buf = b;
-            match res {
-                Ok(n) => break (buf, n),
-                Err(e) if self.direct && is_einval(&e) => {
-                    // This file system took the O_DIRECT open but refuses the
-                    // read: reopen buffered and read the same chunk again.
-                    log_fallback(&self.path.display().to_string(), "read");
-                    self.state.media.counters.fallbacks.increment(1);
-                    let path = self.path.clone();
-                    let f = tokio::task::spawn_blocking(move || File::open(path))
-                        .await
-                        .map_err(io::Error::other)??;
-                    self.file = Arc::new(f);
-                    self.direct = false;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        if self.direct {
-            self.state.media.counters.read_direct.increment(n as u64);
-        } else {
-            self.state.media.counters.read_buffered.increment(n as u64);
-        }
-        if n <= self.skip {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file is shorter than when the response started",
-            ));
-        }
-        let take = ((n - self.skip) as u64).min(self.remaining) as usize;
-        let mut buf = buf;
-        buf.set_len(self.skip + take).map_err(io::Error::from)?;
-        let shared = buf.freeze();
-        let shared = if self.skip > 0 {
-            shared.slice(self.skip..)
-        } else {
-            shared
-        };
-        self.pos += want as u64;
-        self.skip = 0;
-        self.remaining -= take as u64;
-        Ok(Bytes::from_owner(shared))
-    }
-}
-
-/// Fills `buf` (all of `max_len()`) from `pos`; returns the bytes read, short
-/// only at the end of the file.
-fn read_chunk(
-    file: &File,
-    buf: &mut PageBuffer,
-    pos: u64,
-    direct: bool,
-    page: usize,
-) -> io::Result<usize> {
-    let space = buf.as_max_slice_mut();
-    let mut filled = 0;
-    while filled < space.len() {
-        match file.read_at(&mut space[filled..], pos + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => {
-                filled += n;
-                // With O_DIRECT a read that stops off a page boundary is the
-                // file's tail; another read from there would be unaligned.
-                if direct && !filled.is_multiple_of(page) {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        use Wanted::*;
-        assert_eq!(parse_range(None, 10), Whole);
-        assert_eq!(
-            parse_range(Some("bytes=2-4"), 10),
-            Part { first: 2, last: 4 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=2-"), 10),
-            Part { first: 2, last: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-3"), 10),
-            Part { first: 7, last: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=-30"), 10),
-            Part { first: 0, last: 9 }
-        );
-        assert_eq!(
-            parse_range(Some("bytes=5-100"), 10),
-            Part { first: 5, last: 9 }
-        );
-        assert_eq!(parse_range(Some("bytes=10-"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=-0"), 10), Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=4-2"), 10), Whole);
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Whole);
-        assert_eq!(parse_range(Some("items=0-1"), 10), Whole);
-        assert_eq!(parse_range(Some("bytes=+1-2"), 10), Whole);
-    }
 
     #[test]
     fn names() {

@@ -1,0 +1,10 @@
+//! What the examples share: their command lines ([`cli`], on `lexopt`) and
+//! byte sizes ([`size`]). Pulled in with `#[path = "../common/mod.rs"] mod
+//! common;` (or `"common/mod.rs"` from a single-file example); cargo does not
+//! take this directory for an example, as it has no `main.rs`.
+
+// Each example uses its own part of this.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod size;

@@ -1,0 +1,107 @@
+//! The live clients: follow a subscription and check every frame.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::{Method, StatusCode};
+
+use crate::args::Args;
+use crate::conn::{next_data, Conn};
+use crate::totals::{Outcome, Totals};
+use crate::wire::{self, FRAME_LEN};
+
+/// Follows one live subscription to its end; checks every frame.
+async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Totals) -> Outcome {
+    let id = wire::channel_id(channel);
+    let path = format!("/live/{channel}?seconds={seconds}");
+    let mut conn = match Conn::open(authority).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::Error(e),
+    };
+    let mut resp = match conn.send(Method::GET, &path, None).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Error(e),
+    };
+    totals.requests.fetch_add(1, Relaxed);
+    totals.live_streams.fetch_add(1, Relaxed);
+    if resp.status() != StatusCode::OK {
+        return Outcome::Error(format!("GET {path}: status {}", resp.status()));
+    }
+    let mut frame = Vec::with_capacity(FRAME_LEN);
+    let mut last: Option<u64> = None;
+    while let Some(data) = next_data(resp.body_mut()).await {
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => return Outcome::Error(format!("GET {path}: stream broke: {e}")),
+        };
+        totals.live_bytes.fetch_add(data.len() as u64, Relaxed);
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let n = (FRAME_LEN - frame.len()).min(rest.len());
+            frame.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if frame.len() < FRAME_LEN {
+                continue;
+            }
+            let seq = match wire::check_frame(&frame, id) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Outcome::Failed(format!(
+                        "GET {path}: bad frame after sequence {last:?}: {e:?}"
+                    ))
+                }
+            };
+            frame.clear();
+            totals.live_frames.fetch_add(1, Relaxed);
+            if let Some(prev) = last {
+                if seq <= prev {
+                    return Outcome::Failed(format!(
+                        "GET {path}: sequence went from {prev} to {seq}"
+                    ));
+                }
+                if seq > prev + 1 {
+                    totals.live_gaps.fetch_add(1, Relaxed);
+                    totals.live_missing.fetch_add(seq - prev - 1, Relaxed);
+                }
+            }
+            last = Some(seq);
+        }
+    }
+    if !frame.is_empty() {
+        return Outcome::Failed(format!(
+            "GET {path}: stream ended {} bytes into a frame",
+            frame.len()
+        ));
+    }
+    if last.is_none() {
+        return Outcome::Failed(format!("GET {path}: no frame in {seconds} s"));
+    }
+    Outcome::Ok
+}
+
+pub async fn live_client(id: usize, args: Arc<Args>, totals: Arc<Totals>, deadline: Instant) {
+    let channel = format!("load-{}", id % args.channels);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(500) {
+            break;
+        }
+        let seconds = left.as_secs_f64().round().max(1.0) as u64;
+        let limit = Duration::from_secs(seconds) + Duration::from_secs(15);
+        let outcome = match tokio::time::timeout(
+            limit,
+            live_stream(&args.authority, &channel, seconds, &totals),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => Outcome::Error(format!("/live/{channel}: did not end within {limit:?}")),
+        };
+        let bad = !matches!(outcome, Outcome::Ok);
+        totals.record(outcome);
+        if bad {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The command line (see the example's docs, and `--help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::common::cli::{self, Long, Short, Stop};
+use crate::common::size::parse_size;
+
+pub const HELP: &str = "\
+media_server: files read with O_DIRECT into pooled buffers, live channels, metrics
+
+usage: media_server [OPTIONS]
+
+  --listen ADDR       address to serve on (default 127.0.0.1:8080; port 0 picks one)
+  --media-dir DIR     files to serve (default: generate samples in a temp dir, removed at exit)
+  --max-bytes N       cap on pooled memory (default 256MiB): 7/8 for the \"media\" pool,
+                      1/8 for the \"live\" pool
+  --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
+  --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+  --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
+  --response-quota N  slot bytes one media response may hold (default four chunks)
+  --grace SECS        how long shutdown lets responses in flight finish (default 5)
+  --seconds N         shut down by itself after N seconds (default: run until a signal)
+  -h, --help          this text
+
+Sizes are bytes, or with a suffix: K, M, G (or KiB, MiB, GiB) are powers of
+1024, KB, MB, GB powers of 1000.
+Exit code: 0 after a clean shutdown, 1 when the server cannot start, 2 for bad arguments.
+";
+
+#[derive(Debug)]
+pub struct Args {
+    pub listen: SocketAddr,
+    pub media_dir: Option<PathBuf>,
+    pub max_bytes: usize,
+    pub chunk: usize,
+    pub live_rate: u32,
+    pub pool_wait: Duration,
+    /// `None`: four chunks.
+    pub response_quota: Option<usize>,
+    pub grace: Duration,
+    pub seconds: Option<u64>,
+}
+
+fn seconds(p: &mut cli::Parser, flag: &str) -> Result<Duration, Stop> {
+    cli::value(p, flag).map(Duration::from_secs)
+}
+
+pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
+    let mut a = Args {
+        listen: "127.0.0.1:8080".parse().expect("a valid default address"),
+        media_dir: None,
+        max_bytes: 256 << 20,
+        chunk: 256 << 10,
+        live_rate: 500,
+        pool_wait: Duration::from_secs(5),
+        response_quota: None,
+        grace: Duration::from_secs(5),
+        seconds: None,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("listen") => {
+                a.listen = cli::value_with(&mut p, "--listen", |v| {
+                    v.parse::<SocketAddr>()
+                        .map_err(|_| "not an IP:PORT address")
+                })?
+            }
+            Long("media-dir") => a.media_dir = Some(p.value()?.into()),
+            Long("max-bytes") => a.max_bytes = cli::value_with(&mut p, "--max-bytes", parse_size)?,
+            Long("chunk-size") => a.chunk = cli::value_with(&mut p, "--chunk-size", parse_size)?,
+            Long("live-rate") => a.live_rate = cli::value(&mut p, "--live-rate")?,
+            Long("pool-wait") => a.pool_wait = seconds(&mut p, "--pool-wait")?,
+            Long("response-quota") => {
+                a.response_quota = Some(cli::value_with(&mut p, "--response-quota", parse_size)?)
+            }
+            Long("grace") => a.grace = seconds(&mut p, "--grace")?,
+            Long("seconds") => a.seconds = Some(cli::value(&mut p, "--seconds")?),
+            Long("help") | Short('h') => return Err(Stop::Help),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let page = pagepool::page_size();
+    if a.chunk == 0 || !a.chunk.is_multiple_of(page) || a.chunk > pagepool::DEFAULT_MAX_BUFFER_SIZE
+    {
+        return Err(format!(
+            "--chunk-size must be a multiple of the page size ({page}) up to 16MiB"
+        )
+        .into());
+    }
+    if a.max_bytes / 8 * 7 < 4 * (a.chunk + 2 * page) || a.max_bytes / 8 < 64 * 2 * page {
+        return Err(format!(
+            "--max-bytes {} is too small for --chunk-size {} (it needs room for a few chunks)",
+            a.max_bytes, a.chunk
+        )
+        .into());
+    }
+    if a.response_quota.is_some_and(|q| q < a.chunk) {
+        return Err(format!(
+            "--response-quota must hold one chunk (--chunk-size {})",
+            a.chunk
+        )
+        .into());
+    }
+    if a.live_rate == 0 || a.live_rate > 100_000 {
+        return Err("--live-rate must be between 1 and 100000".into());
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, Stop> {
+        parse_args(cli::parser(args))
+    }
+
+    #[test]
+    fn defaults() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (a.max_bytes, a.chunk, a.live_rate),
+            (256 << 20, 256 << 10, 500)
+        );
+        assert_eq!(
+            (a.pool_wait, a.grace),
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
+        assert_eq!(
+            (a.media_dir, a.response_quota, a.seconds),
+            (None, None, None)
+        );
+    }
+
+    /// What `.ci/run` and `.ci/prometheus-check` pass, and the sizes as the
+    /// docs spell them.
+    #[test]
+    fn ci_flags_and_sizes() {
+        let a = parse(&["--listen", "127.0.0.1:0", "--seconds", "3"]).unwrap();
+        assert_eq!((a.listen.port(), a.seconds), (0, Some(3)));
+        let a = parse(&[
+            "--max-bytes=1G",
+            "--chunk-size",
+            "1MiB",
+            "--response-quota",
+            "8M",
+            "--media-dir",
+            "/srv/media",
+            "--live-rate",
+            "50",
+            "--pool-wait",
+            "1",
+            "--grace=2",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.max_bytes, a.chunk, a.response_quota),
+            (1 << 30, 1 << 20, Some(8 << 20))
+        );
+        assert_eq!(a.media_dir, Some(PathBuf::from("/srv/media")));
+        assert_eq!(
+            (a.live_rate, a.pool_wait, a.grace),
+            (50, Duration::from_secs(1), Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn every_flag_in_the_help_parses() {
+        for flag in cli::flags_in(HELP) {
+            let value = match flag {
+                "--listen" => Some("127.0.0.1:0"),
+                "--media-dir" => Some("/tmp"),
+                "--max-bytes" => Some("64M"),
+                "--chunk-size" | "--response-quota" => Some("256K"),
+                "--help" => None,
+                _ => Some("3"),
+            };
+            let args: Vec<&str> = [flag].into_iter().chain(value).collect();
+            let got = parse(&args);
+            if flag == "--help" {
+                assert_eq!(got.unwrap_err(), Stop::Help);
+            } else {
+                assert!(got.is_ok(), "{args:?}: {got:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_arguments() {
+        for args in [
+            &["--listen", "localhost:80"][..],
+            &["--chunk-size", "1000"],
+            &["--chunk-size", "32M"],
+            &["--max-bytes", "1M"],
+            &["--response-quota", "4K"],
+            &["--live-rate", "0"],
+            &["--live-rate", "5000000000"],
+            &["--grace", "soon"],
+            &["--seconds"],
+            &["--port", "80"],
+        ] {
+            assert!(matches!(parse(args), Err(Stop::Bad(_))), "{args:?}");
+        }
+    }
+}

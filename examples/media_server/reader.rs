@@ -1,0 +1,193 @@
+//! One media response's bytes: read chunk by chunk (on the blocking pool)
+//! with the crate's [`DirectFile`] into pooled buffers counted against the
+//! response's quota, and sent down the body's channel.
+
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pagepool::direct::{DirectError, DirectErrorKind, DirectFile};
+use pagepool::{PageBuffer, Quota};
+use tokio::sync::mpsc;
+
+use crate::media::log_fallback;
+use crate::State;
+
+/// Counts a live reader task.
+pub struct ReaderGuard(Arc<AtomicUsize>);
+
+impl ReaderGuard {
+    pub fn new(n: &Arc<AtomicUsize>) -> ReaderGuard {
+        n.fetch_add(1, Relaxed);
+        ReaderGuard(Arc::clone(n))
+    }
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Reads one response's bytes, chunk by chunk, on the blocking pool.
+pub struct Reader {
+    file: Arc<DirectFile>,
+    /// This response's share of the media pool.
+    quota: Quota,
+    chunk: usize,
+    page: u64,
+    /// The next offset to read: page-aligned.
+    pos: u64,
+    /// Bytes at the start of the next chunk that precede the range.
+    skip: usize,
+    /// Bytes of the range not yet produced.
+    remaining: u64,
+    pool_wait: Duration,
+    state: Arc<State>,
+}
+
+impl Reader {
+    /// A reader of bytes `first..first + len` of `file`, with buffers from
+    /// `quota`.
+    pub fn new(file: DirectFile, quota: Quota, first: u64, len: u64, state: Arc<State>) -> Reader {
+        let page = pagepool::page_size() as u64;
+        // Read from the page boundary at or below the first byte; the chunk
+        // is sliced past the bytes before it.
+        let pos = first - first % page;
+        Reader {
+            file: Arc::new(file),
+            quota,
+            chunk: state.media.chunk,
+            page,
+            pos,
+            skip: (first - pos) as usize,
+            remaining: len,
+            pool_wait: state.media.pool_wait,
+            state,
+        }
+    }
+
+    /// Whether reads bypass the page cache now (a read can refuse `O_DIRECT`
+    /// where the open did not; the reader then reopens the file buffered).
+    pub fn is_direct(&self) -> bool {
+        self.file.is_direct()
+    }
+
+    /// Bytes of the range not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Streams the rest into `tx` until done, failed, or the client left.
+    pub async fn run(mut self, tx: mpsc::Sender<io::Result<Bytes>>) {
+        while self.remaining > 0 {
+            let item = tokio::select! {
+                item = self.next() => item,
+                // The client went away: stop reading.
+                () = tx.closed() => return,
+            };
+            let failed = item.is_err();
+            if let Err(e) = &item {
+                tracing::warn!(file = %self.file.path().display(), error = %e, "media read failed mid-stream; aborting the response");
+            }
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+
+    /// A pooled buffer, counted against this response's quota: waits
+    /// (without holding a worker thread) while the response holds its whole
+    /// quota (its client is slow) or the pool is at its cap, up to
+    /// `pool_wait`.
+    async fn buffer(&self, size: usize) -> io::Result<PageBuffer> {
+        match self.quota.allocate_page_size_buffer(size) {
+            Ok(buf) => return Ok(buf),
+            Err(pagepool::Error::Exhausted { .. } | pagepool::Error::QuotaExceeded { .. }) => {
+                self.state.media.counters.pool_waits.increment(1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match tokio::time::timeout(
+            self.pool_wait,
+            self.quota.allocate_page_size_buffer_async(size),
+        )
+        .await
+        {
+            Ok(got) => got.map_err(io::Error::from),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no pool room for {size} bytes within {:?}", self.pool_wait),
+            )),
+        }
+    }
+
+    /// The next chunk of the range.
+    pub async fn next(&mut self) -> io::Result<Bytes> {
+        let want_total = self.skip as u64 + self.remaining;
+        let want = want_total.div_ceil(self.page) * self.page;
+        let want = want.min(self.chunk as u64) as usize;
+        let mut buf = self.buffer(want).await?;
+        let (mut buf, n) = loop {
+            let file = Arc::clone(&self.file);
+            let pos = self.pos;
+            // `DirectFile::read_at` fills the buffer from `pos` (short only at
+            // the end of the file) and sets its length.
+            let (b, res) = tokio::task::spawn_blocking(move || {
+                let res = file.read_at(&mut buf, pos);
+                (buf, res)
+            })
+            .await
+            .map_err(io::Error::other)?;
+            buf = b;
+            match res {
+                Ok(n) => break (buf, n),
+                Err(e) if read_refused(&e) => {
+                    // This file system took the O_DIRECT open but refuses the
+                    // read: reopen buffered and read the same chunk again.
+                    let path = self.file.path().to_owned();
+                    log_fallback(&path.display().to_string(), "read");
+                    self.state.media.counters.fallbacks.increment(1);
+                    let f = tokio::task::spawn_blocking(move || DirectFile::open_buffered(path))
+                        .await
+                        .map_err(io::Error::other)??;
+                    self.file = Arc::new(f);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        if self.is_direct() {
+            self.state.media.counters.read_direct.increment(n as u64);
+        } else {
+            self.state.media.counters.read_buffered.increment(n as u64);
+        }
+        if n <= self.skip {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file is shorter than when the response started",
+            ));
+        }
+        let take = ((n - self.skip) as u64).min(self.remaining) as usize;
+        buf.set_len(self.skip + take).map_err(io::Error::from)?;
+        let shared = buf.freeze();
+        let shared = if self.skip > 0 {
+            shared.slice(self.skip..)
+        } else {
+            shared
+        };
+        self.pos += want as u64;
+        self.skip = 0;
+        self.remaining -= take as u64;
+        // The crate's `From<SharedBuffer> for Bytes` is behind its `bytes`
+        // feature, which `cargo run --example media_server` (default
+        // features) does not enable; it is this same call.
+        Ok(Bytes::from_owner(shared))
+    }
+}
+
+/// Whether `e` is a file system refusing an aligned `O_DIRECT` read.
+pub fn read_refused(e: &io::Error) -> bool {
+    DirectError::of(e).is_some_and(|d| matches!(d.kind(), DirectErrorKind::ReadRefused { .. }))
+}
