@@ -80,11 +80,16 @@ pub enum Error {
     /// says which (it is also the error's `source`).
     #[cfg(feature = "prometheus")]
     #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
-    Exporter(crate::prometheus::ExporterError),
+    Exporter(Box<crate::prometheus::ExporterError>),
     /// The operating system refused a mapping (or another call); the pool is
     /// still consistent and usable.
     Os(io::Error),
 }
+
+// Every allocation returns `Result<PageBuffer, Error>`, and the async
+// future's `Poll` of it passes through memory: large payloads stay boxed.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<Error>() <= 40);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,7 +134,7 @@ impl std::error::Error for Error {
         match self {
             Error::Os(e) => Some(e),
             #[cfg(feature = "prometheus")]
-            Error::Exporter(e) => Some(e),
+            Error::Exporter(e) => Some(&**e),
             _ => None,
         }
     }

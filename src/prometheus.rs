@@ -145,17 +145,17 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Exporter(ExporterError::Runtime(e)))?;
+        .map_err(|e| Error::Exporter(Box::new(ExporterError::Runtime(e))))?;
     let (recorder, exporter) = {
         let _entered = runtime.enter();
         builder()
             .with_http_listener(addr)
             .build()
-            .map_err(|source| Error::Exporter(ExporterError::Listen { addr, source }))?
+            .map_err(|source| Error::Exporter(Box::new(ExporterError::Listen { addr, source })))?
     };
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder)
-        .map_err(|_| Error::Exporter(ExporterError::RecorderInstalled))?;
+        .map_err(|_| Error::Exporter(Box::new(ExporterError::RecorderInstalled)))?;
     thread::Builder::new()
         .name("pagepool-prometheus".to_owned())
         .spawn(move || {
@@ -163,7 +163,7 @@ pub fn install(addr: SocketAddr) -> Result<PrometheusHandle, Error> {
                 tracing::error!(target: "pagepool", error = ?e, "the Prometheus exporter stopped");
             }
         })
-        .map_err(|e| Error::Exporter(ExporterError::Thread(e)))?;
+        .map_err(|e| Error::Exporter(Box::new(ExporterError::Thread(e))))?;
     Ok(handle)
 }
 
@@ -176,7 +176,8 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
         match install(addr) {
-            Err(Error::Exporter(ExporterError::Listen { addr: a, .. })) => assert_eq!(a, addr),
+            Err(Error::Exporter(e)) if matches!(*e, ExporterError::Listen { addr: a, .. } if a == addr) =>
+                {}
             other => panic!("expected a Listen error, got {other:?}"),
         }
         let e = install(addr).unwrap_err();

@@ -2,10 +2,12 @@
 //! ratio tables (`#[path = "support/estimates.rs"] mod estimates;`).
 
 /// Criterion's saved mean for `group/id` in ns (from
-/// `target/criterion/<group>/<id>/new/estimates.json`; `CARGO_TARGET_DIR`
-/// respected), or `None` when that benchmark has not run.
+/// `target/criterion/<group>/<id>/new/estimates.json` in the workspace's
+/// target directory, or `CARGO_TARGET_DIR`), or `None` when that benchmark
+/// has not run.
 pub fn mean_ns(group: &str, id: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let dir = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
     let path = format!(
         "{dir}/criterion/{}/{id}/new/estimates.json",
         group.replace('/', "_")
