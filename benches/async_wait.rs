@@ -12,7 +12,7 @@
 //!   a multi-thread runtime and a current-thread one.
 //!
 //! ```text
-//! cargo bench --bench async_wait
+//! cargo bench -p pagepool-benches --bench async_wait
 //! ```
 
 #[path = "support/estimates.rs"]

@@ -45,7 +45,7 @@
 //! allocate + write + release cycles.
 //!
 //! ```text
-//! cargo bench --bench compare
+//! cargo bench -p pagepool-benches --bench compare
 //! ```
 //!
 //! # Counting system calls
@@ -62,7 +62,7 @@
 //! to the number of operations):
 //!
 //! ```text
-//! cargo bench --bench compare --no-run
+//! cargo bench -p pagepool-benches --bench compare --no-run
 //! BIN=$(ls -t target/release/deps/compare-* | grep -v '\.d$' | head -1)
 //! PAGEPOOL_SYSCALL_PROBE=1 PAGEPOOL_PROBE_CYCLES=0       strace -c -o /tmp/sys0 $BIN
 //! PAGEPOOL_SYSCALL_PROBE=1 PAGEPOOL_PROBE_CYCLES=1000000 strace -c -o /tmp/sys1 $BIN

@@ -3,7 +3,7 @@
 //! and at 64 KiB (whole pages: no slack). Prints the ratio to `Off` at the end.
 //!
 //! ```text
-//! cargo bench --bench debug
+//! cargo bench -p pagepool-benches --bench debug
 //! ```
 
 #[path = "support/estimates.rs"]

@@ -2,7 +2,7 @@
 //!
 //! Timings on a VM move by tens of percent from run to run; instruction
 //! counts do not, so this is the figure a change to the hot path is held
-//! to. `cargo bench --bench instructions` builds this binary, runs itself
+//! to. `cargo bench -p pagepool-benches --bench instructions` builds this binary, runs itself
 //! under `valgrind --tool=callgrind` once per case, collecting only inside
 //! `measured_cycles` (the loop included, warm-up and the pool's background
 //! threads excluded), and prints a table of instructions per cycle.
@@ -17,7 +17,7 @@
 //! | `default/1500B_packet` | defaults: `allocate_buffer(1500)` (a small class, red zones) |
 //!
 //! ```text
-//! cargo bench --bench instructions
+//! cargo bench -p pagepool-benches --bench instructions
 //! ```
 //!
 //! Needs `valgrind` on the `PATH`; without it the bench says so and exits 0.

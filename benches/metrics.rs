@@ -3,7 +3,7 @@
 //! Prometheus recorder installed. Prints the ratio "on / off" at the end.
 //!
 //! ```text
-//! cargo bench --bench metrics
+//! cargo bench -p pagepool-benches --bench metrics
 //! ```
 
 #[path = "support/estimates.rs"]

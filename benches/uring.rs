@@ -7,7 +7,7 @@
 //! offsets, 64 KiB and 1 MiB.
 //!
 //! ```text
-//! cargo bench --bench uring --features io-uring
+//! cargo bench -p pagepool-benches --features io-uring --bench uring
 //! ```
 //!
 //! Every repetition runs each mode once, in a rotated order, so drift on

@@ -192,7 +192,7 @@
 //! is its first field, so an `AnchorRef` is also the `&Arc<PoolInner>` a
 //! release needs, with no address arithmetic.
 //!
-//! Per allocate + write + release (`cargo bench --bench instructions`,
+//! Per allocate + write + release (`cargo bench -p pagepool-benches --bench instructions`,
 //! callgrind, the loop included, with the Prometheus recorder installed):
 //!
 //! | case | instructions |
