@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::Mutex;
@@ -11,6 +10,7 @@ use parking_lot::Mutex;
 use super::{E_HANDLE, HRESULT};
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
+use crate::site::SiteRef;
 use crate::threads;
 
 /// Buffer handles remembered after their last release, so a later use of
@@ -24,7 +24,7 @@ pub(super) struct Grave {
     pub(super) address: usize,
     max_len: usize,
     pool: String,
-    allocated_at: Option<&'static Location<'static>>,
+    allocated_at: SiteRef,
     allocated_by: Option<String>,
     released_by: Option<String>,
 }
@@ -53,7 +53,7 @@ impl fmt::Display for Grave {
             "buffer {:#x} of pool {:?}, max_len {}",
             self.address, self.pool, self.max_len
         )?;
-        match self.allocated_at {
+        match self.allocated_at.get() {
             Some(site) => write!(f, "; allocated at {site}")?,
             None => write!(f, "; allocation site not tracked")?,
         }

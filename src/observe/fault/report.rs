@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::{self, Relaxed};
 
 use super::table::{self, SlabInfo};
 use crate::mem::slot::{Slot, SlotState};
+use crate::site::{Decoded, Site};
 
 /// What a fault in a slab was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +134,15 @@ fn format(out: &mut Out, slab: &SlabInfo, s: &Slot, kind: Kind, addr: usize, wri
     out.s(", slot ");
     out.int(slab.slot_bytes as i64);
     out.s(" bytes\npagepool:   allocated at ");
-    match s.site() {
-        Some(l) => out.location(l),
+    match s.site().get() {
+        Some(site) => out.site(site),
         None => out.s("(not tracked)"),
     }
     let thread = s.thread.load(Relaxed);
     if kind == Kind::UseAfterRelease {
         out.s("\npagepool:   released at ");
-        match s.release_site() {
-            Some(l) => out.location(l),
+        match s.release_site().get() {
+            Some(site) => out.site(site),
             None => out.s("(by a drop; call PageBuffer::release to record the site)"),
         }
         if thread != 0 {
@@ -256,6 +257,35 @@ impl Out {
         self.int(l.column() as i64);
     }
 
+    /// A Rust or C site. A return address is printed raw: `dladdr` is not
+    /// async-signal-safe.
+    fn site(&mut self, site: Decoded) {
+        match site {
+            Decoded::Rust(l) => self.location(l),
+            Decoded::C(c) => self.c_site(c),
+        }
+    }
+
+    fn c_site(&mut self, c: &Site) {
+        match (c.file(), c.return_address()) {
+            (Some(file), _) => {
+                self.s(file);
+                self.s(":");
+                self.int(i64::from(c.line()));
+                if let Some(function) = c.function() {
+                    self.s(" (");
+                    self.s(function);
+                    self.s(")");
+                }
+            }
+            (None, Some(a)) => {
+                self.s("return address ");
+                self.hex(a);
+            }
+            (None, None) => self.s("(unknown)"),
+        }
+    }
+
     /// Writes out what the buffer holds.
     fn flush(&mut self) {
         if let Some(buf) = &self.buf {
@@ -327,6 +357,10 @@ mod tests {
         out.hex(0xdead_beef);
         out.s(" ");
         out.location(Location::caller());
+        out.s(" ");
+        out.c_site(Site::source("c.c", 12, "f"));
+        out.s(" ");
+        out.c_site(Site::return_to(0xbeef));
     }
 
     /// Nothing is cut, through the shared buffer (flushed when full) or
@@ -339,6 +373,10 @@ mod tests {
         assert!(text.starts_with(&format!("pool \"{}\" -42 ", "x".repeat(3 * BUF))));
         assert!(text.contains(" -9223372036854775808 0xdeadbeef "), "{text}");
         assert!(text.contains(" src/observe/fault/report.rs:"), "{text}");
+        assert!(
+            text.ends_with(" c.c:12 (f) return address 0xbeef"),
+            "{text}"
+        );
         assert!(!SHARED.busy.load(Ordering::Relaxed));
 
         SHARED.busy.store(true, Ordering::Relaxed);
