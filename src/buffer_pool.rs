@@ -205,6 +205,17 @@ impl BufferPool {
         PageBuffer::allocate(&self.inner, max_size, site, small)
     }
 
+    /// `allocate_at` for a C caller's site (or none).
+    #[cfg(feature = "capi")]
+    pub(crate) fn allocate_from(
+        &self,
+        max_size: usize,
+        site: crate::site::SiteRef,
+        small: bool,
+    ) -> Result<PageBuffer, Error> {
+        PageBuffer::allocate_from(&self.inner, max_size, site, small)
+    }
+
     /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
     /// max_size` bytes with no promise of page alignment, with `len() == 0`.
     ///

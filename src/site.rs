@@ -6,7 +6,7 @@ use std::fmt;
 use std::panic::Location;
 
 /// Distinct C sites kept; later ones share [`TOO_MANY`].
-#[cfg(test)]
+#[cfg(any(feature = "capi", test))]
 const MAX_SITES: usize = 4096;
 
 /// Where a C caller allocated or released a buffer: `__FILE__`, `__LINE__`
@@ -34,7 +34,7 @@ const _: () = assert!(std::mem::align_of::<Site>() >= 2);
 const _: () = assert!(std::mem::align_of::<Location<'static>>() >= 2);
 
 /// The site every call past [`MAX_SITES`] distinct ones records.
-#[cfg(test)]
+#[cfg(any(feature = "capi", test))]
 static TOO_MANY: Site = Site {
     file: "(too many sites)",
     line: 0,
@@ -89,7 +89,7 @@ impl Site {
 
     /// The interned site for `file:line` in `function` (either may be
     /// empty); bounded by [`MAX_SITES`].
-    #[cfg(test)]
+    #[cfg(any(feature = "capi", test))]
     pub(crate) fn source(file: &str, line: u32, function: &str) -> &'static Site {
         intern(Key::Source(file.into(), line, function.into()), || Site {
             file: leak(file),
@@ -100,7 +100,7 @@ impl Site {
     }
 
     /// The interned site for return address `address` (not 0).
-    #[cfg(test)]
+    #[cfg(any(feature = "capi", test))]
     pub(crate) fn return_to(address: usize) -> &'static Site {
         intern(Key::Address(address), || Site {
             file: "",
@@ -133,7 +133,7 @@ impl fmt::Display for Site {
 }
 
 /// What a [`Site`] is interned by.
-#[cfg(test)]
+#[cfg(any(feature = "capi", test))]
 #[derive(PartialEq, Eq, Hash)]
 enum Key {
     Source(Box<str>, u32, Box<str>),
@@ -141,7 +141,7 @@ enum Key {
 }
 
 /// The record for `key`, made by `make` and leaked the first time.
-#[cfg(test)]
+#[cfg(any(feature = "capi", test))]
 fn intern(key: Key, make: impl FnOnce() -> Site) -> &'static Site {
     use std::collections::HashMap;
     use std::sync::OnceLock;
@@ -161,7 +161,7 @@ fn intern(key: Key, make: impl FnOnce() -> Site) -> &'static Site {
     site
 }
 
-#[cfg(test)]
+#[cfg(any(feature = "capi", test))]
 fn leak(s: &str) -> &'static str {
     Box::leak(s.into())
 }
@@ -220,7 +220,7 @@ impl SiteRef {
     }
 
     /// A C call site.
-    #[cfg(test)]
+    #[cfg(any(feature = "capi", test))]
     #[inline]
     pub(crate) fn c(s: &'static Site) -> SiteRef {
         SiteRef(s as *const Site as usize | 1)
