@@ -135,14 +135,16 @@ fn format(out: &mut Out, slab: &SlabInfo, s: &Slot, kind: Kind, addr: usize, wri
     out.int(slab.slot_bytes as i64);
     out.s(" bytes\npagepool:   allocated at ");
     match s.site().get() {
-        Some(site) => out.site(site),
+        Some(Decoded::Rust(l)) => out.location(l),
+        Some(Decoded::C(c)) => out.c_site(c),
         None => out.s("(not tracked)"),
     }
     let thread = s.thread.load(Relaxed);
     if kind == Kind::UseAfterRelease {
         out.s("\npagepool:   released at ");
         match s.release_site().get() {
-            Some(site) => out.site(site),
+            Some(Decoded::Rust(l)) => out.location(l),
+            Some(Decoded::C(c)) => out.c_site(c),
             None => out.s("(by a drop; call PageBuffer::release to record the site)"),
         }
         if thread != 0 {
@@ -257,32 +259,20 @@ impl Out {
         self.int(l.column() as i64);
     }
 
-    /// A Rust or C site. A return address is printed raw: `dladdr` is not
-    /// async-signal-safe.
-    fn site(&mut self, site: Decoded) {
-        match site {
-            Decoded::Rust(l) => self.location(l),
-            Decoded::C(c) => self.c_site(c),
-        }
-    }
-
+    /// A C site; a return address raw (`dladdr` is not async-signal-safe).
     fn c_site(&mut self, c: &Site) {
-        match (c.file(), c.return_address()) {
-            (Some(file), _) => {
-                self.s(file);
-                self.s(":");
-                self.int(i64::from(c.line()));
-                if let Some(function) = c.function() {
-                    self.s(" (");
-                    self.s(function);
-                    self.s(")");
-                }
+        if let Some(file) = c.file() {
+            self.s(file);
+            self.s(":");
+            self.int(i64::from(c.line()));
+            if let Some(function) = c.function() {
+                self.s(" (");
+                self.s(function);
+                self.s(")");
             }
-            (None, Some(a)) => {
-                self.s("return address ");
-                self.hex(a);
-            }
-            (None, None) => self.s("(unknown)"),
+        } else {
+            self.s("return address ");
+            self.hex(c.return_address().unwrap_or(0));
         }
     }
 
