@@ -16,6 +16,7 @@ use super::{
     E_POINTER, HRESULT, S_OK,
 };
 use crate::buffer::PageBuffer;
+use crate::site::SiteRef;
 
 /// `guarded(f)` for a call named `call` on buffer handle `b`: when the
 /// handle is refused and is one released before, the use is reported
@@ -95,8 +96,9 @@ unsafe fn allocate(
             return Err(E_POINTER);
         }
         let pool = TABLE.lock().pool(a as usize)?;
-        // SAFETY: forwarded from the caller.
-        let site = unsafe { caller.site() };
+        // SAFETY: forwarded from the caller (the strings are valid during
+        // this call, and the closure runs within it).
+        let site = || unsafe { caller.site() };
         let buf = pool
             .allocate_from(max_size as usize, site, !page_aligned)
             .map_err(|e| code(&e))?;
@@ -404,14 +406,18 @@ unsafe fn release(b: *mut pagepool_buffer, count: *mut u32, caller: Caller) -> H
         let (n, gone) = {
             let mut table = TABLE.lock();
             let i = table.find(b as usize, HandleKind::Buffer).ok_or(E_HANDLE)?;
-            let Held::Buffer { refs, .. } = &mut table.rows[i].held else {
+            let Held::Buffer { buf, refs } = &mut table.rows[i].held else {
                 return Err(E_HANDLE);
             };
             *refs -= 1;
             let n = *refs;
             let gone = if n == 0 {
-                // SAFETY: forwarded from the caller.
-                let site = unsafe { caller.site() };
+                let site = if buf.pool().tracks_sites() {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { caller.site() }
+                } else {
+                    SiteRef::NONE
+                };
                 Some((table.bury(i, b as usize, site), site))
             } else {
                 None

@@ -245,6 +245,20 @@ mod tests {
     }
 
     #[test]
+    fn c_sites_group_by_record_and_print() {
+        let c = Site::source("a.c", 9, "f");
+        let mut b = buf(20, None, 4096);
+        b.c_site = Some(c);
+        let r = LeakReport::new("p", Duration::ZERO, vec![b.clone(), b, buf(30, None, 64)]);
+        assert_eq!(r.sites().len(), 2);
+        assert!(std::ptr::eq(r.sites()[0].c_site.unwrap(), c));
+        assert_eq!((r.sites()[0].location, r.sites()[0].buffers), (None, 2));
+        let text = r.to_string();
+        assert!(text.contains(" a.c:9 (f) "), "{text}");
+        assert!(text.contains("(allocation site not tracked)"), "{text}");
+    }
+
+    #[test]
     fn report_groups_by_site_biggest_first() {
         let a = Location::caller();
         let b = Location::caller();
