@@ -186,6 +186,14 @@ HRESULT pagepool_leak_report(pagepool_allocator *allocator, char *buf, size_t le
 
 /* ---- Buffers ---- */
 
+/* Allocation and release sites: with this header, the allocation calls and
+ * pagepool_buffer_release are macros over their _at forms, which record
+ * __FILE__, __LINE__ and __func__ for reports (tracking on). The plain
+ * functions remain (for dlsym and other languages); they record the
+ * caller's return address (x86-64, AArch64), printed symbolized where
+ * dladdr can. Define PAGEPOOL_NO_SITE_MACROS before including this header
+ * to call them directly; a NULL file records no site. */
+
 /* IWMSBufferAllocator::AllocateBuffer: 64-byte aligned up to 2 KiB,
  * page-aligned above; length 0. */
 HRESULT pagepool_allocate_buffer(pagepool_allocator *allocator, uint32_t max_size,
@@ -194,6 +202,14 @@ HRESULT pagepool_allocate_buffer(pagepool_allocator *allocator, uint32_t max_siz
  * around it; length 0. */
 HRESULT pagepool_allocate_page_size_buffer(pagepool_allocator *allocator,
                                            uint32_t max_size, pagepool_buffer **out);
+/* The same, recording file:line in func as the allocation site. */
+HRESULT pagepool_allocate_buffer_at(pagepool_allocator *allocator, uint32_t max_size,
+                                    const char *file, int line, const char *func,
+                                    pagepool_buffer **out);
+HRESULT pagepool_allocate_page_size_buffer_at(pagepool_allocator *allocator,
+                                              uint32_t max_size, const char *file,
+                                              int line, const char *func,
+                                              pagepool_buffer **out);
 
 /* INSSBuffer::GetBuffer */
 HRESULT pagepool_buffer_get_buffer(pagepool_buffer *buffer, uint8_t **out);
@@ -214,6 +230,20 @@ HRESULT pagepool_buffer_add_ref(pagepool_buffer *buffer, uint32_t *count);
  * (PAGEPOOL_REPORT_STALE_HANDLE) naming the buffer it was, its pool,
  * allocation site and releasing thread. */
 HRESULT pagepool_buffer_release(pagepool_buffer *buffer, uint32_t *count);
+/* The same, recording file:line in func as the release site (named by
+ * reports of a later write after release). */
+HRESULT pagepool_buffer_release_at(pagepool_buffer *buffer, const char *file, int line,
+                                   const char *func, uint32_t *count);
+
+#ifndef PAGEPOOL_NO_SITE_MACROS
+#define pagepool_allocate_buffer(allocator, max_size, out) \
+    pagepool_allocate_buffer_at((allocator), (max_size), __FILE__, __LINE__, __func__, (out))
+#define pagepool_allocate_page_size_buffer(allocator, max_size, out)                    \
+    pagepool_allocate_page_size_buffer_at((allocator), (max_size), __FILE__, __LINE__, \
+                                          __func__, (out))
+#define pagepool_buffer_release(buffer, count) \
+    pagepool_buffer_release_at((buffer), __FILE__, __LINE__, __func__, (count))
+#endif
 
 #ifdef __cplusplus
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::free::anchor::{Anchor, AnchorCount, AnchorRef, Released};
 use crate::mem::slot::{Slot, SlotRef};
 use crate::pool::PoolInner;
+use crate::site::SiteRef;
 use crate::Error;
 
 /// A buffer from a [`BufferPool`](crate::BufferPool): the Rust face of
@@ -83,6 +84,17 @@ impl PageBuffer {
         inner: &Arc<PoolInner>,
         max_size: usize,
         site: &'static Location<'static>,
+        small: bool,
+    ) -> Result<PageBuffer, Error> {
+        PageBuffer::allocate_from(inner, max_size, SiteRef::rust(site), small)
+    }
+
+    /// `allocate` for a request made at `site`, a Rust or a C site.
+    #[inline(always)]
+    pub(crate) fn allocate_from(
+        inner: &Arc<PoolInner>,
+        max_size: usize,
+        site: SiteRef,
         small: bool,
     ) -> Result<PageBuffer, Error> {
         let (slot, anchor) = inner.allocate(max_size, site, small)?;
@@ -291,9 +303,13 @@ impl PageBuffer {
     /// release (poison, quarantine faults) then name it.
     #[track_caller]
     pub fn release(self) {
-        let site = std::panic::Location::caller();
+        self.release_at(SiteRef::rust(Location::caller()));
+    }
+
+    /// `release` recording `site` (a C caller's, say) as the release site.
+    pub(crate) fn release_at(self, site: SiteRef) {
         let this = std::mem::ManuallyDrop::new(self);
-        this.return_to_pool(Some(site));
+        this.return_to_pool(site);
     }
 
     /// The pool the buffer came from.
@@ -306,7 +322,7 @@ impl PageBuffer {
 
     /// The common end of `drop` and `release`; the buffer is unusable after.
     #[inline(always)]
-    fn return_to_pool(&self, site: Option<&'static std::panic::Location<'static>>) {
+    fn return_to_pool(&self, site: SiteRef) {
         let anchor = self.anchor();
         let released = {
             // SAFETY: the anchor is the pool's `Anchor<PoolInner>` and stays
@@ -329,7 +345,7 @@ impl PageBuffer {
 impl Drop for PageBuffer {
     #[inline(always)]
     fn drop(&mut self) {
-        self.return_to_pool(None);
+        self.return_to_pool(SiteRef::NONE);
     }
 }
 

@@ -205,6 +205,23 @@ impl BufferPool {
         PageBuffer::allocate(&self.inner, max_size, site, small)
     }
 
+    /// `allocate_at` for a C caller's site, made by `site` only when the
+    /// pool tracks sites.
+    #[cfg(feature = "capi")]
+    pub(crate) fn allocate_from(
+        &self,
+        max_size: usize,
+        site: impl FnOnce() -> crate::site::SiteRef,
+        small: bool,
+    ) -> Result<PageBuffer, Error> {
+        let site = if self.inner.tracks_sites() {
+            site()
+        } else {
+            crate::site::SiteRef::NONE
+        };
+        PageBuffer::allocate_from(&self.inner, max_size, site, small)
+    }
+
     /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of `max_len() ==
     /// max_size` bytes with no promise of page alignment, with `len() == 0`.
     ///

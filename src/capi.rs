@@ -70,6 +70,19 @@
 //! guard pages and quarantined buffers are reported by the fault handler
 //! (`pagepool_install_fault_handler`), to stderr.
 //!
+//! # Sites
+//!
+//! With leak tracking on, reports name where C allocated and released a
+//! buffer: the header's `pagepool_allocate_buffer`,
+//! `pagepool_allocate_page_size_buffer` and `pagepool_buffer_release` are
+//! macros over their `_at` functions, passing `__FILE__`, `__LINE__` and
+//! `__func__` (interned once per distinct site, at most 4096; later ones
+//! read "(too many sites)"). The plain functions stay exported for `dlsym`
+//! and other languages and record the caller's return address (x86-64 and
+//! AArch64, rustc 1.88 or later; none elsewhere), which reports print
+//! with what `dladdr` finds, and the fault handler raw (`dladdr` is not
+//! async-signal-safe).
+//!
 //! # Files
 //!
 //! | file | concept |
@@ -81,6 +94,7 @@
 //! | `capi/leak.rs` | the leak report as text |
 //! | `capi/report.rs` | where diagnostics go: the fault handler |
 //! | `capi/buffer.rs` | allocating buffers, the `INSSBuffer` calls |
+//! | `capi/sites.rs` | C call sites: named by the header's macros, or return addresses |
 //! | `capi/stats.rs` | the counters |
 
 // The C names, as the header spells them.
@@ -96,6 +110,7 @@ mod config;
 mod handles;
 mod leak;
 mod report;
+mod sites;
 mod stats;
 #[cfg(test)]
 mod tests;

@@ -335,7 +335,7 @@
 //! the `sigaction` calls are in functions of their own, off the stack while
 //! the report is written. Measured by painting the alt stack
 //! (`cargo test [--release] --test fault_threads handler_stack --
-//! --nocapture`): 1,088 bytes in a debug build and 400 in release, against
+//! --nocapture`): 1,120 bytes in a debug build and 400 in release, against
 //! 4,792 and 2,544 with the 2 KiB buffer on the stack before.
 //!
 //! ## Why the orderings are enough

@@ -87,6 +87,7 @@ mod clock;
 mod config;
 mod error;
 mod limits;
+mod site;
 mod stats;
 mod sync;
 mod threads;
@@ -144,6 +145,7 @@ pub use leak::{LeakCheck, LeakReport, LeakSite, OutstandingBuffer};
 pub use limits::{page_size, SIZE_LIMIT};
 pub use mem::guard::guard_markers_supported;
 pub use quota::{Quota, QuotaAllocate, QuotaStats};
+pub use site::Site;
 pub use stats::{ClassStats, CorruptionKind, PoolStats};
 
 /// The README's examples, run as doc tests.

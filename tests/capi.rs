@@ -222,9 +222,17 @@ fn the_header_matches_the_rust_functions_and_codes() {
     let declared = functions(&header, "HRESULT pagepool_");
     let exported = functions(&rust, "extern \"C\" fn pagepool_");
     assert_eq!(declared, exported, "header vs src/capi.rs and src/capi/");
-    assert_eq!(declared.len(), 18);
-    // Every exported function is `#[unsafe(no_mangle)]`.
-    assert_eq!(rust.matches("#[unsafe(no_mangle)]").count(), exported.len());
+    assert_eq!(declared.len(), 21);
+    // Every exported function is `#[unsafe(no_mangle)]` (the plain
+    // allocation and release calls twice: naked, or not, by `cfg`).
+    assert_eq!(
+        rust.matches("#[unsafe(no_mangle)]").count(),
+        rust.matches("extern \"C\" fn pagepool_").count()
+    );
+    assert_eq!(
+        rust.matches("extern \"C\" fn pagepool_").count(),
+        exported.len() + 3
+    );
 
     use pagepool::capi::*;
     let codes = header_codes(&header);
@@ -295,6 +303,23 @@ fn diag_exe() -> &'static Path {
     EXE.get_or_init(|| compile("diag_test.c", "diag_test"))
 }
 
+/// `<root>/tests/c/diag_test.c:LINE (func)`, as reports print the C site of the
+/// line marked `/* site: name */` in function `func`.
+fn site(name: &str, func: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("tests/c/diag_test.c")).unwrap();
+    let marker = format!("/* site: {name} */");
+    let mut lines = source
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.ends_with(&marker));
+    let (i, _) = lines.next().unwrap_or_else(|| panic!("no {marker}"));
+    assert!(lines.next().is_none(), "{marker} twice");
+    // The path as `compile` gives it to cc, so as `__FILE__` spells it.
+    let file = root.join("tests/c/diag_test.c");
+    format!("{}:{} ({func})", file.display(), i + 1)
+}
+
 /// What one run of a `diag_test` case did.
 struct Case {
     name: &'static str,
@@ -353,6 +378,11 @@ impl Case {
         }
         self
     }
+
+    /// Asserts stderr names `site(name, func)` right after `before`.
+    fn assert_site(&self, before: &str, name: &str, func: &str) -> &Self {
+        self.assert_stderr(&[&format!("{before}{}", site(name, func))])
+    }
 }
 
 #[test]
@@ -364,7 +394,8 @@ fn c_config_is_checked_and_applied() {
 fn c_write_to_the_next_page_is_reported_by_the_fault_handler() {
     Case::run("next_page")
         .assert_signal(libc::SIGSEGV)
-        .assert_stderr(&["heap-buffer-overflow", "\"c-next-page\"", "allocated at "]);
+        .assert_stderr(&["heap-buffer-overflow", "\"c-next-page\""])
+        .assert_site("allocated at ", "next_page", "next_page");
 }
 
 #[test]
@@ -375,30 +406,36 @@ fn c_write_one_byte_before_is_reported_by_the_fault_handler() {
             "heap-buffer-underflow",
             "1 byte(s) before it",
             "\"c-before\"",
-        ]);
+        ])
+        .assert_site("allocated at ", "byte_before", "byte_before");
 }
 
 #[test]
 fn c_write_after_release_into_the_quarantine_faults() {
     Case::run("quarantined")
         .assert_signal(libc::SIGSEGV)
-        .assert_stderr(&["use-after-release", "\"c-quarantine\"", "offset 100"]);
+        .assert_stderr(&["use-after-release", "\"c-quarantine\"", "offset 100"])
+        .assert_site("allocated at ", "quarantined", "quarantined")
+        .assert_site("released at ", "quarantined_release", "quarantined");
 }
 
 #[test]
 fn c_16_mib_buffer_is_whole_and_guarded() {
     Case::run("big_buffer")
         .assert_signal(libc::SIGSEGV)
-        .assert_stderr(&["heap-buffer-overflow", "\"c-16mib\"", "max_len 16777216"]);
+        .assert_stderr(&["heap-buffer-overflow", "\"c-16mib\"", "max_len 16777216"])
+        .assert_site("allocated at ", "big_buffer", "big_buffer");
 }
 
 #[test]
 fn c_write_past_max_len_is_counted_and_reported() {
-    Case::run("past_max_len").assert_ok().assert_stderr(&[
-        "pagepool: write past max_len (slack canary damaged) in pool \"c-past-max\"",
-        "max_len 100, slot 4096 bytes; 1 byte damaged, the first at offset 100 (0 past max_len)",
-        "allocated at ",
-    ]);
+    Case::run("past_max_len")
+        .assert_ok()
+        .assert_stderr(&[
+            "pagepool: write past max_len (slack canary damaged) in pool \"c-past-max\"",
+            "max_len 100, slot 4096 bytes; 1 byte damaged, the first at offset 100 (0 past max_len)",
+        ])
+        .assert_site("; allocated at ", "past_max_len", "past_max_len");
 }
 
 #[test]
@@ -406,13 +443,17 @@ fn c_leaks_are_reported_at_destroy_and_on_request() {
     let case = Case::run("leak");
     case.assert_ok().assert_stderr(&[
         "pagepool: the last handle of pool \"c-leak\" was dropped with buffers still out:",
-        "pagepool \"c-leak\": 3 buffers (12288 bytes) outstanding for at least 0ns, from 1 site",
-        "3 buffers        12288 bytes",
+        "pagepool \"c-leak\": 3 buffers (12288 bytes) outstanding for at least 0ns, from 3 sites",
+        "1 buffer          4096 bytes",
     ]);
+    for name in ["leak_a", "leak_b", "leak_c"] {
+        case.assert_stderr(&[&site(name, "leak")]);
+    }
     // The report the C program asked for, printed to its stdout.
     assert!(
         case.stdout
-            .contains("pagepool \"c-leak\": 2 buffers (8192 bytes)"),
+            .contains("pagepool \"c-leak\": 2 buffers (8192 bytes)")
+            && case.stdout.contains(&site("leak_b", "leak")),
         "{}",
         case.describe()
     );
@@ -442,41 +483,80 @@ fn c_corruption_with_abort_reports_once_then_aborts() {
 #[test]
 fn c_writes_into_red_zones_are_counted_and_reported() {
     let what = "write outside the slot (red zone or edge canary damaged)";
-    Case::run("red_zone_before").assert_ok().assert_stderr(&[
-        what,
-        "\"c-rz-before\"",
-        "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset -1",
-    ]);
-    Case::run("red_zone_after").assert_ok().assert_stderr(&[
-        what,
-        "\"c-rz-after\"",
-        "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset 64",
-    ]);
+    Case::run("red_zone_before")
+        .assert_ok()
+        .assert_stderr(&[
+            what,
+            "\"c-rz-before\"",
+            "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset -1",
+        ])
+        .assert_site("; allocated at ", "red_zone", "red_zone");
+    Case::run("red_zone_after")
+        .assert_ok()
+        .assert_stderr(&[
+            what,
+            "\"c-rz-after\"",
+            "max_len 64, slot 64 bytes; 1 byte damaged, the first at offset 64",
+        ])
+        .assert_site("; allocated at ", "red_zone", "red_zone");
 }
 
 #[test]
 fn c_write_after_release_is_caught_by_sampled_poison() {
-    Case::run("poison_sampled").assert_ok().assert_stderr(&[
-        "pagepool: write after release (poison damaged) in pool \"c-poison\"",
-        "1 byte damaged, the first at offset 10",
-        "allocated at ",
-        "released by a drop on thread",
-    ]);
+    Case::run("poison_sampled")
+        .assert_ok()
+        .assert_stderr(&[
+            "pagepool: write after release (poison damaged) in pool \"c-poison\"",
+            "1 byte damaged, the first at offset 10",
+        ])
+        .assert_site("; allocated at ", "poison", "poison_sampled")
+        .assert_site("; released at ", "poison_release", "poison_sampled")
+        .assert_stderr(&["(poison_sampled) on thread "]);
 }
 
 #[test]
 fn c_double_release_is_reported_with_the_buffer_it_was() {
-    Case::run("double_release").assert_ok().assert_stderr(&[
-        "pagepool: pagepool_buffer_release with stale buffer handle 0x",
-        "(a double release); it was buffer 0x",
-        "of pool \"c-double\", max_len 4096; allocated at ",
-        "released by its last pagepool_buffer_release on thread ",
-    ]);
+    Case::run("double_release")
+        .assert_ok()
+        .assert_stderr(&[
+            "pagepool: pagepool_buffer_release with stale buffer handle 0x",
+            "(a double release); it was buffer 0x",
+            "of pool \"c-double\", max_len 4096; allocated at ",
+        ])
+        .assert_site("; allocated at ", "double", "double_release")
+        .assert_site(
+            "; released by its last pagepool_buffer_release at ",
+            "double_release",
+            "double_release",
+        );
 }
 
 #[test]
 fn c_write_after_release_from_another_thread_faults_there() {
     Case::run("other_thread")
         .assert_signal(libc::SIGSEGV)
-        .assert_stderr(&["use-after-release", "\"c-thread\"", "offset 8"]);
+        .assert_stderr(&["use-after-release", "\"c-thread\"", "offset 8"])
+        .assert_site("allocated at ", "other_thread", "other_thread")
+        .assert_site("released at ", "other_thread_release", "other_thread");
+}
+
+#[test]
+fn c_plain_calls_record_return_addresses() {
+    let case = Case::run("plain_calls");
+    case.assert_ok().assert_stderr(&[
+        "pagepool_buffer_release with stale buffer handle",
+        "of pool \"c-plain\", max_len 4096; allocated at return address 0x",
+        "; released by its last pagepool_buffer_release at return address 0x",
+    ]);
+    // dladdr names the object the address is in (the test executable,
+    // whose symbols are not dynamic: no function name) and the offset.
+    let leak = &case.stdout;
+    assert!(
+        leak.contains("pagepool \"c-plain\": 2 buffers")
+            && leak.matches("return address 0x").count() == 2
+            && leak.contains("diag_test+0x")
+            && leak.contains("(allocation site not tracked)"),
+        "{}",
+        case.describe()
+    );
 }

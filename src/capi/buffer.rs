@@ -1,13 +1,22 @@
 //! Buffer handles: allocation through an allocator handle, the `INSSBuffer`
 //! calls, and the reference count.
 
+use std::ffi::{c_char, c_int};
+
 use super::handles::{HandleKind, Held, TABLE};
 use super::report::{deliver, PAGEPOOL_REPORT_STALE_HANDLE};
+#[cfg(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+use super::sites::with_return_address;
+use super::sites::Caller;
 use super::{
     code, guarded, pagepool_allocator, pagepool_buffer, put, E_HANDLE, E_INVALIDARG, E_OUTOFMEMORY,
     E_POINTER, HRESULT, S_OK,
 };
 use crate::buffer::PageBuffer;
+use crate::site::SiteRef;
 
 /// `guarded(f)` for a call named `call` on buffer handle `b`: when the
 /// handle is refused and is one released before, the use is reported
@@ -64,15 +73,18 @@ unsafe fn read_buffer<T>(
     })
 }
 
-/// Allocates through `a` and returns a new buffer handle in `out`.
+/// Allocates through `a` for `caller` and returns a new buffer handle in
+/// `out`.
 ///
 /// # Safety
-/// `out` is null or valid for a write of a pointer.
+/// `out` is null or valid for a write of a pointer; `caller` as for
+/// [`Caller::site`].
 unsafe fn allocate(
     a: *mut pagepool_allocator,
     max_size: u32,
     out: *mut *mut pagepool_buffer,
     page_aligned: bool,
+    caller: Caller,
 ) -> HRESULT {
     if !out.is_null() {
         // COM's rule: a failed call leaves NULL in its out pointer.
@@ -84,13 +96,12 @@ unsafe fn allocate(
             return Err(E_POINTER);
         }
         let pool = TABLE.lock().pool(a as usize)?;
-        let size = max_size as usize;
-        let buf = if page_aligned {
-            pool.allocate_page_size_buffer(size)
-        } else {
-            pool.allocate_buffer(size)
-        }
-        .map_err(|e| code(&e))?;
+        // SAFETY: forwarded from the caller (the strings are valid during
+        // this call, and the closure runs within it).
+        let site = || unsafe { caller.site() };
+        let buf = pool
+            .allocate_from(max_size as usize, site, !page_aligned)
+            .map_err(|e| code(&e))?;
         let handle = TABLE
             .lock()
             .insert(Held::Buffer { buf, refs: 1 })
@@ -100,15 +111,70 @@ unsafe fn allocate(
     })
 }
 
+/// `pagepool_allocate_buffer` called from `returned` (0: unknown).
+///
+/// # Safety
+/// As for `pagepool_allocate_buffer`.
+unsafe extern "C" fn allocate_buffer_returning(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+    returned: usize,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller; a return address is no pointer.
+    unsafe { allocate(a, max_size, out, false, Caller::Returned(returned)) }
+}
+
+/// `pagepool_allocate_page_size_buffer` called from `returned`.
+///
+/// # Safety
+/// As for `pagepool_allocate_page_size_buffer`.
+unsafe extern "C" fn allocate_page_size_buffer_returning(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+    returned: usize,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller; a return address is no pointer.
+    unsafe { allocate(a, max_size, out, true, Caller::Returned(returned)) }
+}
+
 /// `IWMSBufferAllocator::AllocateBuffer`: a buffer of at most `max_size`
 /// bytes (length 0) with no page alignment promised: 64-byte aligned up to
-/// 2 KiB (packet classes), page-aligned above.
+/// 2 KiB (packet classes), page-aligned above. Records the caller's return
+/// address as the allocation site (see `capi/sites.rs`); the header's
+/// macro of the same name calls `pagepool_allocate_buffer_at` instead.
 ///
 /// Returns `S_OK`, `E_POINTER`, `E_HANDLE`, `E_INVALIDARG` (0 or above the
 /// largest buffer) or `E_OUTOFMEMORY` (cap reached, or the OS refused).
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
+#[cfg(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+// SAFETY: the body only moves the return address into the fourth argument
+// register and tail-jumps to a function taking it there.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_allocate_buffer(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+) -> HRESULT {
+    with_return_address!(3, allocate_buffer_returning)
+}
+
+/// `IWMSBufferAllocator::AllocateBuffer`, as above; this build records no
+/// site for it (no naked functions: see `capi/sites.rs`).
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+#[cfg(not(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_allocate_buffer(
     a: *mut pagepool_allocator,
@@ -116,16 +182,40 @@ pub unsafe extern "C" fn pagepool_allocate_buffer(
     out: *mut *mut pagepool_buffer,
 ) -> HRESULT {
     // SAFETY: forwarded from the caller.
-    unsafe { allocate(a, max_size, out, false) }
+    unsafe { allocate_buffer_returning(a, max_size, out, 0) }
 }
 
 /// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a page-aligned buffer of
-/// at most `max_size` bytes (length 0), with guard pages around it.
+/// at most `max_size` bytes (length 0), with guard pages around it. Records
+/// the caller's return address, as `pagepool_allocate_buffer` does.
 ///
 /// Returns as `pagepool_allocate_buffer`.
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
+#[cfg(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+// SAFETY: as for `pagepool_allocate_buffer`.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    out: *mut *mut pagepool_buffer,
+) -> HRESULT {
+    with_return_address!(3, allocate_page_size_buffer_returning)
+}
+
+/// `IWMSBufferAllocator::AllocatePageSizeBuffer`, as above; no site.
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+#[cfg(not(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
     a: *mut pagepool_allocator,
@@ -133,7 +223,56 @@ pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
     out: *mut *mut pagepool_buffer,
 ) -> HRESULT {
     // SAFETY: forwarded from the caller.
-    unsafe { allocate(a, max_size, out, true) }
+    unsafe { allocate_page_size_buffer_returning(a, max_size, out, 0) }
+}
+
+/// `pagepool_allocate_buffer` recording `file:line` in `func` as the
+/// allocation site (the header's `pagepool_allocate_buffer` macro passes
+/// `__FILE__`, `__LINE__`, `__func__`). A null `file` records no site; a
+/// null `func`, no function.
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer; `file` and `func` are
+/// null or NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_allocate_buffer_at(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    file: *const c_char,
+    line: c_int,
+    func: *const c_char,
+    out: *mut *mut pagepool_buffer,
+) -> HRESULT {
+    let caller = Caller::Named {
+        file,
+        line,
+        function: func,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { allocate(a, max_size, out, false, caller) }
+}
+
+/// `pagepool_allocate_page_size_buffer` recording `file:line` in `func`,
+/// as `pagepool_allocate_buffer_at` does.
+///
+/// # Safety
+/// As for `pagepool_allocate_buffer_at`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_allocate_page_size_buffer_at(
+    a: *mut pagepool_allocator,
+    max_size: u32,
+    file: *const c_char,
+    line: c_int,
+    func: *const c_char,
+    out: *mut *mut pagepool_buffer,
+) -> HRESULT {
+    let caller = Caller::Named {
+        file,
+        line,
+        function: func,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { allocate(a, max_size, out, true, caller) }
 }
 
 /// `INSSBuffer::GetBuffer`: the buffer's first byte, valid for `max_length`
@@ -257,36 +396,121 @@ pub unsafe extern "C" fn pagepool_buffer_add_ref(
     })
 }
 
-/// `Release`: drops one reference; at zero the buffer goes back to its pool
-/// and the handle dies (a later call with it gives `E_HANDLE`). The new
-/// count goes to `*count` when `count` is not null.
-///
-/// Returns `S_OK` or `E_HANDLE` (including a `Release` after the last one).
+/// Drops one reference to buffer `b` for `caller`; at zero the buffer goes
+/// back to its pool, released at `caller`'s site.
 ///
 /// # Safety
-/// `count` is null or valid for a write.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pagepool_buffer_release(
-    b: *mut pagepool_buffer,
-    count: *mut u32,
-) -> HRESULT {
+/// `count` is null or valid for a write; `caller` as for [`Caller::site`].
+unsafe fn release(b: *mut pagepool_buffer, count: *mut u32, caller: Caller) -> HRESULT {
     guarded_buffer(b, "pagepool_buffer_release", || {
         let (n, gone) = {
             let mut table = TABLE.lock();
             let i = table.find(b as usize, HandleKind::Buffer).ok_or(E_HANDLE)?;
-            let Held::Buffer { refs, .. } = &mut table.rows[i].held else {
+            let Held::Buffer { buf, refs } = &mut table.rows[i].held else {
                 return Err(E_HANDLE);
             };
             *refs -= 1;
             let n = *refs;
-            (n, (n == 0).then(|| table.bury(i, b as usize)))
+            let gone = if n == 0 {
+                let site = if buf.pool().tracks_sites() {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { caller.site() }
+                } else {
+                    SiteRef::NONE
+                };
+                Some((table.bury(i, b as usize, site), site))
+            } else {
+                None
+            };
+            (n, gone)
         };
         // The buffer returns to its pool outside the table's lock.
-        drop(gone);
+        if let Some((Held::Buffer { buf, .. }, site)) = gone {
+            buf.release_at(site);
+        }
         if !count.is_null() {
             // SAFETY: non-null (checked), valid (caller's contract).
             unsafe { count.write(n) };
         }
         Ok(())
     })
+}
+
+/// `pagepool_buffer_release` called from `returned` (0: unknown).
+///
+/// # Safety
+/// As for `pagepool_buffer_release`.
+unsafe extern "C" fn buffer_release_returning(
+    b: *mut pagepool_buffer,
+    count: *mut u32,
+    returned: usize,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller; a return address is no pointer.
+    unsafe { release(b, count, Caller::Returned(returned)) }
+}
+
+/// `Release`: drops one reference; at zero the buffer goes back to its pool
+/// and the handle dies (a later call with it gives `E_HANDLE`). The new
+/// count goes to `*count` when `count` is not null. The last release
+/// records the caller's return address as the release site (see
+/// `capi/sites.rs`); the header's macro calls `pagepool_buffer_release_at`.
+///
+/// Returns `S_OK` or `E_HANDLE` (including a `Release` after the last one).
+///
+/// # Safety
+/// `count` is null or valid for a write.
+#[cfg(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+// SAFETY: the body only moves the return address into the third argument
+// register and tail-jumps to a function taking it there.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_release(
+    b: *mut pagepool_buffer,
+    count: *mut u32,
+) -> HRESULT {
+    with_return_address!(2, buffer_release_returning)
+}
+
+/// `Release`, as above; this build records no release site for it.
+///
+/// # Safety
+/// `count` is null or valid for a write.
+#[cfg(not(all(
+    pagepool_naked_fns,
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_release(
+    b: *mut pagepool_buffer,
+    count: *mut u32,
+) -> HRESULT {
+    // SAFETY: forwarded from the caller.
+    unsafe { buffer_release_returning(b, count, 0) }
+}
+
+/// `pagepool_buffer_release` recording `file:line` in `func` as the
+/// release site (the header's macro passes `__FILE__`, `__LINE__`,
+/// `__func__`); a null `file` records none.
+///
+/// # Safety
+/// `count` is null or valid for a write; `file` and `func` are null or
+/// NUL-terminated strings.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pagepool_buffer_release_at(
+    b: *mut pagepool_buffer,
+    file: *const c_char,
+    line: c_int,
+    func: *const c_char,
+    count: *mut u32,
+) -> HRESULT {
+    let caller = Caller::Named {
+        file,
+        line,
+        function: func,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { release(b, count, caller) }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::Mutex;
@@ -11,6 +10,7 @@ use parking_lot::Mutex;
 use super::{E_HANDLE, HRESULT};
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
+use crate::site::SiteRef;
 use crate::threads;
 
 /// Buffer handles remembered after their last release, so a later use of
@@ -24,15 +24,16 @@ pub(super) struct Grave {
     pub(super) address: usize,
     max_len: usize,
     pool: String,
-    allocated_at: Option<&'static Location<'static>>,
+    allocated_at: SiteRef,
     allocated_by: Option<String>,
+    released_at: SiteRef,
     released_by: Option<String>,
 }
 
 impl Grave {
     /// Describes buffer `buf`, whose handle `handle` dies now, released on
-    /// this thread.
-    fn new(handle: usize, buf: &PageBuffer) -> Grave {
+    /// this thread at `released_at`.
+    fn new(handle: usize, buf: &PageBuffer, released_at: SiteRef) -> Grave {
         let s = buf.meta();
         Grave {
             handle,
@@ -41,6 +42,7 @@ impl Grave {
             pool: buf.pool_name().to_owned(),
             allocated_at: s.site(),
             allocated_by: threads::name(s.thread.load(Relaxed)),
+            released_at,
             released_by: threads::name(threads::id()),
         }
     }
@@ -53,7 +55,7 @@ impl fmt::Display for Grave {
             "buffer {:#x} of pool {:?}, max_len {}",
             self.address, self.pool, self.max_len
         )?;
-        match self.allocated_at {
+        match self.allocated_at.get() {
             Some(site) => write!(f, "; allocated at {site}")?,
             None => write!(f, "; allocation site not tracked")?,
         }
@@ -61,6 +63,9 @@ impl fmt::Display for Grave {
             write!(f, " by thread {t}")?;
         }
         write!(f, "; released by its last pagepool_buffer_release")?;
+        if let Some(site) = self.released_at.get() {
+            write!(f, " at {site}")?;
+        }
         if let Some(t) = &self.released_by {
             write!(f, " on thread {t}")?;
         }
@@ -166,14 +171,14 @@ impl Table {
         entry
     }
 
-    /// Frees buffer entry `index` (handle `handle`) and remembers what it
-    /// was; returns what it held.
-    pub(super) fn bury(&mut self, index: usize, handle: usize) -> Held {
+    /// Frees buffer entry `index` (handle `handle`, released at `site`) and
+    /// remembers what it was; returns what it held.
+    pub(super) fn bury(&mut self, index: usize, handle: usize, site: SiteRef) -> Held {
         if let Held::Buffer { buf, .. } = &self.rows[index].held {
             if self.graves.len() == GRAVES {
                 self.graves.pop_front();
             }
-            self.graves.push_back(Grave::new(handle, buf));
+            self.graves.push_back(Grave::new(handle, buf, site));
         }
         self.remove(index)
     }

@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::ops::{BitAnd, BitOr, BitOrAssign};
-use std::panic::Location;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed,
+};
 
 use crate::class::ClassIdx;
 use crate::limits::SIZE_LIMIT;
+use crate::site::SiteRef;
 
 /// Where a slot is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,11 +226,13 @@ pub(crate) struct Slot {
     /// The anchor (`free::anchor`) the current buffer was issued through;
     /// written at allocation, read at release.
     pub(crate) anchor: AtomicPtr<()>,
-    /// Allocation site of the current (or last) buffer; null when untracked.
-    pub(crate) site: AtomicPtr<Location<'static>>,
-    /// Release site of the last buffer if it was released with
-    /// `PageBuffer::release` and poisoned or quarantined; null otherwise.
-    pub(crate) release_site: AtomicPtr<Location<'static>>,
+    /// Allocation site of the current (or last) buffer, a `SiteRef` word;
+    /// 0 when untracked.
+    pub(crate) site: AtomicUsize,
+    /// Release site of the last buffer (a `SiteRef` word) if it was
+    /// released with `PageBuffer::release` or from C and poisoned or
+    /// quarantined; 0 otherwise.
+    pub(crate) release_site: AtomicUsize,
     /// Clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,
     /// `max_len` of the current (or last) buffer.
@@ -274,8 +278,8 @@ impl Slot {
         Slot {
             data,
             anchor: AtomicPtr::new(std::ptr::null_mut()),
-            site: AtomicPtr::new(std::ptr::null_mut()),
-            release_site: AtomicPtr::new(std::ptr::null_mut()),
+            site: AtomicUsize::new(0),
+            release_site: AtomicUsize::new(0),
             allocated_at: AtomicU64::new(0),
             max_len: AtomicU32::new(0),
             len: AtomicU32::new(0),
@@ -352,25 +356,17 @@ impl Slot {
         (self.epoch.load(Relaxed).wrapping_sub(epoch) as i32) >= 0
     }
 
-    /// The allocation site, if tracked.
-    pub(crate) fn site(&self) -> Option<&'static Location<'static>> {
-        let p = self.site.load(Relaxed);
-        // SAFETY: only `&'static Location` values are ever stored here.
-        (!p.is_null()).then(|| unsafe { &*p })
+    /// The allocation site (`SiteRef::NONE` when untracked).
+    pub(crate) fn site(&self) -> SiteRef {
+        // SAFETY: only 0 and `SiteRef::raw` words are ever stored here.
+        unsafe { SiteRef::from_raw(self.site.load(Relaxed)) }
     }
 
-    /// The release site, if recorded.
-    pub(crate) fn release_site(&self) -> Option<&'static Location<'static>> {
-        let p = self.release_site.load(Relaxed);
-        // SAFETY: only `&'static Location` values are ever stored here.
-        (!p.is_null()).then(|| unsafe { &*p })
+    /// The release site (`SiteRef::NONE` when not recorded).
+    pub(crate) fn release_site(&self) -> SiteRef {
+        // SAFETY: only 0 and `SiteRef::raw` words are ever stored here.
+        unsafe { SiteRef::from_raw(self.release_site.load(Relaxed)) }
     }
-}
-
-/// A `&'static Location` as the raw pointer stored in slot metadata.
-#[inline(always)]
-pub(crate) fn location_ptr(site: &'static Location<'static>) -> *mut Location<'static> {
-    (site as *const Location<'static>).cast_mut()
 }
 
 /// A pointer to a slot's metadata, as free lists and buffers hold it.

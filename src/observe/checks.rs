@@ -12,6 +12,7 @@ use crate::config::{CorruptionAction, DebugConfig, Zeroing};
 use crate::limits::EDGE_CANARY;
 use crate::mem::slot::{Edges, Slot, SlotFlags};
 use crate::mem::{canary, poison};
+use crate::site::SiteRef;
 use crate::stats::{CorruptionCounters, CorruptionKind};
 use crate::threads;
 
@@ -458,7 +459,11 @@ impl Checks {
             // For poison, the tracking fields still describe the last owner,
             // whose `thread` is the releasing one.
             thread: if poison { None } else { thread.clone() },
-            released_at: if poison { s.release_site() } else { None },
+            released_at: if poison {
+                s.release_site()
+            } else {
+                SiteRef::NONE
+            },
             released_by: if poison { thread } else { None },
         }
         .raise(self.on_corruption);

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::mem::slot::{Slot, SlotState};
+use crate::site::Site;
 use crate::threads;
 
 /// One buffer that is out, from [`BufferPool::outstanding`](crate::BufferPool::outstanding).
@@ -24,8 +25,12 @@ pub struct OutstandingBuffer {
     pub slot_len: usize,
     /// Time since allocation (to within 5 ms); zero without tracking.
     pub age: Duration,
-    /// Where it was allocated (`None` without tracking).
+    /// Where it was allocated, by Rust (`None` without tracking, or when
+    /// allocated from C).
     pub allocated_at: Option<&'static Location<'static>>,
+    /// Where it was allocated, by C (`None` without tracking, or when
+    /// allocated from Rust).
+    pub c_site: Option<&'static Site>,
     /// The allocating thread's name (or `#N` for an unnamed thread).
     pub thread: Option<String>,
     /// The allocation's backtrace, for sampled allocations with
@@ -53,8 +58,11 @@ pub struct LeakReport {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct LeakSite {
-    /// The site (`None`: buffers allocated without tracking).
+    /// The site, for Rust callers (`None`: buffers allocated without
+    /// tracking, or from C).
     pub location: Option<&'static Location<'static>>,
+    /// The site, for C callers (`None`: without tracking, or from Rust).
+    pub c_site: Option<&'static Site>,
     /// Outstanding buffers from it.
     pub buffers: usize,
     /// Their slot bytes.
@@ -72,11 +80,23 @@ pub struct LeakSite {
 impl LeakReport {
     /// Groups `buffers` by site, keeping those at least `min_age` old.
     pub(crate) fn new(pool: &str, min_age: Duration, buffers: Vec<OutstandingBuffer>) -> Self {
-        let mut by_site: BTreeMap<Option<(&'static str, u32, u32)>, LeakSite> = BTreeMap::new();
+        // A C site is one interned record: its address tells it apart.
+        type Key = Option<(&'static str, u32, u32, usize)>;
+        let mut by_site: BTreeMap<Key, LeakSite> = BTreeMap::new();
         for b in buffers.into_iter().filter(|b| b.age >= min_age) {
-            let key = b.allocated_at.map(|l| (l.file(), l.line(), l.column()));
+            let key = match (b.allocated_at, b.c_site) {
+                (Some(l), _) => Some((l.file(), l.line(), l.column(), 0)),
+                (None, Some(c)) => Some((
+                    c.file().unwrap_or(""),
+                    c.line(),
+                    0,
+                    c as *const Site as usize,
+                )),
+                (None, None) => None,
+            };
             let site = by_site.entry(key).or_insert_with(|| LeakSite {
                 location: b.allocated_at,
+                c_site: b.c_site,
                 buffers: 0,
                 bytes: 0,
                 youngest: b.age,
@@ -151,9 +171,10 @@ impl fmt::Display for LeakReport {
             } else {
                 format!("{:.2?}..{:.2?}", s.youngest, s.oldest)
             };
-            let site = match s.location {
-                Some(l) => l.to_string(),
-                None => "(allocation site not tracked)".to_owned(),
+            let site = match (s.location, s.c_site) {
+                (Some(l), _) => l.to_string(),
+                (None, Some(c)) => c.to_string(),
+                (None, None) => "(allocation site not tracked)".to_owned(),
             };
             write!(
                 f,
@@ -192,7 +213,8 @@ pub(crate) fn describe(
         max_len: s.max_len.load(Relaxed) as usize,
         slot_len,
         age: Duration::from_nanos(if at == 0 { 0 } else { now.saturating_sub(at) }),
-        allocated_at: s.site(),
+        allocated_at: s.site().location(),
+        c_site: s.site().c_site(),
         thread: threads::name(s.thread.load(Relaxed)),
         backtrace,
     }
@@ -216,9 +238,24 @@ mod tests {
             slot_len: len,
             age: Duration::from_millis(age_ms),
             allocated_at: at,
+            c_site: None,
             thread: Some("main".into()),
             backtrace: None,
         }
+    }
+
+    #[test]
+    fn c_sites_group_by_record_and_print() {
+        let c = Site::source("a.c", 9, "f");
+        let mut b = buf(20, None, 4096);
+        b.c_site = Some(c);
+        let r = LeakReport::new("p", Duration::ZERO, vec![b.clone(), b, buf(30, None, 64)]);
+        assert_eq!(r.sites().len(), 2);
+        assert!(std::ptr::eq(r.sites()[0].c_site.unwrap(), c));
+        assert_eq!((r.sites()[0].location, r.sites()[0].buffers), (None, 2));
+        let text = r.to_string();
+        assert!(text.contains(" a.c:9 (f) "), "{text}");
+        assert!(text.contains("(allocation site not tracked)"), "{text}");
     }
 
     #[test]

@@ -4,10 +4,10 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::panic::Location;
 
 use super::sink::{self, Report, ReportKind};
 use crate::config::CorruptionAction;
+use crate::site::SiteRef;
 use crate::stats::CorruptionKind;
 
 /// Everything a corruption report says.
@@ -22,9 +22,9 @@ pub(crate) struct Corruption<'a> {
     /// before it).
     pub(crate) offset: isize,
     pub(crate) damaged: usize,
-    pub(crate) allocated_at: Option<&'static Location<'static>>,
+    pub(crate) allocated_at: SiteRef,
     pub(crate) thread: Option<String>,
-    pub(crate) released_at: Option<&'static Location<'static>>,
+    pub(crate) released_at: SiteRef,
     pub(crate) released_by: Option<String>,
 }
 
@@ -51,7 +51,7 @@ impl fmt::Display for Corruption<'_> {
         if self.offset >= self.max_len as isize {
             write!(f, " ({} past max_len)", self.offset - self.max_len as isize)?;
         }
-        match self.allocated_at {
+        match self.allocated_at.get() {
             Some(site) => write!(f, "; allocated at {site}")?,
             None => write!(f, "; allocation site not tracked")?,
         }
@@ -59,8 +59,9 @@ impl fmt::Display for Corruption<'_> {
             write!(f, " by thread {t}")?;
         }
         if self.kind == CorruptionKind::Poison {
-            match (self.released_at, &self.released_by) {
-                (Some(site), _) => write!(f, "; released at {site}")?,
+            match (self.released_at.get(), &self.released_by) {
+                (Some(site), None) => write!(f, "; released at {site}")?,
+                (Some(site), Some(t)) => write!(f, "; released at {site} on thread {t}")?,
                 (None, Some(t)) => write!(f, "; released by a drop on thread {t}")?,
                 (None, None) => {}
             }

@@ -2,7 +2,6 @@
 //! path, stamped with what reports read, and the sampled duties.
 
 use std::backtrace::Backtrace;
-use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -12,7 +11,8 @@ use crate::clock;
 use crate::free::anchor::{Anchor, AnchorRef};
 use crate::free::cache::{self, Taken};
 use crate::free::sample::SampledDuties;
-use crate::mem::slot::{location_ptr, Slot, SlotFlags, SlotRef};
+use crate::mem::slot::{Slot, SlotFlags, SlotRef};
+use crate::site::SiteRef;
 use crate::threads;
 use crate::Error;
 
@@ -24,7 +24,7 @@ impl PoolInner {
     pub(crate) fn allocate(
         self: &Arc<Self>,
         max_size: usize,
-        site: &'static Location<'static>,
+        site: SiteRef,
         small: bool,
     ) -> Result<(SlotRef, AnchorRef), Error> {
         let Some(idx) = self.classes.class_for(max_size, small) else {
@@ -54,7 +54,7 @@ impl PoolInner {
         self: &Arc<Self>,
         idx: ClassIdx,
         max_size: usize,
-        site: &'static Location<'static>,
+        site: SiteRef,
     ) -> Result<(SlotRef, AnchorRef), Error> {
         // SAFETY: forwarded from the caller.
         let (slot, anchor) = unsafe { self.take_slow(idx, max_size) }?;
@@ -70,7 +70,7 @@ impl PoolInner {
     /// `slot` was just taken off a free list or bin of this pool, for this
     /// buffer alone.
     #[inline(always)]
-    unsafe fn prepare(&self, slot: SlotRef, max_size: usize, site: &'static Location<'static>) {
+    unsafe fn prepare(&self, slot: SlotRef, max_size: usize, site: SiteRef) {
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool (caller's contract); slabs are unmapped only after their slots
         // are drained from it.
@@ -168,12 +168,12 @@ impl PoolInner {
     /// and with tracking its site, time and thread) into its slot's
     /// metadata.
     #[inline(always)]
-    fn stamp(&self, s: &Slot, max_size: usize, site: &'static Location<'static>) {
+    fn stamp(&self, s: &Slot, max_size: usize, site: SiteRef) {
         // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
         s.max_len.store(max_size as u32, Relaxed);
         s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
         if self.tracking {
-            s.site.store(location_ptr(site), Relaxed);
+            s.site.store(site.raw(), Relaxed);
             s.allocated_at.store(clock::coarse_nanos(), Relaxed);
             s.thread.store(threads::id(), Relaxed);
         }
@@ -188,13 +188,7 @@ impl PoolInner {
     /// The caller owns the slot (just taken off a free list); `flags` is
     /// the slot's.
     #[inline(never)]
-    unsafe fn allocate_checked(
-        &self,
-        s: &Slot,
-        max_size: usize,
-        site: &'static Location<'static>,
-        flags: SlotFlags,
-    ) {
+    unsafe fn allocate_checked(&self, s: &Slot, max_size: usize, site: SiteRef, flags: SlotFlags) {
         // Before `stamp` overwrites them: a poison check needs the last
         // buffer's `max_len`, and its report names that buffer's owner.
         // SAFETY: forwarded from the caller; the table is the slot's pool's.

@@ -191,6 +191,13 @@ impl PoolInner {
         inner
     }
 
+    /// Whether buffers record their sites (tracking on): a C caller's site
+    /// is interned only then.
+    #[cfg(feature = "capi")]
+    pub(crate) fn tracks_sites(&self) -> bool {
+        self.tracking
+    }
+
     /// The pool's name.
     pub(crate) fn name(&self) -> &str {
         &self.config.name

@@ -1,11 +1,11 @@
 //! Sealing a released slot into the quarantine, and letting it go again.
 
-use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::PoolInner;
 use crate::mem::guard::{self, Sealed};
 use crate::mem::slot::{Edges, SlotFlags, SlotRef, SlotState};
+use crate::site::SiteRef;
 
 impl PoolInner {
     /// Seals a slot released at `site` into the quarantine; returns `false`
@@ -14,11 +14,7 @@ impl PoolInner {
     /// # Safety
     /// The caller owns the slot (its buffer is being dropped).
     #[cold]
-    pub(super) unsafe fn quarantine(
-        &self,
-        slot: SlotRef,
-        site: Option<&'static Location<'static>>,
-    ) -> bool {
+    pub(super) unsafe fn quarantine(&self, slot: SlotRef, site: SiteRef) -> bool {
         let Some(mechanism) = self.config.guards else {
             return false;
         };

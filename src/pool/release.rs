@@ -3,22 +3,22 @@
 //!
 //! The `release*` chain takes `(slot, anchor, site)` in that order: the
 //! slot of the buffer being released, the anchor it was counted on, and
-//! the release site when `PageBuffer::release` gave one. Each returns what
+//! the release site when `PageBuffer::release` or C gave one. Each returns what
 //! happened to the buffer's reference on its anchor ([`Released`]).
 
-use std::panic::Location;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::PoolInner;
 use crate::free::anchor::{AnchorRef, Released};
 use crate::free::cache;
-use crate::mem::slot::{location_ptr, Slot, SlotFlags, SlotRef};
+use crate::mem::slot::{Slot, SlotFlags, SlotRef};
 use crate::observe::quarantine;
+use crate::site::SiteRef;
 use crate::{clock, threads};
 
-/// A release site, if the caller named one.
-type Site = Option<&'static Location<'static>>;
+/// A release site (`SiteRef::NONE` unless the caller named one).
+type Site = SiteRef;
 
 impl PoolInner {
     /// Returns a buffer's slot to a free list or the quarantine.
@@ -206,8 +206,7 @@ impl PoolInner {
     /// so a plain release skips it.
     pub(super) fn record_release(&self, s: &Slot, site: Site) {
         if self.tracking {
-            s.release_site
-                .store(site.map_or(std::ptr::null_mut(), location_ptr), Relaxed);
+            s.release_site.store(site.raw(), Relaxed);
             s.thread.store(threads::id(), Relaxed);
         }
     }

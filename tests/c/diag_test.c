@@ -154,7 +154,7 @@ static void next_page(void) {
     EXPECT(pagepool_install_fault_handler(), S_OK);
     pagepool_allocator *a = debug_allocator("c-next-page", PAGEPOOL_DEBUG_STANDARD, 0);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_page_size_buffer(a, (uint32_t)page, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, (uint32_t)page, &b), S_OK); /* site: next_page */
     volatile uint8_t *d = data_of(b);
     faulting();
     d[page] = 1;
@@ -165,7 +165,7 @@ static void byte_before(void) {
     EXPECT(pagepool_install_fault_handler(), S_OK);
     pagepool_allocator *a = debug_allocator("c-before", PAGEPOOL_DEBUG_STANDARD, 0);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK); /* site: byte_before */
     volatile uint8_t *d = data_of(b);
     faulting();
     d[-1] = 1;
@@ -176,10 +176,10 @@ static void quarantined(void) {
     EXPECT(pagepool_install_fault_handler(), S_OK);
     pagepool_allocator *a = debug_allocator("c-quarantine", PAGEPOOL_DEBUG_STANDARD, 1);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_page_size_buffer(a, 8192, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 8192, &b), S_OK); /* site: quarantined */
     volatile uint8_t *d = data_of(b);
     d[0] = 1;
-    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK); /* site: quarantined_release */
     faulting();
     d[100] = 1;
 }
@@ -191,7 +191,7 @@ static void big_buffer(void) {
     pagepool_allocator *a = debug_allocator("c-16mib", PAGEPOOL_DEBUG_STANDARD, 0);
     pagepool_buffer *b = NULL;
     uint32_t size = 16u << 20;
-    EXPECT(pagepool_allocate_page_size_buffer(a, size, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, size, &b), S_OK); /* site: big_buffer */
     volatile uint8_t *d = data_of(b);
     d[0] = 1;
     d[size - 1] = 1;
@@ -213,7 +213,7 @@ static pagepool_stats_ex stats_of(pagepool_allocator *a) {
 static void past_max_len(void) {
     pagepool_allocator *a = debug_allocator("c-past-max", PAGEPOOL_DEBUG_STANDARD, 0);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK); /* site: past_max_len */
     uint8_t *d = data_of(b);
     d[100] = 0;
     EXPECT(pagepool_buffer_release(b, NULL), S_OK);
@@ -244,7 +244,7 @@ static void red_zone(int after) {
     pagepool_allocator *a = debug_allocator(after ? "c-rz-after" : "c-rz-before",
                                             PAGEPOOL_DEBUG_STANDARD, 0);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_buffer(a, 64, &b), S_OK);
+    EXPECT(pagepool_allocate_buffer(a, 64, &b), S_OK); /* site: red_zone */
     uint8_t *d = data_of(b);
     if (after) {
         d[64] = 0;
@@ -268,9 +268,9 @@ static void poison_sampled(void) {
     while (stats_of(a).corruptions_poison == 0) {
         CHECK(++rounds < 100000);
         pagepool_buffer *b = NULL;
-        EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK);
+        EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK); /* site: poison */
         uint8_t *d = data_of(b);
-        EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+        EXPECT(pagepool_buffer_release(b, NULL), S_OK); /* site: poison_release */
         d[10] = 0x42; /* after release */
     }
     pagepool_stats_ex s = stats_of(a);
@@ -343,8 +343,8 @@ static void leak(void) {
     EXPECT(pagepool_leak_report(NULL, small, sizeof small, &needed), E_HANDLE);
 
     pagepool_buffer *b[3] = {0};
-    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b[0]), S_OK);
-    EXPECT(pagepool_allocate_page_size_buffer(a, 4000, &b[1]), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b[0]), S_OK); /* site: leak_a */
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4000, &b[1]), S_OK); /* site: leak_b */
     EXPECT(pagepool_leak_report(a, NULL, 0, &needed), S_OK);
     char *text = malloc(needed);
     CHECK(text != NULL);
@@ -355,7 +355,7 @@ static void leak(void) {
     printf("%s", text);
     free(text);
 
-    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b[2]), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b[2]), S_OK); /* site: leak_c */
     EXPECT(pagepool_allocator_destroy(a), S_OK); /* reports 3 buffers */
     for (int i = 0; i < 3; i++) {
         EXPECT(pagepool_buffer_release(b[i], NULL), S_OK);
@@ -367,9 +367,9 @@ static void leak(void) {
 static void double_release(void) {
     pagepool_allocator *a = debug_allocator("c-double", PAGEPOOL_DEBUG_STANDARD, 0);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK); /* site: double */
     uint8_t *d = data_of(b);
-    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK); /* site: double_release */
     EXPECT(pagepool_buffer_release(b, NULL), E_HANDLE); /* to stderr */
     EXPECT(pagepool_set_report_callback(on_report, NULL), S_OK);
     uint8_t *none = NULL;
@@ -409,9 +409,9 @@ static void other_thread(void) {
     EXPECT(pagepool_install_fault_handler(), S_OK);
     pagepool_allocator *a = debug_allocator("c-thread", PAGEPOOL_DEBUG_STANDARD, 1);
     pagepool_buffer *b = NULL;
-    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK);
+    EXPECT(pagepool_allocate_page_size_buffer(a, 4096, &b), S_OK); /* site: other_thread */
     stale = data_of(b);
-    EXPECT(pagepool_buffer_release(b, NULL), S_OK);
+    EXPECT(pagepool_buffer_release(b, NULL), S_OK); /* site: other_thread_release */
     pthread_t t;
     CHECK(pthread_create(&t, NULL, write_stale, NULL) == 0);
     pthread_join(t, NULL);
@@ -429,6 +429,28 @@ static void abort_on_corruption(void) {
     data_of(b)[100] = 0;
     faulting();
     pagepool_buffer_release(b, NULL);
+}
+
+/* The plain functions, called around the header's macros (as through
+ * dlsym): their sites are return addresses. */
+static void plain_calls(void) {
+    pagepool_allocator *a = debug_allocator("c-plain", PAGEPOOL_DEBUG_STANDARD, 0);
+    pagepool_buffer *b = NULL;
+    EXPECT((pagepool_allocate_page_size_buffer)(a, 4096, &b), S_OK);
+    pagepool_buffer *p = NULL;
+    EXPECT((pagepool_allocate_buffer)(a, 100, &p), S_OK);
+    char text[4096];
+    EXPECT(pagepool_leak_report(a, text, sizeof text, NULL), S_OK);
+    printf("%s", text);
+    EXPECT((pagepool_buffer_release)(p, NULL), S_OK);
+    EXPECT((pagepool_buffer_release)(b, NULL), S_OK);
+    EXPECT((pagepool_buffer_release)(b, NULL), E_HANDLE); /* to stderr */
+    /* A NULL file records no site. */
+    EXPECT(pagepool_allocate_page_size_buffer_at(a, 4096, NULL, 0, NULL, &b), S_OK);
+    EXPECT(pagepool_leak_report(a, text, sizeof text, NULL), S_OK);
+    printf("%s", text);
+    EXPECT(pagepool_buffer_release_at(b, NULL, 0, NULL, NULL), S_OK);
+    EXPECT(pagepool_allocator_destroy(a), S_OK);
 }
 
 static const struct {
@@ -449,6 +471,7 @@ static const struct {
     {"double_release", double_release},
     {"other_thread", other_thread},
     {"abort_on_corruption", abort_on_corruption},
+    {"plain_calls", plain_calls},
 };
 
 int main(int argc, char **argv) {

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::{self, Relaxed};
 
 use super::table::{self, SlabInfo};
 use crate::mem::slot::{Slot, SlotState};
+use crate::site::{Decoded, Site};
 
 /// What a fault in a slab was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +134,17 @@ fn format(out: &mut Out, slab: &SlabInfo, s: &Slot, kind: Kind, addr: usize, wri
     out.s(", slot ");
     out.int(slab.slot_bytes as i64);
     out.s(" bytes\npagepool:   allocated at ");
-    match s.site() {
-        Some(l) => out.location(l),
+    match s.site().get() {
+        Some(Decoded::Rust(l)) => out.location(l),
+        Some(Decoded::C(c)) => out.c_site(c),
         None => out.s("(not tracked)"),
     }
     let thread = s.thread.load(Relaxed);
     if kind == Kind::UseAfterRelease {
         out.s("\npagepool:   released at ");
-        match s.release_site() {
-            Some(l) => out.location(l),
+        match s.release_site().get() {
+            Some(Decoded::Rust(l)) => out.location(l),
+            Some(Decoded::C(c)) => out.c_site(c),
             None => out.s("(by a drop; call PageBuffer::release to record the site)"),
         }
         if thread != 0 {
@@ -256,6 +259,23 @@ impl Out {
         self.int(l.column() as i64);
     }
 
+    /// A C site; a return address raw (`dladdr` is not async-signal-safe).
+    fn c_site(&mut self, c: &Site) {
+        if let Some(file) = c.file() {
+            self.s(file);
+            self.s(":");
+            self.int(i64::from(c.line()));
+            if let Some(function) = c.function() {
+                self.s(" (");
+                self.s(function);
+                self.s(")");
+            }
+        } else {
+            self.s("return address ");
+            self.hex(c.return_address().unwrap_or(0));
+        }
+    }
+
     /// Writes out what the buffer holds.
     fn flush(&mut self) {
         if let Some(buf) = &self.buf {
@@ -327,6 +347,10 @@ mod tests {
         out.hex(0xdead_beef);
         out.s(" ");
         out.location(Location::caller());
+        out.s(" ");
+        out.c_site(Site::source("c.c", 12, "f"));
+        out.s(" ");
+        out.c_site(Site::return_to(0xbeef));
     }
 
     /// Nothing is cut, through the shared buffer (flushed when full) or
@@ -339,6 +363,10 @@ mod tests {
         assert!(text.starts_with(&format!("pool \"{}\" -42 ", "x".repeat(3 * BUF))));
         assert!(text.contains(" -9223372036854775808 0xdeadbeef "), "{text}");
         assert!(text.contains(" src/observe/fault/report.rs:"), "{text}");
+        assert!(
+            text.ends_with(" c.c:12 (f) return address 0xbeef"),
+            "{text}"
+        );
         assert!(!SHARED.busy.load(Ordering::Relaxed));
 
         SHARED.busy.store(true, Ordering::Relaxed);
