@@ -5,10 +5,7 @@ use std::ffi::{c_char, c_int};
 
 use super::handles::{HandleKind, Held, TABLE};
 use super::report::{deliver, PAGEPOOL_REPORT_STALE_HANDLE};
-#[cfg(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::sites::with_return_address;
 use super::sites::Caller;
 use super::{
@@ -150,10 +147,7 @@ unsafe extern "C" fn allocate_page_size_buffer_returning(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 // SAFETY: the body only moves the return address into the fourth argument
 // register and tail-jumps to a function taking it there.
 #[unsafe(naked)]
@@ -171,10 +165,7 @@ pub unsafe extern "C" fn pagepool_allocate_buffer(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(not(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_allocate_buffer(
     a: *mut pagepool_allocator,
@@ -193,10 +184,7 @@ pub unsafe extern "C" fn pagepool_allocate_buffer(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 // SAFETY: as for `pagepool_allocate_buffer`.
 #[unsafe(naked)]
 #[unsafe(no_mangle)]
@@ -212,10 +200,7 @@ pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(not(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
     a: *mut pagepool_allocator,
@@ -459,10 +444,7 @@ unsafe extern "C" fn buffer_release_returning(
 ///
 /// # Safety
 /// `count` is null or valid for a write.
-#[cfg(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 // SAFETY: the body only moves the return address into the third argument
 // register and tail-jumps to a function taking it there.
 #[unsafe(naked)]
@@ -478,10 +460,7 @@ pub unsafe extern "C" fn pagepool_buffer_release(
 ///
 /// # Safety
 /// `count` is null or valid for a write.
-#[cfg(not(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-)))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_buffer_release(
     b: *mut pagepool_buffer,

@@ -2,10 +2,10 @@
 //! the `_at` calls, or the return address a plain call records.
 //!
 //! A plain call (`pagepool_allocate_buffer`, through `dlsym` or another
-//! language) is a naked function on x86-64 and AArch64 with rustc 1.88 or
-//! later (`build.rs` sets `pagepool_naked_fns`): it moves its return
-//! address into the next argument register and jumps to the Rust body, so
-//! no frame is made and nothing else changes. Elsewhere it records no site.
+//! language) is a naked function on x86-64 and AArch64: it moves its
+//! return address into the next argument register and jumps to the Rust
+//! body, so no frame is made and nothing else changes. Elsewhere it records
+//! no site.
 
 use std::ffi::{c_char, c_int, CStr};
 
@@ -60,7 +60,7 @@ impl Caller {
 /// The body of a naked function: the return address into argument
 /// register `$n` (0-based; x86-64 SysV: `[rsp]` at entry), then a tail
 /// jump to `$f`, which takes it as that argument.
-#[cfg(all(pagepool_naked_fns, target_arch = "x86_64"))]
+#[cfg(target_arch = "x86_64")]
 macro_rules! with_return_address {
     (2, $f:path) => {
         core::arch::naked_asm!("mov rdx, [rsp]", "jmp {f}", f = sym $f)
@@ -71,7 +71,7 @@ macro_rules! with_return_address {
 }
 
 /// As for x86-64; AArch64 keeps the return address in `x30`.
-#[cfg(all(pagepool_naked_fns, target_arch = "aarch64"))]
+#[cfg(target_arch = "aarch64")]
 macro_rules! with_return_address {
     (2, $f:path) => {
         core::arch::naked_asm!("mov x2, x30", "b {f}", f = sym $f)
@@ -81,8 +81,5 @@ macro_rules! with_return_address {
     };
 }
 
-#[cfg(all(
-    pagepool_naked_fns,
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(super) use with_return_address;
