@@ -142,8 +142,10 @@
 //! rather than the whole `crossbeam` facade), `parking_lot` (the slow paths'
 //! locks), `libc` (`madvise`, `sigaction`, `write`), `tracing` (warnings and
 //! corruption reports; the library writes to stderr only from the fault handler
-//! and for `CorruptionAction::Abort`), `metrics` (the facade). Feature
-//! `prometheus` (default) adds `metrics-exporter-prometheus` with only its HTTP
+//! and for `CorruptionAction::Abort`), `metrics` (the facade): the default
+//! features add nothing more, so a dependent's tree has no runtime, HTTP
+//! server or C compiler. Feature
+//! `prometheus` adds `metrics-exporter-prometheus` with only its HTTP
 //! listener (no push gateway, so no TLS stack or C build) and the `tokio`
 //! runtime it already uses. Feature `bytes` adds `bytes`; feature `io-uring`
 //! (Linux) adds the `io-uring` crate. The async waits depend on no runtime.

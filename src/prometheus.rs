@@ -1,5 +1,5 @@
 //! A ready Prometheus exporter for pagepool's [metrics](crate::metrics)
-//! (feature `prometheus`, on by default).
+//! (feature `prometheus`).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), pagepool::Error> {
@@ -20,48 +20,11 @@ use std::thread;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::DEFAULT_MAX_BUFFER_SIZE;
-use crate::limits::page_size;
-use crate::metrics::{ALLOCATION_DURATION_SECONDS, BUFFER_HOLD_SECONDS, REQUEST_SIZE_BYTES};
 use crate::Error;
 
 pub use metrics_exporter_prometheus;
 
-/// Bucket bounds for `pagepool_allocation_duration_seconds`: 1, 2.5 and 5 per
-/// decade from 100 ns to 1 s.
-pub fn duration_buckets() -> Vec<f64> {
-    decades(1e-7, 1.0)
-}
-
-/// Bucket bounds for `pagepool_buffer_hold_seconds`: 1, 2.5 and 5 per decade
-/// from 10 µs to 100 s (buffers are held far longer than they take to get).
-pub fn hold_buckets() -> Vec<f64> {
-    decades(1e-5, 100.0)
-}
-
-/// Bucket bounds for `pagepool_request_size_bytes`: every power of two from
-/// one page to `max_buffer_size` (rounded up to a power of two).
-pub fn size_buckets(max_buffer_size: usize) -> Vec<f64> {
-    let top = max_buffer_size.max(page_size()).next_power_of_two();
-    std::iter::successors(Some(page_size()), |&b| (b < top).then_some(b * 2))
-        .map(|b| b as f64)
-        .collect()
-}
-
-/// `start`, 2.5 `start`, 5 `start`, 10 `start`, ... up to `end` inclusive.
-fn decades(start: f64, end: f64) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut base = start;
-    while base <= end * (1.0 + 1e-9) {
-        for m in [1.0, 2.5, 5.0] {
-            let b = base * m;
-            if b <= end * (1.0 + 1e-9) {
-                out.push(b);
-            }
-        }
-        base *= 10.0;
-    }
-    out
-}
+pub use crate::metrics::{duration_buckets, hold_buckets, size_buckets};
 
 /// A `PrometheusBuilder` preconfigured for pagepool: recommended naming
 /// (`_total` on counters, unit suffixes) and histogram buckets that fit each
@@ -76,14 +39,15 @@ pub fn builder() -> PrometheusBuilder {
 /// [`builder`] with request-size buckets up to `max_buffer_size`.
 #[must_use = "a builder does nothing until it installs or builds"]
 pub fn builder_for(max_buffer_size: usize) -> PrometheusBuilder {
-    let set = |b: PrometheusBuilder, name: &str, buckets: &[f64]| {
-        b.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
-            .expect("bucket lists are never empty")
-    };
-    let b = PrometheusBuilder::new().with_recommended_naming(true);
-    let b = set(b, ALLOCATION_DURATION_SECONDS, &duration_buckets());
-    let b = set(b, BUFFER_HOLD_SECONDS, &hold_buckets());
-    set(b, REQUEST_SIZE_BYTES, &size_buckets(max_buffer_size))
+    crate::metrics::histogram_buckets(max_buffer_size)
+        .into_iter()
+        .fold(
+            PrometheusBuilder::new().with_recommended_naming(true),
+            |b, (name, buckets)| {
+                b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets)
+                    .expect("bucket lists are never empty")
+            },
+        )
 }
 
 /// Why [`install`] could not start the exporter, in [`Error::Exporter`].
@@ -187,18 +151,5 @@ mod tests {
             source.source().is_some(),
             "the exporter's own reason is kept"
         );
-    }
-
-    #[test]
-    fn buckets_span_what_the_docs_say() {
-        let d = duration_buckets();
-        assert!((d[0] - 1e-7).abs() < 1e-15);
-        assert!((d[d.len() - 1] - 1.0).abs() < 1e-9);
-        assert!(d.windows(2).all(|w| w[0] < w[1]));
-        let s = size_buckets(16 << 20);
-        assert_eq!(s[0], page_size() as f64);
-        assert_eq!(s[s.len() - 1], (16 << 20) as f64);
-        let h = hold_buckets();
-        assert!(h.len() > 15 && (h[h.len() - 1] - 100.0).abs() < 1e-6);
     }
 }

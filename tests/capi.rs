@@ -1,6 +1,7 @@
 //! The C ABI from C: `tests/c/capi_test.c` is compiled with the system C
-//! compiler against `include/pagepool.h` and the `libpagepool.a` this build
-//! made, run, and must report every check passed. `tests/c/diag_test.c`
+//! compiler against `include/pagepool.h` and a `libpagepool.a` built with
+//! `cargo rustc --crate-type staticlib`, run, and must report every check
+//! passed. `tests/c/diag_test.c`
 //! runs one diagnostic case per process (crash cases die of their signal),
 //! checked by the `c_*` tests for their exit and report. Another test keeps the
 //! header and `src/capi.rs` (with `src/capi/`) in agreement (names, argument counts, codes).
@@ -12,55 +13,43 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::OnceLock;
 
-/// The directory holding this build's library artifacts
-/// (`target/<profile>`, the parent of the test binary's `deps`).
-fn artifact_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
-}
-
-/// A `libpagepool.a` with the C ABI in it. Cargo builds the staticlib with
-/// the library, as `deps/libpagepool.a` and a copy in `target/<profile>/`,
-/// without a hash of the features in the name: a later build with other
-/// features (`--no-default-features` for a doc test) overwrites both, and a
-/// build of this test's features that cargo then finds fresh does not
-/// rewrite them. So use such an archive only if it defines the C functions,
-/// and otherwise build one (`--features capi` only) in a target directory of
-/// this test's own.
+/// A `libpagepool.a` with the C ABI in it, built as a C program's build
+/// would (the crate itself is an rlib only): `cargo rustc --lib
+/// --crate-type staticlib --features capi`, in a target directory of this
+/// test's own so the test's own build is not disturbed; once per test run.
 fn static_library() -> PathBuf {
-    let dir = artifact_dir();
-    let symbol = b"pagepool_allocator_create";
-    let has_capi = |p: &PathBuf| {
-        std::fs::read(p).is_ok_and(|bytes| bytes.windows(symbol.len()).any(|w| w == symbol))
-    };
-    let found = [dir.join("deps/libpagepool.a"), dir.join("libpagepool.a")]
-        .into_iter()
-        .filter(has_capi)
-        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-    if let Some(lib) = found {
-        return lib;
-    }
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/capi-test");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--lib",
-            "--no-default-features",
-            "--features",
-            "capi",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building the staticlib failed");
-    let lib = target.join("debug/libpagepool.a");
-    assert!(has_capi(&lib), "{} lacks the C ABI", lib.display());
-    lib
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/capi-test");
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "rustc",
+                "-p",
+                "pagepool",
+                "--lib",
+                "--no-default-features",
+                "--features",
+                "capi",
+                "--crate-type",
+                "staticlib",
+            ])
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the staticlib failed");
+        let lib = target.join("debug/libpagepool.a");
+        let symbol = b"pagepool_allocator_create";
+        let bytes = std::fs::read(&lib).expect("the staticlib");
+        assert!(
+            bytes.windows(symbol.len()).any(|w| w == symbol),
+            "{} lacks the C ABI",
+            lib.display()
+        );
+        lib
+    })
+    .clone()
 }
 
 /// Compiles `tests/c/<source>` against the header and the static library

@@ -86,7 +86,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use pagepool::prometheus::metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pagepool::BufferPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -336,8 +336,13 @@ async fn serve(args: Args) -> Result<(), String> {
 
     // The recorder first: pools register their metrics with the recorder
     // current when they are built.
-    let prometheus = pagepool::prometheus::builder()
-        .install_recorder()
+    let prometheus = pagepool::metrics::histogram_buckets(args.chunk)
+        .into_iter()
+        .try_fold(
+            PrometheusBuilder::new().with_recommended_naming(true),
+            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
+        )
+        .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
     pages::describe_server_metrics();
     let live_bytes = args.max_bytes / 8;

@@ -12,6 +12,7 @@ use ::metrics::{
 };
 use parking_lot::{Condvar, Mutex};
 
+use crate::limits::page_size;
 use crate::stats::{ClassStats, CorruptionKind, PoolStats};
 
 /// `pagepool_allocations_total{pool, class, outcome}`.
@@ -182,6 +183,61 @@ struct ClassHandles {
     error: Counter,
     releases: Counter,
     in_use: Gauge,
+}
+
+/// Bucket bounds for `pagepool_allocation_duration_seconds`: 1, 2.5 and 5 per
+/// decade from 100 ns to 1 s.
+pub fn duration_buckets() -> Vec<f64> {
+    decades(1e-7, 1.0)
+}
+
+/// Bucket bounds for `pagepool_buffer_hold_seconds`: 1, 2.5 and 5 per decade
+/// from 10 µs to 100 s (buffers are held far longer than they take to get).
+pub fn hold_buckets() -> Vec<f64> {
+    decades(1e-5, 100.0)
+}
+
+/// Bucket bounds for `pagepool_request_size_bytes`: every power of two from
+/// one page to `max_buffer_size` (rounded up to a power of two).
+pub fn size_buckets(max_buffer_size: usize) -> Vec<f64> {
+    let top = max_buffer_size.max(page_size()).next_power_of_two();
+    std::iter::successors(Some(page_size()), |&b| (b < top).then_some(b * 2))
+        .map(|b| b as f64)
+        .collect()
+}
+
+/// `start`, 2.5 `start`, 5 `start`, 10 `start`, ... up to `end` inclusive.
+fn decades(start: f64, end: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut base = start;
+    while base <= end * (1.0 + 1e-9) {
+        for m in [1.0, 2.5, 5.0] {
+            let b = base * m;
+            if b <= end * (1.0 + 1e-9) {
+                out.push(b);
+            }
+        }
+        base *= 10.0;
+    }
+    out
+}
+
+/// Every histogram pagepool records, with the bucket bounds that fit it
+/// ([`duration_buckets`], [`hold_buckets`], and [`size_buckets`] up to
+/// `max_buffer_size`): what an exporter needs to be configured with, by
+/// full metric name. The `prometheus` module's builder is this list applied.
+///
+/// ```
+/// let buckets = pagepool::metrics::histogram_buckets(pagepool::DEFAULT_MAX_BUFFER_SIZE);
+/// assert_eq!(buckets.len(), 3);
+/// assert!(buckets.iter().any(|(name, _)| *name == pagepool::metrics::BUFFER_HOLD_SECONDS));
+/// ```
+pub fn histogram_buckets(max_buffer_size: usize) -> [(&'static str, Vec<f64>); 3] {
+    [
+        (ALLOCATION_DURATION_SECONDS, duration_buckets()),
+        (BUFFER_HOLD_SECONDS, hold_buckets()),
+        (REQUEST_SIZE_BYTES, size_buckets(max_buffer_size)),
+    ]
 }
 
 /// Every handle of one pool, registered once at build.
@@ -376,5 +432,23 @@ impl Publisher {
     pub(crate) fn stop(&self) {
         *self.signal.stop.lock() = true;
         self.signal.wake.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_span_what_the_docs_say() {
+        let d = duration_buckets();
+        assert!((d[0] - 1e-7).abs() < 1e-15);
+        assert!((d[d.len() - 1] - 1.0).abs() < 1e-9);
+        assert!(d.windows(2).all(|w| w[0] < w[1]));
+        let s = size_buckets(16 << 20);
+        assert_eq!(s[0], page_size() as f64);
+        assert_eq!(s[s.len() - 1], (16 << 20) as f64);
+        let h = hold_buckets();
+        assert!(h.len() > 15 && (h[h.len() - 1] - 100.0).abs() < 1e-6);
     }
 }
