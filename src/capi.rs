@@ -79,7 +79,7 @@
 //! `__func__` (interned once per distinct site, at most 4096; later ones
 //! read "(too many sites)"). The plain functions stay exported for `dlsym`
 //! and other languages and record the caller's return address (x86-64 and
-//! AArch64; none elsewhere), which reports print
+//! AArch64, not Windows; none elsewhere), which reports print
 //! with what `dladdr` finds, and the fault handler raw (`dladdr` is not
 //! async-signal-safe).
 //!

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_int};
 
 use super::handles::{HandleKind, Held, TABLE};
 use super::report::{deliver, PAGEPOOL_REPORT_STALE_HANDLE};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64"))]
 use super::sites::with_return_address;
 use super::sites::Caller;
 use super::{
@@ -147,7 +147,7 @@ unsafe extern "C" fn allocate_page_size_buffer_returning(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64"))]
 // SAFETY: the body only moves the return address into the fourth argument
 // register and tail-jumps to a function taking it there.
 #[unsafe(naked)]
@@ -165,7 +165,7 @@ pub unsafe extern "C" fn pagepool_allocate_buffer(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64")))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_allocate_buffer(
     a: *mut pagepool_allocator,
@@ -184,7 +184,7 @@ pub unsafe extern "C" fn pagepool_allocate_buffer(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64"))]
 // SAFETY: as for `pagepool_allocate_buffer`.
 #[unsafe(naked)]
 #[unsafe(no_mangle)]
@@ -200,7 +200,7 @@ pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
 ///
 /// # Safety
 /// `out` is null or valid for a write of a pointer.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64")))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_allocate_page_size_buffer(
     a: *mut pagepool_allocator,
@@ -444,7 +444,7 @@ unsafe extern "C" fn buffer_release_returning(
 ///
 /// # Safety
 /// `count` is null or valid for a write.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64"))]
 // SAFETY: the body only moves the return address into the third argument
 // register and tail-jumps to a function taking it there.
 #[unsafe(naked)]
@@ -460,7 +460,7 @@ pub unsafe extern "C" fn pagepool_buffer_release(
 ///
 /// # Safety
 /// `count` is null or valid for a write.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[cfg(not(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64")))]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pagepool_buffer_release(
     b: *mut pagepool_buffer,

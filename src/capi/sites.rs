@@ -60,7 +60,8 @@ impl Caller {
 /// The body of a naked function: the return address into argument
 /// register `$n` (0-based; x86-64 SysV: `[rsp]` at entry), then a tail
 /// jump to `$f`, which takes it as that argument.
-#[cfg(target_arch = "x86_64")]
+// SysV only: Windows x64 passes arguments in other registers.
+#[cfg(all(target_arch = "x86_64", not(windows)))]
 macro_rules! with_return_address {
     (2, $f:path) => {
         core::arch::naked_asm!("mov rdx, [rsp]", "jmp {f}", f = sym $f)
@@ -81,5 +82,5 @@ macro_rules! with_return_address {
     };
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64"))]
 pub(super) use with_return_address;
