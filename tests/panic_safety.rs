@@ -276,3 +276,82 @@ fn a_panicking_log_subscriber_during_release_loses_no_slot() {
     drop(pool.allocate_page_size_buffer(100).unwrap());
     assert_eq!(pool.stats().hits, 1);
 }
+
+/// A recorder whose histograms panic when they record, and whose counters
+/// and gauges do nothing.
+struct PanickingHistograms;
+
+struct Panics;
+
+impl metrics::HistogramFn for Panics {
+    fn record(&self, _: f64) {
+        panic!("a recorder's histogram panicked");
+    }
+}
+
+impl metrics::Recorder for PanickingHistograms {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::from_arc(std::sync::Arc::new(Panics))
+    }
+}
+
+/// A recorder that panics in `record` (the sampled allocation and
+/// hold-time histograms) loses the samples, never a slot: every allocation
+/// still returns its buffer, every drop returns the slot, and the pool
+/// shuts down when its last handle goes.
+#[test]
+fn a_panicking_recorder_loses_samples_not_slots() {
+    let pool = metrics::with_local_recorder(&PanickingHistograms, || {
+        BufferPool::builder()
+            .name("panicking-recorder")
+            .metrics_sample_every(1)
+            .build()
+            .unwrap()
+    });
+    let got = quietly(|| {
+        let mut bufs = Vec::new();
+        for i in 0..64 {
+            let mut b = pool.allocate_page_size_buffer(page_size()).expect("room");
+            stamp(b.as_max_slice_mut(), i);
+            bufs.push(b);
+        }
+        assert_eq!(pool.stats().buffers_in_use, 64);
+        for (i, b) in bufs.iter().enumerate() {
+            assert_stamped(b.as_max_slice(), i as u64);
+        }
+        drop(bufs);
+    });
+    assert!(got.is_ok(), "a recorder's panic reached the caller");
+    assert_all_back(&pool, 64);
+}

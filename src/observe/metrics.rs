@@ -258,9 +258,9 @@ pub(crate) struct PoolMetrics {
     quotas: Gauge,
     quota_bytes: Gauge,
     quota_refusals: Counter,
-    pub(crate) allocation_duration: Histogram,
-    pub(crate) request_size: Histogram,
-    pub(crate) hold: Histogram,
+    allocation_duration: Histogram,
+    request_size: Histogram,
+    hold: Histogram,
 }
 
 impl PoolMetrics {
@@ -315,6 +315,24 @@ impl PoolMetrics {
             g.set(limit as f64);
         }
         metrics
+    }
+
+    /// Records a sampled allocation: how long it took, and its size. Never
+    /// unwinds: a recorder that panics loses the sample, not the buffer
+    /// (this runs while a slot is half handed out).
+    pub(crate) fn record_allocation(&self, seconds: f64, max_size: usize) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.allocation_duration.record(seconds);
+            self.request_size.record(max_size as f64);
+        }));
+    }
+
+    /// Records a sampled buffer's hold time. Never unwinds: it runs inside
+    /// a buffer's drop, before its slot is back.
+    pub(crate) fn record_hold(&self, seconds: f64) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.hold.record(seconds);
+        }));
     }
 
     /// Copies a snapshot into the handles.

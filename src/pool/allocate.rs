@@ -245,9 +245,7 @@ impl PoolInner {
             // Always there: the histograms are sampled only with metric
             // handles.
             if let Some(m) = &self.metrics {
-                m.allocation_duration
-                    .record(now.saturating_sub(started) as f64 * 1e-9);
-                m.request_size.record(max_size as f64);
+                m.record_allocation(now.saturating_sub(started) as f64 * 1e-9, max_size);
             }
             // The precise stamp the hold time is measured from (also a more
             // precise leak age).

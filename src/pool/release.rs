@@ -218,7 +218,7 @@ impl PoolInner {
         if flags.contains(SlotFlags::SAMPLED) {
             if let Some(m) = &self.metrics {
                 let since = s.allocated_at.load(Relaxed);
-                m.hold.record(clock::since(since).as_secs_f64());
+                m.record_hold(clock::since(since).as_secs_f64());
             }
         }
         if flags.contains(SlotFlags::HAS_BACKTRACE) {
