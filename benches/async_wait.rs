@@ -140,5 +140,39 @@ fn wake_latency(_: &mut Criterion) {
     print_latency("current_thread", wake_samples(&current, 2000));
 }
 
-criterion_group!(benches, room_free, wake_latency);
+/// A failed allocation at the cap while another class holds many free slots
+/// in slabs that are not idle (one slot of each is still out): what an
+/// `Exhausted` refusal costs, the price every retry of a wait pays.
+fn exhausted_at_cap(c: &mut Criterion) {
+    let page = page_size();
+    let mut g = c.benchmark_group("exhausted_at_cap");
+    for free_slots in [2_000usize, 32_000] {
+        // One-page slots in slabs of 16; the cap holds exactly those slabs.
+        let slabs = free_slots / 15 + 1;
+        let pool = BufferPool::builder()
+            .name("bench-exhausted")
+            .metrics(false)
+            .slab_size(16 * page)
+            .max_bytes(slabs * 33 * page)
+            .build()
+            .unwrap();
+        let all: Vec<_> =
+            std::iter::from_fn(|| pool.allocate_page_size_buffer(page).ok()).collect();
+        // Keep one slot of every slab of 16 out; the rest go back.
+        let kept: Vec<_> = all
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, b)| (i % 16 == 0).then_some(b))
+            .collect();
+        let big = 64 * page;
+        assert!(pool.allocate_page_size_buffer(big).is_err());
+        g.bench_function(format!("{free_slots}_free_slots"), |b| {
+            b.iter(|| black_box(pool.allocate_page_size_buffer(black_box(big)).is_err()))
+        });
+        drop(kept);
+    }
+    g.finish();
+}
+
+criterion_group!(benches, room_free, wake_latency, exhausted_at_cap);
 criterion_main!(benches);

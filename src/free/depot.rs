@@ -8,6 +8,7 @@
 //! visible to the next one, and the two never overlap: a slot is on the list
 //! or owned by one buffer, never both.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::sync::Arc;
 
@@ -83,6 +84,8 @@ pub(crate) struct Depot {
     /// Tasks and threads waiting for room. Whoever returns slots to the
     /// free lists wakes the head ([`Depot::notify_room`]).
     pub(crate) room: WaitList,
+    /// Bumped by every [`notify_room`](Depot::notify_room).
+    returns: AtomicU64,
     /// The counters of every thread with a cache entry for this pool.
     thread_counters: Mutex<Vec<Arc<ThreadCounters>>>,
     /// One allocation in this many records the histograms, is poisoned at
@@ -109,6 +112,7 @@ impl Depot {
             flush_epoch: AtomicU32::new(0),
             abandoned: AtomicBool::new(false),
             room: WaitList::default(),
+            returns: AtomicU64::new(0),
             thread_counters: Mutex::new(Vec::new()),
             sample_rates,
         }
@@ -181,8 +185,17 @@ impl Depot {
     /// wakes the waiter at the head, if anyone waits (see `waitlist`).
     #[inline]
     pub(crate) fn notify_room(&self) {
+        self.returns.fetch_add(1, Relaxed);
         // `wake_head` fences and reads the count first.
         self.room.wake_head();
+    }
+
+    /// How many times slots came back to the free lists (each
+    /// [`notify_room`](Self::notify_room)): a slab can only have become idle
+    /// when this moved.
+    #[inline]
+    pub(crate) fn returns(&self) -> u64 {
+        self.returns.load(Relaxed)
     }
 
     /// Pops a free slot of class `idx`, counted as a hit.

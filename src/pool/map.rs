@@ -61,7 +61,15 @@ impl PoolInner {
             if let Some(slot) = self.depot.pop(idx) {
                 return Ok(slot);
             }
-            self.trim_locked(&mut slabs, Some(idx));
+            // A trim drains every free list: skip it when nothing came back
+            // since the last one that freed nothing (no slab can have become
+            // idle), so failing at the cap costs O(1), not a scan.
+            let returns = self.depot.returns();
+            if self.fruitless_trim.load(Relaxed) != returns.wrapping_add(1)
+                && self.trim_locked(&mut slabs, Some(idx)) == 0
+            {
+                self.fruitless_trim.store(returns.wrapping_add(1), Relaxed);
+            }
             n = self.slots_within_cap(layout, wanted);
         }
         if n == 0 {

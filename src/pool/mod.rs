@@ -92,6 +92,9 @@ pub(crate) struct PoolInner {
     /// The cap on `counters.reserved` (`None`: none); changed under the
     /// slab lock, like `reserved`.
     limit: Mutex<Option<usize>>,
+    /// `depot.returns() + 1` at the last trim by `map_slab` that freed
+    /// nothing (0: none yet); read and written under the slab lock.
+    fruitless_trim: std::sync::atomic::AtomicU64,
     /// Reasons every release must take a *detour* (`release_detour`)
     /// instead of the thread cache: 1 for the quarantine (if on), 1 once the
     /// pool is closed, plus the waits for room. One load on every release
@@ -164,6 +167,7 @@ impl PoolInner {
             shut: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             limit: Mutex::new(limit),
+            fruitless_trim: std::sync::atomic::AtomicU64::new(0),
             tracking,
         });
         if inner.metrics.is_some() {

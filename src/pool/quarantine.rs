@@ -49,9 +49,14 @@ impl PoolInner {
 
     /// Lets every quarantined slot go back to the free lists.
     pub(super) fn release_quarantine(&self) {
+        let mut any = false;
         for (slot, sealed) in self.quarantine.drain() {
             // SAFETY: quarantined slots belong to this pool's mapped slabs.
             unsafe { self.leave_quarantine(slot, sealed) };
+            any = true;
+        }
+        if any {
+            self.depot.notify_room();
         }
     }
 
