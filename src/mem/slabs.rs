@@ -12,6 +12,7 @@
 //! leaves with [`SlabSet::unsubscribe`], which replays their unmapping.
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use super::slab::{Layout, Slab};
@@ -136,6 +137,18 @@ impl SlabSet {
         self.classes
             .iter()
             .flat_map(|(class, list)| list.iter().map(move |slab| (*class, slab)))
+    }
+
+    /// Where every slab's slot metadata lies now: `(class, first slot,
+    /// slots)`, for a scan that reads them after the set's lock is gone
+    /// (its caller keeps the slabs mapped meanwhile).
+    pub(crate) fn spans(&self) -> Vec<(ClassIdx, NonNull<Slot>, usize)> {
+        self.iter()
+            .map(|(class, slab)| {
+                let slots = slab.slots();
+                (class, NonNull::from(slots).cast(), slots.len())
+            })
+            .collect()
     }
 
     /// The index in `class(class)` of the slab holding `addr`, if any.

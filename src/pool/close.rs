@@ -114,6 +114,8 @@ impl PoolInner {
             drop(class.free.drain());
         }
         let mut slabs = self.slabs.lock();
+        // Scans still reading slot metadata finish first.
+        let _unmapping = self.mapped.write();
         // SAFETY: no buffer is out and none can be made (see above).
         unsafe { slabs.clear() };
         // Under the slab lock, as every change of `reserved`.

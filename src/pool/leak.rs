@@ -4,35 +4,56 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use super::PoolInner;
+use crate::class::ClassIdx;
 use crate::clock;
 use crate::config::LeakTracking;
 use crate::mem::slot::{Slot, SlotFlags, SlotState};
 use crate::observe::leak::{self, LeakReport, OutstandingBuffer};
 
 impl PoolInner {
+    /// Calls `f` with every slot of every slab mapped now, holding the slab
+    /// lock only to list the slabs: allocations that map a slab go on
+    /// meanwhile (a trim waits for the scan).
+    fn scan_slots(&self, mut f: impl FnMut(ClassIdx, &Slot)) {
+        let (spans, _mapped) = {
+            let slabs = self.slabs.lock();
+            // Taken under the slab lock, where only unmapping takes it
+            // exclusively: never waits.
+            let mapped = self.mapped.read();
+            (slabs.spans(), mapped)
+        };
+        for (class, first, len) in spans {
+            // SAFETY: `first..first + len` is the slot metadata of a slab
+            // that was mapped when `spans` was listed, and `_mapped` keeps it
+            // mapped (unmapping takes `mapped` exclusively); the fields are
+            // atomics, read as any reader may.
+            let slots = unsafe { std::slice::from_raw_parts(first.as_ptr(), len) };
+            for s in slots {
+                f(class, s);
+            }
+        }
+    }
+
     /// Describes the in-use slots that `keep` accepts, in address order.
     pub(crate) fn outstanding(&self, keep: impl Fn(&Slot) -> bool) -> Vec<OutstandingBuffer> {
         let now = clock::coarse_nanos();
-        let slabs = self.slabs.lock();
         let mut out = Vec::new();
-        for (class, slab) in slabs.iter() {
-            let slot_len = self.classes.slot_bytes(class);
-            for s in slab.slots() {
-                if s.state.load() != SlotState::InUse || !keep(s) {
-                    continue;
-                }
-                let backtrace = s
-                    .flags
-                    .load()
-                    .contains(SlotFlags::HAS_BACKTRACE)
-                    .then(|| {
-                        let addr = s.data().as_ptr() as usize;
-                        self.backtraces.lock().get(&addr).map(|bt| bt.to_string())
-                    })
-                    .flatten();
-                out.push(leak::describe(s, slot_len, now, backtrace));
+        self.scan_slots(|class, s| {
+            if s.state.load() != SlotState::InUse || !keep(s) {
+                return;
             }
-        }
+            let slot_len = self.classes.slot_bytes(class);
+            let backtrace = s
+                .flags
+                .load()
+                .contains(SlotFlags::HAS_BACKTRACE)
+                .then(|| {
+                    let addr = s.data().as_ptr() as usize;
+                    self.backtraces.lock().get(&addr).map(|bt| bt.to_string())
+                })
+                .flatten();
+            out.push(leak::describe(s, slot_len, now, backtrace));
+        });
         out.sort_by_key(|b| b.address);
         out
     }
@@ -55,12 +76,9 @@ impl PoolInner {
         } else {
             let threshold = self.config.leak_age.as_nanos().min(u64::MAX as u128) as u64;
             let now = clock::coarse_nanos();
-            let slabs = self.slabs.lock();
-            slabs
-                .iter()
-                .flat_map(|(_, slab)| slab.slots())
-                .filter(|s| leak::is_suspect(s, now, threshold))
-                .count()
+            let mut n = 0;
+            self.scan_slots(|_, s| n += usize::from(leak::is_suspect(s, now, threshold)));
+            n
         };
         self.counters.leak_suspects.store(n, Relaxed);
         n

@@ -194,6 +194,8 @@ impl PoolInner {
             }
         }
         let mut freed = 0;
+        // Scans reading slot metadata outside the slab lock finish first.
+        let _unmapping = idle.contains(&true).then(|| self.mapped.write());
         // SAFETY: every slot of an idle slab was on the free list, drained
         // above by this thread under the slab lock and not pushed back: none
         // is in use, listed or cached.

@@ -37,7 +37,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::class::SizeClasses;
 use crate::clock;
@@ -65,9 +65,14 @@ pub(crate) struct PoolInner {
     pub(crate) depot: Depot,
     /// Pool-wide counters.
     pub(crate) counters: PoolCounters,
-    /// Every mapped slab. Held for mapping, trimming and reports; never on
-    /// the hot path; every change of `counters.reserved` happens under it.
+    /// Every mapped slab. Held for mapping and trimming, never on the hot
+    /// path, and only briefly by scans; every change of `counters.reserved`
+    /// happens under it.
     pub(crate) slabs: Mutex<SlabSet>,
+    /// Keeps slabs mapped for scans that read slot metadata after letting
+    /// `slabs` go (leak reports, the publisher's suspect count): shared by
+    /// them, taken exclusively, under `slabs`, by whatever unmaps slabs.
+    pub(crate) mapped: RwLock<()>,
     /// Where slab memory comes from.
     backing: Arc<dyn Backing>,
     /// Bumped by every `leak_check`; each allocation records the value.
@@ -156,6 +161,7 @@ impl PoolInner {
             classes,
             counters: PoolCounters::default(),
             slabs: Mutex::new(slabs),
+            mapped: RwLock::new(()),
             backing: Arc::new(Anonymous),
             metrics,
             publisher: OnceLock::new(),

@@ -1,0 +1,86 @@
+//! How long a scan of the slot metadata stalls allocations that need the
+//! slab lock: a pool with 1,000,000 packets out, one thread building leak
+//! reports of all of them in a loop, and the main thread allocating
+//! buffers that each map a slab of their own (so each takes the slab
+//! lock). Prints the allocations' latency (median, p99, max) with and
+//! without the scanner, side by side in one run.
+//!
+//! ```text
+//! cargo bench -p pagepool-benches --bench stall
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pagepool::{page_size, BufferPool};
+
+const PACKETS: usize = 1_000_000;
+const MAPPINGS: usize = 2_000;
+
+fn latencies(pool: &BufferPool) -> Vec<Duration> {
+    let page = page_size();
+    let mut held = Vec::with_capacity(MAPPINGS);
+    let mut out = Vec::with_capacity(MAPPINGS);
+    for _ in 0..MAPPINGS {
+        let t = Instant::now();
+        // Two pages: the only buffer of its class in a one-slot slab.
+        held.push(pool.allocate_page_size_buffer(2 * page).expect("room"));
+        out.push(t.elapsed());
+        thread::sleep(Duration::from_micros(200));
+    }
+    drop(held);
+    pool.trim();
+    out.sort();
+    out
+}
+
+fn print(label: &str, s: &[Duration]) {
+    let at = |q: f64| s[((s.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    println!(
+        "  {label:<28} median {:>8.1} us  p99 {:>9.1} us  max {:>9.1} us",
+        at(0.5),
+        at(0.99),
+        s[s.len() - 1].as_secs_f64() * 1e6
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return; // `cargo test --benches`: nothing to measure
+    }
+    let pool = BufferPool::builder()
+        .name("bench-stall")
+        .metrics(false)
+        .slab_size(2 * page_size())
+        .build()
+        .unwrap();
+    let packets: Vec<_> = (0..PACKETS)
+        .map(|_| pool.allocate_buffer(64).unwrap())
+        .collect();
+    println!("\nstall: {PACKETS} packets out; {MAPPINGS} allocations that each map a slab");
+    print("no scanner", &latencies(&pool));
+    let stop = Arc::new(AtomicBool::new(false));
+    let scanner = {
+        let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut reports = 0;
+            let mut longest = Duration::ZERO;
+            while !stop.load(Relaxed) {
+                let t = Instant::now();
+                let r = pool.leak_report(Duration::ZERO);
+                longest = longest.max(t.elapsed());
+                assert!(r.buffers() >= PACKETS);
+                reports += 1;
+            }
+            (reports, longest)
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    print("leak_report looping", &latencies(&pool));
+    stop.store(true, Relaxed);
+    let (reports, longest) = scanner.join().unwrap();
+    println!("  ({reports} leak reports of {PACKETS} buffers, the longest {longest:?})");
+    drop(packets);
+}
