@@ -373,6 +373,9 @@ pub(crate) unsafe fn acquire_slow<P: HasDepot>(pool: &Arc<P>, idx: ClassIdx) -> 
         let bin = unsafe { e.bin(idx) };
         let slot = match bin.slots.pop() {
             Some(slot) => Some(slot),
+            // Near the cap, no batch: what this thread does not use now
+            // must stay where every thread finds it.
+            None if depot.near_cap() => depot.class(idx).free.pop(),
             None => bin.refill(&depot.class(idx).free),
         };
         match slot {

@@ -86,6 +86,10 @@ pub(crate) struct Depot {
     pub(crate) room: WaitList,
     /// Bumped by every [`notify_room`](Depot::notify_room).
     returns: AtomicU64,
+    /// Set while the pool is near its cap (less than one standard slab of
+    /// room): thread caches then hold no free slot (refills take one,
+    /// releases go to the free lists), so none can strand in an idle thread.
+    near_cap: std::sync::atomic::AtomicBool,
     /// The counters of every thread with a cache entry for this pool.
     thread_counters: Mutex<Vec<Arc<ThreadCounters>>>,
     /// One allocation in this many records the histograms, is poisoned at
@@ -113,6 +117,7 @@ impl Depot {
             abandoned: AtomicBool::new(false),
             room: WaitList::default(),
             returns: AtomicU64::new(0),
+            near_cap: std::sync::atomic::AtomicBool::new(false),
             thread_counters: Mutex::new(Vec::new()),
             sample_rates,
         }
@@ -188,6 +193,17 @@ impl Depot {
         self.returns.fetch_add(1, Relaxed);
         // `wake_head` fences and reads the count first.
         self.room.wake_head();
+    }
+
+    /// Whether the pool is near its cap (see the field).
+    #[inline]
+    pub(crate) fn near_cap(&self) -> bool {
+        self.near_cap.load(Relaxed)
+    }
+
+    /// Sets whether the pool is near its cap; returns whether that changed.
+    pub(crate) fn set_near_cap(&self, near: bool) -> bool {
+        self.near_cap.swap(near, Relaxed) != near
     }
 
     /// How many times slots came back to the free lists (each

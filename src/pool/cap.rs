@@ -27,9 +27,31 @@ impl PoolInner {
         if limit.is_some_and(|new| old.is_none_or(|old| new < old)) {
             self.trim_locked(&mut slabs, None);
         }
+        self.update_near_cap();
         drop(slabs);
         self.depot.notify_room();
         Ok(())
+    }
+
+    /// Recomputes whether the pool is *near its cap* (the room left under
+    /// it is less than one standard slab) and keeps a detour counted while
+    /// it is: near the cap, releases go to the shared free lists, never to a
+    /// thread's cache, so no free slot can sit stranded in an idle thread
+    /// when another needs it, and `trim` reaches every free slot. Call with
+    /// the slab lock held, after `reserved` or the cap changed.
+    pub(super) fn update_near_cap(&self) {
+        let near = self.max_bytes().is_some_and(|limit| {
+            limit.saturating_sub(self.counters.reserved.load(Relaxed)) < self.config.slab_size
+        });
+        if self.depot.set_near_cap(near) {
+            if near {
+                self.detours.fetch_add(1, SeqCst);
+                // Slots cached before go back at each thread's next call.
+                self.depot.request_flush();
+            } else {
+                self.detours.fetch_sub(1, SeqCst);
+            }
+        }
     }
 
     /// Whether the pool makes no more buffers.

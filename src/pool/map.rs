@@ -90,6 +90,7 @@ impl PoolInner {
             }
         };
         self.counters.reserved.fetch_add(slab.reserved(), Relaxed);
+        self.update_near_cap();
         self.counters.unguarded.fetch_add(slab.unguarded(), Relaxed);
         class.counters.slots.fetch_add(n, Relaxed);
         class.counters.slabs.fetch_add(1, Relaxed);
@@ -208,6 +209,9 @@ impl PoolInner {
             class.counters.slabs.fetch_sub(1, Relaxed);
         }
         self.counters.trimmed.fetch_add(freed as u64, Relaxed);
+        if freed != 0 {
+            self.update_near_cap();
+        }
         freed
     }
 

@@ -102,7 +102,7 @@ pub(crate) struct PoolInner {
     fruitless_trim: std::sync::atomic::AtomicU64,
     /// Reasons every release must take a *detour* (`release_detour`)
     /// instead of the thread cache: 1 for the quarantine (if on), 1 once the
-    /// pool is closed, plus the waits for room. One load on every release
+    /// pool is closed, 1 while it is near its cap, plus the waits for room. One load on every release
     /// instead of one per reason.
     detours: AtomicU32,
     /// Whether buffers record where, when and by whom they were allocated
@@ -176,6 +176,11 @@ impl PoolInner {
             fruitless_trim: std::sync::atomic::AtomicU64::new(0),
             tracking,
         });
+        // A cap smaller than one slab is near from the start.
+        {
+            let _slabs = inner.slabs.lock();
+            inner.update_near_cap();
+        }
         if inner.metrics.is_some() {
             inner.publish_metrics();
             let pool = Arc::downgrade(&inner);

@@ -184,8 +184,9 @@ impl PoolInner {
             s.mark_free();
             // SAFETY: forwarded from the caller; the slot is marked free.
             unsafe { self.release_to_waiters(slot, anchor) }
-        } else if self.is_closed() {
-            // Not into this thread's bin, which a closed pool never serves.
+        } else if self.is_closed() || self.depot.near_cap() {
+            // Not into this thread's bin: a closed pool never serves it,
+            // and near the cap a slot there could strand.
             s.mark_free();
             self.depot.push_released(s.class(), slot);
             // SAFETY: the buffer counted on `anchor` is being released, once.
