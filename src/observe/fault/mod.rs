@@ -7,26 +7,27 @@
 //! with `write(2)` through a static buffer (`report.rs`): no lock, no
 //! allocation, so it is async-signal-safe, and little stack, so it fits the
 //! alternate signal stack std gives its threads. Then it hands the signal to
-//! the previous handler, and makes sure the process still dies by the signal.
+//! the previous disposition as the kernel would have (`chain.rs`), keeping
+//! its own installed, and if the fault was ours makes sure the process dies
+//! by the signal.
 
 use std::ffi::c_void;
 use std::mem::MaybeUninit;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
 
+mod chain;
 mod report;
 mod table;
 
 pub(crate) use table::FaultTable;
 
-/// The previous handlers of SIGSEGV (0) and SIGBUS (1), leaked at install.
-static PREVIOUS: [AtomicPtr<libc::sigaction>; 2] = [const { AtomicPtr::new(ptr::null_mut()) }; 2];
+/// Set once pagepool's handler has been installed.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Installs pagepool's SIGSEGV and SIGBUS handler (once per process; later
-/// calls do nothing).
+/// Installs pagepool's SIGSEGV and SIGBUS handler.
 ///
 /// When a fault hits a pagepool guard page or a quarantined slot, the handler
 /// writes to stderr what happened (heap-buffer-overflow, underflow or
@@ -37,43 +38,68 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// the handler that was installed before (Rust's stack-overflow reporter, a
 /// crash reporter, ...) and makes sure the process dies by the signal.
 ///
+/// A fault that is not pagepool's goes to the disposition found at install
+/// as the kernel would have delivered it: a handler function is called with
+/// its flags (`SA_SIGINFO` or not, `SA_RESETHAND`, `SA_NODEFER`) and
+/// `sa_mask` honoured, and when it returns (it recovered the fault, as
+/// lazy-mapping runtimes, GC barriers and wasm engines do) the access runs
+/// again with pagepool's handler still installed; `SIG_DFL`, or `SIG_IGN`
+/// for a fault (which the kernel does not let a process ignore), kills the
+/// process by the signal. A handler installed after this one may chain to
+/// it: it is called as `sa_sigaction(sig, info, ctx)` (`SA_SIGINFO`).
+///
+/// Calling it again does nothing while pagepool's handler is the
+/// disposition of both signals, and installs it again over `SIG_DFL` or
+/// `SIG_IGN` (chaining to that). If another handler replaced it, the call
+/// fails and changes nothing: that handler may chain to pagepool's, and
+/// installing pagepool's on top, chaining to it, would make the two call
+/// each other for every fault neither owns.
+///
 /// The handler runs on the faulting thread's alternate signal stack, and
 /// its report needs little of it (about 1 KiB in a debug build), so the one
 /// `std` gives every thread it starts (`max(SIGSTKSZ, AT_MINSIGSTKSZ)`
 /// bytes) is enough, for threads started before this call as well as after.
 /// This call gives the calling thread a 64 KiB one unless it has one at
-/// least that large, for the handlers chained after ours.
+/// least that large, for the handlers chained after ours. The handlers it
+/// chains to run on that stack too, whatever their `SA_ONSTACK`.
 ///
 /// Known limit: a fault on one thread that races with its slab being
 /// unmapped on another (by `trim` or the pool's shutdown) can read the
 /// slab's freed description; the process is dying of that fault anyway.
 ///
 /// # Errors
-/// [`Error::Os`] when `sigaltstack`, `mmap` or `sigaction` fail.
+/// [`Error::Os`] when `sigaltstack`, `mmap` or `sigaction` fail, or when
+/// pagepool's handler was installed before and another handler has since
+/// replaced it.
 pub fn install_fault_handler() -> Result<(), Error> {
     static LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
     let _one_at_a_time = LOCK.lock();
-    if INSTALLED.load(Ordering::Acquire) {
-        return Ok(());
+    let signals = [libc::SIGSEGV, libc::SIGBUS];
+    let current = [current(signals[0])?, current(signals[1])?];
+    let ours = on_fault as *const () as usize;
+    let installed = INSTALLED.load(Ordering::Acquire);
+    for (sig, old) in signals.into_iter().zip(&current) {
+        let handler = old.sa_sigaction;
+        let foreign = handler != ours && handler != libc::SIG_DFL && handler != libc::SIG_IGN;
+        if installed && foreign {
+            return Err(Error::Os(std::io::Error::other(format!(
+                "another handler replaced pagepool's for signal {sig}; \
+                 pagepool does not install on top of it"
+            ))));
+        }
     }
     ensure_alt_stack()?;
-    for (i, sig) in [libc::SIGSEGV, libc::SIGBUS].into_iter().enumerate() {
-        // SAFETY: `sigaction` with a null new action only reads the current
-        // one into `old`, a properly sized, writable struct.
-        let old = unsafe {
-            let mut old = MaybeUninit::<libc::sigaction>::zeroed();
-            if libc::sigaction(sig, ptr::null(), old.as_mut_ptr()) != 0 {
-                return Err(Error::Os(std::io::Error::last_os_error()));
-            }
-            old.assume_init()
-        };
-        PREVIOUS[i].store(Box::into_raw(Box::new(old)), Ordering::Release);
+    for (sig, old) in signals.into_iter().zip(current) {
+        if old.sa_sigaction == ours {
+            continue;
+        }
+        chain::save(sig, old);
         // SAFETY: a zeroed `sigaction` is a valid starting point; we set the
         // handler (an `extern "C"` fn of the SA_SIGINFO signature), flags and
         // an empty mask before passing it to the kernel.
         unsafe {
             let mut action = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
-            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_sigaction = ours;
             action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(sig, &action, ptr::null_mut()) != 0 {
@@ -83,6 +109,19 @@ pub fn install_fault_handler() -> Result<(), Error> {
     }
     INSTALLED.store(true, Ordering::Release);
     Ok(())
+}
+
+/// The current disposition of `sig`.
+fn current(sig: libc::c_int) -> Result<libc::sigaction, Error> {
+    // SAFETY: `sigaction` with a null new action only reads the current one
+    // into `old`, a properly sized, writable struct.
+    unsafe {
+        let mut old = MaybeUninit::<libc::sigaction>::zeroed();
+        if libc::sigaction(sig, ptr::null(), old.as_mut_ptr()) != 0 {
+            return Err(Error::Os(std::io::Error::last_os_error()));
+        }
+        Ok(old.assume_init())
+    }
 }
 
 /// Gives the calling thread an alternate signal stack of 64 KiB unless it has
@@ -140,71 +179,23 @@ fn ensure_alt_stack() -> Result<(), Error> {
 /// stack, which may be the few KiB std leaves after the kernel's signal
 /// frame: every function on its path keeps its frame small (no buffer on
 /// the stack, no `core::fmt`), and the chaining is a function of its own so
-/// its `sigaction`s are not on the stack while the report is written.
+/// its signal sets are not on the stack while the report is written. A
+/// handler installed after it may call it with its own arguments.
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
-    // SAFETY: the kernel passes a valid `siginfo_t` for SA_SIGINFO handlers;
-    // `si_addr` is the faulting address for SIGSEGV and SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let ours = report::report(addr, access(ctx));
-    // SAFETY: the kernel's arguments to this SA_SIGINFO handler, unchanged.
-    unsafe { pass_on(sig, info, ctx, ours) };
-}
-
-/// Hands the signal to the handler installed before ours; then, if the
-/// fault was ours (or there was no handler), makes sure the process dies
-/// by the signal when the faulting instruction runs again.
-///
-/// # Safety
-/// - `sig`, `info` and `ctx` are the arguments the kernel passed to
-///   `on_fault` for this signal;
-/// - it is called from `on_fault` only.
-#[inline(never)]
-unsafe fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut c_void, ours: bool) {
-    let index = usize::from(sig == libc::SIGBUS);
-    let previous = PREVIOUS[index].load(Ordering::Acquire);
-    // SAFETY: `previous` is null or a `sigaction` leaked at install and never
-    // freed; `sigaction(2)` is async-signal-safe; the previous handler is
-    // called with the signature its flags declare, with the kernel's
-    // arguments (this function's contract).
-    unsafe {
-        if !previous.is_null() {
-            let old = &*previous;
-            let handler = old.sa_sigaction;
-            if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
-                // Give the old handler its own disposition back (it may reset
-                // it, as Rust's does), then let it run.
-                libc::sigaction(sig, old, ptr::null_mut());
-                if old.sa_flags & libc::SA_SIGINFO != 0 {
-                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) =
-                        std::mem::transmute(handler);
-                    f(sig, info, ctx);
-                } else {
-                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(handler);
-                    f(sig);
-                }
-                if !ours {
-                    return;
-                }
-            }
+    // A fault has a positive `si_code`; `kill`, `raise` and `sigqueue` send
+    // zero or less, and their `si_addr` is not an address.
+    // SAFETY: the kernel passes a valid `siginfo_t` for SA_SIGINFO handlers
+    // (a chaining handler passes it on); `si_addr` is the faulting address
+    // for SIGSEGV and SIGBUS faults.
+    let (fault, addr) = unsafe {
+        match info.as_ref() {
+            Some(i) if i.si_code > 0 => (true, i.si_addr() as usize),
+            _ => (false, 0),
         }
-    }
-    // Our fault, or no handler before us.
-    reset_to_default(sig);
-}
-
-/// Resets `sig` to its default action, so the faulting instruction kills the
-/// process by the signal when it runs again. Not inlined: its `sigaction` is
-/// off the stack while the previous handler runs.
-#[inline(never)]
-fn reset_to_default(sig: libc::c_int) {
-    // SAFETY: a zeroed `sigaction` with `SIG_DFL` and an empty mask is a
-    // valid action; `sigaction(2)` is async-signal-safe.
-    unsafe {
-        let mut default = MaybeUninit::<libc::sigaction>::zeroed().assume_init();
-        default.sa_sigaction = libc::SIG_DFL;
-        libc::sigemptyset(&mut default.sa_mask);
-        libc::sigaction(sig, &default, ptr::null_mut());
-    }
+    };
+    let ours = fault && report::report(addr, access(ctx));
+    // SAFETY: the arguments this SA_SIGINFO handler was given, unchanged.
+    unsafe { chain::pass_on(sig, info, ctx, ours, fault) };
 }
 
 /// Whether the faulting access was a write, where the CPU tells.
