@@ -1,9 +1,14 @@
-//! How long a scan of the slot metadata stalls allocations that need the
-//! slab lock: a pool with 1,000,000 packets out, one thread building leak
-//! reports of all of them in a loop, and the main thread allocating
-//! buffers that each map a slab of their own (so each takes the slab
-//! lock). Prints the allocations' latency (median, p99, max) with and
-//! without the scanner, side by side in one run.
+//! What holds the slab lock too long, measured:
+//!
+//! - a scan of the slot metadata: a pool with 1,000,000 packets out, one
+//!   thread building leak reports of all of them in a loop, and the main
+//!   thread allocating buffers that each map a slab of their own (so each
+//!   takes the slab lock); the allocations' latency (median, p99, max) with
+//!   and without the scanner, side by side in one run;
+//! - refusals at the cap: a 256 MiB pool whose one-page slabs each keep one
+//!   slot out (32,000 free slots, no slab idle), two threads failing large
+//!   allocations in a loop, and the main thread's 10 ms timed waits: how far
+//!   past its deadline each wait returns.
 //!
 //! ```text
 //! cargo bench -p pagepool-benches --bench stall
@@ -46,10 +51,58 @@ fn print(label: &str, s: &[Duration]) {
     );
 }
 
+/// Timed waits at the cap while two threads fail allocations in a loop.
+fn wait_overshoot() {
+    let page = page_size();
+    let pool = BufferPool::builder()
+        .name("bench-overshoot")
+        .metrics(false)
+        .slab_size(16 * page)
+        .max_bytes(256 << 20)
+        .build()
+        .unwrap();
+    let all: Vec<_> = std::iter::from_fn(|| pool.allocate_page_size_buffer(page).ok()).collect();
+    let free = all.len() - all.len() / 16;
+    let kept: Vec<_> = all
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, b)| (i % 16 == 0).then_some(b))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+            thread::spawn(move || {
+                while !stop.load(Relaxed) {
+                    assert!(pool.allocate_page_size_buffer(64 * page_size()).is_err());
+                }
+            })
+        })
+        .collect();
+    let timeout = Duration::from_millis(10);
+    let mut over: Vec<Duration> = (0..200)
+        .map(|_| {
+            let t = Instant::now();
+            assert!(pool.allocate_page_size_buffer_timeout(64 * page, timeout).is_err());
+            t.elapsed().saturating_sub(timeout)
+        })
+        .collect();
+    stop.store(true, Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    over.sort();
+    println!("
+wait overshoot: {free} free slots in non-idle slabs, 2 threads failing, 200 waits of 10 ms");
+    print("past the deadline", &over);
+    drop(kept);
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return; // `cargo test --benches`: nothing to measure
     }
+    wait_overshoot();
     let pool = BufferPool::builder()
         .name("bench-stall")
         .metrics(false)

@@ -288,6 +288,27 @@
 //!   closed pool go to the depot, never to a bin, which a closed pool never
 //!   serves again.
 //!
+//! ## Near the cap, and scans
+//!
+//! - **No stranded slots.** While the room under the cap is less than one
+//!   standard slab (`update_near_cap`, recomputed under the slab lock
+//!   whenever `reserved` or the cap changes), the depot's `near_cap` is set
+//!   and a detour is counted: releases go to the shared free lists, refills
+//!   take one slot instead of half a bin, and the flush epoch moves when it
+//!   turns on. So a thread that goes idle holds no free slot another thread
+//!   needs, and `trim` reaches every free slot. Far from the cap, caches
+//!   work as before.
+//! - **Refusals are O(1).** A refusal at the cap trims idle slabs of other
+//!   classes only if slots came back to the free lists since the last trim
+//!   that freed nothing (`Depot::returns`, bumped by every
+//!   `notify_room`): a slab can only become idle when a slot comes back.
+//! - **Scans do not hold the slab lock.** Leak reports and the publisher's
+//!   suspect count list the slabs under the slab lock, take `mapped` (a
+//!   read-write lock) shared, let the slab lock go, and walk the slot
+//!   metadata. Unmapping takes `mapped` exclusively, under the slab lock, so
+//!   a trim waits for a walk in progress, and allocations that map a slab
+//!   do not.
+//!
 //! ## Quotas
 //!
 //! A `Quota` is a handle with an account (`pool/quotas.rs`): a cap, the
