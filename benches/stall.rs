@@ -83,7 +83,9 @@ fn wait_overshoot() {
     let mut over: Vec<Duration> = (0..200)
         .map(|_| {
             let t = Instant::now();
-            assert!(pool.allocate_page_size_buffer_timeout(64 * page, timeout).is_err());
+            assert!(pool
+                .allocate_page_size_buffer_timeout(64 * page, timeout)
+                .is_err());
             t.elapsed().saturating_sub(timeout)
         })
         .collect();
@@ -92,8 +94,10 @@ fn wait_overshoot() {
         s.join().unwrap();
     }
     over.sort();
-    println!("
-wait overshoot: {free} free slots in non-idle slabs, 2 threads failing, 200 waits of 10 ms");
+    println!(
+        "
+wait overshoot: {free} free slots in non-idle slabs, 2 threads failing, 200 waits of 10 ms"
+    );
     print("past the deadline", &over);
     drop(kept);
 }

@@ -212,12 +212,17 @@ fn with_entry_slow<P: HasDepot, R>(pool: &Arc<P>, f: impl FnOnce(&mut Entry) -> 
                 None if depot.is_abandoned() => return None,
                 None => new_entry(&mut entries, pool),
             };
-            let entry = &mut entries[at];
+            // One raw pointer for `FAST` and for `f`: a reference made
+            // after it from the `Box` would retire it (Stacked Borrows).
+            let entry: *mut Entry = &mut *entries[at];
             FAST.with(|fast| {
                 fast.depot.set(depot);
-                fast.entry.set(&mut **entry);
+                fast.entry.set(entry);
             });
-            Some(f(entry))
+            // SAFETY: `entry` points into the live entry the list's `Box`
+            // owns, borrowed mutably through `entries` for this whole call;
+            // `f` gets the only reference (it does not re-enter this module).
+            Some(f(unsafe { &mut *entry }))
         })
         .ok()
         .flatten()

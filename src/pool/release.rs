@@ -48,29 +48,33 @@ impl PoolInner {
             return unsafe { self.release_flagged(slot, anchor, site) };
         }
         // SAFETY: forwarded from the caller; the slot has nothing to do.
-        unsafe { self.release_plain(s, slot, anchor, site) }
+        unsafe { self.release_plain(slot, anchor, site) }
     }
 
     /// The end of a release whose slot has nothing left to do: into this
     /// thread's bin if the buffer is this thread's and no detour is on,
     /// else `release_slow`.
     ///
+    /// The slot's metadata is reached through `slot` here, not passed in as
+    /// a reference: `release_slow` may shut the pool down and unmap the slab,
+    /// which no reference argument of a caller may outlive.
+    ///
     /// # Safety
-    /// As for `release`; `s` is `slot`'s metadata, and nothing was changed
-    /// yet.
+    /// As for `release`; nothing was changed yet.
     #[inline(always)]
     unsafe fn release_plain(
         self: &Arc<Self>,
-        s: &Slot,
         slot: SlotRef,
         anchor: AnchorRef,
         site: Site,
     ) -> Released {
-        if self.detours.load(Relaxed) == 0
+        if self.detours.load(Relaxed) == 0 {
+            // SAFETY: the buffer being released keeps the slab alive.
+            let s = unsafe { slot.get() };
             // SAFETY: a slot of this pool, released by its buffer.
-            && unsafe { cache::give_back_own(&self.depot, s, slot, anchor) }
-        {
-            return Released::Settled;
+            if unsafe { cache::give_back_own(&self.depot, s, slot, anchor) } {
+                return Released::Settled;
+            }
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.release_slow(slot, anchor, site) }
@@ -100,7 +104,7 @@ impl PoolInner {
         } {
             // SAFETY: forwarded from the caller; the checks passed (and
             // only read), so the slot has nothing left to do.
-            unsafe { self.release_plain(s, slot, anchor, site) }
+            unsafe { self.release_plain(slot, anchor, site) }
         } else {
             // SAFETY: forwarded from the caller; nothing was changed yet.
             unsafe { self.release_slow(slot, anchor, site) }
