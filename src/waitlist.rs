@@ -60,6 +60,21 @@ impl Queue {
 }
 
 impl WaitList {
+    /// Takes the queue lock for a `fork` (see [`crate::forklock`]).
+    pub(crate) fn fork_hold(&self) {
+        crate::forklock::hold(&self.queue);
+    }
+
+    /// Lets go what [`fork_hold`](Self::fork_hold) took.
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread took it with
+    /// `fork_hold`, and in the child no other thread runs yet.
+    pub(crate) unsafe fn fork_release(&self, child: bool) {
+        // SAFETY: the caller's contract is `release`'s.
+        unsafe { crate::forklock::release(&self.queue, child) }
+    }
     /// Whether anyone waits, as seen after a `SeqCst` fence: a caller that
     /// just made room (pushed a slot, unmapped a slab, raised a cap) and
     /// gets `false` may be sure every waiter will see that room on its next
