@@ -356,8 +356,8 @@
 //! (exclusively, so it waits for a running scan), the cap, the backtraces
 //! map, the quarantine, the quota book (accounts, each account's waiters,
 //! the shards), the depot (thread-counter registry, waiters); then the
-//! process-wide metric-name and thread-name registries, which pool code
-//! takes under its own locks. Nothing holds two pools' locks at once or a
+//! process-wide metric-name, thread-name and call-site registries, which
+//! pool code takes under its own locks or alone. Nothing holds two pools' locks at once or a
 //! pool lock while it takes the registry, so the order has no inversion.
 //! The parent's handler unlocks them; the child's resets each lock to its
 //! initial state (`forklock.rs`), since a parent thread parked on one left

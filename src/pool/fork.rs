@@ -7,8 +7,8 @@
 //! code nests in this order: `slabs`, `mapped` (exclusively: it waits for
 //! running scans), `limit`, `backtraces`, the quarantine, the quota book
 //! (accounts, each account's waiters, shards), the depot (thread counters,
-//! waiters); then the process-wide metric-name and thread-name registries,
-//! which are taken under pool locks. No code holds two pools' locks at once,
+//! waiters); then the process-wide metric-name, thread-name and (C ABI)
+//! call-site registries, which are taken under pool locks or alone. No code holds two pools' locks at once,
 //! nor any of them while it takes the registry (a pool leaves it first
 //! thing in its drop).
 
@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use super::{PoolInner, QuotaAccount};
 use crate::forklock;
 use crate::observe::metrics;
+use crate::site;
 use crate::threads;
 
 /// The pools held across a fork, with the quota accounts whose waiters'
@@ -118,6 +119,7 @@ extern "C" fn prepare() {
     r.held = held;
     metrics::fork_hold_names();
     threads::fork_hold();
+    site::fork_hold();
 }
 
 /// After `fork`, in the parent.
@@ -137,6 +139,7 @@ fn finish(child: bool) {
     // library runs the parent or child handlers on the thread that ran the
     // prepare handlers) and took these; in the child only this thread exists.
     let held = unsafe {
+        site::fork_release(child);
         threads::fork_release(child);
         metrics::fork_release_names(child);
         // The registry is still held by `prepare`, on this thread.
