@@ -374,7 +374,13 @@
 //!   free slots are lost to the child's pool (counted as cached, never
 //!   handed out, unmapped only with the pool). Nothing is flushed at the
 //!   fork; the forking thread's own cache is the child's.
-//! - **Waiters.** The parent's waiters for room are not in the child.
+//! - **Waiters.** The parent's waiters for room (the pool's and every
+//!   quota account's) are not in the child, and its copy of each list
+//!   forgets them (their wakers leaked, never woken or dropped), or the
+//!   child's allocations would queue behind them for ever. Their detours
+//!   stay counted, so in such a child every release takes the slow path:
+//!   slower, never wrong. A wait of the forking thread itself (an async
+//!   allocation polled before the fork) joins the list anew when polled.
 //! - **The publisher** is not restarted: metrics stop publishing in the
 //!   child, and the leak-suspect count stops updating, unless the child
 //!   calls `BufferPool::publish_metrics` itself. The coarse clock's thread

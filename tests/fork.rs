@@ -182,3 +182,45 @@ fn not_inherited_slabs_fault_in_the_child() {
     drop(buf);
     common::child_marker("ok");
 }
+
+/// A parent thread waiting for room at the fork is not in the child: the
+/// child's own allocations are not refused on its account.
+#[test]
+fn the_parents_waiters_do_not_block_the_child() {
+    if !in_child("waiters") {
+        run_child("the_parents_waiters_do_not_block_the_child", "waiters").assert_success(&["ok"]);
+        return;
+    }
+    let pool = BufferPool::builder()
+        .name("fork-waiters")
+        .guard_pages(false)
+        .max_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let mut held: Vec<PageBuffer> = Vec::new();
+    while let Ok(b) = pool.allocate_page_size_buffer(4096) {
+        held.push(b);
+    }
+    assert!(!held.is_empty());
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            pool.allocate_page_size_buffer_timeout(4096, Duration::from_secs(20))
+                .map(drop)
+        })
+    };
+    while pool.stats().waiting == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let end = fork_and_wait(Duration::from_secs(10), || {
+        drop(held.pop());
+        match pool.allocate_page_size_buffer(4096) {
+            Ok(_) => 0,
+            Err(_) => 2,
+        }
+    });
+    assert_eq!(end, End::Exited(0));
+    drop(held.pop());
+    waiter.join().unwrap().unwrap();
+    common::child_marker("ok");
+}
