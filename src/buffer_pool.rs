@@ -21,6 +21,21 @@ use crate::Error;
 /// `Send` and `Sync`: every call takes `&self` and the shared state is
 /// atomics, lock-free queues and locks, so one handle may serve every thread.
 ///
+/// # Fork
+///
+/// A pool survives `fork()`: handlers registered with `pthread_atfork` hold
+/// every pool lock across the fork, so a child never inherits one held by a
+/// thread it lacks. In the child, inherited buffers may be read, written
+/// (copy-on-write) and dropped (the slot returns to the child's copy of the
+/// pool), and new buffers allocated. Free slots cached by the parent's other
+/// threads are lost to the child; the metrics publisher and the clock of
+/// buffer ages do not run there, so metrics and the leak-suspect count do
+/// not update unless the child calls [`publish_metrics`](Self::publish_metrics).
+/// With [`PoolBuilder::inherit_on_fork(false)`](crate::PoolBuilder::inherit_on_fork)
+/// the child has no slab pages: it must neither touch nor drop inherited
+/// buffers, and its copy of the pool is closed. See the "Fork" section of
+/// [`design`](crate::design).
+///
 /// ```
 /// use pagepool::BufferPool;
 ///

@@ -108,6 +108,34 @@ impl PoolBuilder {
         self
     }
 
+    /// Whether a child of `fork()` inherits the pool's slabs (default
+    /// `true`). With `false`, every slab is marked `madvise(MADV_DONTFORK)`
+    /// when mapped: a child (say of a pre-forking server) does not get a
+    /// copy-on-write copy of the parent's media buffers, and forking costs
+    /// no page-table copy for them.
+    ///
+    /// In such a child the slab pages are not mapped at all: reading or
+    /// writing an inherited buffer faults (`SIGSEGV`), and the child's copy
+    /// of the pool is closed (allocations fail with [`Error::Closed`](crate::Error::Closed)),
+    /// since its free slots lie in those pages too. The child must neither
+    /// touch nor drop inherited buffers (a drop returns the slot through
+    /// the checks, which may read its canaries): `std::mem::forget` them,
+    /// or leave with `_exit`, and build a pool of its own. The slot
+    /// metadata lives on the heap, so the pool handle itself may be
+    /// forgotten or dropped. See the "Fork" section of
+    /// [`design`](crate::design).
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::builder().inherit_on_fork(false).build()?;
+    /// let buf = pool.allocate_page_size_buffer(4096)?;
+    /// assert!(buf.max_len() >= 4096);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn inherit_on_fork(mut self, inherit: bool) -> Self {
+        self.config.inherit_on_fork = inherit;
+        self
+    }
+
     /// Whether the pool registers and publishes [metrics](crate::metrics)
     /// (default `true`). With `false` it never touches the `metrics` recorder
     /// and starts no publisher thread; [`BufferPool::stats`] still works.

@@ -41,6 +41,7 @@ pub(crate) struct Config {
     pub(crate) tracking: LeakTracking,
     pub(crate) leak_age: Duration,
     pub(crate) thread_cache: bool,
+    pub(crate) inherit_on_fork: bool,
 }
 
 impl Default for Config {
@@ -58,6 +59,7 @@ impl Default for Config {
             tracking: LeakTracking::CallSite,
             leak_age: DEFAULT_LEAK_AGE_THRESHOLD,
             thread_cache: true,
+            inherit_on_fork: true,
         }
     }
 }

@@ -31,11 +31,11 @@
 //!
 //! | layer | may import | holds |
 //! |---|---|---|
-//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps, the first-come-first-served `WaitList` of wakers |
-//! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings today); guard pages; the canary and poison patterns |
+//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps, the first-come-first-served `WaitList` of wakers, holding a lock across `fork` (`forklock`) |
+//! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings, optionally `MADV_DONTFORK`); guard pages; the canary and poison patterns |
 //! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, abandoned flag, the `WaitList` of waiters for room, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
 //! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles and a publisher that runs a tick closure |
-//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of charged buffers (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`) |
+//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of charged buffers (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`), the live-pool registry and `pthread_atfork` handlers (`fork`) |
 //! | public surface | everything below, and each other without a cycle | the API |
 //!
 //! The words used across the layers:
@@ -364,6 +364,69 @@
 //! release, the previous handler called 681 and 289 bytes below the signal
 //! frame, against 4,792 and 2,544 with the 2 KiB buffer on the stack
 //! before.
+//!
+//! ## Fork
+//!
+//! A child of `fork()` has one thread, the one that forked, and a copy of
+//! the parent's memory, locks included. A lock some other thread held at
+//! that moment (the publisher in the middle of a scan, say) would be held
+//! in the child for ever. So the first pool built registers
+//! `pthread_atfork` handlers (`pool/fork.rs`), and every pool joins a
+//! registry of weak references. The prepare handler takes, pool by pool,
+//! every lock in the order the code nests them: `slabs`, `mapped`
+//! (exclusively, so it waits for a running scan), the cap, the backtraces
+//! map, the quarantine, the quota book (accounts, each account's waiters,
+//! the shards), the depot (thread-counter registry, waiters); then the
+//! process-wide metric-name, thread-name and call-site registries, which
+//! pool code takes under its own locks or alone. Nothing holds two pools' locks at once or a
+//! pool lock while it takes the registry, so the order has no inversion.
+//! The parent's handler unlocks them; the child's resets each lock to its
+//! initial state (`forklock.rs`), since a parent thread parked on one left
+//! a "parked" bit that an ordinary unlock would answer by handing the lock
+//! to that thread, which the child lacks. The fault table is lock-free.
+//!
+//! What a child inherits, with the default `inherit_on_fork(true)`:
+//!
+//! - **Buffers.** A child may read, write and drop buffers it inherited
+//!   (copy-on-write: the parent never sees its writes); a dropped one's
+//!   slot returns to the child's copy of the pool, and new allocations and
+//!   `trim` work as in the parent.
+//! - **Other threads' caches.** They went with their threads: their cached
+//!   free slots are lost to the child's pool (counted as cached, never
+//!   handed out, unmapped only with the pool). Nothing is flushed at the
+//!   fork; the forking thread's own cache is the child's.
+//! - **Waiters.** The parent's waiters for room (the pool's and every
+//!   quota account's) are not in the child, and its copy of each list
+//!   forgets them (their wakers leaked, never woken or dropped), or the
+//!   child's allocations would queue behind them for ever. Their detours
+//!   stay counted, so in such a child every release takes the slow path:
+//!   slower, never wrong. A wait of the forking thread itself (an async
+//!   allocation polled before the fork) joins the list anew when polled.
+//! - **The publisher** is not restarted: metrics stop publishing in the
+//!   child, and the leak-suspect count stops updating, unless the child
+//!   calls `BufferPool::publish_metrics` itself. The coarse clock's thread
+//!   is gone too, so buffer ages (`leak_report`, suspects) stop advancing.
+//!   Dropping the pool in the child does not try to stop the missing
+//!   publisher.
+//! - **Limits.** A `crossbeam` free list whose push another thread had
+//!   half done at the fork would leave that slot unpoppable in the child;
+//!   the window is a few instructions, and no handler can close it. The
+//!   parking lot's queue in the child still lists the parent threads that
+//!   were parked on a pool lock; the reset keeps a lone child thread clear
+//!   of them, but child threads that later contend for that lock may be
+//!   queued behind them (and one unlock's hand-off may go to one).
+//!   `tests/fork.rs` measures why the reset is needed: with ordinary
+//!   unlocks in the child, 12 to 30 of 30 children hung.
+//!
+//! With `inherit_on_fork(false)` every slab is mapped and then marked
+//! `MADV_DONTFORK` (`mem/backing.rs`, `NotInherited`): the child has no
+//! mapping there, so touching an inherited buffer's bytes is a `SIGSEGV`.
+//! The slot metadata lives on the heap and is inherited, but the child's
+//! handler closes that pool in the child (allocations fail with
+//! `Error::Closed`), since its free slots are in the missing pages. The
+//! child must not drop inherited buffers either (a release may read or
+//! write the slot's canaries, poison or guard pages): `std::mem::forget`
+//! them, or leave with `_exit`.
 //!
 //! ## Why the orderings are enough
 //!

@@ -86,6 +86,7 @@ mod class;
 mod clock;
 mod config;
 mod error;
+mod forklock;
 mod limits;
 mod site;
 mod stats;

@@ -140,16 +140,41 @@ enum Key {
     Address(usize),
 }
 
+/// Interned sites, by key.
+#[cfg(any(feature = "capi", test))]
+fn sites() -> &'static parking_lot::Mutex<std::collections::HashMap<Key, &'static Site>> {
+    static SITES: std::sync::OnceLock<
+        parking_lot::Mutex<std::collections::HashMap<Key, &'static Site>>,
+    > = std::sync::OnceLock::new();
+    SITES.get_or_init(Default::default)
+}
+
+/// Takes the site registry for a `fork` (see [`crate::forklock`]); nothing
+/// without the C ABI interns sites.
+pub(crate) fn fork_hold() {
+    #[cfg(any(feature = "capi", test))]
+    crate::forklock::hold(sites());
+}
+
+/// Lets go what [`fork_hold`] took.
+///
+/// # Safety
+///
+/// As [`crate::forklock::release`]'s: this thread took it with `fork_hold`,
+/// and in the child no other thread runs yet.
+pub(crate) unsafe fn fork_release(child: bool) {
+    // SAFETY: the caller's contract is `release`'s.
+    #[cfg(any(feature = "capi", test))]
+    unsafe {
+        crate::forklock::release(sites(), child)
+    };
+    let _ = child;
+}
+
 /// The record for `key`, made by `make` and leaked the first time.
 #[cfg(any(feature = "capi", test))]
 fn intern(key: Key, make: impl FnOnce() -> Site) -> &'static Site {
-    use std::collections::HashMap;
-    use std::sync::OnceLock;
-
-    use parking_lot::Mutex;
-
-    static SITES: OnceLock<Mutex<HashMap<Key, &'static Site>>> = OnceLock::new();
-    let mut sites = SITES.get_or_init(Default::default).lock();
+    let mut sites = sites().lock();
     if let Some(site) = sites.get(&key) {
         return site;
     }

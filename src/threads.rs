@@ -15,6 +15,22 @@ fn thread_names() -> &'static Mutex<BTreeMap<u32, Arc<str>>> {
     NAMES.get_or_init(Default::default)
 }
 
+/// Takes the thread-name registry for a `fork` (see [`crate::forklock`]).
+pub(crate) fn fork_hold() {
+    crate::forklock::hold(thread_names());
+}
+
+/// Lets go what [`fork_hold`] took.
+///
+/// # Safety
+///
+/// As [`crate::forklock::release`]'s: this thread took it with `fork_hold`,
+/// and in the child no other thread runs yet.
+pub(crate) unsafe fn fork_release(child: bool) {
+    // SAFETY: the caller's contract is `release`'s.
+    unsafe { crate::forklock::release(thread_names(), child) }
+}
+
 /// A small process-unique number for the calling thread (never 0); its name
 /// is registered the first time.
 #[inline]

@@ -60,6 +60,33 @@ impl Queue {
 }
 
 impl WaitList {
+    /// Takes the queue lock for a `fork` (see [`crate::forklock`]).
+    pub(crate) fn fork_hold(&self) {
+        crate::forklock::hold(&self.queue);
+    }
+
+    /// Lets go what [`fork_hold`](Self::fork_hold) took. In the child, the
+    /// parent's waiters are not there: the list forgets them (their wakers
+    /// leaked, never woken or dropped: they may belong to threads and
+    /// runtimes the child lacks), and a wait of the forking thread that
+    /// polls again with its old ticket joins anew (see
+    /// [`poll_turn`](Self::poll_turn)).
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread took it with
+    /// `fork_hold`, and in the child no other thread runs yet.
+    pub(crate) unsafe fn fork_release(&self, child: bool) {
+        // SAFETY: the caller's contract is `release`'s.
+        unsafe { crate::forklock::release(&self.queue, child) }
+        if child {
+            let mut q = self.queue.lock();
+            // `next` stays: old tickets never match new ones.
+            std::mem::forget(std::mem::take(&mut q.waiters));
+            self.len.store(0, Relaxed);
+        }
+    }
+
     /// Whether anyone waits, as seen after a `SeqCst` fence: a caller that
     /// just made room (pushed a slot, unmapped a slab, raised a cap) and
     /// gets `false` may be sure every waiter will see that room on its next
@@ -148,8 +175,9 @@ impl WaitList {
         on_join: impl FnOnce(),
     ) -> Poll<Result<T, E>> {
         let t = match *ticket {
-            Some(t) => t,
-            None => {
+            // Only a `fork` child's list drops a ticket that has not left.
+            Some(t) if self.queue.lock().position(t).is_some() => t,
+            _ => {
                 let t = self.join(cx.waker());
                 *ticket = Some(t);
                 on_join();
@@ -233,6 +261,22 @@ mod tests {
     fn waker() -> (Arc<Count>, Waker) {
         let c = Arc::new(Count::default());
         (Arc::clone(&c), Waker::from(c))
+    }
+
+    #[test]
+    fn a_fork_child_forgets_the_parents_waiters_and_old_tickets_join_anew() {
+        let list = WaitList::default();
+        let (_, w) = waker();
+        let parent = list.join(&w);
+        let mut mine = Some(list.join(&w));
+        list.fork_hold();
+        // SAFETY: taken just above on this thread; no other thread uses it.
+        unsafe { list.fork_release(true) };
+        assert!(!list.any() && !list.is_turn(parent, &w));
+        let mut cx = Context::from_waker(&w);
+        let polled = list.poll_turn(&mut mine, &mut cx, &mut || Ok::<_, ()>(1), |_| false, || {});
+        assert_eq!(polled, Poll::Ready(Ok(1)));
+        assert!(mine.is_some_and(|t| t > parent) && list.len() == 1);
     }
 
     #[test]

@@ -98,6 +98,27 @@ pub(crate) struct Depot {
 }
 
 impl Depot {
+    /// Takes the thread-counter registry, then the waiters' queue, for a
+    /// `fork` (see [`crate::forklock`]).
+    pub(crate) fn fork_hold(&self) {
+        crate::forklock::hold(&self.thread_counters);
+        self.room.fork_hold();
+    }
+
+    /// Lets go what [`fork_hold`](Self::fork_hold) took.
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread took them with
+    /// `fork_hold`, and in the child no other thread runs yet.
+    pub(crate) unsafe fn fork_release(&self, child: bool) {
+        // SAFETY: the caller's contract is `release`'s, for both locks.
+        unsafe {
+            self.room.fork_release(child);
+            crate::forklock::release(&self.thread_counters, child);
+        }
+    }
+
     /// A depot for `classes`, with thread caches if `thread_cache`.
     pub(crate) fn new(classes: &SizeClasses, thread_cache: bool, sample_rates: [u32; 3]) -> Depot {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -61,6 +61,34 @@ impl Backing for Anonymous {
     }
 }
 
+/// [`Anonymous`] mappings marked `madvise(MADV_DONTFORK)`: a child of
+/// `fork()` does not inherit them (the range is unmapped in the child).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NotInherited;
+
+impl Backing for NotInherited {
+    fn map(&self, len: usize) -> io::Result<NonNull<u8>> {
+        let p = Anonymous.map(len)?;
+        // SAFETY: `p..p + len` is the private mapping just made, and no one
+        // else knows it yet; MADV_DONTFORK changes only what a child of
+        // `fork` inherits.
+        let rc = unsafe { libc::madvise(p.as_ptr().cast(), len, libc::MADV_DONTFORK) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // SAFETY: exactly the range `map` returned just above, unused.
+            unsafe { Anonymous.unmap(p, len) };
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    unsafe fn unmap(&self, base: NonNull<u8>, len: usize) {
+        // SAFETY: the caller's contract is `Anonymous::unmap`'s, which made
+        // the range.
+        unsafe { Anonymous.unmap(base, len) }
+    }
+}
+
 /// One range from a [`Backing`], given back on drop.
 pub(crate) struct Mapping {
     /// First byte; invariant: `base..base + len` came from `backing.map`.

@@ -386,6 +386,22 @@ fn warn_on_shared_name(pool: &str) {
     }
 }
 
+/// Takes the live-name registry for a `fork` (see [`crate::forklock`]).
+pub(crate) fn fork_hold_names() {
+    crate::forklock::hold(live_names());
+}
+
+/// Lets go what [`fork_hold_names`] took.
+///
+/// # Safety
+///
+/// As [`crate::forklock::release`]'s: this thread took it with
+/// `fork_hold_names`, and in the child no other thread runs yet.
+pub(crate) unsafe fn fork_release_names(child: bool) {
+    // SAFETY: the caller's contract is `release`'s.
+    unsafe { crate::forklock::release(live_names(), child) }
+}
+
 /// Forgets one live pool of this name.
 pub(crate) fn forget_name(pool: &str) {
     let mut names = live_names().lock();
@@ -408,6 +424,9 @@ struct Signal {
 #[derive(Debug)]
 pub(crate) struct Publisher {
     signal: Arc<Signal>,
+    /// The process that started the thread: in a `fork` child the thread
+    /// does not exist, and [`Publisher::stop`] does nothing.
+    pid: u32,
 }
 
 impl Publisher {
@@ -443,11 +462,19 @@ impl Publisher {
                 "could not start the metrics publisher thread; call BufferPool::publish_metrics yourself"
             );
         }
-        Publisher { signal }
+        Publisher {
+            signal,
+            pid: std::process::id(),
+        }
     }
 
     /// Asks the thread to stop at once.
     pub(crate) fn stop(&self) {
+        // A child of `fork` has no publisher thread to stop, and its lock
+        // and condition variable may have been in use by that thread.
+        if std::process::id() != self.pid {
+            return;
+        }
         *self.signal.stop.lock() = true;
         self.signal.wake.notify_all();
     }

@@ -17,6 +17,21 @@ pub(crate) struct Quarantine {
 }
 
 impl Quarantine {
+    /// Takes the queue lock for a `fork` (see [`crate::forklock`]).
+    pub(crate) fn fork_hold(&self) {
+        crate::forklock::hold(&self.queue);
+    }
+
+    /// Lets go what [`fork_hold`](Self::fork_hold) took.
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread took it with
+    /// `fork_hold`, and in the child no other thread runs yet.
+    pub(crate) unsafe fn fork_release(&self, child: bool) {
+        // SAFETY: the caller's contract is `release`'s.
+        unsafe { crate::forklock::release(&self.queue, child) }
+    }
     /// Adds a sealed slot; returns the slots that must leave (oldest first)
     /// to keep at most `max` inside.
     pub(crate) fn admit(

@@ -15,11 +15,13 @@
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
 //! | `stats` | counters, snapshots and metric publishing |
 //! | `leak` | walking the slabs for leak reports and suspects |
+//! | `fork` | the registry of live pools, and the `pthread_atfork` handlers |
 
 mod allocate;
 mod cap;
 mod close;
 mod events;
+mod fork;
 mod leak;
 mod map;
 mod quarantine;
@@ -45,7 +47,7 @@ use crate::config::{Config, LeakTracking};
 use crate::free::cache::HasDepot;
 use crate::free::depot::Depot;
 use crate::limits::page_size;
-use crate::mem::backing::{Anonymous, Backing};
+use crate::mem::backing::{Anonymous, Backing, NotInherited};
 use crate::mem::slabs::SlabSet;
 use crate::observe::checks::Checks;
 use crate::observe::fault::FaultTable;
@@ -152,6 +154,7 @@ impl PoolInner {
         );
         let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
         let limit = config.max_bytes;
+        let inherit_on_fork = config.inherit_on_fork;
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,
@@ -162,7 +165,11 @@ impl PoolInner {
             counters: PoolCounters::default(),
             slabs: Mutex::new(slabs),
             mapped: RwLock::new(()),
-            backing: Arc::new(Anonymous),
+            backing: if inherit_on_fork {
+                Arc::new(Anonymous)
+            } else {
+                Arc::new(NotInherited)
+            },
             metrics,
             publisher: OnceLock::new(),
             leak_epoch: AtomicU32::new(0),
@@ -176,6 +183,7 @@ impl PoolInner {
             fruitless_trim: std::sync::atomic::AtomicU64::new(0),
             tracking,
         });
+        fork::register(&inner);
         // A cap smaller than one slab is near from the start.
         {
             let _slabs = inner.slabs.lock();
@@ -229,6 +237,8 @@ impl fmt::Debug for PoolInner {
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        // First, with no lock held (see `fork`'s lock order).
+        fork::deregister(self);
         self.shutdown();
     }
 }

@@ -80,6 +80,46 @@ impl Default for QuotaBook {
 }
 
 impl QuotaBook {
+    /// Takes the accounts list, every live account's waiters' queue, then
+    /// every shard, for a `fork`; returns the accounts, to be let go with
+    /// [`fork_release`](Self::fork_release).
+    pub(crate) fn fork_hold(&self) -> Vec<Arc<QuotaAccount>> {
+        crate::forklock::hold(&self.accounts);
+        // SAFETY: `accounts` was taken just above, on this thread, and its
+        // guard forgotten; this reads it as that guard would.
+        let live: Vec<_> = unsafe { &*self.accounts.data_ptr() }
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for a in &live {
+            a.room.fork_hold();
+        }
+        for shard in self.charged.iter() {
+            crate::forklock::hold(shard);
+        }
+        live
+    }
+
+    /// Lets go what [`fork_hold`](Self::fork_hold) took.
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread took them with
+    /// `fork_hold`, which returned `live`, and in the child no other thread
+    /// runs yet.
+    pub(crate) unsafe fn fork_release(&self, live: &[Arc<QuotaAccount>], child: bool) {
+        // SAFETY: the caller's contract is `release`'s, for every lock.
+        unsafe {
+            for shard in self.charged.iter() {
+                crate::forklock::release(shard, child);
+            }
+            for a in live {
+                a.room.fork_release(child);
+            }
+            crate::forklock::release(&self.accounts, child);
+        }
+    }
+
     /// The shard of the buffer at `addr`.
     fn shard(&self, addr: usize) -> &BookShard {
         // Slots are at least 64-byte aligned: mix the bits above that.

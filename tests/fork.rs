@@ -1,0 +1,226 @@
+//! `fork()` with pools live (issue #19, item 1): children never inherit a
+//! pool lock held, may use and drop inherited buffers, and with
+//! `inherit_on_fork(false)` do not have the slab pages at all.
+//!
+//! Each case runs in a re-run of this binary ([`common::run_child`]), a
+//! process with no other test's threads, which then forks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_stamped, in_child, run_child, stamp};
+use pagepool::{BufferPool, Error, PageBuffer};
+
+/// How a forked child ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Exited(i32),
+    Signaled(i32),
+    /// Still running after the timeout: killed.
+    Hung,
+}
+
+/// Forks; the child runs `f` and `_exit`s with its code (101 if it panicked). Waits for the
+/// child at most `timeout`, then kills it.
+fn fork_and_wait(timeout: Duration, f: impl FnOnce() -> i32) -> End {
+    // SAFETY: the child runs only `f` and then `_exit`s, never returning
+    // into the test harness; this process has no thread but the test's,
+    // the pool's publisher and the coarse clock (a fresh re-run of the
+    // binary).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // A panic must not unwind into the harness's copy in the child.
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        // SAFETY: ends the child at once, running no destructor or atexit
+        // handler of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut status = 0;
+        // SAFETY: waits, without blocking, for our own child `pid`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(r >= 0, "waitpid failed");
+        if r == pid {
+            return if libc::WIFEXITED(status) {
+                End::Exited(libc::WEXITSTATUS(status))
+            } else {
+                End::Signaled(libc::WTERMSIG(status))
+            };
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kills and reaps our own child `pid`, by its id.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return End::Hung;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The issue's race: the publisher scans 200,000 outstanding slots every
+/// millisecond while the parent forks; every child maps a slab and trims.
+#[test]
+fn children_forked_during_scans_never_hang() {
+    if !in_child("race") {
+        run_child("children_forked_during_scans_never_hang", "race").assert_success(&["hung=0"]);
+        return;
+    }
+    let pool = BufferPool::builder()
+        .name("fork-race")
+        .guard_pages(false)
+        .metrics_publish_interval(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let packets: Vec<PageBuffer> = (0..200_000)
+        .map(|_| pool.allocate_buffer(256).unwrap())
+        .collect();
+    let mut hung = 0;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_micros(300));
+        let end = fork_and_wait(Duration::from_secs(2), || {
+            // A class no slab serves yet: maps one (the slab lock), then
+            // trims it (the slab lock and `mapped`, exclusively).
+            let b = pool.allocate_page_size_buffer(64 << 10).unwrap();
+            drop(b);
+            pool.trim();
+            0
+        });
+        match end {
+            End::Exited(0) => {}
+            End::Hung => hung += 1,
+            other => panic!("a child ended {other:?}"),
+        }
+    }
+    common::child_marker(&format!("hung={hung}"));
+    drop(packets);
+}
+
+/// A child reads, writes and drops the buffers it inherited (their slots go
+/// back to its copy of the pool), and allocates new ones.
+#[test]
+fn children_use_and_drop_inherited_buffers() {
+    if !in_child("inherit") {
+        run_child("children_use_and_drop_inherited_buffers", "inherit").assert_success(&["ok"]);
+        return;
+    }
+    let pool = BufferPool::builder().name("fork-inherit").build().unwrap();
+    let mut bufs: Vec<PageBuffer> = (0..64)
+        .map(|_| pool.allocate_page_size_buffer(8192).unwrap())
+        .collect();
+    for (id, b) in bufs.iter_mut().enumerate() {
+        stamp(b.as_max_slice_mut(), id as u64);
+    }
+    let end = fork_and_wait(Duration::from_secs(10), || {
+        for (id, b) in bufs.iter_mut().enumerate() {
+            assert_stamped(b.as_max_slice(), id as u64);
+            b.as_max_slice_mut().fill(0xA5);
+        }
+        let before = pool.stats().buffers_in_use;
+        let addrs: Vec<usize> = bufs.iter().map(|b| b.as_ptr() as usize).collect();
+        bufs.clear();
+        if pool.stats().buffers_in_use + 64 != before {
+            return 2;
+        }
+        // New buffers, from the slots just dropped and from new slabs.
+        let new: Vec<PageBuffer> = (0..256)
+            .map(|_| pool.allocate_page_size_buffer(8192).unwrap())
+            .collect();
+        if !addrs
+            .iter()
+            .all(|a| new.iter().any(|b| b.as_ptr() as usize == *a))
+        {
+            return 3;
+        }
+        drop(new);
+        pool.trim();
+        0
+    });
+    assert_eq!(end, End::Exited(0));
+    // The parent's buffers are untouched by the child's writes.
+    for (id, b) in bufs.iter().enumerate() {
+        assert_stamped(b.as_max_slice(), id as u64);
+    }
+    common::child_marker("ok");
+}
+
+/// With `inherit_on_fork(false)` the child has no slab pages: its copy of
+/// the pool is closed, and touching an inherited buffer faults.
+#[test]
+fn not_inherited_slabs_fault_in_the_child() {
+    if !in_child("dontfork") {
+        run_child("not_inherited_slabs_fault_in_the_child", "dontfork").assert_success(&["ok"]);
+        return;
+    }
+    let pool = BufferPool::builder()
+        .name("fork-dontfork")
+        .inherit_on_fork(false)
+        .build()
+        .unwrap();
+    let mut buf = pool.allocate_page_size_buffer(4096).unwrap();
+    stamp(buf.as_max_slice_mut(), 7);
+    let end = fork_and_wait(Duration::from_secs(10), || {
+        if !pool.is_closed() {
+            return 2;
+        }
+        if !matches!(pool.allocate_page_size_buffer(4096), Err(Error::Closed)) {
+            return 3;
+        }
+        // SAFETY: none: this read is meant to fault, the slab not being
+        // mapped in this child.
+        let byte = unsafe { std::ptr::read_volatile(buf.as_ptr()) };
+        std::hint::black_box(byte);
+        4
+    });
+    assert_eq!(end, End::Signaled(libc::SIGSEGV));
+    assert_stamped(buf.as_max_slice(), 7);
+    assert!(!pool.is_closed());
+    drop(buf);
+    common::child_marker("ok");
+}
+
+/// A parent thread waiting for room at the fork is not in the child: the
+/// child's own allocations are not refused on its account.
+#[test]
+fn the_parents_waiters_do_not_block_the_child() {
+    if !in_child("waiters") {
+        run_child("the_parents_waiters_do_not_block_the_child", "waiters").assert_success(&["ok"]);
+        return;
+    }
+    let pool = BufferPool::builder()
+        .name("fork-waiters")
+        .guard_pages(false)
+        .max_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let mut held: Vec<PageBuffer> = Vec::new();
+    while let Ok(b) = pool.allocate_page_size_buffer(4096) {
+        held.push(b);
+    }
+    assert!(!held.is_empty());
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            pool.allocate_page_size_buffer_timeout(4096, Duration::from_secs(20))
+                .map(drop)
+        })
+    };
+    while pool.stats().waiting == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let end = fork_and_wait(Duration::from_secs(10), || {
+        drop(held.pop());
+        match pool.allocate_page_size_buffer(4096) {
+            Ok(_) => 0,
+            Err(_) => 2,
+        }
+    });
+    assert_eq!(end, End::Exited(0));
+    drop(held.pop());
+    waiter.join().unwrap().unwrap();
+    common::child_marker("ok");
+}
