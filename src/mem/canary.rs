@@ -32,22 +32,22 @@ pub(crate) fn byte(a: usize) -> u8 {
 /// # Safety
 /// The range is writable memory that no one else accesses meanwhile.
 pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
-    let start = p as usize;
+    let start = p.addr();
     let end = start + len;
     let mut a = start;
     while a < end && !a.is_multiple_of(8) {
         // SAFETY: `start <= a < end`: inside the caller's range.
-        unsafe { (a as *mut u8).write(byte(a)) };
+        unsafe { p.with_addr(a).write(byte(a)) };
         a += 1;
     }
     while a + 8 <= end {
         // SAFETY: `a` is 8-aligned and `a + 8 <= end`.
-        unsafe { (a as *mut u64).write(word(a).to_le()) };
+        unsafe { p.with_addr(a).cast::<u64>().write(word(a).to_le()) };
         a += 8;
     }
     while a < end {
         // SAFETY: as above.
-        unsafe { (a as *mut u8).write(byte(a)) };
+        unsafe { p.with_addr(a).write(byte(a)) };
         a += 1;
     }
 }
@@ -66,13 +66,14 @@ pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
     if len == 0 {
         return true;
     }
-    let start = p as usize;
+    let start = p.addr();
     let end = start + len;
     let first = start & !7;
     let last = (end - 1) & !7;
     // SAFETY: `a` is one of the aligned words that hold part of the range;
-    // the caller guarantees they are readable.
-    let diff = |a: usize| u64::from_le(unsafe { (a as *const u64).read_volatile() }) ^ word(a);
+    // the caller guarantees they are readable (`p`'s allocation holds them).
+    let diff =
+        |a: usize| u64::from_le(unsafe { p.with_addr(a).cast::<u64>().read_volatile() }) ^ word(a);
     // The first word without the bytes before the range, the last without
     // those after it (the same word when the range is inside one).
     let head = !0u64 << (8 * (start - first));
@@ -99,13 +100,14 @@ pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
 /// `tail` is 8-aligned. Reads are volatile, as in [`intact`].
 #[inline(always)]
 pub(crate) unsafe fn intact_head_tail(p: *const u8, tail: *const u8) -> bool {
-    let start = p as usize;
+    let start = p.addr();
     let first = start & !7;
-    debug_assert!((tail as usize).is_multiple_of(8));
+    debug_assert!(tail.addr().is_multiple_of(8));
     // SAFETY: the caller guarantees the three aligned words are readable.
-    let diff = |a: usize| u64::from_le(unsafe { (a as *const u64).read_volatile() }) ^ word(a);
+    let diff =
+        |at: *const u8| u64::from_le(unsafe { at.cast::<u64>().read_volatile() }) ^ word(at.addr());
     let head = !0u64 << (8 * (start - first));
-    (diff(first) & head) | diff(first + 8) | diff(tail as usize) == 0
+    (diff(p.with_addr(first)) & head) | diff(p.with_addr(first + 8)) | diff(tail) == 0
 }
 
 /// Whether the 16 bytes at the 16-aligned address `p` hold the canary: two
@@ -115,15 +117,15 @@ pub(crate) unsafe fn intact_head_tail(p: *const u8, tail: *const u8) -> bool {
 /// `p..p + 16` is readable memory; `p` is 16-byte aligned.
 #[inline(always)]
 pub(crate) unsafe fn intact16(p: *const u8) -> bool {
-    let a = p as usize;
+    let a = p.addr();
     debug_assert!(a.is_multiple_of(16));
     // SAFETY: two aligned words inside the caller's readable range; the
     // red zones border other buffers, so the reads are volatile (a racing
     // overflow from a neighbour is the bug this looks for).
     let (x, y) = unsafe {
         (
-            (a as *const u64).read_volatile(),
-            ((a + 8) as *const u64).read_volatile(),
+            p.cast::<u64>().read_volatile(),
+            p.add(8).cast::<u64>().read_volatile(),
         )
     };
     (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8)) == 0
@@ -139,13 +141,13 @@ pub(crate) unsafe fn check(p: *const u8, len: usize) -> Option<(usize, usize)> {
     if len == 0 || unsafe { intact(p, len) } {
         return None;
     }
-    let start = p as usize;
+    let start = p.addr();
     let end = start + len;
     let mut first = None;
     let mut damaged = 0;
     for b in start..end {
         // SAFETY: inside the range.
-        if unsafe { (b as *const u8).read_volatile() } != byte(b) {
+        if unsafe { p.with_addr(b).read_volatile() } != byte(b) {
             first.get_or_insert(b - start);
             damaged += 1;
         }
