@@ -101,3 +101,28 @@ pub fn flags_in(help: &str) -> Vec<&str> {
         .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
         .collect()
 }
+
+/// Checks that every `--flag` of `help` parses, given the value
+/// `value_of(flag)` (`None`: a flag that takes none), and that `--help`
+/// stops with [`Stop::Help`].
+#[cfg(test)]
+pub fn assert_every_flag_parses<T: std::fmt::Debug>(
+    help: &str,
+    value_of: impl Fn(&str) -> Option<&'static str>,
+    parse: impl Fn(&[&str]) -> Result<T, Stop>,
+) {
+    for flag in flags_in(help) {
+        let value = if flag == "--help" {
+            None
+        } else {
+            value_of(flag)
+        };
+        let args: Vec<&str> = [flag].into_iter().chain(value).collect();
+        let got = parse(&args);
+        if flag == "--help" {
+            assert_eq!(got.unwrap_err(), Stop::Help);
+        } else {
+            assert!(got.is_ok(), "{args:?}: {got:?}");
+        }
+    }
+}

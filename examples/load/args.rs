@@ -133,20 +133,14 @@ mod tests {
 
     #[test]
     fn every_flag_in_the_help_parses() {
-        for flag in cli::flags_in(HELP) {
-            let value = match flag {
+        cli::assert_every_flag_parses(
+            HELP,
+            |flag| match flag {
                 "--target" => Some("http://127.0.0.1:1"),
-                "--help" => None,
                 _ => Some("1"),
-            };
-            let args: Vec<&str> = [flag].into_iter().chain(value).collect();
-            let got = parse(&args);
-            if flag == "--help" {
-                assert_eq!(got.unwrap_err(), Stop::Help);
-            } else {
-                assert!(got.is_ok(), "{args:?}: {got:?}");
-            }
-        }
+            },
+            parse,
+        );
     }
 
     #[test]
