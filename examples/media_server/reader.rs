@@ -2,9 +2,11 @@
 //! with the crate's [`DirectFile`] into pooled buffers counted against the
 //! response's quota, and sent down the body's channel.
 
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -103,19 +105,15 @@ impl Reader {
     /// quota (its client is slow) or the pool is at its cap, up to
     /// `pool_wait`.
     async fn buffer(&self, size: usize) -> io::Result<PageBuffer> {
-        match self.quota.allocate_page_size_buffer(size) {
-            Ok(buf) => return Ok(buf),
-            Err(pagepool::Error::Exhausted { .. } | pagepool::Error::QuotaExceeded { .. }) => {
-                self.state.media.counters.pool_waits.increment(1);
-            }
-            Err(e) => return Err(e.into()),
+        // One first poll: it is the immediate try (room now), and tells
+        // whether this read has to wait.
+        let mut wait = std::pin::pin!(self.quota.allocate_page_size_buffer_async(size));
+        let first = std::future::poll_fn(|cx| Poll::Ready(wait.as_mut().poll(cx))).await;
+        if let Poll::Ready(got) = first {
+            return got.map_err(io::Error::from);
         }
-        match tokio::time::timeout(
-            self.pool_wait,
-            self.quota.allocate_page_size_buffer_async(size),
-        )
-        .await
-        {
+        self.state.media.counters.pool_waits.increment(1);
+        match tokio::time::timeout(self.pool_wait, wait).await {
             Ok(got) => got.map_err(io::Error::from),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
