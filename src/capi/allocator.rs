@@ -3,12 +3,9 @@
 use std::ffi::{c_char, CStr};
 
 use super::config::{pagepool_config, read_versioned, CONFIG_V1};
-use super::handles::{HandleKind, Held, TABLE};
+use super::handles::{new_handle, HandleKind, Held, TABLE};
 use super::report::install_sink;
-use super::{
-    code, guarded, pagepool_allocator, put, E_HANDLE, E_INVALIDARG, E_OUTOFMEMORY, E_POINTER,
-    HRESULT,
-};
+use super::{code, guarded, pagepool_allocator, E_HANDLE, E_INVALIDARG, E_POINTER, HRESULT};
 use crate::buffer_pool::BufferPool;
 use crate::builder::PoolBuilder;
 
@@ -35,25 +32,14 @@ unsafe fn create(
     out: *mut *mut pagepool_allocator,
     make: impl FnOnce() -> Result<PoolBuilder, HRESULT>,
 ) -> HRESULT {
-    if !out.is_null() {
-        // COM's rule: a failed call leaves NULL in its out pointer.
-        // SAFETY: non-null, valid for a write (caller's contract).
-        unsafe { out.write(std::ptr::null_mut()) };
-    }
-    guarded(|| {
-        if out.is_null() {
-            return Err(E_POINTER);
-        }
+    let held = || {
         let pool = make()?.build().map_err(|e| code(&e))?;
         // From now on the process's reports reach stderr or the callback.
         install_sink();
-        let handle = TABLE
-            .lock()
-            .insert(Held::Allocator(pool))
-            .ok_or(E_OUTOFMEMORY)?;
-        // SAFETY: `out` is non-null (checked) and valid (caller's contract).
-        unsafe { put(out, handle as *mut pagepool_allocator) }
-    })
+        Ok(Held::Allocator(pool))
+    };
+    // SAFETY: `out` as the caller promised.
+    unsafe { new_handle(out, held) }
 }
 
 /// Creates an allocator (a `BufferPool`): `name` (UTF-8, may be null for

@@ -3,14 +3,14 @@
 
 use std::ffi::{c_char, c_int};
 
-use super::handles::{HandleKind, Held, TABLE};
+use super::handles::{new_handle, HandleKind, Held, TABLE};
 use super::report::{deliver, PAGEPOOL_REPORT_STALE_HANDLE};
 #[cfg(any(all(target_arch = "x86_64", not(windows)), target_arch = "aarch64"))]
 use super::sites::with_return_address;
 use super::sites::Caller;
 use super::{
-    code, guarded, pagepool_allocator, pagepool_buffer, put, E_HANDLE, E_INVALIDARG, E_OUTOFMEMORY,
-    E_POINTER, HRESULT, S_OK,
+    code, guarded, pagepool_allocator, pagepool_buffer, put, E_HANDLE, E_INVALIDARG, E_POINTER,
+    HRESULT, S_OK,
 };
 use crate::buffer::PageBuffer;
 use crate::site::SiteRef;
@@ -83,15 +83,7 @@ unsafe fn allocate(
     page_aligned: bool,
     caller: Caller,
 ) -> HRESULT {
-    if !out.is_null() {
-        // COM's rule: a failed call leaves NULL in its out pointer.
-        // SAFETY: non-null, valid for a write (caller's contract).
-        unsafe { out.write(std::ptr::null_mut()) };
-    }
-    guarded(|| {
-        if out.is_null() {
-            return Err(E_POINTER);
-        }
+    let make = || {
         let pool = TABLE.lock().pool(a as usize)?;
         // SAFETY: forwarded from the caller (the strings are valid during
         // this call, and the closure runs within it).
@@ -99,13 +91,10 @@ unsafe fn allocate(
         let buf = pool
             .allocate_from(max_size as usize, site, !page_aligned)
             .map_err(|e| code(&e))?;
-        let handle = TABLE
-            .lock()
-            .insert(Held::Buffer { buf, refs: 1 })
-            .ok_or(E_OUTOFMEMORY)?;
-        // SAFETY: `out` is non-null (checked) and valid (caller's contract).
-        unsafe { put(out, handle as *mut pagepool_buffer) }
-    })
+        Ok(Held::Buffer { buf, refs: 1 })
+    };
+    // SAFETY: `out` as the caller promised.
+    unsafe { new_handle(out, make) }
 }
 
 /// `pagepool_allocate_buffer` called from `returned` (0: unknown).

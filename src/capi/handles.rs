@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::Mutex;
 
-use super::{E_HANDLE, HRESULT};
+use super::{guarded, put, E_HANDLE, E_OUTOFMEMORY, E_POINTER, HRESULT};
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
 use crate::site::SiteRef;
@@ -203,4 +203,31 @@ impl Table {
             _ => Err(E_HANDLE),
         }
     }
+}
+
+/// A call that makes a handle, as every such call goes: `*out` is NULL
+/// unless it succeeds (COM's rule), a null `out` is `E_POINTER`, and what
+/// `make` returns gets a handle in the table, written to `*out`
+/// (`E_OUTOFMEMORY` when the table is full).
+///
+/// # Safety
+/// `out` is null or valid for a write of a pointer.
+pub(super) unsafe fn new_handle<T>(
+    out: *mut *mut T,
+    make: impl FnOnce() -> Result<Held, HRESULT>,
+) -> HRESULT {
+    if !out.is_null() {
+        // COM's rule: a failed call leaves NULL in its out pointer.
+        // SAFETY: non-null, valid for a write (caller's contract).
+        unsafe { out.write(std::ptr::null_mut()) };
+    }
+    guarded(|| {
+        if out.is_null() {
+            return Err(E_POINTER);
+        }
+        let held = make()?;
+        let handle = TABLE.lock().insert(held).ok_or(E_OUTOFMEMORY)?;
+        // SAFETY: `out` is non-null (checked) and valid (caller's contract).
+        unsafe { put(out, handle as *mut T) }
+    })
 }
