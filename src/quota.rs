@@ -334,11 +334,22 @@ pub struct QuotaAllocate<'a> {
     small: bool,
     /// The place in the quota's queue, while waiting there.
     ticket: Option<Ticket>,
-    /// The bytes reserved at the quota, once reserved (`Some(None)`: a
-    /// request no class serves, which the pool refuses).
-    reserved: Option<Option<usize>>,
-    /// The wait at the pool, once reserved.
+    /// Where the allocation is.
+    stage: Stage,
+    /// The wait at the pool, once the quota's room is reserved.
     pool_wait: Allocate<'a>,
+}
+
+/// Where a [`QuotaAllocate`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the quota's room (in its queue once `ticket` is set).
+    AtQuota,
+    /// The quota's room is reserved, `charge` bytes of it (`None`: a request
+    /// no class serves, which the pool refuses); waiting at the pool.
+    AtPool { charge: Option<usize> },
+    /// Resolved; nothing is reserved any more.
+    Done,
 }
 
 impl<'a> QuotaAllocate<'a> {
@@ -353,7 +364,7 @@ impl<'a> QuotaAllocate<'a> {
             max_size,
             small,
             ticket: None,
-            reserved: None,
+            stage: Stage::AtQuota,
             pool_wait: Allocate::new(&quota.shared.pool.inner, max_size, site, small),
         }
     }
@@ -367,7 +378,7 @@ impl Future for QuotaAllocate<'_> {
         let this = self.get_mut();
         let quota = this.quota;
         let account = &quota.shared.account;
-        if this.reserved.is_none() {
+        if this.stage == Stage::AtQuota {
             if quota.pool().is_closed() {
                 account.room.leave_with(&mut this.ticket);
                 return Poll::Ready(Err(Error::Closed));
@@ -398,13 +409,17 @@ impl Future for QuotaAllocate<'_> {
                 Poll::Ready(Ok(charge)) => {
                     // Our turn is over: the next waiter may reserve too.
                     account.room.leave_with(&mut this.ticket);
-                    this.reserved = Some(charge);
+                    this.stage = Stage::AtPool { charge };
                 }
             }
         }
-        let charge = this.reserved.flatten();
+        let charge = match this.stage {
+            Stage::AtPool { charge } => charge,
+            // Polled again after it resolved: nothing more to give.
+            _ => None,
+        };
         let got = ready!(Pin::new(&mut this.pool_wait).poll(cx));
-        this.reserved = Some(None);
+        this.stage = Stage::Done;
         if let Some(charge) = charge {
             quota.settle(charge, got.as_ref().ok());
         }
@@ -418,7 +433,10 @@ impl Drop for QuotaAllocate<'_> {
         account.room.leave_with(&mut self.ticket);
         // Reserved and not settled: give it back (the pool's wait leaves
         // its queue in its own drop).
-        if let Some(Some(charge)) = self.reserved.take() {
+        if let Stage::AtPool {
+            charge: Some(charge),
+        } = self.stage
+        {
             account.unreserve(charge);
         }
     }
@@ -428,7 +446,7 @@ impl fmt::Debug for QuotaAllocate<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuotaAllocate")
             .field("max_size", &self.max_size)
-            .field("reserved", &self.reserved.is_some())
+            .field("stage", &self.stage)
             .finish_non_exhaustive()
     }
 }
