@@ -13,7 +13,7 @@
 //!                   future (Allocate)  quota (Quota)  builder  leak  debug
 //!                   metrics  io  bytes (+ buf_mut, cursor)  direct
 //!                   prometheus  capi (+ capi/handles, allocator, buffer, stats)
-//!                   uring (+ builder, registry, ring, read)
+//!                   uring (+ builder, registry, table, ring, read)
 //!  ───────────────────────────────────────────────────────────────── may import ↓ all
 //!  pool/            mod (PoolInner)  allocate  release  map  wait  cap
 //!                   quarantine  quotas  close  stats  leak  events
@@ -376,10 +376,15 @@
 //! every lock in the order the code nests them: `slabs`, `mapped`
 //! (exclusively, so it waits for a running scan), the cap, the backtraces
 //! map, the quarantine, the quota book (accounts, each account's waiters,
-//! the shards), the depot (thread-counter registry, waiters); then the
-//! process-wide metric-name, thread-name and call-site registries, which
-//! pool code takes under its own locks or alone. Nothing holds two pools' locks at once or a
-//! pool lock while it takes the registry, so the order has no inversion.
+//! the shards), the depot (thread-counter registry, waiters), and each
+//! slab-event subscriber's own locks (an io_uring registry's table, taken
+//! under the slab lock); then the process-wide metric-name, thread-name and
+//! call-site registries and the fault handler's install lock, which pool
+//! code takes under its own locks or alone; last the leaves that layers
+//! above add (`forklock::add_leaf`: the C ABI's handle table and report
+//! callback), under which no other lock is taken. Nothing holds two pools'
+//! locks at once or a pool lock while it takes the registry, so the order
+//! has no inversion.
 //! The parent's handler unlocks them; the child's resets each lock to its
 //! initial state (`forklock.rs`), since a parent thread parked on one left
 //! a "parked" bit that an ordinary unlock would answer by handing the lock
@@ -408,6 +413,14 @@
 //!   is gone too, so buffer ages (`leak_report`, suspects) stop advancing.
 //!   Dropping the pool in the child does not try to stop the missing
 //!   publisher.
+//! - **io_uring registries.** The child's copy of a `Registry` is the
+//!   parent's: its rings are the parent's kernel rings (shared through the
+//!   inherited descriptors) and their tables point at the parent's pages.
+//!   The child handler marks it inherited: no index is handed out, no ring
+//!   is entered or locked (`Error::Os`), slabs the child maps or trims
+//!   update no table, and its drop unregisters nothing. Without that, a
+//!   child's new slab took indices the parent was using, and its drop
+//!   cleared the parent's table (`tests/fork.rs`).
 //! - **Limits.** A `crossbeam` free list whose push another thread had
 //!   half done at the fork would leave that slot unpoppable in the child;
 //!   the window is a few instructions, and no handler can close it. The

@@ -1,7 +1,8 @@
 //! Holding a lock across `fork()`: the `pthread_atfork` prepare handler
 //! takes a lock with [`hold`] (the guard forgotten), and the parent and
-//! child handlers let it go with [`release`] / [`release_write`]. See the
-//! "Fork" section of [`design`](crate::design).
+//! child handlers let it go with [`release`] / [`release_write`]. Layers
+//! above the pools (the C ABI's handle table) add their locks with
+//! [`add_leaf`]. See the "Fork" section of [`design`](crate::design).
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Release};
 
@@ -64,6 +65,58 @@ pub(crate) unsafe fn release_write<T: ?Sized>(l: &RwLock<T>, child: bool) {
     } else {
         // SAFETY: this thread holds `l` exclusively through a forgotten guard.
         unsafe { l.force_unlock_write() };
+    }
+}
+
+/// A process-wide lock of a layer above the pools, held across `fork` after
+/// every pool lock: a leaf, under which no other pagepool lock is taken.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Leaf {
+    /// Takes the lock and keeps it taken ([`hold`]).
+    pub(crate) hold: fn(),
+    /// Lets it go ([`release`]).
+    ///
+    /// # Safety
+    ///
+    /// As [`release`]'s, with `hold` for [`hold`].
+    pub(crate) release: unsafe fn(child: bool),
+}
+
+/// The leaves, in the order they were added.
+static LEAVES: Mutex<Vec<Leaf>> = parking_lot::const_mutex(Vec::new());
+
+/// Adds `leaf` to the locks the fork handlers hold; call it once per lock.
+// Only the C ABI adds one today.
+#[cfg_attr(not(feature = "capi"), allow(dead_code))]
+pub(crate) fn add_leaf(leaf: Leaf) {
+    LEAVES.lock().push(leaf);
+}
+
+/// Takes every leaf, in order (the list itself stays taken until
+/// [`release_leaves`]).
+pub(crate) fn hold_leaves() {
+    hold(&LEAVES);
+    // SAFETY: `LEAVES` was taken just above on this thread, its guard
+    // forgotten; this reads it as that guard would.
+    for leaf in unsafe { &*LEAVES.data_ptr() } {
+        (leaf.hold)();
+    }
+}
+
+/// Lets go, in reverse, what [`hold_leaves`] took.
+///
+/// # Safety
+///
+/// As [`release`]'s, with [`hold_leaves`] for [`hold`].
+pub(crate) unsafe fn release_leaves(child: bool) {
+    // SAFETY: the caller took `LEAVES` with `hold_leaves` on this thread;
+    // each leaf's lock was taken there by its `hold`, so its `release`'s
+    // contract is the caller's.
+    unsafe {
+        for leaf in (*LEAVES.data_ptr()).iter().rev() {
+            (leaf.release)(child);
+        }
+        release(&LEAVES, child);
     }
 }
 

@@ -224,3 +224,184 @@ fn the_parents_waiters_do_not_block_the_child() {
     waiter.join().unwrap().unwrap();
     common::child_marker("ok");
 }
+
+/// Forks 30 children while `busy` keeps a lock of the parent's taken most of
+/// the time on another thread; each child runs `child` (0 for success).
+/// Returns how many hung.
+#[cfg(any(feature = "capi", all(feature = "io-uring", target_os = "linux")))]
+fn hung_children(busy: impl Fn() + Send + Sync, child: impl Fn() -> i32) -> usize {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                busy();
+            }
+        });
+        let mut hung = 0;
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_micros(300));
+            match fork_and_wait(Duration::from_secs(2), &child) {
+                End::Exited(0) => {}
+                End::Hung => hung += 1,
+                other => panic!("a child ended {other:?}"),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hung
+    })
+}
+
+/// A C program forks while another thread is in `pagepool_*` calls (each
+/// takes the handle table's lock): its children's calls never block.
+#[cfg(feature = "capi")]
+#[test]
+fn c_callers_forked_mid_call_never_hang() {
+    use pagepool::capi::*;
+    if !in_child("capi") {
+        run_child("c_callers_forked_mid_call_never_hang", "capi").assert_success(&["hung=0"]);
+        return;
+    }
+    let mut alloc = std::ptr::null_mut();
+    let mut buf = std::ptr::null_mut();
+    // SAFETY: valid out-pointers and a NUL-terminated name.
+    unsafe {
+        assert_eq!(
+            pagepool_allocator_create(c"fork-capi".as_ptr(), 0, &mut alloc),
+            S_OK
+        );
+        assert_eq!(
+            pagepool_allocate_page_size_buffer(alloc, 4096, &mut buf),
+            S_OK
+        );
+    }
+    // Handles are plain numbers: sent to the busy thread as such.
+    let (a, b) = (alloc as usize, buf as usize);
+    let hung = hung_children(
+        // SAFETY: `b` is a live buffer handle until the end of the test.
+        || unsafe {
+            assert_eq!(
+                pagepool_buffer_set_length(b as *mut pagepool_buffer, 100),
+                S_OK
+            );
+        },
+        || {
+            let mut fresh = std::ptr::null_mut();
+            // SAFETY: `a` is a live allocator handle; valid out-pointers.
+            unsafe {
+                let ok = pagepool_allocate_page_size_buffer(a as *mut _, 8192, &mut fresh) == S_OK
+                    && pagepool_buffer_release(fresh, std::ptr::null_mut()) == S_OK;
+                i32::from(!ok) * 2
+            }
+        },
+    );
+    common::child_marker(&format!("hung={hung}"));
+    // SAFETY: the handles made above, each released once.
+    unsafe {
+        assert_eq!(pagepool_buffer_release(buf, std::ptr::null_mut()), S_OK);
+        assert_eq!(pagepool_allocator_destroy(alloc), S_OK);
+    }
+}
+
+/// The io_uring registry's table lock, taken by lookups on another thread
+/// at the fork, does not stop a child from mapping and trimming slabs.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn children_forked_during_registry_lookups_never_hang() {
+    use pagepool::uring::{self, Registry};
+    if !in_child("uring-race") {
+        run_child(
+            "children_forked_during_registry_lookups_never_hang",
+            "uring-race",
+        )
+        .assert_success(&["hung=0"]);
+        return;
+    }
+    let pool = BufferPool::builder()
+        .name("fork-uring-race")
+        .build()
+        .unwrap();
+    let registry = match Registry::new(&pool) {
+        Ok(r) => r,
+        Err(e) if uring::is_unavailable(&e) => {
+            eprintln!("SKIPPED: no io_uring here ({e})");
+            common::child_marker("hung=0");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let buf = pool.allocate_page_size_buffer(4096).unwrap();
+    assert!(buf.fixed_index(&registry).is_some());
+    let hung = hung_children(
+        || {
+            std::hint::black_box(buf.fixed_index(&registry));
+        },
+        || {
+            // A class no slab serves yet: mapped (and registered, in the
+            // parent), then trimmed.
+            drop(pool.allocate_page_size_buffer(1 << 20).unwrap());
+            pool.trim();
+            0
+        },
+    );
+    common::child_marker(&format!("hung={hung}"));
+}
+
+/// A child's copy of a registry names no table index and enters no ring
+/// (both are the parent's), and dropping it leaves the parent's tables
+/// alone: the parent's `READ_FIXED` reads still work after the child ends.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn a_childs_registry_leaves_the_parents_table_alone() {
+    use pagepool::direct::DirectFile;
+    use pagepool::uring::{self, Registry};
+    if !in_child("uring-inherit") {
+        run_child(
+            "a_childs_registry_leaves_the_parents_table_alone",
+            "uring-inherit",
+        )
+        .assert_success(&["ok"]);
+        return;
+    }
+    let pool = BufferPool::builder().name("fork-uring").build().unwrap();
+    let mut registry = Some(match Registry::new(&pool) {
+        Ok(r) => r,
+        Err(e) if uring::is_unavailable(&e) => {
+            eprintln!("SKIPPED: no io_uring here ({e})");
+            common::child_marker("ok");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    });
+    let path = std::env::temp_dir().join(format!("pagepool-fork-uring-{}", std::process::id()));
+    std::fs::write(&path, vec![0x5Au8; 64 << 10]).unwrap();
+    let file = DirectFile::open(&path).unwrap();
+    let mut buf = pool.allocate_page_size_buffer(64 << 10).unwrap();
+    let index = buf.fixed_index(registry.as_ref().unwrap());
+    assert!(index.is_some());
+    let end = fork_and_wait(Duration::from_secs(10), || {
+        let r = registry.as_ref().unwrap();
+        if buf.fixed_index(r).is_some() {
+            return 2;
+        }
+        if r.read_fixed(&file, &mut buf, 0).is_ok() || r.ring(0).unwrap().lock().is_ok() {
+            return 3;
+        }
+        // Mapping and trimming in the child touch no table.
+        drop(pool.allocate_page_size_buffer(1 << 20).unwrap());
+        pool.trim();
+        drop(registry.take());
+        0
+    });
+    assert_eq!(end, End::Exited(0));
+    let r = registry.as_ref().unwrap();
+    assert_eq!(buf.fixed_index(r), index);
+    buf.as_max_slice_mut().fill(0);
+    assert_eq!(r.read_fixed(&file, &mut buf, 0).unwrap(), 64 << 10);
+    assert!(buf.iter().all(|&b| b == 0x5A));
+    let stats = r.stats();
+    assert_eq!(stats.retired, 0);
+    drop(buf);
+    drop(registry);
+    std::fs::remove_file(&path).unwrap();
+    common::child_marker("ok");
+}

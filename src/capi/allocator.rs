@@ -32,6 +32,7 @@ unsafe fn create(
     out: *mut *mut pagepool_allocator,
     make: impl FnOnce() -> Result<PoolBuilder, HRESULT>,
 ) -> HRESULT {
+    super::handles::join_fork_handlers();
     let held = || {
         let pool = make()?.build().map_err(|e| code(&e))?;
         // From now on the process's reports reach stderr or the callback.

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::{guarded, put, E_HANDLE, E_OUTOFMEMORY, E_POINTER, HRESULT};
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
+use crate::forklock::{self, Leaf};
 use crate::site::SiteRef;
 use crate::threads;
 
@@ -111,6 +112,30 @@ pub(super) static TABLE: Mutex<Table> = Mutex::new(Table {
     free: usize::MAX,
     graves: VecDeque::new(),
 });
+
+/// Adds the table's lock to those the pools' `pthread_atfork` handlers hold
+/// (once; allocator creation calls it), so a C program forked while another
+/// thread is in a `pagepool_*` call gets a child whose calls do not block
+/// for ever. A leaf: buffers are allocated and dropped outside the lock.
+pub(super) fn join_fork_handlers() {
+    static JOINED: std::sync::Once = std::sync::Once::new();
+    JOINED.call_once(|| {
+        forklock::add_leaf(Leaf {
+            hold: || forklock::hold(&TABLE),
+            release: release_table,
+        });
+    });
+}
+
+/// Lets the table's lock go after its fork leaf's `hold`.
+///
+/// # Safety
+///
+/// As [`forklock::release`]'s, for `TABLE`.
+unsafe fn release_table(child: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { forklock::release(&TABLE, child) }
+}
 
 /// What a handle is expected to be.
 #[derive(Clone, Copy, PartialEq, Eq)]

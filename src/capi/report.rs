@@ -8,6 +8,7 @@ use std::io::Write as _;
 use parking_lot::Mutex;
 
 use super::{guarded, E_FAIL, HRESULT};
+use crate::forklock::{self, Leaf};
 use crate::observe::sink::{self, Report, ReportKind};
 use crate::stats::CorruptionKind;
 
@@ -36,6 +37,14 @@ static CALLBACK: Mutex<(pagepool_report_fn, usize)> = Mutex::new((None, 0));
 /// Makes every report of the process come to [`deliver`] (once; the C
 /// ABI's allocators call it when created).
 pub(super) fn install_sink() {
+    static JOINED: std::sync::Once = std::sync::Once::new();
+    JOINED.call_once(|| {
+        // A leaf: taken only to copy the callback out, or to set it.
+        forklock::add_leaf(Leaf {
+            hold: || forklock::hold(&CALLBACK),
+            release: release_callback,
+        });
+    });
     sink::install(|r: &Report<'_>| {
         let kind = match r.kind {
             ReportKind::Corruption(CorruptionKind::SlackCanary) => PAGEPOOL_REPORT_SLACK_CANARY,
@@ -45,6 +54,16 @@ pub(super) fn install_sink() {
         };
         deliver(kind, r.text, r.address);
     });
+}
+
+/// Lets the callback's lock go after its fork leaf's `hold`.
+///
+/// # Safety
+///
+/// As [`forklock::release`]'s, for `CALLBACK`.
+unsafe fn release_callback(child: bool) {
+    // SAFETY: the caller's contract.
+    unsafe { forklock::release(&CALLBACK, child) }
 }
 
 /// Hands one report to the C callback, or writes it to stderr.

@@ -42,6 +42,22 @@ pub(crate) trait SlabEvents: Send + Sync + fmt::Debug {
 
     /// A slab is about to be unmapped; no slot of it is in use.
     fn unmapped(&self, slab: &SlabDesc<'_>);
+
+    /// Before `fork`, with the slab lock held by the fork handler: takes
+    /// and keeps this subscriber's own locks ([`crate::forklock::hold`]).
+    fn fork_hold(&self) {}
+
+    /// After `fork`: lets go what [`fork_hold`](Self::fork_hold) took; in
+    /// the child (`child`), also forgets what the child must not share
+    /// with the parent (an io_uring instance).
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread called `fork_hold`
+    /// just before the fork, and in the child no other thread runs yet.
+    unsafe fn fork_release(&self, child: bool) {
+        let _ = child;
+    }
 }
 
 /// The mapped slabs of one pool, by class, each list sorted by base
@@ -125,6 +141,26 @@ impl SlabSet {
             gone.unmapped(&Self::describe(&self.pool, slab));
         }
         true
+    }
+
+    /// Each subscriber's [`SlabEvents::fork_hold`], in order.
+    pub(crate) fn fork_hold_subscribers(&self) {
+        for s in &self.subscribers {
+            s.fork_hold();
+        }
+    }
+
+    /// Each subscriber's [`SlabEvents::fork_release`], in reverse.
+    ///
+    /// # Safety
+    ///
+    /// As [`SlabEvents::fork_release`]'s, with
+    /// [`fork_hold_subscribers`](Self::fork_hold_subscribers) for `fork_hold`.
+    pub(crate) unsafe fn fork_release_subscribers(&self, child: bool) {
+        for s in self.subscribers.iter().rev() {
+            // SAFETY: the caller's contract, for each subscriber.
+            unsafe { s.fork_release(child) };
+        }
     }
 
     /// The slabs of class `class`, by address.

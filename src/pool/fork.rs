@@ -7,8 +7,11 @@
 //! code nests in this order: `slabs`, `mapped` (exclusively: it waits for
 //! running scans), `limit`, `backtraces`, the quarantine, the quota book
 //! (accounts, each account's waiters, shards), the depot (thread counters,
-//! waiters); then the process-wide metric-name, thread-name and (C ABI)
-//! call-site registries, which are taken under pool locks or alone. No code holds two pools' locks at once,
+//! waiters) and its slab-event subscribers' locks (an io_uring registry's
+//! table); then the process-wide metric-name, thread-name and call-site
+//! registries, the fault handler's install lock, and the leaves added by
+//! layers above (the C ABI's handle table and report callback), which are
+//! taken under pool locks or alone. No code holds two pools' locks at once,
 //! nor any of them while it takes the registry (a pool leaves it first
 //! thing in its drop).
 
@@ -18,7 +21,7 @@ use parking_lot::Mutex;
 
 use super::{PoolInner, QuotaAccount};
 use crate::forklock;
-use crate::observe::metrics;
+use crate::observe::{fault, metrics};
 use crate::site;
 use crate::threads;
 
@@ -71,6 +74,9 @@ impl PoolInner {
     /// returns the quota accounts whose queues it took.
     fn fork_hold(&self) -> Vec<Arc<QuotaAccount>> {
         forklock::hold(&self.slabs);
+        // SAFETY: the slab lock was taken just above on this thread (its
+        // guard forgotten); this reads the set as that guard would.
+        unsafe { &*self.slabs.data_ptr() }.fork_hold_subscribers();
         forklock::hold_write(&self.mapped);
         forklock::hold(&self.limit);
         forklock::hold(&self.backtraces);
@@ -95,6 +101,9 @@ impl PoolInner {
             forklock::release(&self.backtraces, child);
             forklock::release(&self.limit, child);
             forklock::release_write(&self.mapped, child);
+            // The slab lock is still held by `fork_hold`, on this thread, and
+            // the subscribers' locks were taken there.
+            (*self.slabs.data_ptr()).fork_release_subscribers(child);
             forklock::release(&self.slabs, child);
         }
     }
@@ -120,6 +129,8 @@ extern "C" fn prepare() {
     metrics::fork_hold_names();
     threads::fork_hold();
     site::fork_hold();
+    fault::fork_hold();
+    forklock::hold_leaves();
 }
 
 /// After `fork`, in the parent.
@@ -139,6 +150,8 @@ fn finish(child: bool) {
     // library runs the parent or child handlers on the thread that ran the
     // prepare handlers) and took these; in the child only this thread exists.
     let held = unsafe {
+        forklock::release_leaves(child);
+        fault::fork_release(child);
         site::fork_release(child);
         threads::fork_release(child);
         metrics::fork_release_names(child);

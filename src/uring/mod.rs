@@ -51,10 +51,12 @@ mod builder;
 mod read;
 mod registry;
 mod ring;
+mod table;
 
 pub use builder::RegistryBuilder;
-pub use registry::{Registry, RegistryStats};
+pub use registry::Registry;
 pub use ring::{Ring, RingGuard};
+pub use table::RegistryStats;
 
 use crate::Error;
 

@@ -41,8 +41,8 @@ impl Registry {
     /// `buf` untouched), then the kernel's answer (`EINVAL` on an aligned
     /// `O_DIRECT` read is `ReadRefused`), with `buf`'s length set to what
     /// was read before the failure. Also the ring's own failures: a broken
-    /// ring (see [`Ring::lock`](super::Ring::lock)), or an
-    /// `io_uring_enter` refusal.
+    /// ring or one inherited across `fork` (see
+    /// [`Ring::lock`](super::Ring::lock)), or an `io_uring_enter` refusal.
     ///
     /// ```
     /// use std::io::Write;

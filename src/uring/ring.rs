@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use io_uring::{cqueue, squeue, IoUring, Parameters, Submitter};
 use parking_lot::{Mutex, MutexGuard};
@@ -44,6 +45,10 @@ pub struct Ring {
     uring: IoUring,
     /// Guards the submission and completion queues.
     queues: Mutex<Queues>,
+    /// Set in a child of `fork`: the kernel ring is the parent's, shared
+    /// through the inherited file descriptor, so the child never enters it
+    /// (nor takes `queues`, which a parent thread may have held).
+    inherited: AtomicBool,
 }
 
 /// What the queue lock guards beside the queues themselves.
@@ -114,6 +119,7 @@ impl Ring {
         Ok(Ring {
             uring: IoUring::builder().build(entries)?,
             queues: Mutex::new(Queues::default()),
+            inherited: AtomicBool::new(false),
         })
     }
 
@@ -149,6 +155,9 @@ impl Ring {
     /// `io_uring_enter` failed with an entry still queued, so the ring is
     /// never entered again (entering it would start that read after its
     /// caller was told it failed). Use another ring or a new registry.
+    /// The same in a child of `fork`: the ring is the parent's (the child
+    /// shares the kernel ring through the inherited descriptor), and the
+    /// child must build its own registry.
     ///
     /// ```
     /// # let pool = pagepool::BufferPool::new();
@@ -168,14 +177,40 @@ impl Ring {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lock(&self) -> Result<RingGuard<'_>, Error> {
+        self.not_inherited()?;
         Self::checked(&self.uring, self.queues.lock())
     }
 
     /// [`lock`](Self::lock) if the queues are free now, `None` if another
     /// thread holds them.
     pub(super) fn try_lock(&self) -> Option<Result<RingGuard<'_>, Error>> {
+        if let Err(e) = self.not_inherited() {
+            return Some(Err(e));
+        }
         let queues = self.queues.try_lock()?;
         Some(Self::checked(&self.uring, queues))
+    }
+
+    /// Marks this ring as the parent's, in a child of `fork` (from the fork
+    /// handler, before the child runs anything else).
+    pub(super) fn forget_in_child(&self) {
+        self.inherited.store(true, Relaxed);
+    }
+
+    /// Whether this is a parent's ring inherited across `fork`.
+    pub(super) fn is_inherited(&self) -> bool {
+        self.inherited.load(Relaxed)
+    }
+
+    /// `Ok` unless this ring was inherited across `fork`.
+    fn not_inherited(&self) -> Result<(), Error> {
+        if self.is_inherited() {
+            return Err(Error::Os(io::Error::other(
+                "pagepool: this io_uring was inherited across fork() and belongs to the \
+                 parent; build a new Registry in the child",
+            )));
+        }
+        Ok(())
     }
 
     fn checked<'a>(

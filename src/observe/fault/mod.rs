@@ -27,6 +27,26 @@ pub(crate) use table::FaultTable;
 /// Set once pagepool's handler has been installed.
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
+/// One [`install_fault_handler`] at a time.
+static INSTALL_LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+
+/// Takes the install lock for a `fork` (see [`crate::forklock`]); nothing
+/// is taken under it but the signal dispositions.
+pub(crate) fn fork_hold() {
+    crate::forklock::hold(&INSTALL_LOCK);
+}
+
+/// Lets go what [`fork_hold`] took.
+///
+/// # Safety
+///
+/// As [`crate::forklock::release`]'s: this thread took it with `fork_hold`,
+/// and in the child no other thread runs yet.
+pub(crate) unsafe fn fork_release(child: bool) {
+    // SAFETY: the caller's contract is `release`'s.
+    unsafe { crate::forklock::release(&INSTALL_LOCK, child) }
+}
+
 /// Installs pagepool's SIGSEGV and SIGBUS handler.
 ///
 /// When a fault hits a pagepool guard page or a quarantined slot, the handler
@@ -72,8 +92,7 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// pagepool's handler was installed before and another handler has since
 /// replaced it.
 pub fn install_fault_handler() -> Result<(), Error> {
-    static LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
-    let _one_at_a_time = LOCK.lock();
+    let _one_at_a_time = INSTALL_LOCK.lock();
     let signals = [libc::SIGSEGV, libc::SIGBUS];
     let current = [current(signals[0])?, current(signals[1])?];
     let ours = on_fault as *const () as usize;
