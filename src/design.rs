@@ -460,7 +460,7 @@
 //!   mutex, the user's own synchronisation when a buffer (`Send`) is moved to
 //!   another thread and dropped there, the `Arc` inside `SharedBuffer` (its
 //!   last drop follows every reader's accesses), and the anchor's
-//!   `fetch_sub(Release)` with `fence(Acquire)` before it is freed. So every
+//!   `fetch_sub(Release)` with a load `Acquire` before it is freed. So every
 //!   write by the previous owner happens before every access by the next.
 //! - **Bins are private.** A bin is reachable only through its
 //!   thread's `thread_local!`, so its pushes and pops need no ordering; a slot

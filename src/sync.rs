@@ -4,6 +4,6 @@
 //! loom models (`free::loom_models`) explore every interleaving of them.
 
 #[cfg(pagepool_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicIsize, AtomicU32};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32};
 #[cfg(not(pagepool_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicIsize, AtomicU32};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32};
