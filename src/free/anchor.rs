@@ -175,7 +175,10 @@ impl AnchorCount {
         // `Acquire` fence would do the same; ThreadSanitizer does not model
         // fences, and `std`'s `Arc` makes the same swap under it.)
         // SAFETY: the anchor is still live: only the call below frees it.
-        unsafe { this.as_ref() }.count.shared.load(Ordering::Acquire);
+        unsafe { this.as_ref() }
+            .count
+            .shared
+            .load(Ordering::Acquire);
         // SAFETY: forwarded; `free` is the function `boxed` stored for the
         // anchor's own type, and `this` is not touched after it.
         unsafe { (this.as_ref().count.free)(this) };
