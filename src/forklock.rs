@@ -70,25 +70,36 @@ pub(crate) unsafe fn release_write<T: ?Sized>(l: &RwLock<T>, child: bool) {
 
 /// A process-wide lock of a layer above the pools, held across `fork` after
 /// every pool lock: a leaf, under which no other pagepool lock is taken.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Leaf {
+pub(crate) trait Leaf: Sync {
     /// Takes the lock and keeps it taken ([`hold`]).
-    pub(crate) hold: fn(),
+    fn hold(&self);
+
     /// Lets it go ([`release`]).
     ///
     /// # Safety
     ///
-    /// As [`release`]'s, with `hold` for [`hold`].
-    pub(crate) release: unsafe fn(child: bool),
+    /// As [`release`]'s, with `Leaf::hold` for [`hold`].
+    unsafe fn release(&self, child: bool);
+}
+
+impl<T: Send> Leaf for Mutex<T> {
+    fn hold(&self) {
+        hold(self);
+    }
+
+    unsafe fn release(&self, child: bool) {
+        // SAFETY: the caller's contract is `release`'s.
+        unsafe { release(self, child) }
+    }
 }
 
 /// The leaves, in the order they were added.
-static LEAVES: Mutex<Vec<Leaf>> = parking_lot::const_mutex(Vec::new());
+static LEAVES: Mutex<Vec<&'static dyn Leaf>> = parking_lot::const_mutex(Vec::new());
 
 /// Adds `leaf` to the locks the fork handlers hold; call it once per lock.
 // Only the C ABI adds one today.
 #[cfg_attr(not(feature = "capi"), allow(dead_code))]
-pub(crate) fn add_leaf(leaf: Leaf) {
+pub(crate) fn add_leaf(leaf: &'static dyn Leaf) {
     LEAVES.lock().push(leaf);
 }
 
@@ -99,7 +110,7 @@ pub(crate) fn hold_leaves() {
     // SAFETY: `LEAVES` was taken just above on this thread, its guard
     // forgotten; this reads it as that guard would.
     for leaf in unsafe { &*LEAVES.data_ptr() } {
-        (leaf.hold)();
+        leaf.hold();
     }
 }
 
@@ -114,7 +125,7 @@ pub(crate) unsafe fn release_leaves(child: bool) {
     // contract is the caller's.
     unsafe {
         for leaf in (*LEAVES.data_ptr()).iter().rev() {
-            (leaf.release)(child);
+            leaf.release(child);
         }
         release(&LEAVES, child);
     }

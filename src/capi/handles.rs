@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use super::{guarded, put, E_HANDLE, E_OUTOFMEMORY, E_POINTER, HRESULT};
 use crate::buffer::PageBuffer;
 use crate::buffer_pool::BufferPool;
-use crate::forklock::{self, Leaf};
+use crate::forklock;
 use crate::site::SiteRef;
 use crate::threads;
 
@@ -119,22 +119,7 @@ pub(super) static TABLE: Mutex<Table> = Mutex::new(Table {
 /// for ever. A leaf: buffers are allocated and dropped outside the lock.
 pub(super) fn join_fork_handlers() {
     static JOINED: std::sync::Once = std::sync::Once::new();
-    JOINED.call_once(|| {
-        forklock::add_leaf(Leaf {
-            hold: || forklock::hold(&TABLE),
-            release: release_table,
-        });
-    });
-}
-
-/// Lets the table's lock go after its fork leaf's `hold`.
-///
-/// # Safety
-///
-/// As [`forklock::release`]'s, for `TABLE`.
-unsafe fn release_table(child: bool) {
-    // SAFETY: the caller's contract.
-    unsafe { forklock::release(&TABLE, child) }
+    JOINED.call_once(|| forklock::add_leaf(&TABLE));
 }
 
 /// What a handle is expected to be.

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use parking_lot::Mutex;
 
 use super::{guarded, E_FAIL, HRESULT};
-use crate::forklock::{self, Leaf};
+use crate::forklock;
 use crate::observe::sink::{self, Report, ReportKind};
 use crate::stats::CorruptionKind;
 
@@ -38,13 +38,8 @@ static CALLBACK: Mutex<(pagepool_report_fn, usize)> = Mutex::new((None, 0));
 /// ABI's allocators call it when created).
 pub(super) fn install_sink() {
     static JOINED: std::sync::Once = std::sync::Once::new();
-    JOINED.call_once(|| {
-        // A leaf: taken only to copy the callback out, or to set it.
-        forklock::add_leaf(Leaf {
-            hold: || forklock::hold(&CALLBACK),
-            release: release_callback,
-        });
-    });
+    // A fork leaf: taken only to copy the callback out, or to set it.
+    JOINED.call_once(|| forklock::add_leaf(&CALLBACK));
     sink::install(|r: &Report<'_>| {
         let kind = match r.kind {
             ReportKind::Corruption(CorruptionKind::SlackCanary) => PAGEPOOL_REPORT_SLACK_CANARY,
@@ -54,16 +49,6 @@ pub(super) fn install_sink() {
         };
         deliver(kind, r.text, r.address);
     });
-}
-
-/// Lets the callback's lock go after its fork leaf's `hold`.
-///
-/// # Safety
-///
-/// As [`forklock::release`]'s, for `CALLBACK`.
-unsafe fn release_callback(child: bool) {
-    // SAFETY: the caller's contract.
-    unsafe { forklock::release(&CALLBACK, child) }
 }
 
 /// Hands one report to the C callback, or writes it to stderr.
