@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use parking_lot::RwLock;
 
@@ -36,9 +35,6 @@ pub(super) struct Table {
     pub(super) rings: Box<[Ring]>,
     pub(super) size: u32,
     state: RwLock<State>,
-    /// Set in a child of `fork`: the rings, and the tables in them, are the
-    /// parent's, so the child neither updates them nor hands out indices.
-    inherited: AtomicBool,
 }
 
 /// Which slot holds which entry.
@@ -87,7 +83,6 @@ impl Table {
                 unregistered: 0,
                 retired: 0,
             }),
-            inherited: AtomicBool::new(false),
         }
     }
 
@@ -107,9 +102,11 @@ impl Table {
         }
     }
 
-    /// Whether this is a parent's table, in a child of `fork`.
+    /// Whether this is a parent's table, in a child of `fork` (its rings
+    /// are marked so): the child then neither updates the tables in the
+    /// rings nor hands out indices.
     pub(super) fn is_inherited(&self) -> bool {
-        self.inherited.load(Relaxed)
+        self.rings.iter().any(Ring::is_inherited)
     }
 
     /// The index of the slot starting at `addr`, if registered.
@@ -206,7 +203,6 @@ impl SlabEvents for Table {
     unsafe fn fork_release(&self, child: bool) {
         if child {
             // Before the state is let go, while the child has one thread.
-            self.inherited.store(true, Relaxed);
             for ring in self.rings.iter() {
                 ring.forget_in_child();
             }
