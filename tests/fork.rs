@@ -302,12 +302,26 @@ fn c_callers_forked_mid_call_never_hang() {
     }
 }
 
+/// A registry on `pool`; `None` where io_uring is unavailable, after
+/// printing SKIPPED and the child's success `marker`.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+fn registry_or_skip(pool: &BufferPool, marker: &str) -> Option<pagepool::uring::Registry> {
+    match pagepool::uring::Registry::new(pool) {
+        Ok(r) => Some(r),
+        Err(e) if pagepool::uring::is_unavailable(&e) => {
+            eprintln!("SKIPPED: no io_uring here ({e})");
+            common::child_marker(marker);
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// The io_uring registry's table lock, taken by lookups on another thread
 /// at the fork, does not stop a child from mapping and trimming slabs.
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 #[test]
 fn children_forked_during_registry_lookups_never_hang() {
-    use pagepool::uring::{self, Registry};
     if !in_child("uring-race") {
         run_child(
             "children_forked_during_registry_lookups_never_hang",
@@ -320,14 +334,8 @@ fn children_forked_during_registry_lookups_never_hang() {
         .name("fork-uring-race")
         .build()
         .unwrap();
-    let registry = match Registry::new(&pool) {
-        Ok(r) => r,
-        Err(e) if uring::is_unavailable(&e) => {
-            eprintln!("SKIPPED: no io_uring here ({e})");
-            common::child_marker("hung=0");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    let Some(registry) = registry_or_skip(&pool, "hung=0") else {
+        return;
     };
     let buf = pool.allocate_page_size_buffer(4096).unwrap();
     assert!(buf.fixed_index(&registry).is_some());
@@ -353,7 +361,6 @@ fn children_forked_during_registry_lookups_never_hang() {
 #[test]
 fn a_childs_registry_leaves_the_parents_table_alone() {
     use pagepool::direct::DirectFile;
-    use pagepool::uring::{self, Registry};
     if !in_child("uring-inherit") {
         run_child(
             "a_childs_registry_leaves_the_parents_table_alone",
@@ -363,15 +370,10 @@ fn a_childs_registry_leaves_the_parents_table_alone() {
         return;
     }
     let pool = BufferPool::builder().name("fork-uring").build().unwrap();
-    let mut registry = Some(match Registry::new(&pool) {
-        Ok(r) => r,
-        Err(e) if uring::is_unavailable(&e) => {
-            eprintln!("SKIPPED: no io_uring here ({e})");
-            common::child_marker("ok");
-            return;
-        }
-        Err(e) => panic!("{e}"),
-    });
+    let mut registry = registry_or_skip(&pool, "ok");
+    if registry.is_none() {
+        return;
+    }
     let path = std::env::temp_dir().join(format!("pagepool-fork-uring-{}", std::process::id()));
     std::fs::write(&path, vec![0x5Au8; 64 << 10]).unwrap();
     let file = DirectFile::open(&path).unwrap();
