@@ -283,6 +283,22 @@ impl BufferPool {
         self.inner.stats()
     }
 
+    /// Restarts the high-water marks [`PoolStats::peak_bytes_in_use`] and
+    /// [`PoolStats::peak_bytes_reserved`] (and their gauges) from the
+    /// values now, e.g. after a capacity review.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// drop(pool.allocate_page_size_buffer(4096)?);
+    /// assert!(pool.stats().peak_bytes_in_use >= 4096);
+    /// pool.reset_peaks();
+    /// assert_eq!(pool.stats().peak_bytes_in_use, 0);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn reset_peaks(&self) {
+        self.inner.reset_peaks();
+    }
+
     /// A snapshot of every size class, smallest first.
     pub fn class_stats(&self) -> Vec<ClassStats> {
         self.inner.class_stats()

@@ -26,6 +26,12 @@ pub const MAX_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// about 400 samples a second.
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
+/// Default [`PoolBuilder::site_metrics`](crate::PoolBuilder::site_metrics):
+/// the ten sites holding the most bytes get series of their own.
+pub const DEFAULT_SITE_METRICS: usize = 10;
+/// The most sites [`PoolBuilder::site_metrics`](crate::PoolBuilder::site_metrics) accepts.
+pub const MAX_SITE_METRICS: usize = 1000;
+
 /// Settings of a pool; valid once [`Config::check`] accepted them.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -42,6 +48,7 @@ pub(crate) struct Config {
     pub(crate) leak_age: Duration,
     pub(crate) thread_cache: bool,
     pub(crate) inherit_on_fork: bool,
+    pub(crate) site_metrics: usize,
 }
 
 impl Default for Config {
@@ -60,6 +67,7 @@ impl Default for Config {
             leak_age: DEFAULT_LEAK_AGE_THRESHOLD,
             thread_cache: true,
             inherit_on_fork: true,
+            site_metrics: DEFAULT_SITE_METRICS,
         }
     }
 }
@@ -90,6 +98,11 @@ impl Config {
         {
             return Err(Error::InvalidConfig(
                 "metrics_publish_interval must be between 1 ms and 1 s",
+            ));
+        }
+        if self.site_metrics > MAX_SITE_METRICS {
+            return Err(Error::InvalidConfig(
+                "site_metrics is above pagepool::metrics::MAX_SITE_METRICS",
             ));
         }
         if self.debug.quarantine_every != 0
