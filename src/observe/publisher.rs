@@ -112,7 +112,7 @@ fn start_if_stopped(state: &mut State) {
         return;
     }
     match thread::Builder::new()
-        .name("pagepool-publisher".into())
+        .name("pagepool-ticker".into())
         .spawn(run)
     {
         Ok(_) => state.running = true,
