@@ -28,9 +28,12 @@ use crate::Error;
 /// thread it lacks. In the child, inherited buffers may be read, written
 /// (copy-on-write) and dropped (the slot returns to the child's copy of the
 /// pool), and new buffers allocated. Free slots cached by the parent's other
-/// threads are lost to the child; the metrics publisher and the clock of
-/// buffer ages do not run there, so metrics and the leak-suspect count do
-/// not update unless the child calls [`publish_metrics`](Self::publish_metrics).
+/// threads are lost to the child. The process's publisher thread is not
+/// there either: the child's first [`stats`](Self::stats),
+/// [`publish_metrics`](Self::publish_metrics), slab mapped or pool built
+/// starts a new one, which publishes every pool the child has. The clock of
+/// buffer ages does not run there, so ages (and the leak-suspect count)
+/// stop advancing.
 /// With [`PoolBuilder::inherit_on_fork(false)`](crate::PoolBuilder::inherit_on_fork)
 /// the child has no slab pages: it must neither touch nor drop inherited
 /// buffers, and its copy of the pool is closed. See the "Fork" section of

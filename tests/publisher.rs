@@ -59,7 +59,8 @@ fn ten_thousand_pools_share_one_publisher_thread() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(publishers(), 1);
+    // A new thread names itself once it runs.
+    assert!(eventually(|| publishers() == 1));
     // The coarse clock of buffer ages is the only other thread a pool starts.
     assert!(thread_names().len() <= before + 2, "{:?}", thread_names());
     // Every pool is ticked: the tick recounts leak suspects, here every
