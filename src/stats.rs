@@ -79,7 +79,9 @@ pub struct PoolStats {
 /// Finished waits for room under the pool's cap (async and `_timeout`
 /// allocations that could not be served at once), in
 /// [`PoolStats::waits`]. Waits still going on are
-/// [`PoolStats::waiting`].
+/// [`PoolStats::waiting`]. A quota's allocation is counted here once it
+/// waits at the pool; its wait at the quota's own cap is not (the quota's
+/// refusals are [`PoolStats::quota_refusals`]).
 ///
 /// ```
 /// let pool = pagepool::BufferPool::new();
