@@ -5,6 +5,10 @@
 //!   thread allocating buffers that each map a slab of their own (so each
 //!   takes the slab lock); the allocations' latency (median, p99, max) with
 //!   and without the scanner, side by side in one run;
+//! - the publisher's tick: the same, with a metrics-on pool and one thread
+//!   calling `publish_metrics` in a loop (the tick's work: the walk for
+//!   leak suspects and site totals, then the snapshot), so the allocations
+//!   meet a tick in progress far more often than at one tick per interval;
 //! - refusals at the cap: a 256 MiB pool whose one-page slabs each keep one
 //!   slot out (32,000 free slots, no slab idle), two threads failing large
 //!   allocations in a loop, and the main thread's 10 ms timed waits: how far
@@ -139,5 +143,42 @@ fn main() {
     stop.store(true, Relaxed);
     let (reports, longest) = scanner.join().unwrap();
     println!("  ({reports} leak reports of {PACKETS} buffers, the longest {longest:?})");
+    drop(packets);
+    drop(pool);
+    publisher_stall();
+}
+
+/// Allocations that map a slab while `publish_metrics` loops over a pool
+/// with `PACKETS` out.
+fn publisher_stall() {
+    let pool = BufferPool::builder()
+        .name("bench-stall-publisher")
+        .metrics_publish_interval(Duration::from_secs(1))
+        .slab_size(2 * page_size())
+        .build()
+        .unwrap();
+    let packets: Vec<_> = (0..PACKETS)
+        .map(|_| pool.allocate_buffer(64).unwrap())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut ticks = 0;
+            let mut longest = Duration::ZERO;
+            while !stop.load(Relaxed) {
+                let t = Instant::now();
+                pool.publish_metrics();
+                longest = longest.max(t.elapsed());
+                ticks += 1;
+            }
+            (ticks, longest)
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    print("publish_metrics looping", &latencies(&pool));
+    stop.store(true, Relaxed);
+    let (ticks, longest) = ticker.join().unwrap();
+    println!("  ({ticks} publishes of a pool with {PACKETS} buffers out, the longest {longest:?})");
     drop(packets);
 }
