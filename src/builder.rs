@@ -138,7 +138,7 @@ impl PoolBuilder {
 
     /// Whether the pool registers and publishes [metrics](crate::metrics)
     /// (default `true`). With `false` it never touches the `metrics` recorder
-    /// and starts no publisher thread; [`BufferPool::stats`] still works.
+    /// and is not ticked by the publisher thread; [`BufferPool::stats`] still works.
     pub fn metrics(mut self, on: bool) -> Self {
         self.config.metrics = on;
         self

@@ -81,7 +81,7 @@
 //!                               │                time, thread, canary record, flags  (mem/slot.rs)
 //!                               ├─ Checks        debug settings and corruption counts (observe/)
 //!                               ├─ Quarantine    sealed released slots              (observe/)
-//!                               ├─ PoolMetrics   handles + publisher thread          (observe/)
+//!                               ├─ PoolMetrics   handles, ticked by the publisher   (observe/)
 //!                               └─ FaultTable    the SIGSEGV handler's lock-free slab
 //!                                                registry (static), a subscriber     (observe/fault/)
 //! ```

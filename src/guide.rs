@@ -52,10 +52,18 @@
 //! # fn main() {}
 //! ```
 //!
-//! Counters and gauges are copied from the pool's own counters by a background
-//! publisher every 250 ms (at most 1 s), so the hot path never touches the
-//! recorder; histograms are sampled one allocation in 256. The full table is in the
-//! `metrics` module docs; `dashboards/README.md` explains the dashboard and the
+//! Counters and gauges are copied from the pool's own counters by one
+//! background publisher thread for the whole process, every 250 ms per pool
+//! (at most 1 s), so the hot path never touches the recorder; histograms
+//! are sampled one allocation in 256. For an on-call: waits by outcome
+//! (`pagepool_waits_total`, `pagepool_wait_duration_seconds`), high-water
+//! marks (`pagepool_bytes_in_use_peak`, `pagepool_bytes_reserved_peak`,
+//! [`BufferPool::reset_peaks`](crate::BufferPool::reset_peaks)), and who
+//! holds the memory (`pagepool_site_bytes{site}` for the top
+//! [`site_metrics`](crate::PoolBuilder::site_metrics) allocation sites,
+//! plus `site="other"`); the same figures are in
+//! [`PoolStats`](crate::PoolStats). The full table is in the `metrics`
+//! module docs; `dashboards/README.md` explains the dashboard and the
 //! alerts.
 //!
 //! ## Ecosystem

@@ -19,13 +19,21 @@ use std::fmt;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{fence, AtomicUsize};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 /// A waiter's place in a [`WaitList`]: unique within its list, and
-/// increasing in arrival order.
+/// increasing in arrival order; with when it joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Ticket(u64);
+pub(crate) struct Ticket(u64, Instant);
+
+impl Ticket {
+    /// When the waiter joined the list.
+    pub(crate) fn since(self) -> Instant {
+        self.1
+    }
+}
 
 /// Waiters in arrival order; see the module docs.
 #[derive(Default)]
@@ -113,8 +121,9 @@ impl WaitList {
     /// must try for room once more after this (see the module docs) and
     /// [`leave`](Self::leave) with the ticket however its wait ends.
     pub(crate) fn join(&self, waker: &Waker) -> Ticket {
+        let now = Instant::now();
         let mut q = self.queue.lock();
-        let t = Ticket(q.next);
+        let t = Ticket(q.next, now);
         q.next += 1;
         q.waiters.push_back((t, waker.clone()));
         self.len.store(q.waiters.len(), Relaxed);

@@ -348,3 +348,13 @@ fn an_idle_gauge_leaves_the_exporter_so_the_series_stay_bounded() {
     );
     common::child_marker("ok");
 }
+
+#[test]
+fn too_many_site_series_is_a_config_error() {
+    let max = pagepool::metrics::MAX_SITE_METRICS;
+    assert!(BufferPool::builder().site_metrics(max).build().is_ok());
+    assert!(matches!(
+        BufferPool::builder().site_metrics(max + 1).build(),
+        Err(pagepool::Error::InvalidConfig(_))
+    ));
+}

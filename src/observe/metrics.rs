@@ -63,10 +63,7 @@ pub const WAIT_DURATION_SECONDS: &str = "pagepool_wait_duration_seconds";
 pub const BYTES_IN_USE_PEAK: &str = "pagepool_bytes_in_use_peak";
 /// `pagepool_bytes_reserved_peak{pool}`.
 pub const BYTES_RESERVED_PEAK: &str = "pagepool_bytes_reserved_peak";
-/// `pagepool_site_bytes{pool, site}`: the top sites only.
-pub const SITE_BYTES: &str = "pagepool_site_bytes";
-/// `pagepool_site_buffers{pool, site}`: the top sites only.
-pub const SITE_BUFFERS: &str = "pagepool_site_buffers";
+pub use super::sites::{SITE_BUFFERS, SITE_BYTES};
 
 /// Every metric name pagepool registers, as scraped.
 pub const ALL: [&str; 26] = [

@@ -13,8 +13,12 @@ use std::collections::HashMap;
 use ::metrics::{gauge, Gauge};
 use parking_lot::Mutex;
 
-use super::metrics::{SITE_BUFFERS, SITE_BYTES};
 use crate::site::SiteRef;
+
+/// `pagepool_site_bytes{pool, site}`: the top sites only.
+pub const SITE_BYTES: &str = "pagepool_site_bytes";
+/// `pagepool_site_buffers{pool, site}`: the top sites only.
+pub const SITE_BUFFERS: &str = "pagepool_site_buffers";
 
 /// The `site` label of everything outside the top.
 pub(crate) const OTHER: &str = "other";

@@ -25,11 +25,7 @@ impl PoolInner {
     ) -> Result<SlotRef, Error> {
         match self.depot.pop(idx) {
             Some(slot) => Ok(slot),
-            None => {
-                let got = self.map_slab(idx, max_size);
-                self.after_map_slab();
-                got
-            }
+            None => self.map_slab_and_sample(idx, max_size),
         }
     }
 
@@ -109,14 +105,24 @@ impl PoolInner {
         Ok(SlotRef::new(first))
     }
 
-    /// After a try at mapping a slab, with no lock held (a rare path): a
-    /// `fork` child's first one restarts the publisher, and the in-use
-    /// high-water mark takes a sample (a slab is mapped when a class runs
-    /// out, near the peak).
+    /// [`map_slab`](Self::map_slab), then, with no lock held (a rare
+    /// path): a `fork` child's first one restarts the publisher, and, if it
+    /// got a slot, the in-use high-water mark takes a sample (a slab is
+    /// mapped when a class runs out, near the peak; refusals at the cap
+    /// stay cheap).
     #[cold]
-    fn after_map_slab(&self) {
+    #[inline(never)]
+    fn map_slab_and_sample(
+        self: &Arc<Self>,
+        idx: ClassIdx,
+        max_size: usize,
+    ) -> Result<SlotRef, Error> {
+        let got = self.map_slab(idx, max_size);
         crate::observe::publisher::ensure_running();
-        self.sample_peak_in_use();
+        if got.is_ok() {
+            self.sample_peak_in_use();
+        }
+        got
     }
 
     /// Whether a request of `max_size` bytes (`small`: as

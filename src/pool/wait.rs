@@ -11,7 +11,6 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use super::PoolInner;
 use crate::free::anchor::{AnchorRef, Released};
@@ -38,10 +37,8 @@ pub(super) fn head_try() -> bool {
 /// ends (drop included).
 #[derive(Debug, Default)]
 pub(crate) struct RoomWait {
-    /// The place in the list, once joined.
+    /// The place in the list, once joined (with when it joined).
     ticket: Option<Ticket>,
-    /// When the wait began (set with the join, on the wait path only).
-    since: Option<Instant>,
 }
 
 impl RoomWait {
@@ -90,7 +87,6 @@ impl PoolInner {
             // Counted before joining (which `poll_turn` does now), so every
             // release after the join comes to the depot and wakes the list.
             self.detours.fetch_add(1, SeqCst);
-            wait.since = Some(Instant::now());
         }
         // Slots other threads cached before are asked back.
         let on_join = || self.ask_caches_to_flush();
@@ -116,9 +112,10 @@ impl PoolInner {
     /// its detour, and counts the wait and its duration. Harmless on a wait
     /// not in it.
     pub(crate) fn end_wait(&self, wait: &mut RoomWait, outcome: WaitOutcome) {
+        let since = wait.ticket.map(Ticket::since);
         if self.depot.room.leave_with(&mut wait.ticket) {
             self.detours.fetch_sub(1, SeqCst);
-            if let Some(since) = wait.since.take() {
+            if let Some(since) = since {
                 let waited = since.elapsed();
                 self.counters.waits.count(outcome, waited);
                 if let Some(m) = &self.metrics {
