@@ -108,7 +108,9 @@ impl Sampler {
         self.tick -= 1;
     }
 
-    /// Counts one allocation on the slow path and returns its duties.
+    /// Counts one allocation on the slow path and returns its duties
+    /// (inlined into the refill, as it is small).
+    #[inline]
     pub(crate) fn count(&mut self) -> SampledDuties {
         self.tick -= 1;
         if self.tick != 0 {
