@@ -27,25 +27,55 @@ pub(crate) const OTHER: &str = "other";
 /// (bytes, buffers) of the rest.
 pub(crate) type TopSites = (Vec<(String, usize, usize)>, (usize, usize));
 
+/// Sites added up in [`SiteTotals`]' small cache before its map.
+const RECENT: usize = 16;
+
 /// Outstanding bytes and buffers by site word ([`SiteRef::raw`]), as one
-/// walk of the slots adds them up.
+/// walk of the slots adds them up. A program has few allocation sites, so
+/// a small cache of the last sites seen, searched linearly, takes nearly
+/// every slot; only the sites it evicts touch the map.
 #[derive(Debug, Default)]
-pub(crate) struct SiteTotals(HashMap<usize, (usize, usize)>);
+pub(crate) struct SiteTotals {
+    by_site: HashMap<usize, (usize, usize), rapidhash::fast::RandomState>,
+    /// (site word, bytes, buffers) of recent sites; `buffers == 0`: empty.
+    recent: [(usize, usize, usize); RECENT],
+    /// The cache entry to evict next.
+    next: usize,
+}
 
 impl SiteTotals {
     /// Counts one outstanding buffer of `slot_bytes` allocated at `site`.
     #[inline]
     pub(crate) fn add(&mut self, site: SiteRef, slot_bytes: usize) {
-        let e = self.0.entry(site.raw()).or_default();
-        e.0 += slot_bytes;
-        e.1 += 1;
+        let site = site.raw();
+        if let Some(e) = self.recent.iter_mut().find(|e| e.0 == site && e.2 != 0) {
+            e.1 += slot_bytes;
+            e.2 += 1;
+            return;
+        }
+        let i = self.next;
+        self.next = (i + 1) % RECENT;
+        let evicted = std::mem::replace(&mut self.recent[i], (site, slot_bytes, 1));
+        self.flush(evicted);
+    }
+
+    /// Adds one cache entry to the map.
+    fn flush(&mut self, (site, bytes, buffers): (usize, usize, usize)) {
+        if buffers != 0 {
+            let e = self.by_site.entry(site).or_default();
+            e.0 += bytes;
+            e.1 += buffers;
+        }
     }
 
     /// The `top` sites by bytes (ties by site word, so the order is
     /// stable), each as (label, bytes, buffers), biggest first, and the
     /// bytes and buffers of the rest (untracked buffers included).
-    pub(crate) fn top(self, top: usize) -> TopSites {
-        let mut all: Vec<(usize, (usize, usize))> = self.0.into_iter().collect();
+    pub(crate) fn top(mut self, top: usize) -> TopSites {
+        for e in std::mem::take(&mut self.recent) {
+            self.flush(e);
+        }
+        let mut all: Vec<(usize, (usize, usize))> = self.by_site.into_iter().collect();
         let key = |&(site, (bytes, _)): &(usize, (usize, usize))| (std::cmp::Reverse(bytes), site);
         let untracked = SiteRef::NONE.raw();
         let mut rest = (0, 0);
