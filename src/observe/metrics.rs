@@ -10,10 +10,10 @@ use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Gauge, Histogram, Unit,
 };
-use parking_lot::{Condvar, Mutex};
 
 use crate::limits::page_size;
 use crate::stats::{ClassStats, CorruptionKind, PoolStats};
+use crate::sync::{Condvar, Mutex};
 
 /// `pagepool_allocations_total{pool, class, outcome}`.
 pub const ALLOCATIONS_TOTAL: &str = "pagepool_allocations_total";
