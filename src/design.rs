@@ -31,7 +31,7 @@
 //!
 //! | layer | may import | holds |
 //! |---|---|---|
-//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps, the first-come-first-served `WaitList` of wakers, holding a lock across `fork` (`forklock`) |
+//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the locks and atomics shim (`sync`) that loom and Miri swap, the first-come-first-served `WaitList` of wakers, holding a lock across `fork` (`forklock`) |
 //! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings, optionally `MADV_DONTFORK`); guard pages; the canary and poison patterns |
 //! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, abandoned flag, the `WaitList` of waiters for room, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
 //! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles and a publisher that runs a tick closure |
@@ -440,6 +440,25 @@
 //! child must not drop inherited buffers either (a release may read or
 //! write the slot's canaries, poison or guard pages): `std::mem::forget`
 //! them, or leave with `_exit`.
+//!
+//! ## How the concurrency is checked
+//!
+//! - **loom** (`--cfg pagepool_loom`, `free::loom_models`) explores every
+//!   interleaving of the anchor's biased count and the depot's flags.
+//! - **Miri** (`cargo +nightly miri test --test miri`, with
+//!   `-Zmiri-strict-provenance`) runs small concurrent workloads through the
+//!   real pool without guard pages, checking data races, aliasing and
+//!   provenance. `parking_lot_core` stores thread pointers in a `usize`,
+//!   which strict provenance rejects, so under Miri `sync` swaps the locks for
+//!   `sync::spin`'s: same `lock_api` API, same one-atomic layout, no pointers.
+//!   What that leaves unchecked is `parking_lot` itself, not pagepool's use of it.
+//! - **ThreadSanitizer** (nightly, `-Zsanitizer=thread -Zbuild-std`) runs the
+//!   threads, trim-race, close-race and async-wait tests with std
+//!   instrumented too, so `Arc` and channels are seen as they are and no
+//!   suppressions are needed. TSan does not model fences: the anchor's
+//!   freeing thread acquires with a load, as std's `Arc` does under TSan.
+//!
+//! `.ci/run` runs all three.
 //!
 //! ## Why the orderings are enough
 //!
