@@ -17,14 +17,14 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32};
 #[cfg(not(pagepool_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32};
 
-#[cfg(not(miri))]
-pub(crate) use parking_lot::{const_mutex, Condvar, Mutex, RawMutex, RawRwLock, RwLock};
 #[cfg(all(not(miri), feature = "io-uring", target_os = "linux"))]
 pub(crate) use parking_lot::MutexGuard;
+#[cfg(not(miri))]
+pub(crate) use parking_lot::{const_mutex, Condvar, Mutex, RawMutex, RawRwLock, RwLock};
 
 #[cfg(miri)]
 mod spin;
-#[cfg(miri)]
-pub(crate) use spin::{const_mutex, Condvar, Mutex, RawMutex, RawRwLock, RwLock};
 #[cfg(all(miri, feature = "io-uring", target_os = "linux"))]
 pub(crate) use spin::MutexGuard;
+#[cfg(miri)]
+pub(crate) use spin::{const_mutex, Condvar, Mutex, RawMutex, RawRwLock, RwLock};
