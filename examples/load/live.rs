@@ -1,4 +1,5 @@
-//! The live clients: follow a subscription and check every frame.
+//! The live clients: follow a subscription and check every frame (TS
+//! packet headers and continuity, the stamp, every byte: `wire::LiveChecker`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -7,13 +8,13 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 
 use crate::args::Args;
+use crate::conn::header_str;
 use crate::conn::{next_data, Conn};
 use crate::totals::{Outcome, Totals};
-use crate::wire::{self, FRAME_LEN};
+use crate::wire::{FrameError, LiveChecker, FRAME_LEN};
 
 /// Follows one live subscription to its end; checks every frame.
 async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Totals) -> Outcome {
-    let id = wire::channel_id(channel);
     let path = format!("/live/{channel}?seconds={seconds}");
     let mut conn = match Conn::open(authority).await {
         Ok(c) => c,
@@ -28,6 +29,11 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
     if resp.status() != StatusCode::OK {
         return Outcome::Error(format!("GET {path}: status {}", resp.status()));
     }
+    let rate = header_str(&resp, "x-pagepool-frame-rate");
+    let Ok(rate) = rate.parse::<u32>() else {
+        return Outcome::Failed(format!("GET {path}: x-pagepool-frame-rate {rate:?}"));
+    };
+    let mut checker = LiveChecker::new(channel, rate);
     let mut frame = Vec::with_capacity(FRAME_LEN);
     let mut last: Option<u64> = None;
     while let Some(data) = next_data(resp.body_mut()).await {
@@ -44,8 +50,13 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
             if frame.len() < FRAME_LEN {
                 continue;
             }
-            let seq = match wire::check_frame(&frame, id) {
+            let seq = match checker.check(&frame) {
                 Ok(s) => s,
+                Err(FrameError::Backwards { from, to }) => {
+                    return Outcome::Failed(format!(
+                        "GET {path}: sequence went from {from} to {to}"
+                    ))
+                }
                 Err(e) => {
                     return Outcome::Failed(format!(
                         "GET {path}: bad frame after sequence {last:?}: {e:?}"
@@ -54,16 +65,9 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
             };
             frame.clear();
             totals.live_frames.fetch_add(1, Relaxed);
-            if let Some(prev) = last {
-                if seq <= prev {
-                    return Outcome::Failed(format!(
-                        "GET {path}: sequence went from {prev} to {seq}"
-                    ));
-                }
-                if seq > prev + 1 {
-                    totals.live_gaps.fetch_add(1, Relaxed);
-                    totals.live_missing.fetch_add(seq - prev - 1, Relaxed);
-                }
+            if let Some(prev) = last.filter(|&p| seq > p + 1) {
+                totals.live_gaps.fetch_add(1, Relaxed);
+                totals.live_missing.fetch_add(seq - prev - 1, Relaxed);
             }
             last = Some(seq);
         }

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use crate::args::Args;
 use crate::conn::{header_str, next_data, read_all, Conn};
 use crate::totals::{Outcome, Totals};
-use crate::wire::{self, Listed};
+use crate::wire::{self, Content, FileChecker, Listed};
 
 /// The longest a single media request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,6 +168,7 @@ async fn fetch(conn: &mut Conn, target: &Target, plan: &Plan, totals: &Totals) -
         }
     };
     let seed = wire::sample_seed(&file.name);
+    let mut ts = (file.content == Content::MpegTs).then(|| FileChecker::new(&file.name));
     let mut got = 0u64;
     while let Some(data) = next_data(resp.body_mut()).await {
         let data = match data {
@@ -183,7 +184,9 @@ async fn fetch(conn: &mut Conn, target: &Target, plan: &Plan, totals: &Totals) -
             return Outcome::Failed(format!("{what}: more than {} bytes", plan.len));
         }
         let at = plan.first + got;
-        let wrong = if file.pattern {
+        let wrong = if let Some(ts) = ts.as_mut() {
+            ts.check(at, &data)
+        } else if file.content == Content::Pattern {
             wire::check_pattern(seed, at, &data)
         } else if let Some(reference) = &target.reference {
             let want = &reference[at as usize..at as usize + data.len()];
@@ -269,14 +272,15 @@ pub async fn discover(args: &Args) -> Result<Vec<Listed>, String> {
     }
 }
 
-/// Fetches the files without the sample pattern (within the limits) once,
+/// Fetches the files that are not generated samples (within the limits) once,
 /// as references for every later response.
 pub async fn references(args: &Args, files: Vec<Listed>, totals: &Totals) -> Vec<Target> {
     let mut budget = REFERENCE_TOTAL_MAX;
     let mut out = Vec::with_capacity(files.len());
     for file in files {
         let mut reference = None;
-        if !file.pattern && file.size <= REFERENCE_FILE_MAX && file.size <= budget {
+        if file.content == Content::Other && file.size <= REFERENCE_FILE_MAX && file.size <= budget
+        {
             let path = format!("/media/{}", file.name);
             let got = async {
                 let mut conn = Conn::open(&args.authority).await?;

@@ -1,5 +1,7 @@
-//! `GET /live/{channel}`: synthetic live channels. One producer task per
-//! channel fills pooled buffers with frames (see `wire`), freezes each into a
+//! `GET /live/{channel}`: synthetic live channels, each a live MPEG-TS
+//! (`video/mp2t`, H.264 video; players and `ffmpeg` open it). One producer
+//! task per channel fills pooled buffers with frames (see `wire`: each a
+//! self-contained, stamped piece of the stream), freezes each into a
 //! `SharedBuffer`, wraps it once in `Bytes::from_owner`, and broadcasts it:
 //! every subscriber sends the very same bytes, and the slot goes back to the
 //! pool when the last subscriber (and the broadcast ring) let go of it.
@@ -24,13 +26,16 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::body::{self, Body};
 use crate::text;
-use crate::wire::{self, FRAME_LEN};
+use crate::wire::{self, FrameWriter, FRAME_LEN};
 
 /// Frames the broadcast ring holds: how far a subscriber may fall behind
 /// before it skips. A frame leaves the ring (and its buffer goes back to the
 /// pool, once the bodies are done with it) when every subscriber has read it
 /// or it is overwritten, so a channel pins at most `BACKLOG` frames.
 pub const BACKLOG: usize = 256;
+/// The header that tells a live stream's frame rate (`load` needs it to
+/// rebuild the frames it checks: the PTS follows the rate).
+pub const FRAME_RATE_HEADER: &str = "x-pagepool-frame-rate";
 /// Frames queued per subscriber between its broadcast receiver and its
 /// response body.
 const QUEUE: usize = 16;
@@ -132,6 +137,7 @@ impl Live {
     /// Makes `rate` frames a second for `name` while it has subscribers.
     async fn produce(self: Arc<Self>, name: String, tx: broadcast::Sender<Bytes>) {
         let id = wire::channel_id(&name);
+        let mut frames = FrameWriter::live(self.rate);
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -158,7 +164,7 @@ impl Live {
                 seq += 1;
                 match self.pool.allocate_page_size_buffer(FRAME_LEN) {
                     Ok(mut buf) => {
-                        wire::write_frame(buf.as_max_slice_mut(), id, s);
+                        frames.write(buf.as_max_slice_mut(), id, s);
                         buf.set_len(FRAME_LEN).expect("FRAME_LEN is the max_len");
                         self.counters.frames.increment(1);
                         // Err only when the last subscriber just left; the
@@ -213,12 +219,10 @@ pub async fn get(live: Arc<Live>, channel: &str, query: Option<&str>) -> Respons
 
     let mut r = Response::new(body::stream(None, body_rx));
     let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-pagepool-frame-bytes", HeaderValue::from(FRAME_LEN));
+    h.insert(FRAME_RATE_HEADER, HeaderValue::from(live.rate));
     h.insert("x-pagepool-lagged", HeaderValue::from_static("skip"));
     r
 }

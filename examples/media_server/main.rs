@@ -69,6 +69,7 @@ mod media;
 mod pages;
 mod range;
 mod reader;
+mod samples;
 mod wire;
 
 use std::collections::HashSet;
