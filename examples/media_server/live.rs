@@ -267,3 +267,113 @@ async fn forward(
     live.subscribers.fetch_sub(1, Relaxed);
     live.counters.subscribers.decrement(1.0);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::process::Command;
+
+    use hyper::body::Incoming;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::samples::tests::{check_ts, ffprobe, run_bounded, tool};
+    use crate::wire::Stamp;
+
+    /// Serves `/live/{channel}` of `live` on a free 127.0.0.1 port, for as
+    /// long as the runtime runs.
+    async fn serve(live: Arc<Live>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let live = Arc::clone(&live);
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let live = Arc::clone(&live);
+                    async move {
+                        let channel = req.uri().path().strip_prefix("/live/").unwrap_or("");
+                        let query = req.uri().query();
+                        Ok::<_, Infallible>(get(live, channel, query).await)
+                    }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+            }
+        });
+        addr
+    }
+
+    /// `ffprobe` finds H.264 in MPEG-TS on `/live/{channel}`, and `ffmpeg -i
+    /// URL -c copy -t 5 out.ts` records it: every access unit in `out.ts` is
+    /// the one its stamp names, in order, with no frame missing.
+    #[test]
+    fn ffprobe_and_ffmpeg_open_the_live_stream() {
+        let (Some(_), Some(ffmpeg)) = (tool("ffprobe"), tool("ffmpeg")) else {
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let pool = BufferPool::builder()
+            .name("live-test")
+            .max_bytes(16 << 20)
+            .max_buffer_size(FRAME_LEN)
+            .build()
+            .unwrap();
+        let live = Arc::new(Live::new(pool, 500, stopped));
+        let addr = rt.block_on(serve(Arc::clone(&live)));
+
+        // Both ends are bounded: the server ends each stream after ?seconds.
+        let probed = ffprobe(&format!("http://{addr}/live/probe?seconds=20"));
+        for fact in [
+            "codec_name=h264",
+            "width=32",
+            "height=16",
+            "format_name=mpegts",
+        ] {
+            assert!(
+                probed.lines().any(|l| l == fact),
+                "{fact} not in:\n{probed}"
+            );
+        }
+
+        let out_ts =
+            std::env::temp_dir().join(format!("pagepool-live-test-{}.ts", std::process::id()));
+        let out = run_bounded(
+            Command::new(ffmpeg)
+                .args(["-v", "error", "-y", "-i"])
+                .arg(format!("http://{addr}/live/record?seconds=30"))
+                .args(["-c", "copy", "-t", "5"])
+                .arg(&out_ts),
+            Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "ffmpeg: {stderr}"
+        );
+        let data = std::fs::read(&out_ts).unwrap();
+        std::fs::remove_file(&out_ts).unwrap();
+        let sum = check_ts(&data, &mut FrameWriter::live(500), false);
+        let id = wire::channel_id("record");
+        let first = sum.stamps.first().expect("frames in out.ts").seq;
+        let want: Vec<Stamp> = (first..first + sum.stamps.len() as u64)
+            .map(|seq| Stamp { id, seq })
+            .collect();
+        assert_eq!(sum.stamps, want);
+        // 5 s of a 500 frames/s stream.
+        assert!(
+            (2400..=2600).contains(&sum.stamps.len()),
+            "{} frames",
+            sum.stamps.len()
+        );
+        let _ = stop.send(true);
+    }
+}

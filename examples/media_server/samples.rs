@@ -61,7 +61,8 @@ pub fn write_sample(dir: &Path, name: &str, size: u64) -> io::Result<()> {
 #[cfg(test)]
 pub mod tests {
     use std::collections::HashMap;
-    use std::process::{Command, Output};
+    use std::process::{Command, Output, Stdio};
+    use std::time::{Duration, Instant};
 
     use mpeg2ts::es::StreamType;
     use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
@@ -173,15 +174,39 @@ pub mod tests {
         found.then_some(name)
     }
 
+    /// Runs `cmd` to its end, killing it (and failing) after `limit`.
+    pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the tool starts");
+        let deadline = Instant::now() + limit;
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("wait");
+                panic!(
+                    "{cmd:?} still running after {limit:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().expect("wait")
+    }
+
     /// The stream and format facts `ffprobe` reports for `input`, as
     /// `key=value` lines; its stderr (errors only) must be empty.
     pub fn ffprobe(input: &str) -> String {
-        let out: Output = Command::new("ffprobe")
-            .args(["-v", "error", "-show_entries"])
-            .arg("stream=codec_name,codec_type,profile,width,height:format=format_name")
-            .args(["-of", "default=noprint_wrappers=1", input])
-            .output()
-            .expect("ffprobe runs");
+        let out = run_bounded(
+            Command::new("ffprobe")
+                .args(["-v", "error", "-show_entries"])
+                .arg("stream=codec_name,codec_type,profile,width,height:format=format_name")
+                .args(["-of", "default=noprint_wrappers=1", input]),
+            Duration::from_secs(60),
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stderr.is_empty(),
@@ -215,6 +240,20 @@ pub mod tests {
     }
 
     #[test]
+    fn live_frames_are_mpeg_ts_with_every_frame_stamped() {
+        let mut w = FrameWriter::live(500);
+        let id = wire::channel_id("news");
+        let mut data = vec![0u8; 600 * wire::FRAME_LEN];
+        for (seq, f) in data.chunks_exact_mut(wire::FRAME_LEN).enumerate() {
+            w.write(f, id, seq as u64);
+        }
+        let sum = check_ts(&data, &mut FrameWriter::live(500), true);
+        assert_eq!(sum.pcrs, 600);
+        let want: Vec<Stamp> = (0..600).map(|seq| Stamp { id, seq }).collect();
+        assert_eq!(sum.stamps, want);
+    }
+
+    #[test]
     #[should_panic(expected = "CRC32")]
     fn a_damaged_pmt_fails_its_crc() {
         let mut frame = vec![0u8; FILE_FRAME_LEN];
@@ -244,10 +283,10 @@ pub mod tests {
             );
         }
         // Decoding every picture reports no error.
-        let out = Command::new(ffmpeg)
-            .args(["-v", "error", "-i", &file, "-f", "null", "-"])
-            .output()
-            .unwrap();
+        let out = run_bounded(
+            Command::new(ffmpeg).args(["-v", "error", "-i", &file, "-f", "null", "-"]),
+            Duration::from_secs(60),
+        );
         std::fs::remove_file(&path).unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
