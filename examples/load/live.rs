@@ -109,3 +109,61 @@ pub async fn live_client(id: usize, args: Arc<Args>, totals: Arc<Totals>, deadli
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::common::ts;
+    use crate::fake::{self, Answer};
+    use crate::wire::{self, FrameWriter};
+
+    /// 50 frames of channel `x` at 500 frames/s, passed through `damage`,
+    /// served as `/live/x`; what the live check makes of them.
+    fn check_stream(damage: impl FnOnce(&mut [u8])) -> (Outcome, u64) {
+        let mut w = FrameWriter::live(500);
+        let mut body = vec![0u8; 50 * FRAME_LEN];
+        for (seq, f) in body.chunks_exact_mut(FRAME_LEN).enumerate() {
+            w.write(f, wire::channel_id("x"), 100 + seq as u64);
+        }
+        damage(&mut body);
+        let answer = Answer {
+            headers: vec![("x-pagepool-frame-rate", "500".into())],
+            body: body.into(),
+        };
+        let rt = fake::runtime();
+        rt.block_on(async {
+            let addr = fake::serve(HashMap::from([("/live/x".to_owned(), answer)])).await;
+            let totals = Totals::default();
+            let outcome = live_stream(&addr.to_string(), "x", 1, &totals).await;
+            (outcome, totals.live_frames.load(Relaxed))
+        })
+    }
+
+    #[test]
+    fn a_clean_stream_passes() {
+        let (outcome, frames) = check_stream(|_| {});
+        assert!(matches!(outcome, Outcome::Ok), "{outcome:?}");
+        assert_eq!(frames, 50);
+    }
+
+    #[test]
+    fn a_damaged_packet_fails_the_stream() {
+        let frame = 20 * FRAME_LEN;
+        // A picture byte, a continuity counter, a PTS byte: each is caught,
+        // at frame 20.
+        for at in [
+            frame + 900,
+            frame + 4 * ts::PACKET + 3,
+            frame + 2 * ts::PACKET + 24,
+        ] {
+            let (outcome, frames) = check_stream(|b| b[at] ^= 0x01);
+            match outcome {
+                Outcome::Failed(msg) => assert!(msg.contains("bad frame"), "{msg}"),
+                other => panic!("damage at {at}: {other:?}"),
+            }
+            assert_eq!(frames, 20, "damage at {at}");
+        }
+    }
+}

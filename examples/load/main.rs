@@ -53,6 +53,8 @@ mod wire;
 mod args;
 mod checks;
 mod conn;
+#[cfg(test)]
+mod fake;
 mod live;
 mod media;
 mod scrape;

@@ -311,7 +311,61 @@ pub async fn references(args: &Args, files: Vec<Listed>, totals: &Totals) -> Vec
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::fake::{self, Answer};
+    use crate::wire::{FrameWriter, FILE_FRAME_LEN};
+
+    /// A 3-frame `.ts` sample passed through `damage`, served whole as
+    /// `/media/a.ts`; what the media check of a whole GET makes of it.
+    fn fetch_sample(damage: impl FnOnce(&mut [u8])) -> Outcome {
+        let mut w = FrameWriter::file();
+        let mut body = vec![0u8; 3 * FILE_FRAME_LEN];
+        for (k, f) in body.chunks_exact_mut(FILE_FRAME_LEN).enumerate() {
+            w.write(f, wire::sample_seed("a.ts"), k as u64);
+        }
+        damage(&mut body);
+        let size = body.len() as u64;
+        let answer = Answer {
+            headers: vec![("x-pagepool-read-mode", "direct".into())],
+            body: body.into(),
+        };
+        let target = Target {
+            file: Listed {
+                name: "a.ts".into(),
+                size,
+                content: Content::MpegTs,
+            },
+            reference: None,
+        };
+        let plan = Plan {
+            range: None,
+            status: StatusCode::OK,
+            first: 0,
+            len: size,
+        };
+        fake::runtime().block_on(async {
+            let addr = fake::serve(HashMap::from([("/media/a.ts".to_owned(), answer)])).await;
+            let mut conn = Conn::open(&addr.to_string()).await.unwrap();
+            fetch(&mut conn, &target, &plan, &Totals::default()).await
+        })
+    }
+
+    #[test]
+    fn a_damaged_ts_sample_fails_at_the_damaged_byte() {
+        assert!(matches!(fetch_sample(|_| {}), Outcome::Ok));
+        let at = FILE_FRAME_LEN + 5000;
+        match fetch_sample(|b| b[at] ^= 0x40) {
+            Outcome::Failed(msg) => {
+                assert!(
+                    msg.ends_with(&format!("wrong byte at file offset {at}")),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Every plan asks for bytes inside the file (or expects 416), and its
     /// Range header says what the plan expects back.
