@@ -13,9 +13,9 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /media` | the files: `name \t size \t pattern` per line (`pattern` is `splitmix64` for generated samples, else `-`) |
+//! | `GET /media` | the files: `name \t size \t content` per line (`content`: `mpegts-v1` for generated `.ts` samples, `splitmix64` for generated `.bin` ones, else `-`) |
 //! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable); header `x-pagepool-read-mode: direct\|buffered` |
-//! | `GET /live/{channel}[?seconds=N]` | a live stream of 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
+//! | `GET /live/{channel}[?seconds=N]` | a live MPEG-TS (`video/mp2t`, H.264) in stamped 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
 //! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
 //! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |
 //!
@@ -69,6 +69,7 @@ mod media;
 mod pages;
 mod range;
 mod reader;
+mod samples;
 mod wire;
 
 use std::collections::HashSet;
@@ -531,11 +532,11 @@ fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Option<u
     );
     println!("endpoints:");
     let live = format!(
-        "live frames, {}/s each channel (?seconds=N to stop)",
+        "live MPEG-TS, {} frames/s each channel (?seconds=N to stop)",
         state.live.rate
     );
     for (path, what) in [
-        ("/media", "file list: name, size, pattern"),
+        ("/media", "file list: name, size, content"),
         ("/media/{name}", "a file; Range: bytes=a-b | a- | -n"),
         ("/live/{channel}", live.as_str()),
         ("/metrics", "Prometheus metrics"),
