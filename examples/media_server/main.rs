@@ -30,6 +30,10 @@
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
+//! --send-timeout SECS close a client none of whose response went out for SECS
+//!                     (default 10; 0: never)
+//! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
+//!                     windows of --send-timeout (default 16KiB; 0: no minimum)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
 //! --seconds N         shut down by itself after N seconds (default: run until a signal)
 //! ```
@@ -64,12 +68,20 @@ mod common;
 
 mod args;
 mod body;
+mod conn;
 mod live;
 mod media;
+mod outcome;
 mod pages;
 mod range;
 mod reader;
+mod slow;
 mod wire;
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod test_slow;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -82,13 +94,10 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RANGE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pagepool::BufferPool;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -97,6 +106,7 @@ use crate::args::Args;
 use crate::body::Body;
 use crate::live::Live;
 use crate::media::Media;
+use crate::outcome::{Exchange, Tracked};
 
 /// How often the Prometheus exporter's upkeep runs (it drains histogram
 /// buffers; `install_recorder` leaves that to us).
@@ -109,6 +119,8 @@ pub struct State {
     live: Arc<Live>,
     prometheus: PrometheusHandle,
     connections: AtomicUsize,
+    /// When a client that stops reading is cut off.
+    send_limits: slow::Limits,
 }
 
 impl State {
@@ -143,7 +155,11 @@ pub fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
         .map(|(_, v)| v)
 }
 
-async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    state: Arc<State>,
+    exchange: Arc<Exchange>,
+    req: Request<Incoming>,
+) -> Result<Response<Tracked>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -176,45 +192,29 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         ("other", text(StatusCode::NOT_FOUND, "not found\n"))
     };
     let status = response.status();
-    metrics::counter!("media_server_requests_total", "route" => name, "status" => status.as_str().to_owned())
-        .increment(1);
     tracing::debug!(%method, %path, range = range.as_deref().unwrap_or(""), status = status.as_u16(), elapsed = ?started.elapsed(), "request");
-    Ok(response)
-}
-
-async fn connection(stream: TcpStream, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
-    state.connections.fetch_add(1, Relaxed);
-    metrics::gauge!("media_server_connections").increment(1.0);
-    let svc = {
-        let state = Arc::clone(&state);
-        service_fn(move |req| route(Arc::clone(&state), req))
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopping(&mut shutdown) => {
-            // Finish the response in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
-    state.connections.fetch_sub(1, Relaxed);
-    metrics::gauge!("media_server_connections").decrement(1.0);
+    // Counted once written whole, or as failed (`outcome.rs`).
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        exchange.track(name, status, body, head),
+    ))
 }
 
 /// Why the server stops.
 enum Stop {
     Signal(&'static str),
     Timer,
+    /// [`Control::stop`] fired.
+    Asked,
+}
+
+/// How a caller in the same process (the tests) learns the server's address
+/// and stops it.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 async fn accept_loop(
@@ -223,6 +223,7 @@ async fn accept_loop(
     shutdown: &watch::Receiver<bool>,
     signals: &mut Signals,
     seconds: Option<u64>,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> (JoinSet<()>, Stop) {
     let mut conns = JoinSet::new();
     let timer = async {
@@ -231,14 +232,21 @@ async fn accept_loop(
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(timer);
+    let asked = async {
+        match stop {
+            Some(rx) => drop(rx.await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer, asked);
     let stop = loop {
         tokio::select! {
             which = signals.next() => break Stop::Signal(which),
             () = &mut timer => break Stop::Timer,
+            () = &mut asked => break Stop::Asked,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    conns.spawn(connection(stream, Arc::clone(state), shutdown.clone()));
+                    conns.spawn(conn::connection(stream, Arc::clone(state), shutdown.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little.
@@ -314,7 +322,7 @@ fn init_logging() {
 }
 
 async fn run(args: Args) -> ExitCode {
-    match serve(args).await {
+    match serve(args, Control::default()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("media_server: {e}");
@@ -323,7 +331,7 @@ async fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), String> {
+async fn serve(args: Args, control: Control) -> Result<(), String> {
     if let Some(dir) = &args.media_dir {
         media::check_dir(dir)?;
     }
@@ -336,14 +344,7 @@ async fn serve(args: Args) -> Result<(), String> {
 
     // The recorder first: pools register their metrics with the recorder
     // current when they are built.
-    let prometheus = pagepool::metrics::histogram_buckets(args.chunk)
-        .into_iter()
-        .try_fold(
-            PrometheusBuilder::new().with_recommended_naming(true),
-            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
-        )
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    let prometheus = recorder(args.chunk)?;
     pages::describe_server_metrics();
     let live_bytes = args.max_bytes / 8;
     let media_pool = BufferPool::builder()
@@ -414,6 +415,11 @@ async fn serve(args: Args) -> Result<(), String> {
         live: Arc::new(Live::new(live_pool, args.live_rate, shutdown_rx.clone())),
         prometheus,
         connections: AtomicUsize::new(0),
+        send_limits: slow::Limits {
+            timeout: args.send_timeout,
+            min_rate: args.min_send_rate,
+            window: args.send_timeout.unwrap_or(Duration::from_secs(10)),
+        },
     });
 
     let upkeep = {
@@ -429,9 +435,19 @@ async fn serve(args: Args) -> Result<(), String> {
 
     print_banner(&state, addr, direct, args.seconds);
     tracing::info!(%addr, "serving");
+    if let Some(ready) = control.ready {
+        let _ = ready.send(addr);
+    }
 
-    let (mut conns, why) =
-        accept_loop(listener, &state, &shutdown_rx, &mut signals, args.seconds).await;
+    let (mut conns, why) = accept_loop(
+        listener,
+        &state,
+        &shutdown_rx,
+        &mut signals,
+        args.seconds,
+        control.stop,
+    )
+    .await;
     match why {
         Stop::Signal(s) => tracing::info!(
             "{s}: shutting down ({} connections open; grace {:?})",
@@ -440,6 +456,10 @@ async fn serve(args: Args) -> Result<(), String> {
         ),
         Stop::Timer => tracing::info!(
             "--seconds elapsed: shutting down ({} connections open)",
+            conns.len()
+        ),
+        Stop::Asked => tracing::info!(
+            "stop asked: shutting down ({} connections open)",
             conns.len()
         ),
     }
@@ -489,6 +509,24 @@ async fn serve(args: Args) -> Result<(), String> {
     }
     tracing::info!("bye");
     Ok(())
+}
+
+/// The process's Prometheus recorder, installed by the first call (a test
+/// process runs several servers; they share it).
+fn recorder(chunk: usize) -> Result<PrometheusHandle, String> {
+    static INSTALLED: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(handle) = INSTALLED.get() {
+        return Ok(handle.clone());
+    }
+    let handle = pagepool::metrics::histogram_buckets(chunk)
+        .into_iter()
+        .try_fold(
+            PrometheusBuilder::new().with_recommended_naming(true),
+            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
+        )
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    Ok(INSTALLED.get_or_init(|| handle).clone())
 }
 
 fn bind(addr: SocketAddr) -> Result<TcpListener, String> {

@@ -31,10 +31,6 @@ pub const SAMPLES: [(&str, u64); 4] = [
     ("sample-33m.bin", (33 << 20) + 123),
 ];
 
-/// Chunks read ahead of the client, per response (on top of the one being
-/// read and the one hyper is writing).
-const READ_AHEAD: usize = 2;
-
 /// The header that tells how a response was read.
 pub const READ_MODE_HEADER: &str = "x-pagepool-read-mode";
 
@@ -377,7 +373,9 @@ pub async fn get(
             }
         };
         direct = reader.is_direct();
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        // One chunk waits for hyper; the reader reads the next once hyper
+        // took it (`Reader::run`).
+        let (tx, rx) = mpsc::channel(1);
         if reader.remaining() > 0 {
             let guard = ReaderGuard::new(&media.readers);
             tokio::spawn(async move {
@@ -385,7 +383,7 @@ pub async fn get(
                 drop(guard);
             });
         }
-        body::stream(Some(chunk), rx)
+        body::sized(chunk, rx, len)
     };
 
     let mode = if direct { "direct" } else { "buffered" };
