@@ -191,18 +191,18 @@ fn parse_reply(raw: &[u8]) -> Reply {
     }
 }
 
-/// The value of the sample `name{labels}` in the server's `/metrics` (0 when
-/// absent); `labels` as they appear, e.g. `reason="send_timeout"`.
+/// The sum of the samples `name{labels..}` in the server's `/metrics` (0
+/// when absent); `labels` as they appear, e.g. `reason="send_timeout"`.
 pub async fn metric(addr: SocketAddr, name: &str, labels: &[&str]) -> f64 {
     let page = get(addr, "/metrics", &[]).await;
     let text = String::from_utf8(page.body).expect("UTF-8 metrics");
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
-        .find(|(series, _)| {
+        .filter(|(series, _)| {
             let (n, rest) = series.split_once('{').unwrap_or((series, ""));
             n == name && labels.iter().all(|want| rest.contains(want))
         })
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0.0)
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
 }

@@ -72,6 +72,14 @@ fn stalled_clients_do_not_starve_normal_requests() {
             &["route=\"media\"", "reason=\"send_timeout\""],
         )
         .await;
+        let at_cap = || {
+            metric(
+                addr,
+                "pagepool_allocations_total",
+                &["pool=\"media\"", "outcome=\"exhausted\""],
+            )
+        };
+        let at_cap_before = at_cap().await;
         let started = Instant::now();
         let mut slow = Vec::new();
         for _ in 0..STALLED {
@@ -79,6 +87,13 @@ fn stalled_clients_do_not_starve_normal_requests() {
         }
         // Let every stalled response fill its socket and reach its stall.
         tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Each holds the chunk hyper is writing (with, at a chunk's end, the
+        // next one) and the one read ahead: at most three.
+        let held = metric(addr, "pagepool_buffers_in_use", &["pool=\"media\""]).await;
+        assert!(
+            held <= 3.0 * STALLED as f64,
+            "{held} buffers held by {STALLED} stalled responses"
+        );
 
         let mut latencies = Vec::new();
         for _ in 0..NORMAL_GETS {
@@ -89,6 +104,11 @@ fn stalled_clients_do_not_starve_normal_requests() {
             assert!(r.is_whole(), "a truncated response: {} bytes", r.body.len());
             assert!(r.body == small, "the bytes of small.bin");
         }
+        assert_eq!(
+            at_cap().await - at_cap_before,
+            0.0,
+            "the media pool reached its cap: stalled clients hold more than their quota"
+        );
         let cut_at = Duration::from_secs(SEND_TIMEOUT);
         // Served beside the stalled clients, not after they were cut off.
         assert!(
