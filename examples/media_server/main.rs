@@ -14,7 +14,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /media` | the files: `name \t size \t pattern` per line (`pattern` is `splitmix64` for generated samples, else `-`) |
-//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable); header `x-pagepool-read-mode: direct\|buffered` |
+//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable; the unit in any case); a strong `ETag` and `Last-Modified`, with `If-None-Match` / `If-Modified-Since` (304), `If-Match` / `If-Unmodified-Since` (412) and `If-Range`; header `x-pagepool-read-mode: direct\|buffered` |
 //! | `GET /live/{channel}[?seconds=N]` | a live stream of 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
 //! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
 //! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |
@@ -41,22 +41,33 @@
 //! Sizes are bytes, or with a suffix: `K`, `M`, `G` (or `KiB`, `MiB`, `GiB`)
 //! are powers of 1024, `KB`, `MB`, `GB` powers of 1000 (`common/size.rs`).
 //!
-//! The parts: the command line (`args.rs`), the response body
-//! (`body.rs`, on `http-body-util`), `/media` (`media.rs`) with its `Range`
-//! header (`range.rs`, on `http-range-header`) and its reads through the
+//! The parts: the command line (`args.rs`), a connection (`conn.rs`) with
+//! its slow-client limits (`slow.rs`) and its responses' outcomes
+//! (`outcome.rs`), the response body (`body.rs`, on `http-body-util`),
+//! `/media` (`media.rs`) with its `Range` header (`range.rs`, on
+//! `http-range-header`), its validators and conditional requests
+//! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
 //! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`).
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
 //! `--max-bytes` bounds it. A media response holds at most its quota
-//! (`--response-quota`: the chunk being read, those read ahead, the ones hyper
-//! is writing), so clients that stop reading hold that much each, not the
-//! pool; when the response is at its quota or the media pool at its cap, its
-//! reads await room (up to `--pool-wait`, first come first served, without
-//! holding a worker thread), so a busy server slows down rather than failing
-//! requests. A live channel holds at
+//! (`--response-quota`); in practice two or three chunks: the one hyper is
+//! writing (hyper takes the next only when less than 16 KiB of it is left)
+//! and the one read ahead (read once hyper took the one before). So clients
+//! that stop reading hold that much each, not the pool, until they are cut
+//! off (`--send-timeout`, `--min-send-rate`; their responses count as
+//! failed, never as answered). When the response is at its quota or the
+//! media pool at its cap, its reads await room (up to `--pool-wait`, first
+//! come first served, without holding a worker thread), so a busy server
+//! slows down rather than failing requests. A live channel holds at
 //! most 256 frames (its broadcast ring); when the live pool is full the
 //! producer drops the frame and counts it (its sequence number is skipped).
+//!
+//! Metrics of the server's own: `media_server_requests_total{route,status}`
+//! (responses written whole), `media_server_responses_failed_total{route,reason}`
+//! (cut short: `send_timeout`, `min_send_rate`, `client_gone`, `pool_wait`,
+//! `read_error`, `file_shrank`), `media_server_slow_clients_closed_total{reason}`.
 //!
 //! Logs go to stderr (`RUST_LOG`, e.g. `info` or `media_server=debug,pagepool=info`);
 //! the startup banner and the final pool statistics go to stdout. Ctrl-C or
@@ -68,6 +79,7 @@ mod common;
 
 mod args;
 mod body;
+mod conditional;
 mod conn;
 mod live;
 mod media;
@@ -80,6 +92,8 @@ mod wire;
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod test_http;
 #[cfg(test)]
 mod test_slow;
 
@@ -179,7 +193,7 @@ async fn route(
     } else if path == "/media" || path == "/media/" {
         ("media_list", media::list(Arc::clone(&state)).await)
     } else if let Some(name) = path.strip_prefix("/media/") {
-        let r = media::get(Arc::clone(&state), name, range.as_deref(), head).await;
+        let r = media::get(Arc::clone(&state), name, req.headers(), head).await;
         ("media", r)
     } else if let Some(channel) = path.strip_prefix("/live/") {
         let r = live::get(Arc::clone(&state.live), channel, query.as_deref()).await;
