@@ -136,8 +136,8 @@ pub use buffer_pool::BufferPool;
 pub use builder::PoolBuilder;
 pub use class::{SMALL_MAX, SMALL_SIZES};
 pub use config::{
-    CorruptionAction, DebugLevel, GuardMechanism, LeakTracking, Zeroing,
-    DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE,
+    CorruptionAction, DebugLevel, GuardMechanism, LeakTracking, Zeroing, DEFAULT_DECAY,
+    DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, MAX_DECAY, MIN_DECAY,
 };
 pub use debug::install_fault_handler;
 pub use error::Error;
