@@ -18,6 +18,9 @@
 //!   budget elsewhere), so a write one byte too far faults at once;
 //! - a **byte cap** ([`PoolBuilder::max_bytes`]) that holds under any load,
 //!   and [`BufferPool::trim`] to give idle slabs back;
+//! - **decay** ([`PoolBuilder::decay`]): slabs no class needed for a quiet
+//!   period (10 s by default) go back to the OS by themselves, never below
+//!   the [`PoolBuilder::min_buffers`] a server maps at build to start warm;
 //! - **counters** ([`BufferPool::stats`]);
 //! - **packets**: [`BufferPool::allocate_buffer`] (`AllocateBuffer`) packs
 //!   requests up to [`SMALL_MAX`] bytes into 64-byte-aligned slots between
