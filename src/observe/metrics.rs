@@ -33,6 +33,8 @@ pub const BYTES_LIMIT: &str = "pagepool_bytes_limit";
 pub const SLABS: &str = "pagepool_slabs";
 /// `pagepool_trimmed_bytes_total{pool}`.
 pub const TRIMMED_BYTES_TOTAL: &str = "pagepool_trimmed_bytes_total";
+/// `pagepool_decayed_bytes_total{pool}`.
+pub const DECAYED_BYTES_TOTAL: &str = "pagepool_decayed_bytes_total";
 /// `pagepool_rejected_total{pool}`.
 pub const REJECTED_TOTAL: &str = "pagepool_rejected_total";
 /// `pagepool_unguarded_slots{pool}`.
@@ -57,7 +59,7 @@ pub const REQUEST_SIZE_BYTES: &str = "pagepool_request_size_bytes";
 pub const BUFFER_HOLD_SECONDS: &str = "pagepool_buffer_hold_seconds";
 
 /// Every metric name pagepool registers, as scraped.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 21] = [
     ALLOCATIONS_TOTAL,
     RELEASES_TOTAL,
     BUFFERS_IN_USE,
@@ -67,6 +69,7 @@ pub const ALL: [&str; 20] = [
     BYTES_LIMIT,
     SLABS,
     TRIMMED_BYTES_TOTAL,
+    DECAYED_BYTES_TOTAL,
     REJECTED_TOTAL,
     UNGUARDED_SLOTS,
     CORRUPTIONS_TOTAL,
@@ -121,6 +124,11 @@ fn describe() {
         TRIMMED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes given back to the OS by trimming idle slabs."
+    );
+    describe_counter!(
+        DECAYED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes given back to the OS by decay (slabs idle for the decay period)."
     );
     describe_counter!(
         REJECTED_TOTAL,
@@ -250,6 +258,7 @@ pub(crate) struct PoolMetrics {
     bytes_limit: Option<Gauge>,
     slabs: Gauge,
     trimmed: Counter,
+    decayed: Counter,
     rejected: Counter,
     unguarded: Gauge,
     corruptions: [Counter; 3],
@@ -298,6 +307,7 @@ impl PoolMetrics {
             bytes_limit: limit.map(|_| gauge!(BYTES_LIMIT, "pool" => p.clone())),
             slabs: gauge!(SLABS, "pool" => p.clone()),
             trimmed: counter!(TRIMMED_BYTES_TOTAL, "pool" => p.clone()),
+            decayed: counter!(DECAYED_BYTES_TOTAL, "pool" => p.clone()),
             rejected: counter!(REJECTED_TOTAL, "pool" => p.clone()),
             unguarded: gauge!(UNGUARDED_SLOTS, "pool" => p.clone()),
             corruptions: CorruptionKind::ALL
@@ -354,6 +364,7 @@ impl PoolMetrics {
         }
         self.slabs.set(pool.slabs as f64);
         self.trimmed.absolute(pool.trimmed_bytes);
+        self.decayed.absolute(pool.decayed_bytes);
         self.rejected.absolute(pool.rejected);
         self.unguarded.set(pool.unguarded_slots as f64);
         for (c, n) in self.corruptions.iter().zip(corruptions) {

@@ -13,6 +13,7 @@
 //! | `quarantine` | sealing released slots and letting them go |
 //! | `quotas` | quota accounts, and the book of buffers charged to them |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
+//! | `decay` | giving back slabs idle for the decay period, and the `min_buffers` floor |
 //! | `stats` | counters, snapshots and metric publishing |
 //! | `leak` | walking the slabs for leak reports and suspects |
 //! | `fork` | the registry of live pools, and the `pthread_atfork` handlers |
@@ -20,6 +21,7 @@
 mod allocate;
 mod cap;
 mod close;
+mod decay;
 mod events;
 mod fork;
 mod leak;
@@ -114,6 +116,8 @@ pub(crate) struct PoolInner {
     metrics: Option<PoolMetrics>,
     /// The background publisher, started right after the pool is shared.
     publisher: OnceLock<Publisher>,
+    /// Decay's marks and the `min_buffers` floors.
+    decay: decay::Decay,
 }
 
 impl HasDepot for PoolInner {
@@ -155,6 +159,7 @@ impl PoolInner {
         let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
         let limit = config.max_bytes;
         let inherit_on_fork = config.inherit_on_fork;
+        let decay = decay::Decay::new(&classes, &config.min_buffers);
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,
@@ -182,6 +187,7 @@ impl PoolInner {
             limit: Mutex::new(limit),
             fruitless_trim: std::sync::atomic::AtomicU64::new(0),
             tracking,
+            decay,
         });
         fork::register(&inner);
         // A cap smaller than one slab is near from the start.
@@ -189,7 +195,8 @@ impl PoolInner {
             let _slabs = inner.slabs.lock();
             inner.update_near_cap();
         }
-        if inner.metrics.is_some() {
+        // The tick publishes (metrics on) and decays (decay on).
+        if inner.metrics.is_some() || inner.config.decay.is_some() {
             inner.publish_metrics();
             let pool = Arc::downgrade(&inner);
             let publisher = Publisher::start(
@@ -204,6 +211,7 @@ impl PoolInner {
                     }
                     Some(pool) => {
                         pool.publish_metrics();
+                        pool.decay_idle(std::time::Instant::now());
                         true
                     }
                     None => false,
