@@ -164,6 +164,24 @@ impl PoolBuilder {
         self
     }
 
+    /// How many allocation sites get series of their own in
+    /// `pagepool_site_bytes` / `pagepool_site_buffers` (default
+    /// [`DEFAULT_SITE_METRICS`](crate::metrics::DEFAULT_SITE_METRICS), at
+    /// most [`MAX_SITE_METRICS`](crate::metrics::MAX_SITE_METRICS)): the
+    /// sites holding the most bytes at each publish; every other site adds
+    /// to `site="other"`. 0 publishes `other` only. Each publish walks the
+    /// slot metadata (as the leak-suspect count does); needs leak tracking.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::builder().site_metrics(3).build()?;
+    /// # drop(pool);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn site_metrics(mut self, n: usize) -> Self {
+        self.config.site_metrics = n;
+        self
+    }
+
     /// Whether each thread keeps a small cache of free slots (default
     /// `true`): the hot path then makes no atomic read-modify-write on
     /// shared memory. A cache holds at most 1 MiB (or 64 slots) per class,

@@ -345,6 +345,37 @@
 //!   (`benches/decay.rs`). Allocations of a class being decayed wait on the
 //!   slab lock for the walk, as under `trim`.
 //!
+//! ## Periodic work
+//!
+//! - **One thread per process.** `observe::publisher` keeps a timer heap of
+//!   weak references to every pool with metrics, each due at its own
+//!   `publish_interval`; one thread (`pagepool-ticker`) pops what is due,
+//!   ticks it with no publisher lock held, and pushes it back an interval
+//!   later (a late round does not make up for lost ticks). 10,000 pools
+//!   cost one thread and a 10,000-entry heap. A pool is never kept alive by
+//!   the heap; its shutdown cancels its entry.
+//! - **`PoolInner::tick`** is the one place for a pool's periodic duties:
+//!   the shutdown of an abandoned pool whose last release raced the last
+//!   handle's drop, and `publish_metrics` (one walk of the slot metadata,
+//!   as in "scans" above, for the leak suspects and the site totals, then
+//!   the counters copied into the handles).
+//! - **What the tick costs the hot path: nothing.** Counters and gauges are
+//!   copies of the atomics the pool keeps anyway. Waits are counted when a
+//!   wait ends, on the wait path. The reserved high-water mark is a
+//!   `fetch_max` where a slab is mapped; the in-use one is sampled (each
+//!   snapshot, each slab mapping), never on allocate or release, so a burst
+//!   between two samples that maps no slab is missed. Site totals are the
+//!   tick's walk of the slot metadata, aggregated outside the slab lock
+//!   into a map by site word; only the top `site_metrics` sites are turned
+//!   into labels.
+//! - **Bounded series.** A site leaving the top is set to zero once and
+//!   its handles dropped; the `prometheus` module's exporter expires gauges
+//!   idle for `GAUGE_IDLE_TIMEOUT`, so the scraped label set stays at the
+//!   sites in the top now plus those that left it within the timeout.
+//!   Site series are registered when a site enters the top, with the
+//!   recorder current on the publishing thread (the publisher thread's is
+//!   the global one).
+//!
 //! ## Quotas
 //!
 //! A `Quota` is a handle with an account (`pool/quotas.rs`): a cap, the
@@ -443,12 +474,13 @@
 //!   stay counted, so in such a child every release takes the slow path:
 //!   slower, never wrong. A wait of the forking thread itself (an async
 //!   allocation polled before the fork) joins the list anew when polled.
-//! - **The publisher** is not restarted: metrics stop publishing in the
-//!   child, and the leak-suspect count stops updating, unless the child
-//!   calls `BufferPool::publish_metrics` itself. The coarse clock's thread
-//!   is gone too, so buffer ages (`leak_report`, suspects) stop advancing.
-//!   Dropping the pool in the child does not try to stop the missing
-//!   publisher.
+//! - **The publisher.** One thread per process ticks every pool (see
+//!   "Periodic work" below). Its timer heap's lock is held across the fork
+//!   like a pool lock; the child handler notes that the thread is gone,
+//!   and the child's first `stats`, `publish_metrics`, slab mapping or
+//!   pool build starts a new one, which ticks the inherited pools too.
+//!   The coarse clock's thread is gone for good, so buffer ages
+//!   (`leak_report`, suspects) stop advancing.
 //! - **io_uring registries.** The child's copy of a `Registry` is the
 //!   parent's: its rings are the parent's kernel rings (shared through the
 //!   inherited descriptors) and their tables point at the parent's pages.

@@ -104,7 +104,7 @@ unsafe impl lock_api::RawRwLock for RawRwLock {
 
 /// A condition variable: waiters watch a count that every notify bumps.
 /// Wakes may be spurious, as `parking_lot`'s may.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Condvar {
     wakes: AtomicU32,
 }
@@ -122,13 +122,29 @@ impl WaitTimeoutResult {
 }
 
 impl Condvar {
-    /// Unlocks `guard` until a notify or `timeout`, then locks it again.
-    pub(crate) fn wait_for<T>(
+    /// A condition variable no one waits on.
+    pub(crate) const fn new() -> Condvar {
+        Condvar {
+            wakes: AtomicU32::new(0),
+        }
+    }
+
+    /// Unlocks `guard` until a notify, then locks it again.
+    pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+        let seen = self.wakes.load(Ordering::Acquire);
+        MutexGuard::unlocked(guard, || {
+            while self.wakes.load(Ordering::Acquire) == seen {
+                thread::yield_now();
+            }
+        });
+    }
+
+    /// Unlocks `guard` until a notify or `deadline`, then locks it again.
+    pub(crate) fn wait_until<T>(
         &self,
         guard: &mut MutexGuard<'_, T>,
-        timeout: Duration,
+        deadline: Instant,
     ) -> WaitTimeoutResult {
-        let deadline = Instant::now() + timeout;
         let seen = self.wakes.load(Ordering::Acquire);
         let mut timed_out = false;
         MutexGuard::unlocked(guard, || {
@@ -141,6 +157,21 @@ impl Condvar {
             }
         });
         WaitTimeoutResult(timed_out)
+    }
+
+    /// Unlocks `guard` until a notify or `timeout`, then locks it again.
+    #[allow(dead_code)]
+    pub(crate) fn wait_for<T>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        timeout: Duration,
+    ) -> WaitTimeoutResult {
+        self.wait_until(guard, Instant::now() + timeout)
+    }
+
+    /// Wakes the waiters (all of them: a wake may be spurious).
+    pub(crate) fn notify_one(&self) {
+        self.notify_all();
     }
 
     /// Wakes every waiter.
