@@ -138,7 +138,8 @@ impl PoolBuilder {
 
     /// Whether the pool registers and publishes [metrics](crate::metrics)
     /// (default `true`). With `false` it never touches the `metrics` recorder,
-    /// and starts no background thread unless [`decay`](Self::decay) is on;
+    /// and is not ticked by the process's publisher thread unless
+    /// [`decay`](Self::decay) is on;
     /// [`BufferPool::stats`] still works.
     pub fn metrics(mut self, on: bool) -> Self {
         self.config.metrics = on;
@@ -293,7 +294,7 @@ impl PoolBuilder {
     /// Slabs whose slots have all been free for `period` go back to the OS
     /// (default [`DEFAULT_DECAY`](crate::DEFAULT_DECAY), 10 s; `None`: never),
     /// as jemalloc's and mimalloc's decay and Netty's trim interval do. The
-    /// pool's background thread looks once per
+    /// process's publisher thread looks once per
     /// [`metrics_publish_interval`](Self::metrics_publish_interval) tick
     /// (with metrics off too), so a slab goes between one period and one
     /// period plus two ticks after its class last needed it; per class it

@@ -316,8 +316,8 @@
 //! mimalloc's decay and Netty's trim interval do, without a word on the hot
 //! path:
 //!
-//! - **When.** The pool's background thread (the metrics publisher's tick,
-//!   started for decay with metrics off too) calls `decay_idle` once per
+//! - **When.** The pool's tick (`PoolInner::tick`, on the process's
+//!   publisher thread, with metrics off too) calls `decay_idle` once per
 //!   tick; it does something at most once a quarter period. Each time it
 //!   writes a *mark*: per class, the buffers in use and the allocations so
 //!   far (`class_stats`, which thread caches already count into).
@@ -348,7 +348,7 @@
 //! ## Periodic work
 //!
 //! - **One thread per process.** `observe::publisher` keeps a timer heap of
-//!   weak references to every pool with metrics, each due at its own
+//!   weak references to every pool with metrics or decay on, each due at its own
 //!   `publish_interval`; one thread (`pagepool-ticker`) pops what is due,
 //!   ticks it with no publisher lock held, and pushes it back an interval
 //!   later (a late round does not make up for lost ticks). 10,000 pools

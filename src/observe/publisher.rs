@@ -1,5 +1,5 @@
 //! The publisher: one thread per process that ticks every periodic target
-//! (each pool with metrics) at its own interval, from a timer heap of weak
+//! (each pool with metrics or decay on) at its own interval, from a timer heap of weak
 //! references, so that 10,000 pools cost one thread, not 10,000.
 //!
 //! Targets are plain [`Periodic`] values behind a `Weak`: the thread never
