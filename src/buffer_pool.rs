@@ -58,10 +58,10 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    pub(crate) fn from_config(config: Config) -> BufferPool {
-        BufferPool {
-            inner: PoolInner::new(config),
-        }
+    pub(crate) fn from_config(config: Config) -> Result<BufferPool, Error> {
+        let inner = PoolInner::new(config);
+        inner.prefill()?;
+        Ok(BufferPool { inner })
     }
 
     /// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a buffer of `max_len() ==
@@ -316,6 +316,23 @@ impl BufferPool {
     /// map a new slab.
     pub fn trim(&self) -> usize {
         self.inner.trim_all()
+    }
+
+    /// Takes decay's look now instead of at the background tick's next one
+    /// (see [`PoolBuilder::decay`](crate::PoolBuilder::decay)), and returns
+    /// the bytes given back to the OS: 0 with decay off, or when the last
+    /// look was less than a quarter period ago. Unlike [`trim`](Self::trim)
+    /// it gives back only slabs no class needed for a whole period.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// drop(pool.allocate_page_size_buffer(4096)?);
+    /// // The slab was needed just now: nothing has decayed.
+    /// assert_eq!(pool.decay_idle(), 0);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn decay_idle(&self) -> usize {
+        self.inner.decay_idle(std::time::Instant::now())
     }
 
     /// The pool's name.

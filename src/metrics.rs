@@ -69,6 +69,7 @@
 //! | `pagepool_bytes_limit` | gauge | pool | `max_bytes` (absent when built unlimited; `+Inf` once a cap is lifted by `set_max_bytes(None)`) |
 //! | `pagepool_slabs` | gauge | pool | mapped slabs |
 //! | `pagepool_trimmed_bytes_total` | counter | pool | bytes given back by trim |
+//! | `pagepool_decayed_bytes_total` | counter | pool | bytes given back by decay (slabs idle for the decay period) |
 //! | `pagepool_rejected_total` | counter | pool | requests refused as bad input (zero size, too large) |
 //! | `pagepool_unguarded_slots` | gauge | pool | slots served without a guard page (budget spent) |
 //! | `pagepool_corruptions_total` | counter | pool, kind | memory corruptions found, by kind: `slack_canary`, `edge_canary`, `poison` |
@@ -100,8 +101,8 @@ pub use crate::observe::metrics::{
     duration_buckets, histogram_buckets, hold_buckets, size_buckets, wait_buckets, ALL,
     ALLOCATIONS_TOTAL, ALLOCATION_DURATION_SECONDS, BUFFERS_IN_USE, BUFFER_HOLD_SECONDS,
     BYTES_CACHED, BYTES_IN_USE, BYTES_IN_USE_PEAK, BYTES_LIMIT, BYTES_RESERVED,
-    BYTES_RESERVED_PEAK, CORRUPTIONS_TOTAL, LEAK_SUSPECTS, QUOTAS, QUOTA_BYTES,
-    QUOTA_REFUSALS_TOTAL, REJECTED_TOTAL, RELEASES_TOTAL, REQUEST_SIZE_BYTES, SITE_BUFFERS,
-    SITE_BYTES, SLABS, TRIMMED_BYTES_TOTAL, UNGUARDED_SLOTS, WAITING, WAITS_TOTAL,
+    BYTES_RESERVED_PEAK, CORRUPTIONS_TOTAL, DECAYED_BYTES_TOTAL, LEAK_SUSPECTS, QUOTAS,
+    QUOTA_BYTES, QUOTA_REFUSALS_TOTAL, REJECTED_TOTAL, RELEASES_TOTAL, REQUEST_SIZE_BYTES,
+    SITE_BUFFERS, SITE_BYTES, SLABS, TRIMMED_BYTES_TOTAL, UNGUARDED_SLOTS, WAITING, WAITS_TOTAL,
     WAIT_DURATION_SECONDS,
 };

@@ -46,6 +46,9 @@ pub struct PoolStats {
     pub releases: u64,
     /// Bytes given back to the OS by [`trim`](crate::BufferPool::trim), in all.
     pub trimmed_bytes: u64,
+    /// Bytes given back to the OS by decay (idle slabs past
+    /// [`PoolBuilder::decay`](crate::PoolBuilder::decay)), in all.
+    pub decayed_bytes: u64,
     /// Slots served without one of their guard pages because the guard budget
     /// ran out (a canary watches their edges instead). Zero without guards.
     pub unguarded_slots: usize,
@@ -327,6 +330,8 @@ pub(crate) struct PoolCounters {
     pub(crate) reserved: AtomicUsize,
     /// Bytes unmapped by trimming, in all.
     pub(crate) trimmed: AtomicU64,
+    /// Bytes unmapped by decay, in all.
+    pub(crate) decayed: AtomicU64,
     /// Slots missing a guard page, in mapped slabs.
     pub(crate) unguarded: AtomicUsize,
     /// `ZeroSize` and `TooLarge` refusals.
@@ -358,6 +363,7 @@ pub(crate) fn total(
         bytes_reserved: pool.reserved.load(Relaxed),
         bytes_limit: limit,
         trimmed_bytes: pool.trimmed.load(Relaxed),
+        decayed_bytes: pool.decayed.load(Relaxed),
         unguarded_slots: pool.unguarded.load(Relaxed),
         rejected: pool.rejected.load(Relaxed),
         corruptions: corruptions.iter().sum(),

@@ -21,7 +21,7 @@ use std::sync::atomic::{fence, AtomicUsize};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 /// A waiter's place in a [`WaitList`]: unique within its list, and
 /// increasing in arrival order; with when it joined.

@@ -8,11 +8,11 @@ use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Gauge, Histogram, Unit,
 };
-use parking_lot::Mutex;
 
 use super::sites::SiteGauges;
 use crate::limits::page_size;
 use crate::stats::{ClassStats, CorruptionKind, PoolStats, WaitOutcome};
+use crate::sync::Mutex;
 
 /// `pagepool_allocations_total{pool, class, outcome}`.
 pub const ALLOCATIONS_TOTAL: &str = "pagepool_allocations_total";
@@ -32,6 +32,8 @@ pub const BYTES_LIMIT: &str = "pagepool_bytes_limit";
 pub const SLABS: &str = "pagepool_slabs";
 /// `pagepool_trimmed_bytes_total{pool}`.
 pub const TRIMMED_BYTES_TOTAL: &str = "pagepool_trimmed_bytes_total";
+/// `pagepool_decayed_bytes_total{pool}`.
+pub const DECAYED_BYTES_TOTAL: &str = "pagepool_decayed_bytes_total";
 /// `pagepool_rejected_total{pool}`.
 pub const REJECTED_TOTAL: &str = "pagepool_rejected_total";
 /// `pagepool_unguarded_slots{pool}`.
@@ -66,7 +68,7 @@ pub const BYTES_RESERVED_PEAK: &str = "pagepool_bytes_reserved_peak";
 pub use super::sites::{SITE_BUFFERS, SITE_BYTES};
 
 /// Every metric name pagepool registers, as scraped.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 27] = [
     ALLOCATIONS_TOTAL,
     RELEASES_TOTAL,
     BUFFERS_IN_USE,
@@ -76,6 +78,7 @@ pub const ALL: [&str; 26] = [
     BYTES_LIMIT,
     SLABS,
     TRIMMED_BYTES_TOTAL,
+    DECAYED_BYTES_TOTAL,
     REJECTED_TOTAL,
     UNGUARDED_SLOTS,
     CORRUPTIONS_TOTAL,
@@ -136,6 +139,11 @@ fn describe() {
         TRIMMED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes given back to the OS by trimming idle slabs."
+    );
+    describe_counter!(
+        DECAYED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes given back to the OS by decay (slabs idle for the decay period)."
     );
     describe_counter!(
         REJECTED_TOTAL,
@@ -304,6 +312,7 @@ pub(crate) struct PoolMetrics {
     bytes_limit: Option<Gauge>,
     slabs: Gauge,
     trimmed: Counter,
+    decayed: Counter,
     rejected: Counter,
     unguarded: Gauge,
     corruptions: [Counter; 3],
@@ -359,6 +368,7 @@ impl PoolMetrics {
             bytes_limit: limit.map(|_| gauge!(BYTES_LIMIT, "pool" => p.clone())),
             slabs: gauge!(SLABS, "pool" => p.clone()),
             trimmed: counter!(TRIMMED_BYTES_TOTAL, "pool" => p.clone()),
+            decayed: counter!(DECAYED_BYTES_TOTAL, "pool" => p.clone()),
             rejected: counter!(REJECTED_TOTAL, "pool" => p.clone()),
             unguarded: gauge!(UNGUARDED_SLOTS, "pool" => p.clone()),
             corruptions: CorruptionKind::ALL
@@ -429,6 +439,7 @@ impl PoolMetrics {
         }
         self.slabs.set(pool.slabs as f64);
         self.trimmed.absolute(pool.trimmed_bytes);
+        self.decayed.absolute(pool.decayed_bytes);
         self.rejected.absolute(pool.rejected);
         self.unguarded.set(pool.unguarded_slots as f64);
         for (c, n) in self.corruptions.iter().zip(corruptions) {

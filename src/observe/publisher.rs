@@ -1,5 +1,5 @@
 //! The publisher: one thread per process that ticks every periodic target
-//! (each pool with metrics) at its own interval, from a timer heap of weak
+//! (each pool with metrics or decay on) at its own interval, from a timer heap of weak
 //! references, so that 10,000 pools cost one thread, not 10,000.
 //!
 //! Targets are plain [`Periodic`] values behind a `Weak`: the thread never
@@ -18,7 +18,7 @@ use std::sync::Weak;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crate::sync::{Condvar, Mutex};
 
 /// Something the publisher ticks periodically.
 pub(crate) trait Periodic: Send + Sync {
@@ -51,7 +51,7 @@ struct State {
     running: bool,
 }
 
-static STATE: Mutex<Option<State>> = parking_lot::const_mutex(None);
+static STATE: Mutex<Option<State>> = crate::sync::const_mutex(None);
 /// Woken when an entry is added that may be due before the thread's wait ends.
 static WAKE: Condvar = Condvar::new();
 /// Set by the `fork` child handler: this process has no publisher thread.

@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 
 use ::metrics::{gauge, Gauge};
-use parking_lot::Mutex;
 
 use crate::site::SiteRef;
+use crate::sync::Mutex;
 
 /// `pagepool_site_bytes{pool, site}`: the top sites only.
 pub const SITE_BYTES: &str = "pagepool_site_bytes";

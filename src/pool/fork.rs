@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Once, Weak};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::{PoolInner, QuotaAccount};
 use crate::forklock;
@@ -37,7 +37,7 @@ struct Registry {
     held: Held,
 }
 
-static REGISTRY: Mutex<Registry> = parking_lot::const_mutex(Registry {
+static REGISTRY: Mutex<Registry> = crate::sync::const_mutex(Registry {
     pools: Vec::new(),
     held: Vec::new(),
 });

@@ -13,6 +13,7 @@
 //! | `quarantine` | sealing released slots and letting them go |
 //! | `quotas` | quota accounts, and the book of buffers charged to them |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
+//! | `decay` | giving back slabs idle for the decay period, and the `min_buffers` floor |
 //! | `stats` | counters, snapshots, metric publishing, and the publisher's tick |
 //! | `leak` | walking the slabs for leak reports and suspects |
 //! | `fork` | the registry of live pools, and the `pthread_atfork` handlers |
@@ -20,6 +21,7 @@
 mod allocate;
 mod cap;
 mod close;
+mod decay;
 mod events;
 mod fork;
 mod leak;
@@ -39,7 +41,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use crate::sync::{Mutex, RwLock};
 
 use crate::class::SizeClasses;
 use crate::clock;
@@ -116,6 +118,8 @@ pub(crate) struct PoolInner {
     /// The pool's place in the process's publisher, scheduled right after
     /// the pool is shared (see [`PoolInner::tick`]).
     publisher: OnceLock<publisher::Entry>,
+    /// Decay's marks and the `min_buffers` floors.
+    decay: decay::Decay,
 }
 
 impl HasDepot for PoolInner {
@@ -157,6 +161,7 @@ impl PoolInner {
         let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
         let limit = config.max_bytes;
         let inherit_on_fork = config.inherit_on_fork;
+        let decay = decay::Decay::new(&classes, &config.min_buffers);
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,
@@ -184,6 +189,7 @@ impl PoolInner {
             limit: Mutex::new(limit),
             fruitless_trim: std::sync::atomic::AtomicU64::new(0),
             tracking,
+            decay,
         });
         fork::register(&inner);
         // A cap smaller than one slab is near from the start.
@@ -191,7 +197,8 @@ impl PoolInner {
             let _slabs = inner.slabs.lock();
             inner.update_near_cap();
         }
-        if inner.metrics.is_some() {
+        // The tick publishes (metrics on) and decays (decay on).
+        if inner.metrics.is_some() || inner.config.decay.is_some() {
             inner.publish_metrics();
             let weak: Weak<dyn publisher::Periodic> = Arc::downgrade(&inner) as _;
             let entry = publisher::schedule(inner.config.publish_interval, weak);

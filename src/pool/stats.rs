@@ -67,7 +67,7 @@ impl PoolInner {
 impl PoolInner {
     /// The pool's periodic work, once per publish interval on the process's
     /// publisher thread: the one place where every periodic duty is called.
-    pub(crate) fn tick(&self, _now: Instant) {
+    pub(crate) fn tick(&self, now: Instant) {
         // An abandoned pool whose last buffer's release missed the last
         // handle's drop (a benign race) shuts down here.
         if self.depot.is_abandoned() {
@@ -75,6 +75,7 @@ impl PoolInner {
             return;
         }
         self.publish_metrics();
+        self.decay_idle(now);
     }
 }
 
