@@ -358,3 +358,102 @@ fn too_many_site_series_is_a_config_error() {
         Err(pagepool::Error::InvalidConfig(_))
     ));
 }
+
+/// End to end through the C ABI, whose sites are `file:line`: 20 rounds of
+/// 10 new sites each, each round the biggest; the publisher thread (not
+/// the test) publishes. At every scrape at most 11 site series are
+/// non-zero, and once the exporter has expired the idle ones, at most 11
+/// remain whatever the number of sites seen. In a child process: the
+/// exporter is the global recorder.
+#[cfg(feature = "capi")]
+#[test]
+fn c_sites_over_a_run_keep_the_series_bounded() {
+    use metrics_util::MetricKindMask;
+    use pagepool::capi::*;
+    if !common::in_child("capi-sites") {
+        common::run_child("c_sites_over_a_run_keep_the_series_bounded", "capi-sites")
+            .assert_success(&["ok"]);
+        return;
+    }
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_millis(300)))
+        .install_recorder()
+        .unwrap();
+    let series = || -> Vec<(String, f64)> {
+        handle
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("pagepool_site_bytes{pool=\"capi-sites\""))
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').unwrap();
+                (k.to_owned(), v.parse().unwrap())
+            })
+            .collect()
+    };
+    let mut a: *mut pagepool_allocator = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated name and a place for the handle.
+    assert_eq!(
+        unsafe { pagepool_allocator_create(c"capi-sites".as_ptr(), 0, &mut a) },
+        S_OK
+    );
+    let mut most = 0;
+    for round in 0..20 {
+        let mut held = Vec::new();
+        for i in 0..10 {
+            let line = round * 10 + i;
+            for _ in 0..3 {
+                let mut b: *mut pagepool_buffer = std::ptr::null_mut();
+                // SAFETY: a live allocator, a NUL-terminated file and
+                // function, a place for the buffer.
+                let hr = unsafe {
+                    pagepool_allocate_page_size_buffer_at(
+                        a,
+                        4096,
+                        c"synthetic.c".as_ptr(),
+                        line,
+                        c"f".as_ptr(),
+                        &mut b,
+                    )
+                };
+                assert_eq!(hr, S_OK);
+                held.push(b);
+            }
+        }
+        // Wait for a publish that shows this round's first site.
+        let first = format!("site=\"synthetic.c:{} (f)\"", round * 10);
+        let start = std::time::Instant::now();
+        loop {
+            let s = series();
+            if s.iter().any(|(k, v)| k.contains(&first) && *v > 0.0) {
+                let nonzero = s.iter().filter(|(_, v)| *v != 0.0).count();
+                assert!(nonzero <= 11, "{s:?}");
+                most = most.max(s.len());
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "never published: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for b in held {
+            let mut count = 0;
+            // SAFETY: a buffer of ours, released once.
+            assert_eq!(unsafe { pagepool_buffer_release(b, &mut count) }, S_OK);
+        }
+    }
+    // Long enough for every dropped site's zero to go idle; scrapes go on.
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(100));
+        handle.render();
+    }
+    let s = series();
+    assert!(s.len() <= 11, "{} series remain: {s:?}", s.len());
+    assert!(
+        most > 11,
+        "the run saw more sites than the top at once ({most})"
+    );
+    // SAFETY: the handle from `pagepool_allocator_create`, destroyed once.
+    assert_eq!(unsafe { pagepool_allocator_destroy(a) }, S_OK);
+    common::child_marker("ok");
+}
