@@ -48,7 +48,9 @@
 //! never updated again: an exporter that expires idle gauges drops it (the
 //! `prometheus` module's builder does, after five minutes), so at most
 //! `site_metrics + 1` series are non-zero and the scraped label set does
-//! not grow with the number of distinct sites over the run. The `site`
+//! not grow with the number of distinct sites over the run. A pool that
+//! shut down updates nothing any more: with such an exporter its gauges go
+//! the same way, and its counters keep their final values. The `site`
 //! label is `file:line:column` for Rust callers, `file:line (function)`
 //! or a return address for C ones.
 //!
