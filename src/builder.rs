@@ -138,7 +138,8 @@ impl PoolBuilder {
 
     /// Whether the pool registers and publishes [metrics](crate::metrics)
     /// (default `true`). With `false` it never touches the `metrics` recorder,
-    /// and starts no background thread unless [`decay`](Self::decay) is on;
+    /// and is not ticked by the process's publisher thread unless
+    /// [`decay`](Self::decay) is on;
     /// [`BufferPool::stats`] still works.
     pub fn metrics(mut self, on: bool) -> Self {
         self.config.metrics = on;
@@ -161,6 +162,24 @@ impl PoolBuilder {
     /// until a scrape: keep it for tests and low rates).
     pub fn metrics_sample_every(mut self, n: u32) -> Self {
         self.config.sample_every = n;
+        self
+    }
+
+    /// How many allocation sites get series of their own in
+    /// `pagepool_site_bytes` / `pagepool_site_buffers` (default
+    /// [`DEFAULT_SITE_METRICS`](crate::metrics::DEFAULT_SITE_METRICS), at
+    /// most [`MAX_SITE_METRICS`](crate::metrics::MAX_SITE_METRICS)): the
+    /// sites holding the most bytes at each publish; every other site adds
+    /// to `site="other"`. 0 publishes `other` only. Each publish walks the
+    /// slot metadata (as the leak-suspect count does); needs leak tracking.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::builder().site_metrics(3).build()?;
+    /// # drop(pool);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn site_metrics(mut self, n: usize) -> Self {
+        self.config.site_metrics = n;
         self
     }
 
@@ -275,7 +294,7 @@ impl PoolBuilder {
     /// Slabs whose slots have all been free for `period` go back to the OS
     /// (default [`DEFAULT_DECAY`](crate::DEFAULT_DECAY), 10 s; `None`: never),
     /// as jemalloc's and mimalloc's decay and Netty's trim interval do. The
-    /// pool's background thread looks once per
+    /// process's publisher thread looks once per
     /// [`metrics_publish_interval`](Self::metrics_publish_interval) tick
     /// (with metrics off too), so a slab goes between one period and one
     /// period plus two ticks after its class last needed it; per class it

@@ -33,6 +33,12 @@ pub const MAX_DECAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// about 400 samples a second.
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
 
+/// Default [`PoolBuilder::site_metrics`](crate::PoolBuilder::site_metrics):
+/// the ten sites holding the most bytes get series of their own.
+pub const DEFAULT_SITE_METRICS: usize = 10;
+/// The most sites [`PoolBuilder::site_metrics`](crate::PoolBuilder::site_metrics) accepts.
+pub const MAX_SITE_METRICS: usize = 1000;
+
 /// Settings of a pool; valid once [`Config::check`] accepted them.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -54,6 +60,7 @@ pub(crate) struct Config {
     /// `(max_size, count)`: buffers of `max_size`'s page class mapped at
     /// build and never trimmed or decayed.
     pub(crate) min_buffers: Vec<(usize, usize)>,
+    pub(crate) site_metrics: usize,
 }
 
 impl Default for Config {
@@ -74,6 +81,7 @@ impl Default for Config {
             inherit_on_fork: true,
             decay: Some(DEFAULT_DECAY),
             min_buffers: Vec::new(),
+            site_metrics: DEFAULT_SITE_METRICS,
         }
     }
 }
@@ -121,6 +129,11 @@ impl Config {
         {
             return Err(Error::InvalidConfig(
                 "min_buffers needs a size between 1 byte and max_buffer_size",
+            ));
+        }
+        if self.site_metrics > MAX_SITE_METRICS {
+            return Err(Error::InvalidConfig(
+                "site_metrics is above pagepool::metrics::MAX_SITE_METRICS",
             ));
         }
         if self.debug.quarantine_every != 0

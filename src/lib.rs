@@ -150,7 +150,7 @@ pub use limits::{page_size, SIZE_LIMIT};
 pub use mem::guard::guard_markers_supported;
 pub use quota::{Quota, QuotaAllocate, QuotaStats};
 pub use site::Site;
-pub use stats::{ClassStats, CorruptionKind, PoolStats};
+pub use stats::{ClassStats, CorruptionKind, PoolStats, WaitStats};
 
 /// The README's examples, run as doc tests.
 #[cfg(doctest)]

@@ -20,6 +20,10 @@ usage: media_server [OPTIONS]
   --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
   --response-quota N  slot bytes one media response may hold (default four chunks)
+  --send-timeout SECS close a client none of whose response went out for SECS
+                      (default 10; 0: never)
+  --min-send-rate N   close a client reading slower than N bytes/s, averaged over
+                      windows of --send-timeout (default 16KiB; 0: no minimum)
   --grace SECS        how long shutdown lets responses in flight finish (default 5)
   --seconds N         shut down by itself after N seconds (default: run until a signal)
   -h, --help          this text
@@ -41,6 +45,10 @@ pub struct Args {
     pub response_quota: Option<usize>,
     pub grace: Duration,
     pub seconds: Option<u64>,
+    /// `None`: never.
+    pub send_timeout: Option<Duration>,
+    /// Bytes per second; 0: no minimum.
+    pub min_send_rate: u64,
 }
 
 fn seconds(p: &mut cli::Parser, flag: &str) -> Result<Duration, Stop> {
@@ -58,6 +66,8 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         response_quota: None,
         grace: Duration::from_secs(5),
         seconds: None,
+        send_timeout: Some(Duration::from_secs(10)),
+        min_send_rate: 16 << 10,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -76,6 +86,12 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
                 a.response_quota = Some(cli::value_with(&mut p, "--response-quota", parse_size)?)
             }
             Long("grace") => a.grace = seconds(&mut p, "--grace")?,
+            Long("send-timeout") => {
+                a.send_timeout = Some(seconds(&mut p, "--send-timeout")?).filter(|d| !d.is_zero())
+            }
+            Long("min-send-rate") => {
+                a.min_send_rate = cli::value_with(&mut p, "--min-send-rate", parse_size)? as u64
+            }
             Long("seconds") => a.seconds = Some(cli::value(&mut p, "--seconds")?),
             Long("help") | Short('h') => return Err(Stop::Help),
             _ => return Err(arg.unexpected().into()),
@@ -133,6 +149,21 @@ mod tests {
             (a.media_dir, a.response_quota, a.seconds),
             (None, None, None)
         );
+        assert_eq!(
+            (a.send_timeout, a.min_send_rate),
+            (Some(Duration::from_secs(10)), 16 << 10)
+        );
+    }
+
+    #[test]
+    fn slow_client_limits() {
+        let a = parse(&["--send-timeout", "0", "--min-send-rate", "0"]).unwrap();
+        assert_eq!((a.send_timeout, a.min_send_rate), (None, 0));
+        let a = parse(&["--send-timeout=3", "--min-send-rate=1M"]).unwrap();
+        assert_eq!(
+            (a.send_timeout, a.min_send_rate),
+            (Some(Duration::from_secs(3)), 1 << 20)
+        );
     }
 
     /// What `.ci/run` and `.ci/prometheus-check` pass, and the sizes as the
@@ -175,7 +206,7 @@ mod tests {
                 "--listen" => Some("127.0.0.1:0"),
                 "--media-dir" => Some("/tmp"),
                 "--max-bytes" => Some("64M"),
-                "--chunk-size" | "--response-quota" => Some("256K"),
+                "--chunk-size" | "--response-quota" | "--min-send-rate" => Some("256K"),
                 _ => Some("3"),
             },
             parse,
@@ -193,6 +224,8 @@ mod tests {
             &["--live-rate", "0"],
             &["--live-rate", "5000000000"],
             &["--grace", "soon"],
+            &["--send-timeout", "-1"],
+            &["--min-send-rate", "fast"],
             &["--seconds"],
             &["--port", "80"],
         ] {

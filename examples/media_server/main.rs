@@ -13,9 +13,9 @@
 //!
 //! | endpoint | what |
 //! |---|---|
-//! | `GET /media` | the files: `name \t size \t pattern` per line (`pattern` is `splitmix64` for generated samples, else `-`) |
-//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable); header `x-pagepool-read-mode: direct\|buffered` |
-//! | `GET /live/{channel}[?seconds=N]` | a live stream of 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
+//! | `GET /media` | the files: `name \t size \t content` per line (`content`: `mpegts-v1` for generated `.ts` samples, `splitmix64` for generated `.bin` ones, else `-`) |
+//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable; the unit in any case); a strong `ETag` and `Last-Modified`, with `If-None-Match` / `If-Modified-Since` (304), `If-Match` / `If-Unmodified-Since` (412) and `If-Range`; header `x-pagepool-read-mode: direct\|buffered` |
+//! | `GET /live/{channel}[?seconds=N]` | a live MPEG-TS (`video/mp2t`, H.264) in stamped 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
 //! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
 //! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |
 //!
@@ -30,6 +30,10 @@
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
+//! --send-timeout SECS close a client none of whose response went out for SECS
+//!                     (default 10; 0: never)
+//! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
+//!                     windows of --send-timeout (default 16KiB; 0: no minimum)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
 //! --seconds N         shut down by itself after N seconds (default: run until a signal)
 //! ```
@@ -37,22 +41,33 @@
 //! Sizes are bytes, or with a suffix: `K`, `M`, `G` (or `KiB`, `MiB`, `GiB`)
 //! are powers of 1024, `KB`, `MB`, `GB` powers of 1000 (`common/size.rs`).
 //!
-//! The parts: the command line (`args.rs`), the response body
-//! (`body.rs`, on `http-body-util`), `/media` (`media.rs`) with its `Range`
-//! header (`range.rs`, on `http-range-header`) and its reads through the
+//! The parts: the command line (`args.rs`), a connection (`conn.rs`) with
+//! its slow-client limits (`slow.rs`) and its responses' outcomes
+//! (`outcome.rs`), the response body (`body.rs`, on `http-body-util`),
+//! `/media` (`media.rs`) with its `Range` header (`range.rs`, on
+//! `http-range-header`), its validators and conditional requests
+//! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
 //! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`).
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
 //! `--max-bytes` bounds it. A media response holds at most its quota
-//! (`--response-quota`: the chunk being read, those read ahead, the ones hyper
-//! is writing), so clients that stop reading hold that much each, not the
-//! pool; when the response is at its quota or the media pool at its cap, its
-//! reads await room (up to `--pool-wait`, first come first served, without
-//! holding a worker thread), so a busy server slows down rather than failing
-//! requests. A live channel holds at
+//! (`--response-quota`); in practice two or three chunks: the one hyper is
+//! writing (hyper takes the next only when less than 16 KiB of it is left)
+//! and the one read ahead (read once hyper took the one before). So clients
+//! that stop reading hold that much each, not the pool, until they are cut
+//! off (`--send-timeout`, `--min-send-rate`; their responses count as
+//! failed, never as answered). When the response is at its quota or the
+//! media pool at its cap, its reads await room (up to `--pool-wait`, first
+//! come first served, without holding a worker thread), so a busy server
+//! slows down rather than failing requests. A live channel holds at
 //! most 256 frames (its broadcast ring); when the live pool is full the
 //! producer drops the frame and counts it (its sequence number is skipped).
+//!
+//! Metrics of the server's own: `media_server_requests_total{route,status}`
+//! (responses written whole), `media_server_responses_failed_total{route,reason}`
+//! (cut short: `send_timeout`, `min_send_rate`, `client_gone`, `pool_wait`,
+//! `read_error`, `file_shrank`), `media_server_slow_clients_closed_total{reason}`.
 //!
 //! Logs go to stderr (`RUST_LOG`, e.g. `info` or `media_server=debug,pagepool=info`);
 //! the startup banner and the final pool statistics go to stdout. Ctrl-C or
@@ -64,12 +79,24 @@ mod common;
 
 mod args;
 mod body;
+mod conditional;
+mod conn;
 mod live;
 mod media;
+mod outcome;
 mod pages;
 mod range;
 mod reader;
+mod samples;
+mod slow;
 mod wire;
+
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod test_http;
+#[cfg(test)]
+mod test_slow;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -82,13 +109,10 @@ use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RANGE};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pagepool::BufferPool;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -97,6 +121,7 @@ use crate::args::Args;
 use crate::body::Body;
 use crate::live::Live;
 use crate::media::Media;
+use crate::outcome::{Exchange, Tracked};
 
 /// How often the Prometheus exporter's upkeep runs (it drains histogram
 /// buffers; `install_recorder` leaves that to us).
@@ -109,6 +134,8 @@ pub struct State {
     live: Arc<Live>,
     prometheus: PrometheusHandle,
     connections: AtomicUsize,
+    /// When a client that stops reading is cut off.
+    send_limits: slow::Limits,
 }
 
 impl State {
@@ -143,7 +170,11 @@ pub fn query_param<'q>(query: Option<&'q str>, key: &str) -> Option<&'q str> {
         .map(|(_, v)| v)
 }
 
-async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn route(
+    state: Arc<State>,
+    exchange: Arc<Exchange>,
+    req: Request<Incoming>,
+) -> Result<Response<Tracked>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -163,7 +194,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
     } else if path == "/media" || path == "/media/" {
         ("media_list", media::list(Arc::clone(&state)).await)
     } else if let Some(name) = path.strip_prefix("/media/") {
-        let r = media::get(Arc::clone(&state), name, range.as_deref(), head).await;
+        let r = media::get(Arc::clone(&state), name, req.headers(), head).await;
         ("media", r)
     } else if let Some(channel) = path.strip_prefix("/live/") {
         let r = live::get(Arc::clone(&state.live), channel, query.as_deref()).await;
@@ -176,45 +207,29 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         ("other", text(StatusCode::NOT_FOUND, "not found\n"))
     };
     let status = response.status();
-    metrics::counter!("media_server_requests_total", "route" => name, "status" => status.as_str().to_owned())
-        .increment(1);
     tracing::debug!(%method, %path, range = range.as_deref().unwrap_or(""), status = status.as_u16(), elapsed = ?started.elapsed(), "request");
-    Ok(response)
-}
-
-async fn connection(stream: TcpStream, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    let _ = stream.set_nodelay(true);
-    state.connections.fetch_add(1, Relaxed);
-    metrics::gauge!("media_server_connections").increment(1.0);
-    let svc = {
-        let state = Arc::clone(&state);
-        service_fn(move |req| route(Arc::clone(&state), req))
-    };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stopping(&mut shutdown) => {
-            // Finish the response in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
-    state.connections.fetch_sub(1, Relaxed);
-    metrics::gauge!("media_server_connections").decrement(1.0);
+    // Counted once written whole, or as failed (`outcome.rs`).
+    let (parts, body) = response.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        exchange.track(name, status, body, head),
+    ))
 }
 
 /// Why the server stops.
 enum Stop {
     Signal(&'static str),
     Timer,
+    /// [`Control::stop`] fired.
+    Asked,
+}
+
+/// How a caller in the same process (the tests) learns the server's address
+/// and stops it.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    pub stop: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 async fn accept_loop(
@@ -223,6 +238,7 @@ async fn accept_loop(
     shutdown: &watch::Receiver<bool>,
     signals: &mut Signals,
     seconds: Option<u64>,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> (JoinSet<()>, Stop) {
     let mut conns = JoinSet::new();
     let timer = async {
@@ -231,14 +247,21 @@ async fn accept_loop(
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(timer);
+    let asked = async {
+        match stop {
+            Some(rx) => drop(rx.await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer, asked);
     let stop = loop {
         tokio::select! {
             which = signals.next() => break Stop::Signal(which),
             () = &mut timer => break Stop::Timer,
+            () = &mut asked => break Stop::Asked,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
-                    conns.spawn(connection(stream, Arc::clone(state), shutdown.clone()));
+                    conns.spawn(conn::connection(stream, Arc::clone(state), shutdown.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little.
@@ -314,7 +337,7 @@ fn init_logging() {
 }
 
 async fn run(args: Args) -> ExitCode {
-    match serve(args).await {
+    match serve(args, Control::default()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("media_server: {e}");
@@ -323,7 +346,7 @@ async fn run(args: Args) -> ExitCode {
     }
 }
 
-async fn serve(args: Args) -> Result<(), String> {
+async fn serve(args: Args, control: Control) -> Result<(), String> {
     if let Some(dir) = &args.media_dir {
         media::check_dir(dir)?;
     }
@@ -336,14 +359,7 @@ async fn serve(args: Args) -> Result<(), String> {
 
     // The recorder first: pools register their metrics with the recorder
     // current when they are built.
-    let prometheus = pagepool::metrics::histogram_buckets(args.chunk)
-        .into_iter()
-        .try_fold(
-            PrometheusBuilder::new().with_recommended_naming(true),
-            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
-        )
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    let prometheus = recorder(args.chunk)?;
     pages::describe_server_metrics();
     let live_bytes = args.max_bytes / 8;
     let media_pool = BufferPool::builder()
@@ -414,6 +430,11 @@ async fn serve(args: Args) -> Result<(), String> {
         live: Arc::new(Live::new(live_pool, args.live_rate, shutdown_rx.clone())),
         prometheus,
         connections: AtomicUsize::new(0),
+        send_limits: slow::Limits {
+            timeout: args.send_timeout,
+            min_rate: args.min_send_rate,
+            window: args.send_timeout.unwrap_or(Duration::from_secs(10)),
+        },
     });
 
     let upkeep = {
@@ -429,9 +450,19 @@ async fn serve(args: Args) -> Result<(), String> {
 
     print_banner(&state, addr, direct, args.seconds);
     tracing::info!(%addr, "serving");
+    if let Some(ready) = control.ready {
+        let _ = ready.send(addr);
+    }
 
-    let (mut conns, why) =
-        accept_loop(listener, &state, &shutdown_rx, &mut signals, args.seconds).await;
+    let (mut conns, why) = accept_loop(
+        listener,
+        &state,
+        &shutdown_rx,
+        &mut signals,
+        args.seconds,
+        control.stop,
+    )
+    .await;
     match why {
         Stop::Signal(s) => tracing::info!(
             "{s}: shutting down ({} connections open; grace {:?})",
@@ -440,6 +471,10 @@ async fn serve(args: Args) -> Result<(), String> {
         ),
         Stop::Timer => tracing::info!(
             "--seconds elapsed: shutting down ({} connections open)",
+            conns.len()
+        ),
+        Stop::Asked => tracing::info!(
+            "stop asked: shutting down ({} connections open)",
             conns.len()
         ),
     }
@@ -491,6 +526,24 @@ async fn serve(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The process's Prometheus recorder, installed by the first call (a test
+/// process runs several servers; they share it).
+fn recorder(chunk: usize) -> Result<PrometheusHandle, String> {
+    static INSTALLED: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(handle) = INSTALLED.get() {
+        return Ok(handle.clone());
+    }
+    let handle = pagepool::metrics::histogram_buckets(chunk)
+        .into_iter()
+        .try_fold(
+            PrometheusBuilder::new().with_recommended_naming(true),
+            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
+        )
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    Ok(INSTALLED.get_or_init(|| handle).clone())
+}
+
 fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
         if e.kind() == io::ErrorKind::AddrInUse {
@@ -531,11 +584,11 @@ fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Option<u
     );
     println!("endpoints:");
     let live = format!(
-        "live frames, {}/s each channel (?seconds=N to stop)",
+        "live MPEG-TS, {} frames/s each channel (?seconds=N to stop)",
         state.live.rate
     );
     for (path, what) in [
-        ("/media", "file list: name, size, pattern"),
+        ("/media", "file list: name, size, content"),
         ("/media/{name}", "a file; Range: bytes=a-b | a- | -n"),
         ("/live/{channel}", live.as_str()),
         ("/metrics", "Prometheus metrics"),

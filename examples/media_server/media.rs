@@ -2,38 +2,29 @@
 //! pooled page-aligned buffers, streamed with Range support.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
-use hyper::{Response, StatusCode};
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE,
+};
+use hyper::{HeaderMap, Response, StatusCode};
 use metrics::Counter;
 use pagepool::direct::{DirectError, DirectErrorKind, DirectFile};
 use pagepool::BufferPool;
 use tokio::sync::mpsc;
 
 use crate::body::{self, Body};
+use crate::conditional::{self, Validators, Verdict};
 use crate::range::{parse_range, Wanted};
 use crate::reader::{read_refused, Reader, ReaderGuard};
 use crate::wire;
 use crate::{text, State};
 
-/// The sample files made when no `--media-dir` is given: name and size. The
-/// last one has an odd size, so its tail is a partial page.
-pub const SAMPLES: [(&str, u64); 4] = [
-    ("sample-tiny.bin", 1000),
-    ("sample-1m.ts", 1 << 20),
-    ("sample-8m.ts", 8 << 20),
-    ("sample-33m.bin", (33 << 20) + 123),
-];
-
-/// Chunks read ahead of the client, per response (on top of the one being
-/// read and the one hyper is writing).
-const READ_AHEAD: usize = 2;
+pub use crate::samples::{generate_samples, SAMPLES};
 
 /// The header that tells how a response was read.
 pub const READ_MODE_HEADER: &str = "x-pagepool-read-mode";
@@ -120,26 +111,6 @@ fn describe_io(e: &io::Error, not_found: &str) -> String {
     }
 }
 
-/// Writes the [`SAMPLES`] into a fresh directory under the system temp dir.
-pub fn generate_samples() -> io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("pagepool-media-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut block = vec![0u8; 1 << 20];
-    for (name, size) in SAMPLES {
-        let seed = wire::sample_seed(name);
-        let mut out = BufWriter::new(File::create(dir.join(name))?);
-        let mut at = 0u64;
-        while at < size {
-            let n = (size - at).min(block.len() as u64) as usize;
-            wire::fill_pattern(seed, at, &mut block[..n]);
-            out.write_all(&block[..n])?;
-            at += n as u64;
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    Ok(dir)
-}
-
 /// The result of trying an `O_DIRECT` read in the media directory.
 #[derive(Debug)]
 pub enum Probe {
@@ -188,8 +159,8 @@ fn unsupported(e: &io::Error) -> bool {
 
 /// Opens a media file: with `O_DIRECT` when `try_direct` and the file system
 /// accepts it ([`DirectFile::open_or_buffered`]), else through the page
-/// cache. Returns the file and its size.
-fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64)> {
+/// cache. Returns the file, its size and validators (of the open file).
+fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64, Validators)> {
     // Only regular files: opening a FIFO would block, a directory is no media.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
@@ -203,8 +174,8 @@ fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64)> {
     } else {
         DirectFile::open_buffered(path)?
     };
-    let size = file.len()?;
-    Ok((file, size))
+    let meta = file.as_file().metadata()?;
+    Ok((file, meta.len(), Validators::of(&meta)))
 }
 
 /// `GET /media`: one line per regular file, `name \t size \t pattern`.
@@ -280,11 +251,11 @@ fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// `GET /media/{name}` (and `HEAD`).
+/// `GET /media/{name}` (and `HEAD`), with the request's headers.
 pub async fn get(
     state: Arc<State>,
     raw_name: &str,
-    range: Option<&str>,
+    headers: &HeaderMap,
     head: bool,
 ) -> Response<Body> {
     let Some(name) = percent_decode(raw_name) else {
@@ -305,7 +276,7 @@ pub async fn get(
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
     };
-    let (file, size) = match opened {
+    let (file, size, validators) = match opened {
         Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return text(StatusCode::NOT_FOUND, format!("no such file: {name}\n"))
@@ -326,6 +297,24 @@ pub async fn get(
         log_fallback(&name, "open");
     }
 
+    let range = match conditional::evaluate(headers, &validators) {
+        Verdict::Send { range: true } => headers.get(RANGE).and_then(|v| v.to_str().ok()),
+        Verdict::Send { range: false } => None,
+        Verdict::NotModified => {
+            let mut r = Response::new(body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            validators.insert(r.headers_mut());
+            return r;
+        }
+        Verdict::PreconditionFailed => {
+            let mut r = text(
+                StatusCode::PRECONDITION_FAILED,
+                format!("{name} does not match the request's preconditions\n"),
+            );
+            validators.insert(r.headers_mut());
+            return r;
+        }
+    };
     let (status, first, len) = match parse_range(range, size) {
         Wanted::Whole => (StatusCode::OK, 0, size),
         Wanted::Part { first, last } => (StatusCode::PARTIAL_CONTENT, first, last - first + 1),
@@ -377,7 +366,9 @@ pub async fn get(
             }
         };
         direct = reader.is_direct();
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        // One chunk waits for hyper; the reader reads the next once hyper
+        // took it (`Reader::run`).
+        let (tx, rx) = mpsc::channel(1);
         if reader.remaining() > 0 {
             let guard = ReaderGuard::new(&media.readers);
             tokio::spawn(async move {
@@ -385,7 +376,7 @@ pub async fn get(
                 drop(guard);
             });
         }
-        body::stream(Some(chunk), rx)
+        body::sized(chunk, rx, len)
     };
 
     let mode = if direct { "direct" } else { "buffered" };
@@ -396,6 +387,7 @@ pub async fn get(
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&name)));
     h.insert(READ_MODE_HEADER, HeaderValue::from_static(mode));
+    validators.insert(h);
     if status == StatusCode::PARTIAL_CONTENT {
         let last = first + len - 1;
         h.insert(

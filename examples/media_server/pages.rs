@@ -16,7 +16,17 @@ pub fn describe_server_metrics() {
     metrics::describe_counter!(
         "media_server_requests_total",
         metrics::Unit::Count,
-        "HTTP requests answered, by route and status code."
+        "HTTP responses written whole, by route and status code."
+    );
+    metrics::describe_counter!(
+        "media_server_responses_failed_total",
+        metrics::Unit::Count,
+        "HTTP responses cut short (their connection closed as an error), by route and reason: send_timeout, min_send_rate, client_gone, pool_wait, read_error, file_shrank."
+    );
+    metrics::describe_counter!(
+        "media_server_slow_clients_closed_total",
+        metrics::Unit::Count,
+        "Connections closed because the client stopped reading (send_timeout) or read too slowly (min_send_rate)."
     );
     metrics::describe_gauge!(
         "media_server_connections",

@@ -3,6 +3,9 @@
 
 use http_range_header::{parse_range_header, EndPosition, RangeUnsatisfiableError, StartPosition};
 
+/// The range unit and its separator, as `http-range-header` expects them.
+const UNIT: &str = "bytes=";
+
 /// What a `Range` header asks of a file of some size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wanted {
@@ -15,7 +18,8 @@ pub enum Wanted {
 }
 
 /// Reads a single-range `Range` header (`bytes=a-b`, `bytes=a-`,
-/// `bytes=-n`). Anything else (other units, several ranges, bad syntax) is
+/// `bytes=-n`; the unit in any case, as RFC 9110 has it, which
+/// `http-range-header` does not: the unit is lower-cased for it). Anything else (other units, several ranges, bad syntax) is
 /// ignored, as RFC 9110 allows: the whole file is served. An end past the
 /// file and a suffix longer than it are clamped to the file; a start at or
 /// past its end, and the empty suffix `-0`, are unsatisfiable.
@@ -26,6 +30,14 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Wanted {
     if header.contains(',') {
         return Wanted::Whole;
     }
+    let lowered;
+    let header = match header.get(..UNIT.len()) {
+        Some(unit) if unit != UNIT && unit.eq_ignore_ascii_case(UNIT) => {
+            lowered = format!("{UNIT}{}", &header[UNIT.len()..]);
+            lowered.as_str()
+        }
+        _ => header,
+    };
     let range = match parse_range_header(header) {
         Ok(parsed) => match parsed.ranges.as_slice() {
             [one] => *one,
@@ -95,6 +107,15 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=4-2"), 10), Whole);
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), Whole);
         assert_eq!(parse_range(Some("items=0-1"), 10), Whole);
+        // Range units are case-insensitive (RFC 9110 §14.1).
+        assert_eq!(
+            parse_range(Some("Bytes=0-3"), 10),
+            Part { first: 0, last: 3 }
+        );
+        assert_eq!(
+            parse_range(Some("BYTES=-2"), 10),
+            Part { first: 8, last: 9 }
+        );
         assert_eq!(parse_range(Some("bytes=+1-2"), 10), Whole);
     }
 

@@ -83,18 +83,23 @@ impl Reader {
     }
 
     /// Streams the rest into `tx` until done, failed, or the client left.
+    /// A chunk is read only once the channel is empty (hyper took the one
+    /// before), so a response reads one chunk ahead of its client.
     pub async fn run(mut self, tx: mpsc::Sender<io::Result<Bytes>>) {
         while self.remaining > 0 {
+            let Ok(permit) = tx.reserve().await else {
+                return; // the client went away
+            };
             let item = tokio::select! {
                 item = self.next() => item,
-                // The client went away: stop reading.
                 () = tx.closed() => return,
             };
             let failed = item.is_err();
             if let Err(e) = &item {
                 tracing::warn!(file = %self.file.path().display(), error = %e, "media read failed mid-stream; aborting the response");
             }
-            if tx.send(item).await.is_err() || failed {
+            permit.send(item);
+            if failed {
                 return;
             }
         }

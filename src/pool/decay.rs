@@ -15,10 +15,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use parking_lot::Mutex;
-
 use super::PoolInner;
 use crate::class::{ClassIdx, SizeClasses};
+use crate::sync::Mutex;
 use crate::Error;
 
 /// What one class had at a mark: buffers in use, allocations so far.

@@ -25,7 +25,11 @@ impl PoolInner {
     ) -> Result<SlotRef, Error> {
         match self.depot.pop(idx) {
             Some(slot) => Ok(slot),
-            None => self.map_slab(idx, max_size),
+            None => {
+                let got = self.map_slab(idx, max_size);
+                self.after_map_slab();
+                got
+            }
         }
     }
 
@@ -103,7 +107,8 @@ impl PoolInner {
                 return Err(Error::Os(e));
             }
         };
-        self.counters.reserved.fetch_add(slab.reserved(), Relaxed);
+        let reserved = self.counters.reserved.fetch_add(slab.reserved(), Relaxed) + slab.reserved();
+        self.counters.peak_reserved.fetch_max(reserved, Relaxed);
         self.update_near_cap();
         self.counters.unguarded.fetch_add(slab.unguarded(), Relaxed);
         class.counters.slots.fetch_add(n, Relaxed);
@@ -140,6 +145,16 @@ impl PoolInner {
             self.config.slab_size
         };
         (target / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB)
+    }
+
+    /// After a try at mapping a slab, with no lock held (a rare path): a
+    /// `fork` child's first one restarts the publisher, and the in-use
+    /// high-water mark takes a sample (a slab is mapped when a class runs
+    /// out, near the peak).
+    #[cold]
+    fn after_map_slab(&self) {
+        crate::observe::publisher::ensure_running();
+        self.sample_peak_in_use();
     }
 
     /// Whether a request of `max_size` bytes (`small`: as

@@ -1,0 +1,81 @@
+//! `GET /media/{name}` over a real connection: validators, conditional
+//! requests, range units in any case.
+
+use crate::harness::{get, request, Server, TempDir};
+
+#[test]
+fn conditional_requests_and_ranges() {
+    let dir = TempDir::new("http");
+    let bytes = dir.file("clip.ts", 300_000);
+    let server = Server::start(&dir.0, &[]);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let path = "/media/clip.ts";
+        let whole = get(addr, path, &[]).await;
+        assert_eq!(whole.status, 200);
+        assert!(whole.is_whole() && whole.body == bytes);
+        let etag = whole.header("etag").expect("an ETag").to_owned();
+        let modified = whole
+            .header("last-modified")
+            .expect("a Last-Modified")
+            .to_owned();
+        assert!(etag.starts_with('"'), "a strong entity tag, not {etag:?}");
+
+        // Case-insensitive range units.
+        let part = get(addr, path, &[("range", "Bytes=0-99")]).await;
+        assert_eq!(part.status, 206);
+        assert_eq!(part.body, bytes[..100]);
+        assert_eq!(part.header("content-range"), Some("bytes 0-99/300000"));
+
+        // Revalidation.
+        for cond in [
+            ("if-none-match", etag.as_str()),
+            ("if-modified-since", &modified),
+        ] {
+            let r = get(addr, path, &[cond]).await;
+            assert_eq!(r.status, 304, "{cond:?}");
+            assert!(r.body.is_empty());
+            assert_eq!(r.header("etag"), Some(etag.as_str()));
+        }
+        let r = get(addr, path, &[("if-none-match", "\"other\"")]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.is_whole());
+
+        // If-Range: the range while the file is the same, else all of it.
+        let range = ("range", "bytes=1000-1999");
+        let r = get(addr, path, &[range, ("if-range", &etag)]).await;
+        assert_eq!((r.status, r.body.as_slice()), (206, &bytes[1000..2000]));
+        let r = get(addr, path, &[range, ("if-range", "\"old\"")]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.is_whole() && r.body == bytes);
+        let r = get(addr, path, &[range, ("if-range", &modified)]).await;
+        assert_eq!(r.status, 206);
+
+        // If-Match: 412 unless the tag is the file's.
+        let r = get(addr, path, &[("if-match", "\"old\"")]).await;
+        assert_eq!(r.status, 412);
+        let r = get(addr, path, &[("if-match", &etag), range]).await;
+        assert_eq!(r.status, 206);
+
+        // HEAD: the same validators, no body.
+        let r = request(addr, "HEAD", path, &[]).await;
+        assert_eq!((r.status, r.body.len()), (200, 0));
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+
+        // A rewritten file gets a new tag: the old one no longer revalidates
+        // nor resumes a download.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let changed = dir.file("clip.ts", 300_001);
+        let r = get(addr, path, &[("if-none-match", &etag)]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.body == changed);
+        assert_ne!(r.header("etag"), Some(etag.as_str()));
+        let r = get(addr, path, &[range, ("if-range", &etag)]).await;
+        assert_eq!((r.status, r.body.len()), (200, 300_001));
+    });
+    drop(server);
+}

@@ -1,0 +1,169 @@
+//! Clients that stop reading: they hold their quota, not the pool; normal
+//! requests beside them are served whole; they are cut off after the send
+//! timeout, and their responses count as failed.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::harness::{get, metric, Server, TempDir};
+
+const STALLED: usize = 200;
+const BIG: u64 = 200_000_000;
+const SMALL: usize = 1 << 20;
+const NORMAL_GETS: usize = 20;
+const SEND_TIMEOUT: u64 = 4;
+
+/// A client that asks for `path` and never reads (a 4 KiB receive buffer).
+async fn stalled(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = socket.connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    s
+}
+
+/// Reads what the server sent before it closed; `Err` if it did not close
+/// within `limit`.
+async fn drain(mut s: TcpStream, limit: Duration) -> Result<usize, ()> {
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return got, // end of stream, or the reset
+                Ok(n) => got += n,
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_all).await.map_err(|_| ())
+}
+
+#[test]
+fn stalled_clients_do_not_starve_normal_requests() {
+    let dir = TempDir::new("slow");
+    dir.sparse("big.bin", BIG);
+    let small = dir.file("small.bin", SMALL);
+    let timeout = SEND_TIMEOUT.to_string();
+    let server = Server::start(&dir.0, &["--send-timeout", &timeout]);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let closed_before = metric(
+            addr,
+            "media_server_slow_clients_closed_total",
+            &["reason=\"send_timeout\""],
+        )
+        .await;
+        let ok_before = metric(
+            addr,
+            "media_server_requests_total",
+            &["route=\"media\"", "status=\"200\""],
+        )
+        .await;
+        let failed_before = metric(
+            addr,
+            "media_server_responses_failed_total",
+            &["route=\"media\"", "reason=\"send_timeout\""],
+        )
+        .await;
+        let at_cap = || {
+            metric(
+                addr,
+                "pagepool_allocations_total",
+                &["pool=\"media\"", "outcome=\"exhausted\""],
+            )
+        };
+        let at_cap_before = at_cap().await;
+        let started = Instant::now();
+        let mut slow = Vec::new();
+        for _ in 0..STALLED {
+            slow.push(stalled(addr, "/media/big.bin").await);
+        }
+        // Let every stalled response fill its socket and reach its stall.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Each holds the chunk hyper is writing (with, at a chunk's end, the
+        // next one) and the one read ahead: at most three.
+        let held = metric(addr, "pagepool_buffers_in_use", &["pool=\"media\""]).await;
+        assert!(
+            held <= 3.0 * STALLED as f64,
+            "{held} buffers held by {STALLED} stalled responses"
+        );
+
+        let mut latencies = Vec::new();
+        for _ in 0..NORMAL_GETS {
+            let t = Instant::now();
+            let r = get(addr, "/media/small.bin", &[]).await;
+            latencies.push(t.elapsed());
+            assert_eq!(r.status, 200, "{:?}", r.headers);
+            assert!(r.is_whole(), "a truncated response: {} bytes", r.body.len());
+            assert!(r.body == small, "the bytes of small.bin");
+        }
+        assert_eq!(
+            at_cap().await - at_cap_before,
+            0.0,
+            "the media pool reached its cap: stalled clients hold more than their quota"
+        );
+        let cut_at = Duration::from_secs(SEND_TIMEOUT);
+        // Served beside the stalled clients, not after they were cut off.
+        assert!(
+            started.elapsed() < cut_at,
+            "the normal GETs took until {:?}",
+            started.elapsed()
+        );
+        latencies.sort();
+        eprintln!(
+            "1 MiB GETs beside {STALLED} stalled clients: min {:?}, median {:?}, max {:?}",
+            latencies[0],
+            latencies[NORMAL_GETS / 2],
+            latencies[NORMAL_GETS - 1]
+        );
+
+        // Past the send timeout, every stalled client is cut off.
+        let due = cut_at + Duration::from_secs(3);
+        if let Some(left) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(left).await;
+        }
+        let closed = metric(
+            addr,
+            "media_server_slow_clients_closed_total",
+            &["reason=\"send_timeout\""],
+        )
+        .await;
+        assert_eq!(closed - closed_before, STALLED as f64);
+        for s in slow {
+            let got = drain(s, Duration::from_secs(5))
+                .await
+                .expect("the server closed the stalled connection");
+            assert!(got < BIG as usize, "a stalled client got everything");
+        }
+        let ok = metric(
+            addr,
+            "media_server_requests_total",
+            &["route=\"media\"", "status=\"200\""],
+        )
+        .await;
+        assert_eq!(
+            ok - ok_before,
+            NORMAL_GETS as f64,
+            "only whole responses count as 200"
+        );
+        let failed = metric(
+            addr,
+            "media_server_responses_failed_total",
+            &["route=\"media\"", "reason=\"send_timeout\""],
+        )
+        .await;
+        assert_eq!(
+            failed - failed_before,
+            STALLED as f64,
+            "the cut responses count as failed"
+        );
+    });
+    drop(server);
+}
