@@ -99,6 +99,11 @@ pub const FRAME_LEN: usize = LIVE.frame_len();
 pub const FILE_FRAME_LEN: usize = FILE.frame_len();
 /// Frames per second of the `.ts` samples.
 pub const FILE_RATE: u32 = 25;
+/// The live response header that tells the frame rate (the PTS follows it).
+pub const FRAME_RATE_HEADER: &str = "x-pagepool-frame-rate";
+/// The highest frame rate, `--live-rate`'s limit (above 90000, the PTS's
+/// clock, some frames share a PTS).
+pub const MAX_RATE: u32 = 100_000;
 /// The UUID of the stamp's SEI.
 pub const STAMP_UUID: [u8; 16] = *b"pagepool-stamp-1";
 /// Bytes of the stamp text after the UUID.
@@ -233,11 +238,10 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    /// A writer of `layout` frames at `rate` frames per second (at most
-    /// 100000, `--live-rate`'s limit; above 90000, the PTS's clock, some
-    /// frames share a PTS).
+    /// A writer of `layout` frames at `rate` frames per second (1 to
+    /// [`MAX_RATE`]).
     pub fn new(layout: Layout, rate: u32) -> FrameWriter {
-        assert!((1..=100_000).contains(&rate), "frame rate {rate}");
+        assert!((1..=MAX_RATE).contains(&rate), "frame rate {rate}");
         let mut w = FrameWriter {
             layout,
             rate,
