@@ -163,9 +163,18 @@ pub fn check_pattern(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
     let mut pos = offset;
     let mut i = 0;
     while i < data.len() {
-        let w = word(seed, pos / 8);
         let from = (pos % 8) as usize;
         let n = (8 - from).min(data.len() - i);
+        // Whole words compare as words (no slice compare per 8 bytes).
+        if n == 8 {
+            let got = u64::from_le_bytes(data[i..i + 8].try_into().expect("8 bytes"));
+            if got.to_le_bytes() == word(seed, pos / 8) {
+                i += 8;
+                pos += 8;
+                continue;
+            }
+        }
+        let w = word(seed, pos / 8);
         if data[i..i + n] != w[from..from + n] {
             let bad = (0..n).find(|&j| data[i + j] != w[from + j]).unwrap_or(0);
             return Some(i + bad);

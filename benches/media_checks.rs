@@ -1,0 +1,98 @@
+//! What the `load` example's content checks cost per byte, on one thread:
+//! the byte pattern of the `.bin` samples (`check_pattern`, what the `.ts`
+//! samples were checked with before they were MPEG-TS), a `.ts` sample's
+//! MPEG-TS frames made again and compared (`FileChecker`), and live frames
+//! (`LiveChecker`: TS headers, continuity, stamp, every byte). Prints the
+//! ratios to `pattern` at the end.
+//!
+//! ```text
+//! cargo bench -p pagepool-benches --bench media_checks
+//! ```
+
+#[path = "support/estimates.rs"]
+mod estimates;
+
+// The two writers `wire` needs, not the examples' command-line parts. (The
+// unit tests inside are compiled here too, never run.)
+#[allow(dead_code, unused_imports)]
+#[path = "../examples/common/h264.rs"]
+mod h264;
+#[allow(dead_code, unused_imports)]
+#[path = "../examples/common/ts.rs"]
+mod ts;
+mod common {
+    pub(crate) use super::{h264, ts};
+}
+#[allow(unused_imports)]
+#[path = "../examples/media_server/wire.rs"]
+mod wire;
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wire::{FileChecker, FrameWriter, LiveChecker, FILE_FRAME_LEN, FRAME_LEN};
+
+/// Bytes checked per iteration: 1 MiB in 64 KiB pieces, as bodies arrive.
+const BYTES: usize = 1 << 20;
+const PIECE: usize = 64 << 10;
+
+fn media_checks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("media_checks");
+    g.throughput(Throughput::Bytes(BYTES as u64));
+
+    let seed = wire::sample_seed("sample-1m.bin");
+    let mut pattern = vec![0u8; BYTES];
+    wire::fill_pattern(seed, 0, &mut pattern);
+    g.bench_function("pattern", |b| {
+        b.iter(|| {
+            for (i, piece) in pattern.chunks(PIECE).enumerate() {
+                let at = (i * PIECE) as u64;
+                assert_eq!(wire::check_pattern(seed, at, black_box(piece)), None);
+            }
+        })
+    });
+
+    let frames = BYTES / FILE_FRAME_LEN + 1;
+    let mut file = vec![0u8; frames * FILE_FRAME_LEN];
+    let mut w = FrameWriter::file();
+    let id = wire::sample_seed("sample-1m.ts");
+    for (k, f) in file.chunks_exact_mut(FILE_FRAME_LEN).enumerate() {
+        w.write(f, id, k as u64);
+    }
+    let file = &file[..BYTES];
+    let mut checker = FileChecker::new("sample-1m.ts");
+    g.bench_function("mpegts_file", |b| {
+        b.iter(|| {
+            for (i, piece) in file.chunks(PIECE).enumerate() {
+                let at = (i * PIECE) as u64;
+                assert_eq!(checker.check(at, black_box(piece)), None);
+            }
+        })
+    });
+
+    // Live frames: a fresh checker per pass (sequence numbers only go up).
+    let n = BYTES / FRAME_LEN;
+    let mut live = vec![0u8; n * FRAME_LEN];
+    let mut w = FrameWriter::live(500);
+    let ch = wire::channel_id("load-0");
+    for (seq, f) in live.chunks_exact_mut(FRAME_LEN).enumerate() {
+        w.write(f, ch, seq as u64);
+    }
+    g.throughput(Throughput::Bytes(live.len() as u64));
+    g.bench_function("mpegts_live", |b| {
+        b.iter_batched_ref(
+            || LiveChecker::new("load-0", 500),
+            |checker| {
+                for f in live.chunks_exact(FRAME_LEN) {
+                    assert!(checker.check(black_box(f)).is_ok());
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    estimates::print_ratios("media_checks", &["pattern", "mpegts_file", "mpegts_live"]);
+}
+
+criterion_group!(benches, media_checks);
+criterion_main!(benches);
