@@ -2,8 +2,11 @@
 //! the byte pattern of the `.bin` samples (`check_pattern`, what the `.ts`
 //! samples were checked with before they were MPEG-TS), a `.ts` sample's
 //! MPEG-TS frames made again and compared (`FileChecker`), and live frames
-//! (`LiveChecker`: TS headers, continuity, stamp, every byte). Prints the
-//! ratios to `pattern` at the end.
+//! (`LiveChecker`: TS headers, continuity, stamp, every byte); and, as the
+//! baselines, the checks these replaced: `pattern_before` (the pattern
+//! compared 8 bytes at a time as slices) and `live_before` (the private
+//! 1316-byte live frames: FNV-1a over the payload, then the pattern).
+//! Prints the ratios to `pattern_before` at the end.
 //!
 //! ```text
 //! cargo bench -p pagepool-benches --bench media_checks
@@ -32,6 +35,33 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wire::{FileChecker, FrameWriter, LiveChecker, FILE_FRAME_LEN, FRAME_LEN};
 
+/// The pattern check as it was: a slice compare per 8 bytes.
+fn check_pattern_before(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
+    let mut pos = offset;
+    let mut i = 0;
+    while i < data.len() {
+        let mut w = [0u8; 8];
+        wire::fill_pattern(seed, pos - pos % 8, &mut w);
+        let from = (pos % 8) as usize;
+        let n = (8 - from).min(data.len() - i);
+        if data[i..i + n] != w[from..from + n] {
+            return Some(i);
+        }
+        i += n;
+        pos += n as u64;
+    }
+    None
+}
+
+/// The old live frame check: header fields, FNV-1a of the 1288-byte
+/// payload, then the payload against the pattern.
+fn check_live_before(frame: &[u8], seed: u64, sum: u64) -> bool {
+    let payload = &frame[28..];
+    frame[..4] == *b"PPLV"
+        && wire::fnv1a64(payload) == sum
+        && check_pattern_before(seed, 0, payload).is_none()
+}
+
 /// Bytes checked per iteration: 1 MiB in 64 KiB pieces, as bodies arrive.
 const BYTES: usize = 1 << 20;
 const PIECE: usize = 64 << 10;
@@ -43,6 +73,14 @@ fn media_checks(c: &mut Criterion) {
     let seed = wire::sample_seed("sample-1m.bin");
     let mut pattern = vec![0u8; BYTES];
     wire::fill_pattern(seed, 0, &mut pattern);
+    g.bench_function("pattern_before", |b| {
+        b.iter(|| {
+            for (i, piece) in pattern.chunks(PIECE).enumerate() {
+                let at = (i * PIECE) as u64;
+                assert_eq!(check_pattern_before(seed, at, black_box(piece)), None);
+            }
+        })
+    });
     g.bench_function("pattern", |b| {
         b.iter(|| {
             for (i, piece) in pattern.chunks(PIECE).enumerate() {
@@ -79,6 +117,19 @@ fn media_checks(c: &mut Criterion) {
         w.write(f, ch, seq as u64);
     }
     g.throughput(Throughput::Bytes(live.len() as u64));
+    let mut old = vec![0u8; n * FRAME_LEN];
+    for f in old.chunks_exact_mut(FRAME_LEN) {
+        f[..4].copy_from_slice(b"PPLV");
+        wire::fill_pattern(ch, 0, &mut f[28..]);
+    }
+    let old_sum = wire::fnv1a64(&old[28..FRAME_LEN]);
+    g.bench_function("live_before", |b| {
+        b.iter(|| {
+            for f in old.chunks_exact(FRAME_LEN) {
+                assert!(check_live_before(black_box(f), ch, old_sum));
+            }
+        })
+    });
     g.bench_function("mpegts_live", |b| {
         b.iter_batched_ref(
             || LiveChecker::new("load-0", 500),
@@ -91,7 +142,16 @@ fn media_checks(c: &mut Criterion) {
         )
     });
     g.finish();
-    estimates::print_ratios("media_checks", &["pattern", "mpegts_file", "mpegts_live"]);
+    estimates::print_ratios(
+        "media_checks",
+        &[
+            "pattern_before",
+            "pattern",
+            "mpegts_file",
+            "live_before",
+            "mpegts_live",
+        ],
+    );
 }
 
 criterion_group!(benches, media_checks);
