@@ -15,16 +15,19 @@
 #[path = "support/estimates.rs"]
 mod estimates;
 
-// The two writers `wire` needs, not the examples' command-line parts. (The
+// The parts of `common/` that `wire` needs, not the examples' command-line parts. (The
 // unit tests inside are compiled here too, never run.)
 #[allow(dead_code, unused_imports)]
 #[path = "../examples/common/h264.rs"]
 mod h264;
 #[allow(dead_code, unused_imports)]
+#[path = "../examples/common/pattern.rs"]
+mod pattern;
+#[allow(dead_code, unused_imports)]
 #[path = "../examples/common/ts.rs"]
 mod ts;
 mod common {
-    pub(crate) use super::{h264, ts};
+    pub(crate) use super::{h264, pattern, ts};
 }
 #[allow(unused_imports)]
 #[path = "../examples/media_server/wire.rs"]
@@ -41,7 +44,7 @@ fn check_pattern_before(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
     let mut i = 0;
     while i < data.len() {
         let mut w = [0u8; 8];
-        wire::fill_pattern(seed, pos - pos % 8, &mut w);
+        pattern::fill_pattern(seed, pos - pos % 8, &mut w);
         let from = (pos % 8) as usize;
         let n = (8 - from).min(data.len() - i);
         if data[i..i + n] != w[from..from + n] {
@@ -58,7 +61,7 @@ fn check_pattern_before(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
 fn check_live_before(frame: &[u8], seed: u64, sum: u64) -> bool {
     let payload = &frame[28..];
     frame[..4] == *b"PPLV"
-        && wire::fnv1a64(payload) == sum
+        && pattern::fnv1a64(payload) == sum
         && check_pattern_before(seed, 0, payload).is_none()
 }
 
@@ -72,7 +75,7 @@ fn media_checks(c: &mut Criterion) {
 
     let seed = wire::sample_seed("sample-1m.bin");
     let mut pattern = vec![0u8; BYTES];
-    wire::fill_pattern(seed, 0, &mut pattern);
+    pattern::fill_pattern(seed, 0, &mut pattern);
     g.bench_function("pattern_before", |b| {
         b.iter(|| {
             for (i, piece) in pattern.chunks(PIECE).enumerate() {
@@ -85,7 +88,7 @@ fn media_checks(c: &mut Criterion) {
         b.iter(|| {
             for (i, piece) in pattern.chunks(PIECE).enumerate() {
                 let at = (i * PIECE) as u64;
-                assert_eq!(wire::check_pattern(seed, at, black_box(piece)), None);
+                assert_eq!(pattern::check_pattern(seed, at, black_box(piece)), None);
             }
         })
     });
@@ -120,9 +123,9 @@ fn media_checks(c: &mut Criterion) {
     let mut old = vec![0u8; n * FRAME_LEN];
     for f in old.chunks_exact_mut(FRAME_LEN) {
         f[..4].copy_from_slice(b"PPLV");
-        wire::fill_pattern(ch, 0, &mut f[28..]);
+        pattern::fill_pattern(ch, 0, &mut f[28..]);
     }
-    let old_sum = wire::fnv1a64(&old[28..FRAME_LEN]);
+    let old_sum = pattern::fnv1a64(&old[28..FRAME_LEN]);
     g.bench_function("live_before", |b| {
         b.iter(|| {
             for f in old.chunks_exact(FRAME_LEN) {

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::common::pattern;
 use crate::wire::{self, Content, FrameWriter, FILE_FRAME_LEN};
 
 /// The largest whole number of `.ts` sample frames within `about` bytes.
@@ -49,7 +50,7 @@ pub fn write_sample(dir: &Path, name: &str, size: u64) -> io::Result<()> {
             let mut at = 0u64;
             while at < size {
                 let n = (size - at).min(block.len() as u64) as usize;
-                wire::fill_pattern(seed, at, &mut block[..n]);
+                pattern::fill_pattern(seed, at, &mut block[..n]);
                 out.write_all(&block[..n])?;
                 at += n as u64;
             }
