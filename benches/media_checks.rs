@@ -43,12 +43,12 @@ fn check_pattern_before(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
     let mut pos = offset;
     let mut i = 0;
     while i < data.len() {
-        let mut w = [0u8; 8];
-        pattern::fill_pattern(seed, pos - pos % 8, &mut w);
+        let w = pattern::pattern_word(seed, pos / 8).to_le_bytes();
         let from = (pos % 8) as usize;
         let n = (8 - from).min(data.len() - i);
         if data[i..i + n] != w[from..from + n] {
-            return Some(i);
+            let bad = (0..n).find(|&j| data[i + j] != w[from + j]).unwrap_or(0);
+            return Some(i + bad);
         }
         i += n;
         pos += n as u64;
