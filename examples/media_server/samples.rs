@@ -216,9 +216,10 @@ pub mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Writes sample `name` into a directory of its own; returns its path
+    /// and content. [`remove`] takes both away.
     fn sample(name: &str, size: u64) -> (PathBuf, Vec<u8>) {
-        let dir =
-            std::env::temp_dir().join(format!("pagepool-samples-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("pagepool-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_sample(&dir, name, size).unwrap();
         let path = dir.join(name);
@@ -226,10 +227,14 @@ pub mod tests {
         (path, data)
     }
 
+    fn remove(path: &Path) {
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
     #[test]
     fn ts_samples_are_mpeg_ts_with_every_frame_stamped() {
         let (path, data) = sample("check-structure.ts", SAMPLES[1].1);
-        std::fs::remove_file(&path).unwrap();
+        remove(&path);
         assert_eq!(data.len() as u64, SAMPLES[1].1);
         let frames = data.len() / FILE_FRAME_LEN;
         let sum = check_ts(&data, &mut FrameWriter::file(), true);
@@ -288,7 +293,7 @@ pub mod tests {
             Command::new(ffmpeg).args(["-v", "error", "-i", &file, "-f", "null", "-"]),
             Duration::from_secs(60),
         );
-        std::fs::remove_file(&path).unwrap();
+        remove(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stderr.is_empty(),
