@@ -332,6 +332,7 @@ mod tests {
             "codec_name=h264",
             "width=32",
             "height=16",
+            "r_frame_rate=500/1",
             "format_name=mpegts",
         ] {
             assert!(

@@ -204,7 +204,7 @@ pub mod tests {
         let out = run_bounded(
             Command::new("ffprobe")
                 .args(["-v", "error", "-show_entries"])
-                .arg("stream=codec_name,codec_type,profile,width,height:format=format_name")
+                .arg("stream=codec_name,codec_type,profile,width,height,r_frame_rate:format=format_name")
                 .args(["-of", "default=noprint_wrappers=1", input]),
             Duration::from_secs(60),
         );
@@ -281,6 +281,7 @@ pub mod tests {
             "codec_type=video",
             "width=160",
             "height=96",
+            "r_frame_rate=25/1",
             "format_name=mpegts",
         ] {
             assert!(

@@ -228,6 +228,7 @@ impl FrameWriter {
         h264::write_access_unit(
             &mut self.es,
             self.layout.picture,
+            self.rate,
             (seq & 1) as u32,
             &STAMP_UUID,
             &Stamp { id, seq }.text(),
@@ -478,7 +479,7 @@ mod tests {
     fn layouts_fill_their_packets() {
         // Each access unit takes the layout's packets after the PAT and the
         // PMT, with less than a packet of stuffing.
-        for (layout, rate) in [(LIVE, 500), (FILE, FILE_RATE)] {
+        for (layout, rate) in [(LIVE, 500), (LIVE, 1), (LIVE, MAX_RATE), (FILE, FILE_RATE)] {
             let mut w = FrameWriter::new(layout, rate);
             let au = w.access_unit(7, 3).len();
             assert_eq!(
