@@ -16,6 +16,7 @@
 //! nor any of them while it takes the registry (a pool leaves it first
 //! thing in its drop).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Once, Weak};
 
 use crate::sync::Mutex;
@@ -33,12 +34,15 @@ type Held = Vec<(Arc<PoolInner>, Vec<Arc<QuotaAccount>>)>;
 /// Live pools, and (between the prepare handler and the parent's or
 /// child's) the ones the prepare handler holds.
 struct Registry {
-    pools: Vec<Weak<PoolInner>>,
+    /// By the address of the pool's `PoolInner` (unique while it lives; a
+    /// pool leaves in its drop), so that adding and removing one cost
+    /// O(log n), not a scan of every live pool.
+    pools: BTreeMap<usize, Weak<PoolInner>>,
     held: Held,
 }
 
 static REGISTRY: Mutex<Registry> = crate::sync::const_mutex(Registry {
-    pools: Vec::new(),
+    pools: BTreeMap::new(),
     held: Vec::new(),
 });
 
@@ -57,17 +61,15 @@ pub(super) fn register(pool: &Arc<PoolInner>) {
             );
         }
     });
-    let mut r = REGISTRY.lock();
-    r.pools.retain(|p| p.strong_count() != 0);
-    r.pools.push(Arc::downgrade(pool));
-}
-
-/// Removes the pool at `pool` (being dropped) and every dead entry.
-pub(super) fn deregister(pool: *const PoolInner) {
     REGISTRY
         .lock()
         .pools
-        .retain(|p| p.strong_count() != 0 && !std::ptr::eq(p.as_ptr(), pool));
+        .insert(Arc::as_ptr(pool).addr(), Arc::downgrade(pool));
+}
+
+/// Removes the pool at `pool` (being dropped).
+pub(super) fn deregister(pool: *const PoolInner) {
+    REGISTRY.lock().pools.remove(&pool.addr());
 }
 
 impl PoolInner {
@@ -119,7 +121,7 @@ extern "C" fn prepare() {
     let r = unsafe { &mut *REGISTRY.data_ptr() };
     let held: Held = r
         .pools
-        .iter()
+        .values()
         .filter_map(Weak::upgrade)
         .map(|p| {
             let accounts = p.fork_hold();
