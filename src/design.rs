@@ -479,6 +479,10 @@
 //!   like a pool lock; the child handler notes that the thread is gone,
 //!   and the child's first `stats`, `publish_metrics`, slab mapping or
 //!   pool build starts a new one, which ticks the inherited pools too.
+//!   Its lock and condition variable are `std`'s futexes, not the parking
+//!   lot's: the thread is parked on them at nearly every fork, and the
+//!   parking lot's copied wait queue then listed a dead thread whose stack
+//!   the child's new thread reused (a child aborted in `parking_lot_core`).
 //!   The coarse clock's thread is gone for good, so buffer ages
 //!   (`leak_report`, suspects) stop advancing.
 //! - **io_uring registries.** The child's copy of a `Registry` is the
@@ -495,7 +499,11 @@
 //!   parking lot's queue in the child still lists the parent threads that
 //!   were parked on a pool lock; the reset keeps a lone child thread clear
 //!   of them, but child threads that later contend for that lock may be
-//!   queued behind them (and one unlock's hand-off may go to one).
+//!   queued behind them (and one unlock's hand-off may go to one), and a
+//!   child thread built on such a thread's recycled stack overwrites its
+//!   queue entry. Only a parent thread blocked on a pool lock during the
+//!   prepare handler leaves one; the publisher, which sleeps between
+//!   ticks, does not (above).
 //!   `tests/fork.rs` measures why the reset is needed: with ordinary
 //!   unlocks in the child, 12 to 30 of 30 children hung.
 //!

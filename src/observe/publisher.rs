@@ -10,15 +10,21 @@
 //! publisher thread: the first [`ensure_running`] there (a pool built,
 //! `stats`, `publish_metrics`, a slab mapped) starts a new one, which
 //! ticks the inherited targets too.
+//!
+//! The lock and condition variable are `std`'s (futexes), not
+//! `parking_lot`'s: the thread sleeps on them between ticks, so at almost
+//! every `fork` it is parked there, and `parking_lot` would leave its wait
+//! entry in the child's copy of its process-wide wait table, where the
+//! child's new publisher thread, built on the dead one's recycled stack,
+//! corrupted the queue. A futex keeps its waiters in the kernel, per process.
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Weak;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use crate::sync::{Condvar, Mutex};
 
 /// Something the publisher ticks periodically.
 pub(crate) trait Periodic: Send + Sync {
@@ -51,16 +57,28 @@ struct State {
     running: bool,
 }
 
-static STATE: Mutex<Option<State>> = crate::sync::const_mutex(None);
+static STATE: Mutex<Option<State>> = Mutex::new(None);
 /// Woken when an entry is added that may be due before the thread's wait ends.
 static WAKE: Condvar = Condvar::new();
 /// Set by the `fork` child handler: this process has no publisher thread.
 static FORKED: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// The guard [`fork_hold`] took, on the forking thread, until
+    /// [`fork_release`].
+    static HELD: RefCell<Option<MutexGuard<'static, Option<State>>>> = const { RefCell::new(None) };
+}
+
+/// Takes [`STATE`]. Nothing panics while holding it (no user code runs
+/// under it), but a poisoned lock would still hold a consistent heap.
+fn lock() -> MutexGuard<'static, Option<State>> {
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Schedules `target` every `interval`, first at once plus `interval`,
 /// starting the publisher thread if the process has none.
 pub(crate) fn schedule(interval: Duration, target: Weak<dyn Periodic>) -> Entry {
-    let mut guard = STATE.lock();
+    let mut guard = lock();
     let state = guard.get_or_insert_with(|| State {
         heap: BinaryHeap::new(),
         targets: HashMap::new(),
@@ -81,7 +99,7 @@ impl Entry {
     /// Unschedules the target: it is not ticked again once any tick of it
     /// running now has returned.
     pub(crate) fn cancel(&self) {
-        if let Some(state) = STATE.lock().as_mut() {
+        if let Some(state) = lock().as_mut() {
             state.targets.remove(&self.id);
         }
     }
@@ -98,7 +116,7 @@ pub(crate) fn ensure_running() {
 
 #[cold]
 fn restart() {
-    let mut guard = STATE.lock();
+    let mut guard = lock();
     if FORKED.swap(false, Relaxed) {
         if let Some(state) = guard.as_mut() {
             start_if_stopped(state);
@@ -131,10 +149,10 @@ fn run() {
     let mut due: Vec<(u64, Duration, Weak<dyn Periodic>, bool)> = Vec::new();
     loop {
         {
-            let mut guard = STATE.lock();
+            let mut guard = lock();
             loop {
                 let Some(state) = guard.as_mut() else {
-                    WAKE.wait(&mut guard);
+                    guard = WAKE.wait(guard).unwrap_or_else(PoisonError::into_inner);
                     continue;
                 };
                 let now = Instant::now();
@@ -150,12 +168,15 @@ fn run() {
                 if !due.is_empty() {
                     break;
                 }
-                match state.heap.peek() {
+                guard = match state.heap.peek() {
                     Some(&Reverse((at, _))) => {
-                        WAKE.wait_until(&mut guard, at);
+                        let wait = at.saturating_duration_since(now);
+                        WAKE.wait_timeout(guard, wait)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0
                     }
-                    None => WAKE.wait(&mut guard),
-                }
+                    None => WAKE.wait(guard).unwrap_or_else(PoisonError::into_inner),
+                };
             }
         }
         let now = Instant::now();
@@ -164,7 +185,7 @@ fn run() {
             // drop then runs on this thread, with no publisher lock held.
             *alive = target.upgrade().is_some_and(|t| t.tick(now));
         }
-        let mut guard = STATE.lock();
+        let mut guard = lock();
         if let Some(state) = guard.as_mut() {
             let after = Instant::now();
             for (id, interval, _, alive) in due.drain(..) {
@@ -179,30 +200,27 @@ fn run() {
     }
 }
 
-/// Takes the publisher's lock for a `fork` (see [`crate::forklock`]): a
-/// leaf, under which no other pagepool lock is taken.
+/// Takes the publisher's lock for a `fork` and keeps it, on this thread,
+/// until [`fork_release`]: a leaf, under which no other pagepool lock is
+/// taken.
 pub(crate) fn fork_hold() {
-    crate::forklock::hold(&STATE);
+    let guard = lock();
+    HELD.with(|held| *held.borrow_mut() = Some(guard));
 }
 
-/// Lets go what [`fork_hold`] took; in the child, notes that the publisher
-/// thread is gone (the next [`ensure_running`] starts one).
-///
-/// # Safety
-///
-/// As [`crate::forklock::release`]'s: this thread took it with
-/// [`fork_hold`], and in the child no other thread runs yet.
-pub(crate) unsafe fn fork_release(child: bool) {
+/// Lets go what [`fork_hold`] took on this thread; in the child, first
+/// notes that the publisher thread is gone (the next [`ensure_running`]
+/// starts one). In the child the unlock may wake a futex waiter that was
+/// a parent thread: a no-op there.
+pub(crate) fn fork_release(child: bool) {
+    let mut guard = HELD.with(|held| held.borrow_mut().take());
     if child {
-        // SAFETY: this thread holds `STATE` (the caller's contract), and no
-        // other thread of the child exists to read it.
-        if let Some(state) = unsafe { &mut *STATE.data_ptr() } {
+        if let Some(state) = guard.as_mut().and_then(|g| g.as_mut()) {
             state.running = false;
         }
         FORKED.store(true, Relaxed);
     }
-    // SAFETY: the caller's contract is `release`'s.
-    unsafe { crate::forklock::release(&STATE, child) }
+    drop(guard);
 }
 
 #[cfg(test)]
@@ -234,7 +252,7 @@ mod tests {
         assert!(dropped.0.load(Relaxed) >= 5);
         thread::sleep(Duration::from_millis(20));
         assert_eq!(stops.0.load(Relaxed), 3, "ticked after it said stop");
-        let state = STATE.lock();
+        let state = lock();
         assert!(!state.as_ref().unwrap().targets.contains_key(&_a.id));
     }
 

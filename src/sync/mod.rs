@@ -10,7 +10,9 @@
 //!   code with locks of the same API and layout that keep no pointers.
 //!
 //! The rest of the crate imports its locks from here, never from
-//! `parking_lot` (`.ci/run` checks).
+//! `parking_lot` (`.ci/run` checks). The one exception is the publisher's
+//! lock and condition variable, which are `std`'s for `fork`'s sake (see
+//! `observe::publisher`).
 
 #[cfg(pagepool_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32};
@@ -20,11 +22,11 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU32};
 #[cfg(all(not(miri), feature = "io-uring", target_os = "linux"))]
 pub(crate) use parking_lot::MutexGuard;
 #[cfg(not(miri))]
-pub(crate) use parking_lot::{const_mutex, Condvar, Mutex, RawMutex, RawRwLock, RwLock};
+pub(crate) use parking_lot::{const_mutex, Mutex, RawMutex, RawRwLock, RwLock};
 
 #[cfg(miri)]
 mod spin;
 #[cfg(all(miri, feature = "io-uring", target_os = "linux"))]
 pub(crate) use spin::MutexGuard;
 #[cfg(miri)]
-pub(crate) use spin::{const_mutex, Condvar, Mutex, RawMutex, RawRwLock, RwLock};
+pub(crate) use spin::{const_mutex, Mutex, RawMutex, RawRwLock, RwLock};

@@ -1,11 +1,10 @@
 //! Locks for Miri runs: `lock_api` locks over raw locks of one atomic each
-//! that spin with `yield_now`, and a condition variable of a wake count.
+//! that spin with `yield_now`.
 //! They keep `parking_lot`'s layout (a `u8` mutex, a `usize` rwlock, 0 when
 //! unlocked), on which the fork handlers rely (`forklock`), and its API.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use parking_lot::lock_api::{self, GuardSend};
 
@@ -99,83 +98,5 @@ unsafe impl lock_api::RawRwLock for RawRwLock {
 
     unsafe fn unlock_exclusive(&self) {
         self.0.store(0, Ordering::Release);
-    }
-}
-
-/// A condition variable: waiters watch a count that every notify bumps.
-/// Wakes may be spurious, as `parking_lot`'s may.
-#[derive(Debug)]
-pub(crate) struct Condvar {
-    wakes: AtomicU32,
-}
-
-/// Whether a timed wait ended at its timeout.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WaitTimeoutResult(bool);
-
-impl WaitTimeoutResult {
-    /// `true` if the wait ended because its time ran out.
-    #[allow(dead_code)]
-    pub(crate) fn timed_out(self) -> bool {
-        self.0
-    }
-}
-
-impl Condvar {
-    /// A condition variable no one waits on.
-    pub(crate) const fn new() -> Condvar {
-        Condvar {
-            wakes: AtomicU32::new(0),
-        }
-    }
-
-    /// Unlocks `guard` until a notify, then locks it again.
-    pub(crate) fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
-        let seen = self.wakes.load(Ordering::Acquire);
-        MutexGuard::unlocked(guard, || {
-            while self.wakes.load(Ordering::Acquire) == seen {
-                thread::yield_now();
-            }
-        });
-    }
-
-    /// Unlocks `guard` until a notify or `deadline`, then locks it again.
-    pub(crate) fn wait_until<T>(
-        &self,
-        guard: &mut MutexGuard<'_, T>,
-        deadline: Instant,
-    ) -> WaitTimeoutResult {
-        let seen = self.wakes.load(Ordering::Acquire);
-        let mut timed_out = false;
-        MutexGuard::unlocked(guard, || {
-            while self.wakes.load(Ordering::Acquire) == seen {
-                if Instant::now() >= deadline {
-                    timed_out = true;
-                    return;
-                }
-                thread::yield_now();
-            }
-        });
-        WaitTimeoutResult(timed_out)
-    }
-
-    /// Unlocks `guard` until a notify or `timeout`, then locks it again.
-    #[allow(dead_code)]
-    pub(crate) fn wait_for<T>(
-        &self,
-        guard: &mut MutexGuard<'_, T>,
-        timeout: Duration,
-    ) -> WaitTimeoutResult {
-        self.wait_until(guard, Instant::now() + timeout)
-    }
-
-    /// Wakes the waiters (all of them: a wake may be spurious).
-    pub(crate) fn notify_one(&self) {
-        self.notify_all();
-    }
-
-    /// Wakes every waiter.
-    pub(crate) fn notify_all(&self) {
-        self.wakes.fetch_add(1, Ordering::Release);
     }
 }
