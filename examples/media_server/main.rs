@@ -34,6 +34,8 @@
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
 //!                     windows of --send-timeout (default 16KiB; 0: no minimum)
+//! --idle-trim SECS    give free slabs back to the OS once the pools were quiet for SECS
+//!                     (default 30; 0: never)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
 //! --seconds N         shut down by itself after N seconds (default: run until a signal)
 //! ```
@@ -88,6 +90,7 @@ mod pages;
 mod range;
 mod reader;
 mod slow;
+mod trim;
 mod wire;
 
 #[cfg(test)]
@@ -96,6 +99,8 @@ mod harness;
 mod test_http;
 #[cfg(test)]
 mod test_slow;
+#[cfg(test)]
+mod test_trim;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -447,6 +452,10 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         })
     };
 
+    let trimmer = args
+        .idle_trim
+        .map(|quiet| tokio::spawn(trim::run(Arc::clone(&state), quiet)));
+
     print_banner(&state, addr, direct, args.seconds);
     tracing::info!(%addr, "serving");
     if let Some(ready) = control.ready {
@@ -496,6 +505,9 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         while conns.join_next().await.is_some() {}
     }
     upkeep.abort();
+    if let Some(t) = trimmer {
+        t.abort();
+    }
     // Reader tasks end when they see their body gone; producers when they
     // see the shutdown. Give them a moment to hand their buffers back.
     let quiet_by = Instant::now() + Duration::from_secs(2);

@@ -1,0 +1,47 @@
+//! The idle trim: after a burst, a quiet server gives its free slabs back.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{get, metric, Server, TempDir};
+
+#[test]
+fn an_idle_server_gives_memory_back() {
+    let dir = TempDir::new("trim");
+    let bytes = dir.file("clip.ts", 8 << 20);
+    let server = Server::start(&dir.0, &["--idle-trim", "1"]);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let reserved = || metric(addr, "pagepool_bytes_reserved", &["pool=\"media\""]);
+        // A burst: 32 responses at once map slabs for their chunks.
+        let burst: Vec<_> = (0..32)
+            .map(|_| tokio::spawn(get(addr, "/media/clip.ts", &[])))
+            .collect();
+        for r in burst {
+            let r = r.await.expect("a client task");
+            assert!(r.status == 200 && r.body == bytes);
+        }
+        let after_burst = reserved().await;
+        assert!(
+            after_burst >= (8 << 20) as f64,
+            "the burst mapped {after_burst} bytes"
+        );
+        // Quiet for the idle period: the free slabs go back. Scrapes are
+        // no activity.
+        let by = Instant::now() + Duration::from_secs(10);
+        let mut now = after_burst;
+        while now > after_burst / 2.0 && Instant::now() < by {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            now = reserved().await;
+        }
+        assert!(
+            now <= after_burst / 2.0,
+            "still {now} bytes reserved of {after_burst} after the idle trim"
+        );
+        assert!(metric(addr, "media_server_idle_trim_bytes_total", &[]).await > 0.0);
+    });
+    drop(server);
+}
