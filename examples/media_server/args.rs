@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::common::cli::{self, Long, Short, Stop};
 use crate::common::size::parse_size;
+use crate::read_path::Choice;
 
 pub const HELP: &str = "\
 media_server: files read with O_DIRECT into pooled buffers, live channels, metrics
@@ -18,6 +19,8 @@ usage: media_server [OPTIONS]
                       1/8 for the \"live\" pool
   --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
   --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+  --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
+                      has feature io-uring, the kernel allows it and O_DIRECT is on)
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
   --response-quota N  slot bytes one media response may hold (default four chunks)
   --send-timeout SECS close a client none of whose response went out for SECS
@@ -53,6 +56,7 @@ pub struct Args {
     pub min_send_rate: u64,
     /// `None`: never.
     pub idle_trim: Option<Duration>,
+    pub read_path: Choice,
 }
 
 fn seconds(p: &mut cli::Parser, flag: &str) -> Result<Duration, Stop> {
@@ -73,6 +77,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         send_timeout: Some(Duration::from_secs(10)),
         min_send_rate: 16 << 10,
         idle_trim: Some(Duration::from_secs(30)),
+        read_path: Choice::Auto,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -94,6 +99,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
             Long("send-timeout") => {
                 a.send_timeout = Some(seconds(&mut p, "--send-timeout")?).filter(|d| !d.is_zero())
             }
+            Long("read-path") => a.read_path = cli::value(&mut p, "--read-path")?,
             Long("idle-trim") => {
                 a.idle_trim = Some(seconds(&mut p, "--idle-trim")?).filter(|d| !d.is_zero())
             }
@@ -169,6 +175,11 @@ mod tests {
         assert_eq!((a.send_timeout, a.min_send_rate), (None, 0));
         assert_eq!(a.idle_trim, Some(Duration::from_secs(30)));
         assert_eq!(parse(&["--idle-trim", "0"]).unwrap().idle_trim, None);
+        assert_eq!(a.read_path, Choice::Auto);
+        assert_eq!(
+            parse(&["--read-path", "io_uring"]).unwrap().read_path,
+            Choice::IoUring
+        );
         let a = parse(&["--send-timeout=3", "--min-send-rate=1M"]).unwrap();
         assert_eq!(
             (a.send_timeout, a.min_send_rate),
@@ -217,6 +228,7 @@ mod tests {
                 "--media-dir" => Some("/tmp"),
                 "--max-bytes" => Some("64M"),
                 "--chunk-size" | "--response-quota" | "--min-send-rate" => Some("256K"),
+                "--read-path" => Some("blocking"),
                 _ => Some("3"),
             },
             parse,
@@ -236,6 +248,7 @@ mod tests {
             &["--grace", "soon"],
             &["--send-timeout", "-1"],
             &["--min-send-rate", "fast"],
+            &["--read-path", "aio"],
             &["--seconds"],
             &["--port", "80"],
         ] {

@@ -28,6 +28,8 @@
 //!                     "media" pool, 1/8 for the "live" pool
 //! --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+//! --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
+//!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
 //! --send-timeout SECS close a client none of whose response went out for SECS
@@ -88,9 +90,12 @@ mod media;
 mod outcome;
 mod pages;
 mod range;
+mod read_path;
 mod reader;
 mod slow;
 mod trim;
+#[cfg(feature = "io-uring")]
+mod uring;
 mod wire;
 
 #[cfg(test)]
@@ -417,6 +422,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         }
     };
 
+    let uring = read_path::choose(args.read_path, direct, &media_pool)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(State {
         media: Media {
@@ -428,6 +434,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             direct: AtomicBool::new(direct),
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
+            uring,
             readers: Arc::default(),
             counters: media::MediaCounters::register(),
         },
@@ -587,9 +594,14 @@ fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Option<u
         }
     }
     println!(
-        "reads: {} KiB chunks, O_DIRECT {}; pools: media {} MiB, live {} MiB",
+        "reads: {} KiB chunks, O_DIRECT {}, read path {}; pools: media {} MiB, live {} MiB",
         m.chunk >> 10,
         if direct { "on" } else { "off" },
+        if m.uring.is_some() {
+            "io_uring"
+        } else {
+            "blocking"
+        },
         m.pool.max_bytes().unwrap_or(0) >> 20,
         state.live.pool.max_bytes().unwrap_or(0) >> 20,
     );
