@@ -52,7 +52,9 @@
 //! `http-range-header`), its validators and conditional requests
 //! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
-//! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`).
+//! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`),
+//! the read path (`read_path.rs`; io_uring in `uring.rs`), the idle trim
+//! (`trim.rs`), starting up (`startup.rs`); the tests share `harness.rs`.
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
 //! `--max-bytes` bounds it. A media response holds at most its quota
@@ -93,6 +95,7 @@ mod range;
 mod read_path;
 mod reader;
 mod slow;
+mod startup;
 mod trim;
 #[cfg(feature = "io-uring")]
 mod uring;
@@ -119,7 +122,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RANGE};
 use hyper::{Method, Request, Response, StatusCode};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use pagepool::BufferPool;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -359,7 +362,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
     if let Some(dir) = &args.media_dir {
         media::check_dir(dir)?;
     }
-    let listener = bind(args.listen)?;
+    let listener = startup::bind(args.listen)?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -368,7 +371,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
 
     // The recorder first: pools register their metrics with the recorder
     // current when they are built.
-    let prometheus = recorder(args.chunk)?;
+    let prometheus = startup::recorder(args.chunk)?;
     pages::describe_server_metrics();
     let live_bytes = args.max_bytes / 8;
     let media_pool = BufferPool::builder()
@@ -463,7 +466,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         .idle_trim
         .map(|quiet| tokio::spawn(trim::run(Arc::clone(&state), quiet)));
 
-    print_banner(&state, addr, direct, args.seconds);
+    startup::print_banner(&state, addr, direct, args.seconds);
     tracing::info!(%addr, "serving");
     if let Some(ready) = control.ready {
         let _ = ready.send(addr);
@@ -542,86 +545,4 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
     }
     tracing::info!("bye");
     Ok(())
-}
-
-/// The process's Prometheus recorder, installed by the first call (a test
-/// process runs several servers; they share it).
-fn recorder(chunk: usize) -> Result<PrometheusHandle, String> {
-    static INSTALLED: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(handle) = INSTALLED.get() {
-        return Ok(handle.clone());
-    }
-    let handle = pagepool::metrics::histogram_buckets(chunk)
-        .into_iter()
-        .try_fold(
-            PrometheusBuilder::new().with_recommended_naming(true),
-            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
-        )
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
-    Ok(INSTALLED.get_or_init(|| handle).clone())
-}
-
-fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            format!("cannot listen on {addr}: address in use")
-        } else {
-            format!("cannot listen on {addr}: {e}")
-        }
-    })?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    TcpListener::from_std(std_listener).map_err(|e| format!("cannot listen on {addr}: {e}"))
-}
-
-fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Option<u64>) {
-    let m = &state.media;
-    println!("media_server listening on http://{addr}");
-    println!(
-        "media dir: {}{}",
-        m.dir.display(),
-        if m.generated {
-            " (generated samples, removed at exit)"
-        } else {
-            ""
-        }
-    );
-    if m.generated {
-        for (name, size) in media::SAMPLES {
-            println!("  {name:<16} {size:>10} bytes   http://{addr}/media/{name}");
-        }
-    }
-    println!(
-        "reads: {} KiB chunks, O_DIRECT {}, read path {}; pools: media {} MiB, live {} MiB",
-        m.chunk >> 10,
-        if direct { "on" } else { "off" },
-        if m.uring.is_some() {
-            "io_uring"
-        } else {
-            "blocking"
-        },
-        m.pool.max_bytes().unwrap_or(0) >> 20,
-        state.live.pool.max_bytes().unwrap_or(0) >> 20,
-    );
-    println!("endpoints:");
-    let live = format!(
-        "live frames, {}/s each channel (?seconds=N to stop)",
-        state.live.rate
-    );
-    for (path, what) in [
-        ("/media", "file list: name, size, pattern"),
-        ("/media/{name}", "a file; Range: bytes=a-b | a- | -n"),
-        ("/live/{channel}", live.as_str()),
-        ("/metrics", "Prometheus metrics"),
-        ("/debug/buffers", "pool statistics"),
-    ] {
-        let url = format!("http://{addr}{path}");
-        println!("  GET {url:<44} {what}");
-    }
-    match seconds {
-        Some(s) => println!("stopping after {s} s, or on Ctrl-C / SIGTERM"),
-        None => println!("Ctrl-C or SIGTERM to stop"),
-    }
 }

@@ -79,3 +79,56 @@ fn conditional_requests_and_ranges() {
     });
     drop(server);
 }
+
+/// The read path each response names: `blocking` when asked for; with
+/// feature `io-uring`, `io_uring` by default where the kernel allows it and
+/// the directory takes `O_DIRECT`. The bytes are the file's either way,
+/// ranges at odd offsets and the unaligned tail included.
+#[test]
+fn read_paths() {
+    let dir = TempDir::new("paths");
+    let bytes = dir.file("clip.ts", (3 << 20) + 4321);
+    for flags in [&["--read-path", "blocking"][..], &[]] {
+        let server = Server::start(&dir.0, flags);
+        let addr = server.addr;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let path = rt.block_on(async {
+            let whole = get(addr, "/media/clip.ts", &[]).await;
+            assert!(whole.status == 200 && whole.body == bytes);
+            let r = get(addr, "/media/clip.ts", &[("range", "bytes=4097-3000000")]).await;
+            assert_eq!(
+                (r.status, r.body.as_slice()),
+                (206, &bytes[4097..=3_000_000])
+            );
+            let r = get(addr, "/media/clip.ts", &[("range", "bytes=-5000")]).await;
+            assert_eq!(r.body, bytes[bytes.len() - 5000..]);
+            let path = whole.header("x-pagepool-read-path").map(str::to_owned);
+            let mode = whole.header("x-pagepool-read-mode").map(str::to_owned);
+            (path, mode)
+        });
+        drop(server);
+        let (path, mode) = path;
+        let path = path.expect("an x-pagepool-read-path header");
+        if flags.is_empty() {
+            let uring = mode.as_deref() == Some("direct") && io_uring_here();
+            if uring {
+                assert_eq!(path, "io_uring");
+            } else {
+                eprintln!("read_paths: io_uring not available here; {path} ran");
+            }
+        } else {
+            assert_eq!(path, "blocking");
+        }
+    }
+}
+
+/// Whether this build and kernel can set up a registry.
+fn io_uring_here() -> bool {
+    #[cfg(feature = "io-uring")]
+    return pagepool::uring::Registry::new(&pagepool::BufferPool::new()).is_ok();
+    #[cfg(not(feature = "io-uring"))]
+    return false;
+}
