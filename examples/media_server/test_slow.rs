@@ -180,3 +180,60 @@ fn stalled_clients_do_not_starve_normal_requests() {
     });
     drop(server);
 }
+
+/// A client that keeps reading, but a trickle, is cut off by the minimum
+/// send rate (not the send timeout: its writes make progress); one reading
+/// at full speed beside it is not.
+#[test]
+fn a_trickling_client_is_below_the_minimum_rate() {
+    let dir = TempDir::new("trickle");
+    dir.sparse("big.bin", BIG);
+    let small = dir.file("small.bin", SMALL);
+    let server = Server::start(&dir.0, &["--send-timeout", "2", "--min-send-rate", "1M"]);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let reason = |r: &'static str| async move {
+            metric(addr, "media_server_slow_clients_closed_total", &[r]).await
+        };
+        let (rate_before, timeout_before) = (
+            reason("reason=\"min_send_rate\"").await,
+            reason("reason=\"send_timeout\"").await,
+        );
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /media/big.bin HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("send");
+        let started = Instant::now();
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        let ended = loop {
+            // 64 KiB every 100 ms: about 640 KiB/s, steady progress, below
+            // the 1 MiB/s minimum.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let read = tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await;
+            match read {
+                Ok(Ok(_)) => got += buf.len(),
+                Ok(Err(_)) => break true, // the end of the stream, or the reset
+                Err(_) => {}
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break false;
+            }
+        };
+        assert!(
+            ended,
+            "the trickling client was never cut off ({got} bytes)"
+        );
+        assert!((got as u64) < BIG);
+        assert_eq!(reason("reason=\"min_send_rate\"").await - rate_before, 1.0);
+        assert_eq!(reason("reason=\"send_timeout\"").await, timeout_before);
+        let r = get(addr, "/media/small.bin", &[]).await;
+        assert!(r.status == 200 && r.body == small);
+        assert_eq!(reason("reason=\"min_send_rate\"").await - rate_before, 1.0);
+    });
+    drop(server);
+}
