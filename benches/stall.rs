@@ -4,7 +4,9 @@
 //!   thread building leak reports of all of them in a loop, and the main
 //!   thread allocating buffers that each map a slab of their own (so each
 //!   takes the slab lock); the allocations' latency (median, p99, max) with
-//!   and without the scanner, side by side in one run;
+//!   and without the scanner, side by side in one run; and, for scale, with
+//!   a thread that touches no pool but grows and frees a 100 MiB vector in
+//!   a loop as the report does (what the process's memory-map lock costs);
 //! - refusals at the cap: a 256 MiB pool whose one-page slabs each keep one
 //!   slot out (32,000 free slots, no slab idle), two threads failing large
 //!   allocations in a loop, and the main thread's 10 ms timed waits: how far
@@ -139,5 +141,29 @@ fn main() {
     stop.store(true, Relaxed);
     let (reports, longest) = scanner.join().unwrap();
     println!("  ({reports} leak reports of {PACKETS} buffers, the longest {longest:?})");
+    print("100 MiB Vec looping, no pool", &with_memory_churn(&pool));
     drop(packets);
+}
+
+/// The allocations' latency while another thread only grows a vector to
+/// 100 MiB (about a leak report's size here) and frees it, in a loop.
+fn with_memory_churn(pool: &BufferPool) -> Vec<Duration> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            while !stop.load(Relaxed) {
+                let mut v: Vec<[u64; 13]> = Vec::new();
+                for i in 0..PACKETS {
+                    v.push([i as u64; 13]);
+                }
+                std::hint::black_box(&v);
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    let out = latencies(pool);
+    stop.store(true, Relaxed);
+    churn.join().unwrap();
+    out
 }

@@ -28,9 +28,12 @@ use crate::Error;
 /// thread it lacks. In the child, inherited buffers may be read, written
 /// (copy-on-write) and dropped (the slot returns to the child's copy of the
 /// pool), and new buffers allocated. Free slots cached by the parent's other
-/// threads are lost to the child; the metrics publisher and the clock of
-/// buffer ages do not run there, so metrics and the leak-suspect count do
-/// not update unless the child calls [`publish_metrics`](Self::publish_metrics).
+/// threads are lost to the child. The process's publisher thread is not
+/// there either: the child's first [`stats`](Self::stats),
+/// [`publish_metrics`](Self::publish_metrics), slab mapped or pool built
+/// starts a new one, which publishes every pool the child has. The clock of
+/// buffer ages does not run there, so ages (and the leak-suspect count)
+/// stop advancing.
 /// With [`PoolBuilder::inherit_on_fork(false)`](crate::PoolBuilder::inherit_on_fork)
 /// the child has no slab pages: it must neither touch nor drop inherited
 /// buffers, and its copy of the pool is closed. See the "Fork" section of
@@ -55,10 +58,10 @@ pub struct BufferPool {
 }
 
 impl BufferPool {
-    pub(crate) fn from_config(config: Config) -> BufferPool {
-        BufferPool {
-            inner: PoolInner::new(config),
-        }
+    pub(crate) fn from_config(config: Config) -> Result<BufferPool, Error> {
+        let inner = PoolInner::new(config);
+        inner.prefill()?;
+        Ok(BufferPool { inner })
     }
 
     /// `IWMSBufferAllocator::AllocatePageSizeBuffer`: a buffer of `max_len() ==
@@ -283,6 +286,22 @@ impl BufferPool {
         self.inner.stats()
     }
 
+    /// Restarts the high-water marks [`PoolStats::peak_bytes_in_use`] and
+    /// [`PoolStats::peak_bytes_reserved`] (and their gauges) from the
+    /// values now, e.g. after a capacity review.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// drop(pool.allocate_page_size_buffer(4096)?);
+    /// assert!(pool.stats().peak_bytes_in_use >= 4096);
+    /// pool.reset_peaks();
+    /// assert_eq!(pool.stats().peak_bytes_in_use, 0);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn reset_peaks(&self) {
+        self.inner.reset_peaks();
+    }
+
     /// A snapshot of every size class, smallest first.
     pub fn class_stats(&self) -> Vec<ClassStats> {
         self.inner.class_stats()
@@ -297,6 +316,23 @@ impl BufferPool {
     /// map a new slab.
     pub fn trim(&self) -> usize {
         self.inner.trim_all()
+    }
+
+    /// Takes decay's look now instead of at the background tick's next one
+    /// (see [`PoolBuilder::decay`](crate::PoolBuilder::decay)), and returns
+    /// the bytes given back to the OS: 0 with decay off, or when the last
+    /// look was less than a quarter period ago. Unlike [`trim`](Self::trim)
+    /// it gives back only slabs no class needed for a whole period.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// drop(pool.allocate_page_size_buffer(4096)?);
+    /// // The slab was needed just now: nothing has decayed.
+    /// assert_eq!(pool.decay_idle(), 0);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn decay_idle(&self) -> usize {
+        self.inner.decay_idle(std::time::Instant::now())
     }
 
     /// The pool's name.

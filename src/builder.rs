@@ -137,8 +137,10 @@ impl PoolBuilder {
     }
 
     /// Whether the pool registers and publishes [metrics](crate::metrics)
-    /// (default `true`). With `false` it never touches the `metrics` recorder
-    /// and starts no publisher thread; [`BufferPool::stats`] still works.
+    /// (default `true`). With `false` it never touches the `metrics` recorder,
+    /// and is not ticked by the process's publisher thread unless
+    /// [`decay`](Self::decay) is on;
+    /// [`BufferPool::stats`] still works.
     pub fn metrics(mut self, on: bool) -> Self {
         self.config.metrics = on;
         self
@@ -147,6 +149,7 @@ impl PoolBuilder {
     /// How often the background publisher copies the pool's counters into
     /// its metric handles (default 250 ms; between 1 ms and 1 s). Once the
     /// pool has been idle this long, scraped values equal [`BufferPool::stats`].
+    /// Decay looks at the same tick.
     pub fn metrics_publish_interval(mut self, interval: Duration) -> Self {
         self.config.publish_interval = interval;
         self
@@ -159,6 +162,24 @@ impl PoolBuilder {
     /// until a scrape: keep it for tests and low rates).
     pub fn metrics_sample_every(mut self, n: u32) -> Self {
         self.config.sample_every = n;
+        self
+    }
+
+    /// How many allocation sites get series of their own in
+    /// `pagepool_site_bytes` / `pagepool_site_buffers` (default
+    /// [`DEFAULT_SITE_METRICS`](crate::metrics::DEFAULT_SITE_METRICS), at
+    /// most [`MAX_SITE_METRICS`](crate::metrics::MAX_SITE_METRICS)): the
+    /// sites holding the most bytes at each publish; every other site adds
+    /// to `site="other"`. 0 publishes `other` only. Each publish walks the
+    /// slot metadata (as the leak-suspect count does); needs leak tracking.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::builder().site_metrics(3).build()?;
+    /// # drop(pool);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn site_metrics(mut self, n: usize) -> Self {
+        self.config.site_metrics = n;
         self
     }
 
@@ -270,16 +291,68 @@ impl PoolBuilder {
         self
     }
 
+    /// Slabs whose slots have all been free for `period` go back to the OS
+    /// (default [`DEFAULT_DECAY`](crate::DEFAULT_DECAY), 10 s; `None`: never),
+    /// as jemalloc's and mimalloc's decay and Netty's trim interval do. The
+    /// process's publisher thread looks once per
+    /// [`metrics_publish_interval`](Self::metrics_publish_interval) tick
+    /// (with metrics off too), so a slab goes between one period and one
+    /// period plus two ticks after its class last needed it; per class it
+    /// keeps as many slots as the busiest tick of the last period had in use,
+    /// and the [`min_buffers`](Self::min_buffers). Buffers in use,
+    /// quarantined slots and slots cached by a thread are never touched
+    /// (a thread's cache comes back at its next call); see
+    /// [`crate::design`]. Counted in
+    /// [`PoolStats::decayed_bytes`](crate::PoolStats::decayed_bytes).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = pagepool::BufferPool::builder()
+    ///     .decay(Some(Duration::from_secs(30)))
+    ///     .build()?;
+    /// let never = pagepool::BufferPool::builder().decay(None).build()?;
+    /// let zero = pagepool::BufferPool::builder().decay(Some(Duration::ZERO)).build();
+    /// assert!(matches!(zero, Err(pagepool::Error::InvalidConfig(_))));
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn decay(mut self, period: Option<Duration>) -> Self {
+        self.config.decay = period;
+        self
+    }
+
+    /// Keeps at least `count` buffers of `max_size`'s page class (the class
+    /// [`allocate_page_size_buffer(max_size)`](BufferPool::allocate_page_size_buffer)
+    /// uses) mapped from `build` on: the pool starts warm, and neither
+    /// [`trim`](BufferPool::trim) nor decay goes below them (GStreamer's
+    /// `min_buffers`). Their pages are faulted in at first write. Calls
+    /// for one class keep the largest count.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::builder().min_buffers(64 << 10, 32).build()?;
+    /// let warm = pool.stats();
+    /// assert!(warm.buffers_cached >= 32 && warm.misses == 0);
+    /// pool.trim();
+    /// assert!(pool.stats().buffers_cached >= 32);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn min_buffers(mut self, max_size: usize, count: usize) -> Self {
+        self.config.min_buffers.push((max_size, count));
+        self
+    }
+
     /// Checks the settings and creates the pool. Nothing is mapped until the
-    /// first allocation.
+    /// first allocation, but the [`min_buffers`](Self::min_buffers).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when `max_buffer_size` or `slab_size` is zero
     /// or above [`SIZE_LIMIT`](crate::SIZE_LIMIT), when `max_bytes` cannot hold even one
-    /// one-page slot (with its guard pages), or when the metrics publish
-    /// interval is outside 1 ms ..= 1 s.
+    /// one-page slot (with its guard pages) or the `min_buffers`, when the
+    /// metrics publish interval is outside 1 ms ..= 1 s, when the decay
+    /// period is outside [`MIN_DECAY`](crate::MIN_DECAY) ..=
+    /// [`MAX_DECAY`](crate::MAX_DECAY), or a `min_buffers` size is 0 or above
+    /// `max_buffer_size`; [`Error::Os`] when mapping the `min_buffers` fails.
     pub fn build(self) -> Result<BufferPool, Error> {
         self.config.check(page_size())?;
-        Ok(BufferPool::from_config(self.config))
+        BufferPool::from_config(self.config)
     }
 }

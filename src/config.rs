@@ -19,12 +19,25 @@ pub const DEFAULT_LEAK_AGE_THRESHOLD: Duration = Duration::from_secs(60);
 pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_millis(250);
 /// The longest publish interval a pool accepts.
 pub const MAX_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default [`PoolBuilder::decay`](crate::PoolBuilder::decay): slabs idle
+/// for 10 s go back to the OS.
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+/// The shortest decay period a pool accepts.
+pub const MIN_DECAY: Duration = Duration::from_millis(1);
+/// The longest decay period a pool accepts (a day).
+pub const MAX_DECAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// By default one allocation in this many records the histograms. A sample
 /// costs three clock reads and three histogram records, about 200 ns on a
 /// VM: one in 256 keeps that near 1 ns per allocation while a pool busy
 /// enough for the cost to matter (100,000 calls a second) still records
 /// about 400 samples a second.
 pub const DEFAULT_SAMPLE_EVERY: u32 = 256;
+
+/// Default [`PoolBuilder::site_metrics`](crate::PoolBuilder::site_metrics):
+/// the ten sites holding the most bytes get series of their own.
+pub const DEFAULT_SITE_METRICS: usize = 10;
+/// The most sites [`PoolBuilder::site_metrics`](crate::PoolBuilder::site_metrics) accepts.
+pub const MAX_SITE_METRICS: usize = 1000;
 
 /// Settings of a pool; valid once [`Config::check`] accepted them.
 #[derive(Debug, Clone)]
@@ -42,6 +55,12 @@ pub(crate) struct Config {
     pub(crate) leak_age: Duration,
     pub(crate) thread_cache: bool,
     pub(crate) inherit_on_fork: bool,
+    /// Free slabs idle this long are unmapped (`None`: never).
+    pub(crate) decay: Option<Duration>,
+    /// `(max_size, count)`: buffers of `max_size`'s page class mapped at
+    /// build and never trimmed or decayed.
+    pub(crate) min_buffers: Vec<(usize, usize)>,
+    pub(crate) site_metrics: usize,
 }
 
 impl Default for Config {
@@ -60,6 +79,9 @@ impl Default for Config {
             leak_age: DEFAULT_LEAK_AGE_THRESHOLD,
             thread_cache: true,
             inherit_on_fork: true,
+            decay: Some(DEFAULT_DECAY),
+            min_buffers: Vec::new(),
+            site_metrics: DEFAULT_SITE_METRICS,
         }
     }
 }
@@ -90,6 +112,28 @@ impl Config {
         {
             return Err(Error::InvalidConfig(
                 "metrics_publish_interval must be between 1 ms and 1 s",
+            ));
+        }
+        if self
+            .decay
+            .is_some_and(|d| !(MIN_DECAY..=MAX_DECAY).contains(&d))
+        {
+            return Err(Error::InvalidConfig(
+                "decay must be between 1 ms and 24 h (None turns it off)",
+            ));
+        }
+        if self
+            .min_buffers
+            .iter()
+            .any(|&(size, _)| size == 0 || size > self.max_buffer_size)
+        {
+            return Err(Error::InvalidConfig(
+                "min_buffers needs a size between 1 byte and max_buffer_size",
+            ));
+        }
+        if self.site_metrics > MAX_SITE_METRICS {
+            return Err(Error::InvalidConfig(
+                "site_metrics is above pagepool::metrics::MAX_SITE_METRICS",
             ));
         }
         if self.debug.quarantine_every != 0

@@ -31,11 +31,11 @@
 //!
 //! | layer | may import | holds |
 //! |---|---|---|
-//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the atomics shim loom swaps, the first-come-first-served `WaitList` of wakers, holding a lock across `fork` (`forklock`) |
+//! | leaves | other leaves (`config` uses `limits` and `error`) | `SIZE_LIMIT` and the other limits, `ClassIdx` (a class index always below its table's length), the checked `Config` and every `DEFAULT_*`, counters and snapshots, thread numbers, the locks and atomics shim (`sync`) that loom and Miri swap, the first-come-first-served `WaitList` of wakers, holding a lock across `fork` (`forklock`) |
 //! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings, optionally `MADV_DONTFORK`); guard pages; the canary and poison patterns |
 //! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, abandoned flag, the `WaitList` of waiters for room, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
 //! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles and a publisher that runs a tick closure |
-//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of charged buffers (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`), the live-pool registry and `pthread_atfork` handlers (`fork`) |
+//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), decay and the `min_buffers` floor (`decay`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of charged buffers (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`), the live-pool registry and `pthread_atfork` handlers (`fork`) |
 //! | public surface | everything below, and each other without a cycle | the API |
 //!
 //! The words used across the layers:
@@ -309,6 +309,73 @@
 //!   a trim waits for a walk in progress, and allocations that map a slab
 //!   do not.
 //!
+//! ## Decay
+//!
+//! What a burst mapped goes back to the OS once no class needed it for the
+//! decay period (`PoolBuilder::decay`, 10 s by default), as jemalloc's and
+//! mimalloc's decay and Netty's trim interval do, without a word on the hot
+//! path:
+//!
+//! - **When.** The pool's tick (`PoolInner::tick`, on the process's
+//!   publisher thread, with metrics off too) calls `decay_idle` once per
+//!   tick; it does something at most once a quarter period. Each time it
+//!   writes a *mark*: per class, the buffers in use and the allocations so
+//!   far (`class_stats`, which thread caches already count into).
+//! - **How much.** Since a mark, a class cannot have handed out more than
+//!   `in_use + allocations since` distinct slots. From the newest mark at
+//!   least one period old, every slot beyond that count, and beyond the
+//!   class's `min_buffers`, lay free for the whole period: the idle slabs
+//!   among them are unmapped with trim's `unmap_idle_locked` (which drains the
+//!   class's free list under the slab lock, as `trim` does) and counted in
+//!   `decayed_bytes`. A slab goes between one period and one period plus a
+//!   quarter (plus two ticks) after its class last needed it. A class in
+//!   steady use keeps what a period of its use can touch: with FIFO free
+//!   lists those slots do cycle through use.
+//! - **What it never touches.** Buffers in use; quarantined slots (only
+//!   `trim` lets the quarantine go); the `min_buffers` floor; slots in a
+//!   thread's cache. When a whole slab's worth of surplus stays mapped
+//!   (each slab holds a slot in use, cached or quarantined), decay moves
+//!   the flush epoch, so threads return their cached slots at their next
+//!   call and the next look finds those slabs idle. A thread that makes no
+//!   call keeps its cache (at most 1 MiB or 64 slots per class, see
+//!   `PoolBuilder::thread_cache`) until it does or exits; near the cap
+//!   caches hold nothing (above).
+//! - **Cost.** A look reads the counters under the thread-counter registry
+//!   lock; only a surplus takes the slab lock and walks a free list
+//!   (`benches/decay.rs`). Allocations of a class being decayed wait on the
+//!   slab lock for the walk, as under `trim`.
+//!
+//! ## Periodic work
+//!
+//! - **One thread per process.** `observe::publisher` keeps a timer heap of
+//!   weak references to every pool with metrics or decay on, each due at its own
+//!   `publish_interval`; one thread (`pagepool-ticker`) pops what is due,
+//!   ticks it with no publisher lock held, and pushes it back an interval
+//!   later (a late round does not make up for lost ticks). 10,000 pools
+//!   cost one thread and a 10,000-entry heap. A pool is never kept alive by
+//!   the heap; its shutdown cancels its entry.
+//! - **`PoolInner::tick`** is the one place for a pool's periodic duties:
+//!   the shutdown of an abandoned pool whose last release raced the last
+//!   handle's drop, and `publish_metrics` (one walk of the slot metadata,
+//!   as in "scans" above, for the leak suspects and the site totals, then
+//!   the counters copied into the handles).
+//! - **What the tick costs the hot path: nothing.** Counters and gauges are
+//!   copies of the atomics the pool keeps anyway. Waits are counted when a
+//!   wait ends, on the wait path. The reserved high-water mark is a
+//!   `fetch_max` where a slab is mapped; the in-use one is sampled (each
+//!   snapshot, each slab mapping), never on allocate or release, so a burst
+//!   between two samples that maps no slab is missed. Site totals are the
+//!   tick's walk of the slot metadata, aggregated outside the slab lock
+//!   into a map by site word; only the top `site_metrics` sites are turned
+//!   into labels.
+//! - **Bounded series.** A site leaving the top is set to zero once and
+//!   its handles dropped; the `prometheus` module's exporter expires gauges
+//!   idle for `GAUGE_IDLE_TIMEOUT`, so the scraped label set stays at the
+//!   sites in the top now plus those that left it within the timeout.
+//!   Site series are registered when a site enters the top, with the
+//!   recorder current on the publishing thread (the publisher thread's is
+//!   the global one).
+//!
 //! ## Quotas
 //!
 //! A `Quota` is a handle with an account (`pool/quotas.rs`): a cap, the
@@ -407,12 +474,13 @@
 //!   stay counted, so in such a child every release takes the slow path:
 //!   slower, never wrong. A wait of the forking thread itself (an async
 //!   allocation polled before the fork) joins the list anew when polled.
-//! - **The publisher** is not restarted: metrics stop publishing in the
-//!   child, and the leak-suspect count stops updating, unless the child
-//!   calls `BufferPool::publish_metrics` itself. The coarse clock's thread
-//!   is gone too, so buffer ages (`leak_report`, suspects) stop advancing.
-//!   Dropping the pool in the child does not try to stop the missing
-//!   publisher.
+//! - **The publisher.** One thread per process ticks every pool (see
+//!   "Periodic work" below). Its timer heap's lock is held across the fork
+//!   like a pool lock; the child handler notes that the thread is gone,
+//!   and the child's first `stats`, `publish_metrics`, slab mapping or
+//!   pool build starts a new one, which ticks the inherited pools too.
+//!   The coarse clock's thread is gone for good, so buffer ages
+//!   (`leak_report`, suspects) stop advancing.
 //! - **io_uring registries.** The child's copy of a `Registry` is the
 //!   parent's: its rings are the parent's kernel rings (shared through the
 //!   inherited descriptors) and their tables point at the parent's pages.
@@ -440,6 +508,25 @@
 //! child must not drop inherited buffers either (a release may read or
 //! write the slot's canaries, poison or guard pages): `std::mem::forget`
 //! them, or leave with `_exit`.
+//!
+//! ## How the concurrency is checked
+//!
+//! - **loom** (`--cfg pagepool_loom`, `free::loom_models`) explores every
+//!   interleaving of the anchor's biased count and the depot's flags.
+//! - **Miri** (`cargo +nightly miri test --test miri`, with
+//!   `-Zmiri-strict-provenance`) runs small concurrent workloads through the
+//!   real pool without guard pages, checking data races, aliasing and
+//!   provenance. `parking_lot_core` stores thread pointers in a `usize`,
+//!   which strict provenance rejects, so under Miri `sync` swaps the locks for
+//!   `sync::spin`'s: same `lock_api` API, same one-atomic layout, no pointers.
+//!   What that leaves unchecked is `parking_lot` itself, not pagepool's use of it.
+//! - **ThreadSanitizer** (nightly, `-Zsanitizer=thread -Zbuild-std`) runs the
+//!   threads, trim-race, close-race and async-wait tests with std
+//!   instrumented too, so `Arc` and channels are seen as they are and no
+//!   suppressions are needed. TSan does not model fences: the anchor's
+//!   freeing thread acquires with a load, as std's `Arc` does under TSan.
+//!
+//! `.ci/run` runs all three.
 //!
 //! ## Why the orderings are enough
 //!
@@ -480,7 +567,8 @@
 //!   (joined, or through a lock or channel). The slot metadata (state, site, time) is
 //!   likewise written with relaxed stores by the slot's single owner and read
 //!   by reports, which tolerate a torn view of a slot changing hands.
-//! - **Unmapping is safe.** A slab is unmapped only by `trim`, under the slab
+//! - **Unmapping is safe.** A slab is unmapped only by `trim` (or decay, which
+//!   calls the same `unmap_idle_locked`), under the slab
 //!   lock, after *all* of its slots were popped from the shared free list by
 //!   the trimming thread itself; no buffer can own one of them then, no other
 //!   thread can pop one, and no bin holds one (a binned slot is not

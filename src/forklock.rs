@@ -6,12 +6,13 @@
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Release};
 
-use parking_lot::{Mutex, RawMutex, RawRwLock, RwLock};
+use crate::sync::{Mutex, RawMutex, RawRwLock, RwLock};
 
-// The child's reset relies on this: parking_lot's raw locks are one atomic
-// each (a `u8` of lock and parked bits, a `usize` of reader count and
-// bits), all 0 when unlocked with no waiter. A type of one field whose size
-// is the field's has that field at offset 0.
+// The child's reset relies on this: the raw locks (`parking_lot`'s, or
+// under Miri `sync::spin`'s) are one atomic each (a `u8` of lock and parked
+// bits, a `usize` of reader count and bits), all 0 when unlocked with no
+// waiter. A type of one field whose size is the field's has that field at
+// offset 0.
 const _: () = assert!(std::mem::size_of::<RawMutex>() == 1);
 const _: () = assert!(std::mem::size_of::<RawRwLock>() == std::mem::size_of::<usize>());
 
@@ -94,7 +95,7 @@ impl<T: Send> Leaf for Mutex<T> {
 }
 
 /// The leaves, in the order they were added.
-static LEAVES: Mutex<Vec<&'static dyn Leaf>> = parking_lot::const_mutex(Vec::new());
+static LEAVES: Mutex<Vec<&'static dyn Leaf>> = crate::sync::const_mutex(Vec::new());
 
 /// Adds `leaf` to the locks the fork handlers hold; call it once per lock.
 // Only the C ABI adds one today.

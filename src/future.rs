@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::PageBuffer;
 use crate::pool::{PoolInner, RoomWait};
+use crate::stats::WaitOutcome;
 use crate::Error;
 
 /// The future of [`BufferPool::allocate_page_size_buffer_async`](crate::BufferPool::allocate_page_size_buffer_async) and
@@ -101,7 +102,24 @@ impl Drop for Allocate<'_> {
     #[inline]
     fn drop(&mut self) {
         if self.wait.is_waiting() {
-            self.pool.end_wait(&mut self.wait);
+            self.pool.end_wait(&mut self.wait, WaitOutcome::Cancelled);
+        }
+    }
+}
+
+/// A wait that [`block_on_timeout`] can end as timed out (rather than
+/// cancelled, as dropping it would count it).
+pub(crate) trait TimedWait: Future {
+    /// Leaves any queue, counting the wait as timed out.
+    fn time_out(self: Pin<&mut Self>);
+}
+
+impl TimedWait for Allocate<'_> {
+    fn time_out(self: Pin<&mut Self>) {
+        // Every field is `Unpin`.
+        let this = self.get_mut();
+        if this.wait.is_waiting() {
+            this.pool.end_wait(&mut this.wait, WaitOutcome::TimedOut);
         }
     }
 }
@@ -134,7 +152,7 @@ impl Wake for Unpark {
 /// (`TimedOut`; the future is dropped, which leaves its queue). Never on an
 /// async worker thread.
 pub(crate) fn block_on_timeout<T>(
-    wait: impl Future<Output = Result<T, Error>>,
+    wait: impl TimedWait<Output = Result<T, Error>>,
     max_size: usize,
     timeout: Duration,
 ) -> Result<T, Error> {
@@ -151,10 +169,11 @@ pub(crate) fn block_on_timeout<T>(
         let now = Instant::now();
         match deadline {
             Some(d) if now >= d => {
+                wait.as_mut().time_out();
                 return Err(Error::TimedOut {
                     requested: max_size,
                     waited: now - start,
-                })
+                });
             }
             Some(d) => thread::park_timeout(d - now),
             None => thread::park(),

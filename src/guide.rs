@@ -28,6 +28,11 @@
 //! # Ok::<(), pagepool::Error>(())
 //! ```
 //!
+//! Tests that share one pool and run in parallel use
+//! [`BufferPool::thread_leak_check`](crate::BufferPool::thread_leak_check):
+//! it counts only the buffers its own thread allocates, so one test's leak
+//! fails its own check and no other.
+//!
 //! With `pagepool::install_fault_handler()`, a write past a buffer's slot dies
 //! like this (from `tests/planted.rs`):
 //!
@@ -36,6 +41,26 @@
 //! pagepool:   pool "guarded", max_len 1500, slot 4096 bytes
 //! pagepool:   allocated at tests/planted.rs:132:37 by thread #1
 //! ```
+//!
+//! ## Memory given back, and a warm start
+//!
+//! ```rust
+//! use std::time::Duration;
+//!
+//! let pool = pagepool::BufferPool::builder()
+//!     .name("edge")
+//!     .min_buffers(64 << 10, 128)                // mapped at build, never given back
+//!     .decay(Some(Duration::from_secs(30)))      // idle slabs go back after 30 s
+//!     .build()?;
+//! assert!(pool.stats().buffers_cached >= 128);
+//! # Ok::<(), pagepool::Error>(())
+//! ```
+//!
+//! After a burst, slabs no class needed for the decay period go back to the
+//! OS from the pool's background thread (`PoolStats::decayed_bytes`,
+//! `pagepool_decayed_bytes_total`); `trim` gives back every idle slab at
+//! once. Neither goes below the `min_buffers`. See [`crate::design`] for
+//! what decay counts and what it never touches.
 //!
 //! ## Metrics
 //!

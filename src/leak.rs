@@ -37,19 +37,26 @@ pub use crate::observe::leak::{LeakReport, LeakSite, OutstandingBuffer};
 ///
 /// Dropped without [`finish`](Self::finish) (and not during a panic), it
 /// panics with the report if anything allocated since its creation is out.
+///
+/// A check from [`BufferPool::thread_leak_check`](crate::BufferPool::thread_leak_check)
+/// sees only the buffers its own thread allocated, so tests running in
+/// parallel on one shared pool do not fail each other's checks.
 #[derive(Debug)]
 #[must_use = "a LeakCheck checks when it is finished or dropped"]
 pub struct LeakCheck {
     pool: BufferPool,
     epoch: u32,
+    /// The only allocating thread counted (`threads::id()`); `None`: all.
+    thread: Option<u32>,
     done: bool,
 }
 
 impl LeakCheck {
-    pub(crate) fn new(pool: BufferPool, epoch: u32) -> Self {
+    fn new(pool: BufferPool, epoch: u32, thread: Option<u32>) -> Self {
         LeakCheck {
             pool,
             epoch,
+            thread,
             done: false,
         }
     }
@@ -62,7 +69,7 @@ impl LeakCheck {
     }
 
     fn check(&self) -> Result<(), LeakReport> {
-        let report = self.pool.leak_report_since(self.epoch);
+        let report = self.pool.leak_report_since(self.epoch, self.thread);
         if report.is_empty() {
             Ok(())
         } else {
@@ -98,14 +105,46 @@ impl BufferPool {
     /// it is finished or dropped (see [`LeakCheck`]). Works with every
     /// [`LeakTracking`] mode; sites are named unless tracking is off.
     pub fn leak_check(&self) -> LeakCheck {
-        let epoch = self.inner.leak_epoch.fetch_add(1, Relaxed).wrapping_add(1);
-        LeakCheck::new(self.clone(), epoch)
+        LeakCheck::new(self.clone(), self.next_leak_epoch(), None)
     }
 
-    /// Buffers allocated at or after leak-check `epoch` still out.
-    fn leak_report_since(&self, epoch: u32) -> LeakReport {
-        self.inner
-            .leak_report(Duration::ZERO, |s| s.allocated_since(epoch))
+    /// A [`LeakCheck`] that counts only the buffers the calling thread
+    /// allocates from now on: two tests sharing one pool, each on its own
+    /// thread with its own check, see only their own leaks (a task that
+    /// moves between threads needs [`leak_check`](Self::leak_check)). The
+    /// allocating thread is recorded only with leak tracking on: with
+    /// [`LeakTracking::Off`] this check counts every thread's buffers, like
+    /// `leak_check`, so it never passes over a leak.
+    ///
+    /// ```
+    /// let pool = pagepool::BufferPool::new();
+    /// let check = pool.thread_leak_check();
+    /// let other = pool.clone();
+    /// let theirs = std::thread::spawn(move || other.allocate_page_size_buffer(100))
+    ///     .join()
+    ///     .unwrap()?;
+    /// let mine = pool.allocate_page_size_buffer(100)?;
+    /// drop(mine);
+    /// check.finish().expect("this thread's buffers are back");
+    /// drop(theirs);
+    /// # Ok::<(), pagepool::Error>(())
+    /// ```
+    pub fn thread_leak_check(&self) -> LeakCheck {
+        let thread = (self.inner.config.tracking != LeakTracking::Off).then(crate::threads::id);
+        LeakCheck::new(self.clone(), self.next_leak_epoch(), thread)
+    }
+
+    /// Starts a leak-check epoch: allocations from now on record it.
+    fn next_leak_epoch(&self) -> u32 {
+        self.inner.leak_epoch.fetch_add(1, Relaxed).wrapping_add(1)
+    }
+
+    /// Buffers allocated at or after leak-check `epoch` (by `thread`, if
+    /// given) still out.
+    fn leak_report_since(&self, epoch: u32, thread: Option<u32>) -> LeakReport {
+        self.inner.leak_report(Duration::ZERO, |s| {
+            s.allocated_since(epoch) && thread.is_none_or(|t| s.thread.load(Relaxed) == t)
+        })
     }
 
     /// Counts the outstanding buffers older than the pool's

@@ -18,6 +18,9 @@
 //!   budget elsewhere), so a write one byte too far faults at once;
 //! - a **byte cap** ([`PoolBuilder::max_bytes`]) that holds under any load,
 //!   and [`BufferPool::trim`] to give idle slabs back;
+//! - **decay** ([`PoolBuilder::decay`]): slabs no class needed for a quiet
+//!   period (10 s by default) go back to the OS by themselves, never below
+//!   the [`PoolBuilder::min_buffers`] a server maps at build to start warm;
 //! - **counters** ([`BufferPool::stats`]);
 //! - **packets**: [`BufferPool::allocate_buffer`] (`AllocateBuffer`) packs
 //!   requests up to [`SMALL_MAX`] bytes into 64-byte-aligned slots between
@@ -136,8 +139,8 @@ pub use buffer_pool::BufferPool;
 pub use builder::PoolBuilder;
 pub use class::{SMALL_MAX, SMALL_SIZES};
 pub use config::{
-    CorruptionAction, DebugLevel, GuardMechanism, LeakTracking, Zeroing,
-    DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE,
+    CorruptionAction, DebugLevel, GuardMechanism, LeakTracking, Zeroing, DEFAULT_DECAY,
+    DEFAULT_LEAK_AGE_THRESHOLD, DEFAULT_MAX_BUFFER_SIZE, DEFAULT_SLAB_SIZE, MAX_DECAY, MIN_DECAY,
 };
 pub use debug::install_fault_handler;
 pub use error::Error;
@@ -147,7 +150,7 @@ pub use limits::{page_size, SIZE_LIMIT};
 pub use mem::guard::guard_markers_supported;
 pub use quota::{Quota, QuotaAllocate, QuotaStats};
 pub use site::Site;
-pub use stats::{ClassStats, CorruptionKind, PoolStats};
+pub use stats::{ClassStats, CorruptionKind, PoolStats, WaitStats};
 
 /// The README's examples, run as doc tests.
 #[cfg(doctest)]

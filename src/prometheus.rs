@@ -17,7 +17,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::thread;
 
+use std::time::Duration;
+
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use crate::config::DEFAULT_MAX_BUFFER_SIZE;
 use crate::Error;
@@ -26,11 +29,23 @@ pub use metrics_exporter_prometheus;
 
 pub use crate::metrics::{duration_buckets, hold_buckets, size_buckets};
 
+/// How long [`builder`]'s exporter keeps a gauge nobody updates: five
+/// minutes, several scrapes at any usual scrape interval, so the last
+/// (zero) value of a series that went away is scraped before it goes.
+///
+/// ```
+/// assert!(pagepool::prometheus::GAUGE_IDLE_TIMEOUT.as_secs() >= 60);
+/// ```
+pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A `PrometheusBuilder` preconfigured for pagepool: recommended naming
 /// (`_total` on counters, unit suffixes) and histogram buckets that fit each
 /// histogram (see [`duration_buckets`], [`hold_buckets`], [`size_buckets`] for
-/// the default 16 MiB largest buffer). Add a listener or call
-/// `install_recorder` as you like.
+/// the default 16 MiB largest buffer), and gauges not updated for
+/// [`GAUGE_IDLE_TIMEOUT`] dropped from the output: the series of a site
+/// that left a pool's top sites, and of a pool shut down, go away (every
+/// live pool updates its gauges each publish interval, at most 1 s). Add a
+/// listener or call `install_recorder` as you like.
 #[must_use = "a builder does nothing until it installs or builds"]
 pub fn builder() -> PrometheusBuilder {
     builder_for(DEFAULT_MAX_BUFFER_SIZE)
@@ -42,7 +57,9 @@ pub fn builder_for(max_buffer_size: usize) -> PrometheusBuilder {
     crate::metrics::histogram_buckets(max_buffer_size)
         .into_iter()
         .fold(
-            PrometheusBuilder::new().with_recommended_naming(true),
+            PrometheusBuilder::new()
+                .with_recommended_naming(true)
+                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT)),
             |b, (name, buckets)| {
                 b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets)
                     .expect("bucket lists are never empty")

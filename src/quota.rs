@@ -427,6 +427,13 @@ impl Future for QuotaAllocate<'_> {
     }
 }
 
+impl future::TimedWait for QuotaAllocate<'_> {
+    fn time_out(self: Pin<&mut Self>) {
+        // Its own queue is left by its drop; a pool wait counts as timed out.
+        Pin::new(&mut self.get_mut().pool_wait).time_out();
+    }
+}
+
 impl Drop for QuotaAllocate<'_> {
     fn drop(&mut self) {
         let account = &self.quota.shared.account;

@@ -142,9 +142,9 @@ enum Key {
 
 /// Interned sites, by key.
 #[cfg(any(feature = "capi", test))]
-fn sites() -> &'static parking_lot::Mutex<std::collections::HashMap<Key, &'static Site>> {
+fn sites() -> &'static crate::sync::Mutex<std::collections::HashMap<Key, &'static Site>> {
     static SITES: std::sync::OnceLock<
-        parking_lot::Mutex<std::collections::HashMap<Key, &'static Site>>,
+        crate::sync::Mutex<std::collections::HashMap<Key, &'static Site>>,
     > = std::sync::OnceLock::new();
     SITES.get_or_init(Default::default)
 }

@@ -1,6 +1,7 @@
 //! Counters and the snapshots built from them.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 
 /// A snapshot of one pool's state, from [`BufferPool::stats`](crate::BufferPool::stats).
 ///
@@ -45,6 +46,9 @@ pub struct PoolStats {
     pub releases: u64,
     /// Bytes given back to the OS by [`trim`](crate::BufferPool::trim), in all.
     pub trimmed_bytes: u64,
+    /// Bytes given back to the OS by decay (idle slabs past
+    /// [`PoolBuilder::decay`](crate::PoolBuilder::decay)), in all.
+    pub decayed_bytes: u64,
     /// Slots served without one of their guard pages because the guard budget
     /// ran out (a canary watches their edges instead). Zero without guards.
     pub unguarded_slots: usize,
@@ -61,6 +65,100 @@ pub struct PoolStats {
     pub bytes_in_quotas: usize,
     /// Allocations refused with [`Error::QuotaExceeded`](crate::Error::QuotaExceeded), all quotas.
     pub quota_refusals: u64,
+    /// The most `bytes_in_use` seen since the pool was built or
+    /// [`reset_peaks`](crate::BufferPool::reset_peaks): sampled by every
+    /// snapshot (each publish tick, each `stats()`) and after each slab
+    /// mapped, so a burst between two samples that maps no slab can be
+    /// missed.
+    pub peak_bytes_in_use: usize,
+    /// The most `bytes_reserved` since the pool was built or
+    /// [`reset_peaks`](crate::BufferPool::reset_peaks): exact (raised
+    /// wherever a slab is mapped).
+    pub peak_bytes_reserved: usize,
+    /// Finished waits for room under the cap, by how they ended.
+    pub waits: WaitStats,
+}
+
+/// Finished waits for room under the pool's cap (async and `_timeout`
+/// allocations that could not be served at once), in
+/// [`PoolStats::waits`]. Waits still going on are
+/// [`PoolStats::waiting`]. A quota's allocation is counted here once it
+/// waits at the pool; its wait at the quota's own cap is not (the quota's
+/// refusals are [`PoolStats::quota_refusals`]).
+///
+/// ```
+/// let pool = pagepool::BufferPool::new();
+/// let w = pool.stats().waits;
+/// assert_eq!(w.granted + w.timed_out + w.cancelled + w.failed, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitStats {
+    /// Waits that got their buffer.
+    pub granted: u64,
+    /// `_timeout` waits whose time ran out.
+    pub timed_out: u64,
+    /// Async waits whose future was dropped before it resolved.
+    pub cancelled: u64,
+    /// Waits ended by an error: the pool closed, or the OS refused.
+    pub failed: u64,
+    /// Time spent waiting by all of them together.
+    pub waited: Duration,
+}
+
+/// How a wait for room ended: the `outcome` label of `pagepool_waits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WaitOutcome {
+    Granted,
+    TimedOut,
+    Cancelled,
+    Failed,
+}
+
+impl WaitOutcome {
+    /// Every outcome, in label order.
+    pub(crate) const ALL: [WaitOutcome; 4] =
+        [Self::Granted, Self::TimedOut, Self::Cancelled, Self::Failed];
+
+    /// The `outcome` label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            WaitOutcome::Granted => "granted",
+            WaitOutcome::TimedOut => "timed_out",
+            WaitOutcome::Cancelled => "cancelled",
+            WaitOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The counters behind [`WaitStats`], touched only when a wait ends.
+#[derive(Debug, Default)]
+pub(crate) struct WaitCounters {
+    /// By [`WaitOutcome`], in `ALL`'s order.
+    ended: [AtomicU64; 4],
+    waited_nanos: AtomicU64,
+}
+
+impl WaitCounters {
+    /// Counts one wait that ended `outcome` after `waited`.
+    pub(crate) fn count(&self, outcome: WaitOutcome, waited: Duration) {
+        self.ended[outcome as usize].fetch_add(1, Relaxed);
+        let nanos = waited.as_nanos().min(u64::MAX as u128) as u64;
+        self.waited_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// A snapshot.
+    pub(crate) fn snapshot(&self) -> WaitStats {
+        let [granted, timed_out, cancelled, failed] =
+            self.ended.each_ref().map(|c| c.load(Relaxed));
+        WaitStats {
+            granted,
+            timed_out,
+            cancelled,
+            failed,
+            waited: Duration::from_nanos(self.waited_nanos.load(Relaxed)),
+        }
+    }
 }
 
 /// A snapshot of one size class, from [`BufferPool::class_stats`](crate::BufferPool::class_stats).
@@ -232,6 +330,8 @@ pub(crate) struct PoolCounters {
     pub(crate) reserved: AtomicUsize,
     /// Bytes unmapped by trimming, in all.
     pub(crate) trimmed: AtomicU64,
+    /// Bytes unmapped by decay, in all.
+    pub(crate) decayed: AtomicU64,
     /// Slots missing a guard page, in mapped slabs.
     pub(crate) unguarded: AtomicUsize,
     /// `ZeroSize` and `TooLarge` refusals.
@@ -244,6 +344,12 @@ pub(crate) struct PoolCounters {
     pub(crate) quota_bytes: AtomicUsize,
     /// `QuotaExceeded` refusals, all quotas.
     pub(crate) quota_refusals: AtomicU64,
+    /// The high-water mark of `reserved` (raised under the slab lock).
+    pub(crate) peak_reserved: AtomicUsize,
+    /// The high-water mark of bytes in use, as sampled.
+    pub(crate) peak_in_use: AtomicUsize,
+    /// Finished waits for room.
+    pub(crate) waits: WaitCounters,
 }
 
 /// Adds up class snapshots and pool counters.
@@ -257,6 +363,7 @@ pub(crate) fn total(
         bytes_reserved: pool.reserved.load(Relaxed),
         bytes_limit: limit,
         trimmed_bytes: pool.trimmed.load(Relaxed),
+        decayed_bytes: pool.decayed.load(Relaxed),
         unguarded_slots: pool.unguarded.load(Relaxed),
         rejected: pool.rejected.load(Relaxed),
         corruptions: corruptions.iter().sum(),
@@ -264,6 +371,7 @@ pub(crate) fn total(
         quotas: pool.quotas.load(Relaxed),
         bytes_in_quotas: pool.quota_bytes.load(Relaxed),
         quota_refusals: pool.quota_refusals.load(Relaxed),
+        waits: pool.waits.snapshot(),
         ..PoolStats::default()
     };
     for c in classes {
@@ -280,5 +388,10 @@ pub(crate) fn total(
         s.os_errors += c.os_errors;
         s.releases += c.releases;
     }
+    s.peak_bytes_in_use = pool
+        .peak_in_use
+        .fetch_max(s.bytes_in_use, Relaxed)
+        .max(s.bytes_in_use);
+    s.peak_bytes_reserved = pool.peak_reserved.load(Relaxed).max(s.bytes_reserved);
     s
 }

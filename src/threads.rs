@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 /// Names of threads that allocated, by `id`: at most this many kept.
 const MAX_THREAD_NAMES: usize = 65_536;

@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{fence, AtomicUsize};
 use std::task::{Context, Poll, Waker};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 /// A waiter's place in a [`WaitList`]: unique within its list, and
 /// increasing in arrival order.

@@ -407,3 +407,81 @@ fn a_childs_registry_leaves_the_parents_table_alone() {
     std::fs::remove_file(&path).unwrap();
     common::child_marker("ok");
 }
+
+/// The names of this process's threads (`/proc/self/task/*/comm`).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_owned())
+        .collect()
+}
+
+/// A child has no publisher thread: its first slab mapping starts one,
+/// which ticks the pool the child inherited (and the parent's goes on).
+#[test]
+fn a_child_restarts_the_publisher_lazily() {
+    if !in_child("publisher") {
+        run_child("a_child_restarts_the_publisher_lazily", "publisher").assert_success(&["ok"]);
+        return;
+    }
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    let pool = BufferPool::builder()
+        .name("fork-publisher")
+        .site_metrics(0)
+        .metrics_publish_interval(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let tickers = || {
+        thread_names()
+            .iter()
+            .filter(|n| *n == "pagepool-ticker")
+            .count()
+    };
+    // A new thread names itself once it runs.
+    let tickers_become = |n: usize| {
+        let start = Instant::now();
+        while tickers() != n && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tickers() == n
+    };
+    assert!(tickers_become(1));
+    // The published `pagepool_bytes_in_use`, once it equals `want`.
+    let published = |want: f64| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            let seen = snapshotter.snapshot().into_vec().into_iter().any(|(k, _, _, v)| {
+                k.key().name() == pagepool::metrics::BYTES_IN_USE
+                    && matches!(v, metrics_util::debugging::DebugValue::Gauge(g) if g.into_inner() == want)
+            });
+            if seen {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    };
+    let end = fork_and_wait(Duration::from_secs(10), || {
+        if tickers() != 0 {
+            return 2;
+        }
+        // A class no slab serves yet: maps one, which restarts the publisher.
+        let b = pool.allocate_page_size_buffer(64 << 10).unwrap();
+        if !tickers_become(1) {
+            return 3;
+        }
+        // Published by the child's new thread: no `publish_metrics` here.
+        if !published(b.slot_len() as f64) {
+            return 4;
+        }
+        0
+    });
+    assert_eq!(end, End::Exited(0));
+    assert_eq!(tickers(), 1);
+    let b = pool.allocate_page_size_buffer(4096).unwrap();
+    assert!(published(b.slot_len() as f64));
+    common::child_marker("ok");
+}

@@ -313,3 +313,33 @@ fn trim_races_with_allocation() {
     assert_eq!(pool.trim(), reserved);
     assert_eq!(pool.stats().slabs, 0);
 }
+
+/// Pools on different threads map and unmap slabs at the same time: each
+/// unmapping looks its slab up in the process-wide fault table while the
+/// other pool's entries come and go (ThreadSanitizer, run by `.ci/run`,
+/// reported a read of a description the other pool was freeing).
+#[test]
+fn pools_map_and_unmap_slabs_side_by_side() {
+    const ROUNDS: usize = 2_000;
+    let barrier = Barrier::new(2);
+    std::thread::scope(|scope| {
+        for t in 0..2u64 {
+            let barrier = &barrier;
+            scope.spawn(move || {
+                let pool = BufferPool::builder()
+                    .name(format!("side-by-side-{t}"))
+                    .metrics(false)
+                    .build()
+                    .unwrap();
+                barrier.wait();
+                for round in 0..ROUNDS as u64 {
+                    let mut buf = pool.allocate_page_size_buffer(page_size()).unwrap();
+                    stamp(buf.as_max_slice_mut(), t << 32 | round);
+                    assert_stamped(buf.as_max_slice(), t << 32 | round);
+                    drop(buf);
+                    assert!(pool.trim() > 0, "round {round}: trim unmapped nothing");
+                }
+            });
+        }
+    });
+}

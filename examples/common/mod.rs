@@ -1,5 +1,6 @@
-//! What the examples share: their command lines ([`cli`], on `lexopt`) and
-//! byte sizes ([`size`]). Pulled in with `#[path = "../common/mod.rs"] mod
+//! What the examples share: their command lines ([`cli`], on `lexopt`),
+//! byte sizes ([`size`]), and the MPEG-TS ([`ts`]) and H.264 ([`h264`])
+//! writers of `media_server`'s media. Pulled in with `#[path = "../common/mod.rs"] mod
 //! common;` (or `"common/mod.rs"` from a single-file example); cargo does not
 //! take this directory for an example, as it has no `main.rs`.
 
@@ -7,4 +8,6 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod h264;
 pub mod size;
+pub mod ts;

@@ -1,4 +1,5 @@
-//! The live clients: follow a subscription and check every frame.
+//! The live clients: follow a subscription and check every frame (TS
+//! packet headers and continuity, the stamp, every byte: `wire::LiveChecker`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -7,13 +8,13 @@ use std::time::{Duration, Instant};
 use hyper::{Method, StatusCode};
 
 use crate::args::Args;
+use crate::conn::header_str;
 use crate::conn::{next_data, Conn};
 use crate::totals::{Outcome, Totals};
-use crate::wire::{self, FRAME_LEN};
+use crate::wire::{FrameError, LiveChecker, FRAME_LEN};
 
 /// Follows one live subscription to its end; checks every frame.
 async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Totals) -> Outcome {
-    let id = wire::channel_id(channel);
     let path = format!("/live/{channel}?seconds={seconds}");
     let mut conn = match Conn::open(authority).await {
         Ok(c) => c,
@@ -28,6 +29,11 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
     if resp.status() != StatusCode::OK {
         return Outcome::Error(format!("GET {path}: status {}", resp.status()));
     }
+    let rate = header_str(&resp, "x-pagepool-frame-rate");
+    let Ok(rate) = rate.parse::<u32>() else {
+        return Outcome::Failed(format!("GET {path}: x-pagepool-frame-rate {rate:?}"));
+    };
+    let mut checker = LiveChecker::new(channel, rate);
     let mut frame = Vec::with_capacity(FRAME_LEN);
     let mut last: Option<u64> = None;
     while let Some(data) = next_data(resp.body_mut()).await {
@@ -44,8 +50,13 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
             if frame.len() < FRAME_LEN {
                 continue;
             }
-            let seq = match wire::check_frame(&frame, id) {
+            let seq = match checker.check(&frame) {
                 Ok(s) => s,
+                Err(FrameError::Backwards { from, to }) => {
+                    return Outcome::Failed(format!(
+                        "GET {path}: sequence went from {from} to {to}"
+                    ))
+                }
                 Err(e) => {
                     return Outcome::Failed(format!(
                         "GET {path}: bad frame after sequence {last:?}: {e:?}"
@@ -54,16 +65,9 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
             };
             frame.clear();
             totals.live_frames.fetch_add(1, Relaxed);
-            if let Some(prev) = last {
-                if seq <= prev {
-                    return Outcome::Failed(format!(
-                        "GET {path}: sequence went from {prev} to {seq}"
-                    ));
-                }
-                if seq > prev + 1 {
-                    totals.live_gaps.fetch_add(1, Relaxed);
-                    totals.live_missing.fetch_add(seq - prev - 1, Relaxed);
-                }
+            if let Some(prev) = last.filter(|&p| seq > p + 1) {
+                totals.live_gaps.fetch_add(1, Relaxed);
+                totals.live_missing.fetch_add(seq - prev - 1, Relaxed);
             }
             last = Some(seq);
         }
@@ -102,6 +106,64 @@ pub async fn live_client(id: usize, args: Arc<Args>, totals: Arc<Totals>, deadli
         totals.record(outcome);
         if bad {
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::common::ts;
+    use crate::fake::{self, Answer};
+    use crate::wire::{self, FrameWriter};
+
+    /// 50 frames of channel `x` at 500 frames/s, passed through `damage`,
+    /// served as `/live/x`; what the live check makes of them.
+    fn check_stream(damage: impl FnOnce(&mut [u8])) -> (Outcome, u64) {
+        let mut w = FrameWriter::live(500);
+        let mut body = vec![0u8; 50 * FRAME_LEN];
+        for (seq, f) in body.chunks_exact_mut(FRAME_LEN).enumerate() {
+            w.write(f, wire::channel_id("x"), 100 + seq as u64);
+        }
+        damage(&mut body);
+        let answer = Answer {
+            headers: vec![("x-pagepool-frame-rate", "500".into())],
+            body: body.into(),
+        };
+        let rt = fake::runtime();
+        rt.block_on(async {
+            let addr = fake::serve(HashMap::from([("/live/x".to_owned(), answer)])).await;
+            let totals = Totals::default();
+            let outcome = live_stream(&addr.to_string(), "x", 1, &totals).await;
+            (outcome, totals.live_frames.load(Relaxed))
+        })
+    }
+
+    #[test]
+    fn a_clean_stream_passes() {
+        let (outcome, frames) = check_stream(|_| {});
+        assert!(matches!(outcome, Outcome::Ok), "{outcome:?}");
+        assert_eq!(frames, 50);
+    }
+
+    #[test]
+    fn a_damaged_packet_fails_the_stream() {
+        let frame = 20 * FRAME_LEN;
+        // A picture byte, a continuity counter, a PTS byte: each is caught,
+        // at frame 20.
+        for at in [
+            frame + 900,
+            frame + 4 * ts::PACKET + 3,
+            frame + 2 * ts::PACKET + 24,
+        ] {
+            let (outcome, frames) = check_stream(|b| b[at] ^= 0x01);
+            match outcome {
+                Outcome::Failed(msg) => assert!(msg.contains("bad frame"), "{msg}"),
+                other => panic!("damage at {at}: {other:?}"),
+            }
+            assert_eq!(frames, 20, "damage at {at}");
         }
     }
 }

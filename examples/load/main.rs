@@ -11,12 +11,15 @@
 //! - media clients (N minus the live clients) fetch the files listed by
 //!   `GET /media`: whole files, random single ranges (`a-b`, `a-`, `-n`,
 //!   unaligned starts, ends past the file) and unsatisfiable ranges (expecting
-//!   416). Every byte of a generated sample is checked against its pattern at
-//!   its offset (see `media_server/wire.rs`), and the status, `Content-Length`
-//!   and `Content-Range` against the request;
+//!   416). Every byte of a generated sample is checked against what its name
+//!   makes at that offset (the byte pattern of a `.bin`, the stamped MPEG-TS
+//!   frames of a `.ts`: see `media_server/wire.rs`), and the status,
+//!   `Content-Length` and `Content-Range` against the request;
 //! - live clients (`--live-clients`, default N/4) subscribe to
-//!   `/live/load-{i % channels}` and check every frame (magic, channel,
-//!   checksum, every payload byte) and that sequence numbers only go up.
+//!   `/live/load-{i % channels}` (MPEG-TS) and check every frame (sync bytes,
+//!   PIDs, continuity counters, the stamp's channel and sequence number, and
+//!   every byte against the frame the stamp names) and that sequence numbers
+//!   only go up.
 //!   A jump is a *gap* (the server skips frames for a lagging subscriber and
 //!   drops frames when its live pool is full): gaps are reported, and are not
 //!   failures.
@@ -50,6 +53,8 @@ mod wire;
 mod args;
 mod checks;
 mod conn;
+#[cfg(test)]
+mod fake;
 mod live;
 mod media;
 mod scrape;
@@ -107,7 +112,9 @@ async fn run(args: Args) -> ExitCode {
     }
     let files = media::references(&args, files, &totals).await;
     for t in &files {
-        let how = if t.file.pattern {
+        let how = if t.file.content == wire::Content::MpegTs {
+            "MPEG-TS: every byte checked against the frames its name makes"
+        } else if t.file.content == wire::Content::Pattern {
             "every byte checked against the sample pattern"
         } else if t.reference.is_some() {
             "every byte checked against a copy fetched at the start"

@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use crate::args::Args;
 use crate::conn::{header_str, next_data, read_all, Conn};
 use crate::totals::{Outcome, Totals};
-use crate::wire::{self, Listed};
+use crate::wire::{self, Content, FileChecker, Listed};
 
 /// The longest a single media request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,6 +168,7 @@ async fn fetch(conn: &mut Conn, target: &Target, plan: &Plan, totals: &Totals) -
         }
     };
     let seed = wire::sample_seed(&file.name);
+    let mut ts = (file.content == Content::MpegTs).then(|| FileChecker::new(&file.name));
     let mut got = 0u64;
     while let Some(data) = next_data(resp.body_mut()).await {
         let data = match data {
@@ -183,7 +184,9 @@ async fn fetch(conn: &mut Conn, target: &Target, plan: &Plan, totals: &Totals) -
             return Outcome::Failed(format!("{what}: more than {} bytes", plan.len));
         }
         let at = plan.first + got;
-        let wrong = if file.pattern {
+        let wrong = if let Some(ts) = ts.as_mut() {
+            ts.check(at, &data)
+        } else if file.content == Content::Pattern {
             wire::check_pattern(seed, at, &data)
         } else if let Some(reference) = &target.reference {
             let want = &reference[at as usize..at as usize + data.len()];
@@ -269,14 +272,15 @@ pub async fn discover(args: &Args) -> Result<Vec<Listed>, String> {
     }
 }
 
-/// Fetches the files without the sample pattern (within the limits) once,
+/// Fetches the files that are not generated samples (within the limits) once,
 /// as references for every later response.
 pub async fn references(args: &Args, files: Vec<Listed>, totals: &Totals) -> Vec<Target> {
     let mut budget = REFERENCE_TOTAL_MAX;
     let mut out = Vec::with_capacity(files.len());
     for file in files {
         let mut reference = None;
-        if !file.pattern && file.size <= REFERENCE_FILE_MAX && file.size <= budget {
+        if file.content == Content::Other && file.size <= REFERENCE_FILE_MAX && file.size <= budget
+        {
             let path = format!("/media/{}", file.name);
             let got = async {
                 let mut conn = Conn::open(&args.authority).await?;
@@ -307,7 +311,61 @@ pub async fn references(args: &Args, files: Vec<Listed>, totals: &Totals) -> Vec
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+    use crate::fake::{self, Answer};
+    use crate::wire::{FrameWriter, FILE_FRAME_LEN};
+
+    /// A 3-frame `.ts` sample passed through `damage`, served whole as
+    /// `/media/a.ts`; what the media check of a whole GET makes of it.
+    fn fetch_sample(damage: impl FnOnce(&mut [u8])) -> Outcome {
+        let mut w = FrameWriter::file();
+        let mut body = vec![0u8; 3 * FILE_FRAME_LEN];
+        for (k, f) in body.chunks_exact_mut(FILE_FRAME_LEN).enumerate() {
+            w.write(f, wire::sample_seed("a.ts"), k as u64);
+        }
+        damage(&mut body);
+        let size = body.len() as u64;
+        let answer = Answer {
+            headers: vec![("x-pagepool-read-mode", "direct".into())],
+            body: body.into(),
+        };
+        let target = Target {
+            file: Listed {
+                name: "a.ts".into(),
+                size,
+                content: Content::MpegTs,
+            },
+            reference: None,
+        };
+        let plan = Plan {
+            range: None,
+            status: StatusCode::OK,
+            first: 0,
+            len: size,
+        };
+        fake::runtime().block_on(async {
+            let addr = fake::serve(HashMap::from([("/media/a.ts".to_owned(), answer)])).await;
+            let mut conn = Conn::open(&addr.to_string()).await.unwrap();
+            fetch(&mut conn, &target, &plan, &Totals::default()).await
+        })
+    }
+
+    #[test]
+    fn a_damaged_ts_sample_fails_at_the_damaged_byte() {
+        assert!(matches!(fetch_sample(|_| {}), Outcome::Ok));
+        let at = FILE_FRAME_LEN + 5000;
+        match fetch_sample(|b| b[at] ^= 0x40) {
+            Outcome::Failed(msg) => {
+                assert!(
+                    msg.ends_with(&format!("wrong byte at file offset {at}")),
+                    "{msg}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// Every plan asks for bytes inside the file (or expects 416), and its
     /// Range header says what the plan expects back.

@@ -1,5 +1,7 @@
-//! `GET /live/{channel}`: synthetic live channels. One producer task per
-//! channel fills pooled buffers with frames (see `wire`), freezes each into a
+//! `GET /live/{channel}`: synthetic live channels, each a live MPEG-TS
+//! (`video/mp2t`, H.264 video; players and `ffmpeg` open it). One producer
+//! task per channel fills pooled buffers with frames (see `wire`: each a
+//! self-contained, stamped piece of the stream), freezes each into a
 //! `SharedBuffer`, wraps it once in `Bytes::from_owner`, and broadcasts it:
 //! every subscriber sends the very same bytes, and the slot goes back to the
 //! pool when the last subscriber (and the broadcast ring) let go of it.
@@ -24,13 +26,16 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::body::{self, Body};
 use crate::text;
-use crate::wire::{self, FRAME_LEN};
+use crate::wire::{self, FrameWriter, FRAME_LEN};
 
 /// Frames the broadcast ring holds: how far a subscriber may fall behind
 /// before it skips. A frame leaves the ring (and its buffer goes back to the
 /// pool, once the bodies are done with it) when every subscriber has read it
 /// or it is overwritten, so a channel pins at most `BACKLOG` frames.
 pub const BACKLOG: usize = 256;
+/// The header that tells a live stream's frame rate (`load` needs it to
+/// rebuild the frames it checks: the PTS follows the rate).
+pub const FRAME_RATE_HEADER: &str = "x-pagepool-frame-rate";
 /// Frames queued per subscriber between its broadcast receiver and its
 /// response body.
 const QUEUE: usize = 16;
@@ -132,6 +137,7 @@ impl Live {
     /// Makes `rate` frames a second for `name` while it has subscribers.
     async fn produce(self: Arc<Self>, name: String, tx: broadcast::Sender<Bytes>) {
         let id = wire::channel_id(&name);
+        let mut frames = FrameWriter::live(self.rate);
         let mut shutdown = self.shutdown.clone();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -158,7 +164,7 @@ impl Live {
                 seq += 1;
                 match self.pool.allocate_page_size_buffer(FRAME_LEN) {
                     Ok(mut buf) => {
-                        wire::write_frame(buf.as_max_slice_mut(), id, s);
+                        frames.write(buf.as_max_slice_mut(), id, s);
                         buf.set_len(FRAME_LEN).expect("FRAME_LEN is the max_len");
                         self.counters.frames.increment(1);
                         // Err only when the last subscriber just left; the
@@ -213,12 +219,10 @@ pub async fn get(live: Arc<Live>, channel: &str, query: Option<&str>) -> Respons
 
     let mut r = Response::new(body::stream(None, body_rx));
     let h = r.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-pagepool-frame-bytes", HeaderValue::from(FRAME_LEN));
+    h.insert(FRAME_RATE_HEADER, HeaderValue::from(live.rate));
     h.insert("x-pagepool-lagged", HeaderValue::from_static("skip"));
     r
 }
@@ -262,4 +266,114 @@ async fn forward(
     }
     live.subscribers.fetch_sub(1, Relaxed);
     live.counters.subscribers.decrement(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::process::Command;
+
+    use hyper::body::Incoming;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::samples::tests::{check_ts, ffprobe, run_bounded, tool};
+    use crate::wire::Stamp;
+
+    /// Serves `/live/{channel}` of `live` on a free 127.0.0.1 port, for as
+    /// long as the runtime runs.
+    async fn serve(live: Arc<Live>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let live = Arc::clone(&live);
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let live = Arc::clone(&live);
+                    async move {
+                        let channel = req.uri().path().strip_prefix("/live/").unwrap_or("");
+                        let query = req.uri().query();
+                        Ok::<_, Infallible>(get(live, channel, query).await)
+                    }
+                });
+                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+            }
+        });
+        addr
+    }
+
+    /// `ffprobe` finds H.264 in MPEG-TS on `/live/{channel}`, and `ffmpeg -i
+    /// URL -c copy -t 5 out.ts` records it: every access unit in `out.ts` is
+    /// the one its stamp names, in order, with no frame missing.
+    #[test]
+    fn ffprobe_and_ffmpeg_open_the_live_stream() {
+        let (Some(_), Some(ffmpeg)) = (tool("ffprobe"), tool("ffmpeg")) else {
+            return;
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let pool = BufferPool::builder()
+            .name("live-test")
+            .max_bytes(16 << 20)
+            .max_buffer_size(FRAME_LEN)
+            .build()
+            .unwrap();
+        let live = Arc::new(Live::new(pool, 500, stopped));
+        let addr = rt.block_on(serve(Arc::clone(&live)));
+
+        // Both ends are bounded: the server ends each stream after ?seconds.
+        let probed = ffprobe(&format!("http://{addr}/live/probe?seconds=20"));
+        for fact in [
+            "codec_name=h264",
+            "width=32",
+            "height=16",
+            "format_name=mpegts",
+        ] {
+            assert!(
+                probed.lines().any(|l| l == fact),
+                "{fact} not in:\n{probed}"
+            );
+        }
+
+        let out_ts =
+            std::env::temp_dir().join(format!("pagepool-live-test-{}.ts", std::process::id()));
+        let out = run_bounded(
+            Command::new(ffmpeg)
+                .args(["-v", "error", "-y", "-i"])
+                .arg(format!("http://{addr}/live/record?seconds=30"))
+                .args(["-c", "copy", "-t", "5"])
+                .arg(&out_ts),
+            Duration::from_secs(60),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "ffmpeg: {stderr}"
+        );
+        let data = std::fs::read(&out_ts).unwrap();
+        std::fs::remove_file(&out_ts).unwrap();
+        let sum = check_ts(&data, &mut FrameWriter::live(500), false);
+        let id = wire::channel_id("record");
+        let first = sum.stamps.first().expect("frames in out.ts").seq;
+        let want: Vec<Stamp> = (first..first + sum.stamps.len() as u64)
+            .map(|seq| Stamp { id, seq })
+            .collect();
+        assert_eq!(sum.stamps, want);
+        // 5 s of a 500 frames/s stream.
+        assert!(
+            (2400..=2600).contains(&sum.stamps.len()),
+            "{} frames",
+            sum.stamps.len()
+        );
+        let _ = stop.send(true);
+    }
 }

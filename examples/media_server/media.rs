@@ -2,8 +2,7 @@
 //! pooled page-aligned buffers, streamed with Range support.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -26,14 +25,7 @@ use crate::reader::{read_refused, Reader, ReaderGuard};
 use crate::wire;
 use crate::{text, State};
 
-/// The sample files made when no `--media-dir` is given: name and size. The
-/// last one has an odd size, so its tail is a partial page.
-pub const SAMPLES: [(&str, u64); 4] = [
-    ("sample-tiny.bin", 1000),
-    ("sample-1m.ts", 1 << 20),
-    ("sample-8m.ts", 8 << 20),
-    ("sample-33m.bin", (33 << 20) + 123),
-];
+pub use crate::samples::{generate_samples, SAMPLES};
 
 /// The header that tells how a response was read.
 pub const READ_MODE_HEADER: &str = "x-pagepool-read-mode";
@@ -122,26 +114,6 @@ fn describe_io(e: &io::Error, not_found: &str) -> String {
         io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => e.to_string(),
     }
-}
-
-/// Writes the [`SAMPLES`] into a fresh directory under the system temp dir.
-pub fn generate_samples() -> io::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("pagepool-media-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let mut block = vec![0u8; 1 << 20];
-    for (name, size) in SAMPLES {
-        let seed = wire::sample_seed(name);
-        let mut out = BufWriter::new(File::create(dir.join(name))?);
-        let mut at = 0u64;
-        while at < size {
-            let n = (size - at).min(block.len() as u64) as usize;
-            wire::fill_pattern(seed, at, &mut block[..n]);
-            out.write_all(&block[..n])?;
-            at += n as u64;
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
-    Ok(dir)
 }
 
 /// The result of trying an `O_DIRECT` read in the media directory.

@@ -71,11 +71,11 @@ pub fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Opti
     );
     println!("endpoints:");
     let live = format!(
-        "live frames, {}/s each channel (?seconds=N to stop)",
+        "live MPEG-TS, {} frames/s each channel (?seconds=N to stop)",
         state.live.rate
     );
     for (path, what) in [
-        ("/media", "file list: name, size, pattern"),
+        ("/media", "file list: name, size, content"),
         ("/media/{name}", "a file; Range: bytes=a-b | a- | -n"),
         ("/live/{channel}", live.as_str()),
         ("/metrics", "Prometheus metrics"),

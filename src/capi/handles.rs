@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::{guarded, put, E_HANDLE, E_OUTOFMEMORY, E_POINTER, HRESULT};
 use crate::buffer::PageBuffer;

@@ -5,7 +5,7 @@
 use std::ffi::{c_char, c_void, CString};
 use std::io::Write as _;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::{guarded, E_FAIL, HRESULT};
 use crate::forklock;

@@ -14,13 +14,12 @@ use std::sync::Arc;
 
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 
 use crate::class::{ClassIdx, SizeClasses};
 use crate::limits::{THREAD_CACHE_BYTES, THREAD_CACHE_SLOTS};
 use crate::mem::slot::SlotRef;
 use crate::stats::{ClassCounters, ClassStats, ThreadCounters};
-use crate::sync::{AtomicBool, AtomicU32};
+use crate::sync::{AtomicBool, AtomicU32, Mutex};
 use crate::waitlist::WaitList;
 
 /// One class's free slots.

@@ -1,19 +1,18 @@
-//! The metric handles of one pool, and the publisher thread that copies
-//! its counters into them (see the public `metrics` module for the list).
+//! The metric handles of one pool, into which the publisher's ticks copy
+//! its counters (see the public `metrics` module for the list).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
-use std::thread;
-use std::time::Duration;
+use std::sync::OnceLock;
 
 use ::metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
     Gauge, Histogram, Unit,
 };
-use parking_lot::{Condvar, Mutex};
 
+use super::sites::SiteGauges;
 use crate::limits::page_size;
-use crate::stats::{ClassStats, CorruptionKind, PoolStats};
+use crate::stats::{ClassStats, CorruptionKind, PoolStats, WaitOutcome};
+use crate::sync::Mutex;
 
 /// `pagepool_allocations_total{pool, class, outcome}`.
 pub const ALLOCATIONS_TOTAL: &str = "pagepool_allocations_total";
@@ -33,6 +32,8 @@ pub const BYTES_LIMIT: &str = "pagepool_bytes_limit";
 pub const SLABS: &str = "pagepool_slabs";
 /// `pagepool_trimmed_bytes_total{pool}`.
 pub const TRIMMED_BYTES_TOTAL: &str = "pagepool_trimmed_bytes_total";
+/// `pagepool_decayed_bytes_total{pool}`.
+pub const DECAYED_BYTES_TOTAL: &str = "pagepool_decayed_bytes_total";
 /// `pagepool_rejected_total{pool}`.
 pub const REJECTED_TOTAL: &str = "pagepool_rejected_total";
 /// `pagepool_unguarded_slots{pool}`.
@@ -56,8 +57,21 @@ pub const REQUEST_SIZE_BYTES: &str = "pagepool_request_size_bytes";
 /// `pagepool_buffer_hold_seconds{pool}` (histogram).
 pub const BUFFER_HOLD_SECONDS: &str = "pagepool_buffer_hold_seconds";
 
+/// `pagepool_waits_total{pool, outcome}`.
+pub const WAITS_TOTAL: &str = "pagepool_waits_total";
+/// `pagepool_wait_duration_seconds{pool}` (histogram).
+pub const WAIT_DURATION_SECONDS: &str = "pagepool_wait_duration_seconds";
+/// `pagepool_bytes_in_use_peak{pool}`.
+pub const BYTES_IN_USE_PEAK: &str = "pagepool_bytes_in_use_peak";
+/// `pagepool_bytes_reserved_peak{pool}`.
+pub const BYTES_RESERVED_PEAK: &str = "pagepool_bytes_reserved_peak";
+/// `pagepool_site_bytes{pool, site}`: the top sites only.
+pub const SITE_BYTES: &str = "pagepool_site_bytes";
+/// `pagepool_site_buffers{pool, site}`: the top sites only.
+pub const SITE_BUFFERS: &str = "pagepool_site_buffers";
+
 /// Every metric name pagepool registers, as scraped.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 27] = [
     ALLOCATIONS_TOTAL,
     RELEASES_TOTAL,
     BUFFERS_IN_USE,
@@ -67,6 +81,7 @@ pub const ALL: [&str; 20] = [
     BYTES_LIMIT,
     SLABS,
     TRIMMED_BYTES_TOTAL,
+    DECAYED_BYTES_TOTAL,
     REJECTED_TOTAL,
     UNGUARDED_SLOTS,
     CORRUPTIONS_TOTAL,
@@ -78,6 +93,12 @@ pub const ALL: [&str; 20] = [
     ALLOCATION_DURATION_SECONDS,
     REQUEST_SIZE_BYTES,
     BUFFER_HOLD_SECONDS,
+    WAITS_TOTAL,
+    WAIT_DURATION_SECONDS,
+    BYTES_IN_USE_PEAK,
+    BYTES_RESERVED_PEAK,
+    SITE_BYTES,
+    SITE_BUFFERS,
 ];
 
 /// Describes every metric to the current recorder. The exporter appends a
@@ -121,6 +142,11 @@ fn describe() {
         TRIMMED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes given back to the OS by trimming idle slabs."
+    );
+    describe_counter!(
+        DECAYED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes given back to the OS by decay (slabs idle for the decay period)."
     );
     describe_counter!(
         REJECTED_TOTAL,
@@ -172,6 +198,33 @@ fn describe() {
         Unit::Seconds,
         "Time from allocate to release of sampled buffers."
     );
+    describe_counter!(
+        WAITS_TOTAL,
+        Unit::Count,
+        "Finished waits for room under the cap, by outcome (granted, timed_out, cancelled, failed)."
+    );
+    describe_histogram!(
+        WAIT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time each finished wait for room spent waiting, whatever its outcome."
+    );
+    describe_gauge!(
+        BYTES_IN_USE_PEAK,
+        "The most bytes_in_use seen since start or reset_peaks, as sampled by each publish and slab mapping (unit: bytes)."
+    );
+    describe_gauge!(
+        BYTES_RESERVED_PEAK,
+        "The most bytes_reserved since start or reset_peaks (unit: bytes)."
+    );
+    describe_gauge!(
+        SITE_BYTES,
+        "Slot bytes held by outstanding buffers allocated at this site, for the top sites; site=\"other\" is the rest (unit: bytes)."
+    );
+    describe_gauge!(
+        SITE_BUFFERS,
+        Unit::Count,
+        "Outstanding buffers allocated at this site, for the top sites; site=\"other\" is the rest."
+    );
 }
 
 /// The handles of one size class.
@@ -222,20 +275,32 @@ fn decades(start: f64, end: f64) -> Vec<f64> {
     out
 }
 
+/// Bucket bounds for `pagepool_wait_duration_seconds`: 1, 2.5 and 5 per
+/// decade from 10 µs to 100 s.
+///
+/// ```
+/// let b = pagepool::metrics::wait_buckets();
+/// assert!(b.contains(&1.0));
+/// ```
+pub fn wait_buckets() -> Vec<f64> {
+    decades(1e-5, 100.0)
+}
+
 /// Every histogram pagepool records, with the bucket bounds that fit it
-/// ([`duration_buckets`], [`hold_buckets`], and [`size_buckets`] up to
+/// ([`duration_buckets`], [`hold_buckets`], [`wait_buckets`], and [`size_buckets`] up to
 /// `max_buffer_size`): what an exporter needs to be configured with, by
 /// full metric name. The `prometheus` module's builder is this list applied.
 ///
 /// ```
 /// let buckets = pagepool::metrics::histogram_buckets(pagepool::DEFAULT_MAX_BUFFER_SIZE);
-/// assert_eq!(buckets.len(), 3);
+/// assert_eq!(buckets.len(), 4);
 /// assert!(buckets.iter().any(|(name, _)| *name == pagepool::metrics::BUFFER_HOLD_SECONDS));
 /// ```
-pub fn histogram_buckets(max_buffer_size: usize) -> [(&'static str, Vec<f64>); 3] {
+pub fn histogram_buckets(max_buffer_size: usize) -> [(&'static str, Vec<f64>); 4] {
     [
         (ALLOCATION_DURATION_SECONDS, duration_buckets()),
         (BUFFER_HOLD_SECONDS, hold_buckets()),
+        (WAIT_DURATION_SECONDS, wait_buckets()),
         (REQUEST_SIZE_BYTES, size_buckets(max_buffer_size)),
     ]
 }
@@ -250,6 +315,7 @@ pub(crate) struct PoolMetrics {
     bytes_limit: Option<Gauge>,
     slabs: Gauge,
     trimmed: Counter,
+    decayed: Counter,
     rejected: Counter,
     unguarded: Gauge,
     corruptions: [Counter; 3],
@@ -261,6 +327,12 @@ pub(crate) struct PoolMetrics {
     allocation_duration: Histogram,
     request_size: Histogram,
     hold: Histogram,
+    waits: [Counter; 4],
+    wait_duration: Histogram,
+    bytes_in_use_peak: Gauge,
+    bytes_reserved_peak: Gauge,
+    /// The top sites' gauges.
+    pub(crate) sites: SiteGauges,
 }
 
 impl PoolMetrics {
@@ -270,6 +342,7 @@ impl PoolMetrics {
         pool: &str,
         slot_sizes: impl Iterator<Item = usize>,
         limit: Option<usize>,
+        top_sites: usize,
     ) -> PoolMetrics {
         describe();
         warn_on_shared_name(pool);
@@ -298,6 +371,7 @@ impl PoolMetrics {
             bytes_limit: limit.map(|_| gauge!(BYTES_LIMIT, "pool" => p.clone())),
             slabs: gauge!(SLABS, "pool" => p.clone()),
             trimmed: counter!(TRIMMED_BYTES_TOTAL, "pool" => p.clone()),
+            decayed: counter!(DECAYED_BYTES_TOTAL, "pool" => p.clone()),
             rejected: counter!(REJECTED_TOTAL, "pool" => p.clone()),
             unguarded: gauge!(UNGUARDED_SLOTS, "pool" => p.clone()),
             corruptions: CorruptionKind::ALL
@@ -309,7 +383,13 @@ impl PoolMetrics {
             quota_refusals: counter!(QUOTA_REFUSALS_TOTAL, "pool" => p.clone()),
             allocation_duration: histogram!(ALLOCATION_DURATION_SECONDS, "pool" => p.clone()),
             request_size: histogram!(REQUEST_SIZE_BYTES, "pool" => p.clone()),
-            hold: histogram!(BUFFER_HOLD_SECONDS, "pool" => p),
+            hold: histogram!(BUFFER_HOLD_SECONDS, "pool" => p.clone()),
+            waits: WaitOutcome::ALL
+                .map(|o| counter!(WAITS_TOTAL, "pool" => p.clone(), "outcome" => o.as_str())),
+            wait_duration: histogram!(WAIT_DURATION_SECONDS, "pool" => p.clone()),
+            bytes_in_use_peak: gauge!(BYTES_IN_USE_PEAK, "pool" => p.clone()),
+            bytes_reserved_peak: gauge!(BYTES_RESERVED_PEAK, "pool" => p),
+            sites: SiteGauges::register(pool, top_sites),
         };
         if let (Some(g), Some(limit)) = (&metrics.bytes_limit, limit) {
             g.set(limit as f64);
@@ -335,6 +415,14 @@ impl PoolMetrics {
         }));
     }
 
+    /// Records a finished wait's duration. Never unwinds (a recorder that
+    /// panics loses the sample, not the wait's outcome).
+    pub(crate) fn record_wait(&self, seconds: f64) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.wait_duration.record(seconds);
+        }));
+    }
+
     /// Copies a snapshot into the handles.
     pub(crate) fn publish(&self, pool: &PoolStats, classes: &[ClassStats], corruptions: [u64; 3]) {
         for (h, c) in self.classes.iter().zip(classes) {
@@ -354,6 +442,7 @@ impl PoolMetrics {
         }
         self.slabs.set(pool.slabs as f64);
         self.trimmed.absolute(pool.trimmed_bytes);
+        self.decayed.absolute(pool.decayed_bytes);
         self.rejected.absolute(pool.rejected);
         self.unguarded.set(pool.unguarded_slots as f64);
         for (c, n) in self.corruptions.iter().zip(corruptions) {
@@ -364,6 +453,17 @@ impl PoolMetrics {
         self.quotas.set(pool.quotas as f64);
         self.quota_bytes.set(pool.bytes_in_quotas as f64);
         self.quota_refusals.absolute(pool.quota_refusals);
+        let w = &pool.waits;
+        for (c, n) in self
+            .waits
+            .iter()
+            .zip([w.granted, w.timed_out, w.cancelled, w.failed])
+        {
+            c.absolute(n);
+        }
+        self.bytes_in_use_peak.set(pool.peak_bytes_in_use as f64);
+        self.bytes_reserved_peak
+            .set(pool.peak_bytes_reserved as f64);
     }
 }
 
@@ -410,73 +510,6 @@ pub(crate) fn forget_name(pool: &str) {
         if *n == 0 {
             names.remove(pool);
         }
-    }
-}
-
-/// Shared between a pool and its publisher thread.
-#[derive(Debug, Default)]
-struct Signal {
-    stop: Mutex<bool>,
-    wake: Condvar,
-}
-
-/// The background thread that publishes one pool's counters.
-#[derive(Debug)]
-pub(crate) struct Publisher {
-    signal: Arc<Signal>,
-    /// The process that started the thread: in a `fork` child the thread
-    /// does not exist, and [`Publisher::stop`] does nothing.
-    pid: u32,
-}
-
-impl Publisher {
-    /// Runs `tick` every `interval` on a thread of its own, until `tick`
-    /// returns `false` or [`Publisher::stop`] is called.
-    pub(crate) fn start(
-        name: &str,
-        interval: Duration,
-        mut tick: impl FnMut() -> bool + Send + 'static,
-    ) -> Publisher {
-        let signal = Arc::new(Signal::default());
-        let theirs = Arc::clone(&signal);
-        let spawned = thread::Builder::new()
-            .name(format!("pagepool-metrics-{name}"))
-            .spawn(move || loop {
-                {
-                    let mut stop = theirs.stop.lock();
-                    if !*stop {
-                        theirs.wake.wait_for(&mut stop, interval);
-                    }
-                    if *stop {
-                        return;
-                    }
-                }
-                if !tick() {
-                    return;
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(
-                target: "pagepool",
-                error = %e,
-                "could not start the metrics publisher thread; call BufferPool::publish_metrics yourself"
-            );
-        }
-        Publisher {
-            signal,
-            pid: std::process::id(),
-        }
-    }
-
-    /// Asks the thread to stop at once.
-    pub(crate) fn stop(&self) {
-        // A child of `fork` has no publisher thread to stop, and its lock
-        // and condition variable may have been in use by that thread.
-        if std::process::id() != self.pid {
-            return;
-        }
-        *self.signal.stop.lock() = true;
-        self.signal.wake.notify_all();
     }
 }
 

@@ -10,12 +10,16 @@
 //! | `quarantine` | the queue of sealed released slots, and its sampling |
 //! | `fault` | the SIGSEGV/SIGBUS handler and its slab table (a slab-event subscriber) |
 //! | `leak` | outstanding buffers and leak reports from slot metadata |
-//! | `metrics` | one pool's metric handles and the publisher thread's tick |
+//! | `metrics` | one pool's metric handles, and copying snapshots into them |
+//! | `sites` | outstanding buffers by allocation site, the top sites' gauges |
+//! | `publisher` | the one thread per process that ticks every pool at its interval |
 
 pub(crate) mod checks;
 pub(crate) mod fault;
 pub(crate) mod leak;
 pub(crate) mod metrics;
+pub(crate) mod publisher;
 pub(crate) mod quarantine;
 pub(crate) mod report;
 pub(crate) mod sink;
+pub(crate) mod sites;

@@ -5,7 +5,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use crate::mem::guard::Sealed;
 use crate::mem::slot::SlotRef;

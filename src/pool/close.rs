@@ -85,7 +85,7 @@ impl PoolInner {
             return;
         }
         if let Some(publisher) = self.publisher.get() {
-            publisher.stop();
+            publisher.cancel();
         }
         // Give quarantined slots their access back (and `mprotect` guards
         // their memory-area budget) before the slabs are unmapped.
@@ -104,6 +104,7 @@ impl PoolInner {
             last.slabs = 0;
             last.leak_suspects = 0;
             m.publish(&last, &self.class_stats(), self.checks.corruption_counts());
+            m.sites.clear();
             metrics::forget_name(&self.config.name);
         }
         // No buffer is out and none can be made: every slot is free (on a

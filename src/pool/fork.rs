@@ -9,7 +9,8 @@
 //! (accounts, each account's waiters, shards), the depot (thread counters,
 //! waiters) and its slab-event subscribers' locks (an io_uring registry's
 //! table); then the process-wide metric-name, thread-name and call-site
-//! registries, the fault handler's install lock, and the leaves added by
+//! registries, the fault handler's install lock, the publisher's timer
+//! heap, and the leaves added by
 //! layers above (the C ABI's handle table and report callback), which are
 //! taken under pool locks or alone. No code holds two pools' locks at once,
 //! nor any of them while it takes the registry (a pool leaves it first
@@ -17,11 +18,11 @@
 
 use std::sync::{Arc, Once, Weak};
 
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 
 use super::{PoolInner, QuotaAccount};
 use crate::forklock;
-use crate::observe::{fault, metrics};
+use crate::observe::{fault, metrics, publisher};
 use crate::site;
 use crate::threads;
 
@@ -36,7 +37,7 @@ struct Registry {
     held: Held,
 }
 
-static REGISTRY: Mutex<Registry> = parking_lot::const_mutex(Registry {
+static REGISTRY: Mutex<Registry> = crate::sync::const_mutex(Registry {
     pools: Vec::new(),
     held: Vec::new(),
 });
@@ -130,6 +131,7 @@ extern "C" fn prepare() {
     threads::fork_hold();
     site::fork_hold();
     fault::fork_hold();
+    publisher::fork_hold();
     forklock::hold_leaves();
 }
 
@@ -151,6 +153,7 @@ fn finish(child: bool) {
     // prepare handlers) and took these; in the child only this thread exists.
     let held = unsafe {
         forklock::release_leaves(child);
+        publisher::fork_release(child);
         fault::fork_release(child);
         site::fork_release(child);
         threads::fork_release(child);

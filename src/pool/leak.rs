@@ -9,6 +9,7 @@ use crate::clock;
 use crate::config::LeakTracking;
 use crate::mem::slot::{Slot, SlotFlags, SlotState};
 use crate::observe::leak::{self, LeakReport, OutstandingBuffer};
+use crate::observe::sites::SiteTotals;
 
 impl PoolInner {
     /// Calls `f` with every slot of every slab mapped now, holding the slab
@@ -82,5 +83,29 @@ impl PoolInner {
         };
         self.counters.leak_suspects.store(n, Relaxed);
         n
+    }
+
+    /// The publisher's one walk of the slot metadata: recounts the leak
+    /// suspects (as [`refresh_leak_suspects`](Self::refresh_leak_suspects))
+    /// and adds up the outstanding buffers by allocation site. `None` with
+    /// leak tracking off (no site is recorded).
+    pub(crate) fn scan_for_publish(&self) -> Option<SiteTotals> {
+        if self.config.tracking == LeakTracking::Off {
+            self.counters.leak_suspects.store(0, Relaxed);
+            return None;
+        }
+        let threshold = self.config.leak_age.as_nanos().min(u64::MAX as u128) as u64;
+        let now = clock::coarse_nanos();
+        let mut n = 0;
+        let mut totals = SiteTotals::default();
+        self.scan_slots(|class, s| {
+            if s.state.load() != SlotState::InUse {
+                return;
+            }
+            n += usize::from(leak::is_suspect(s, now, threshold));
+            totals.add(s.site(), self.classes.slot_bytes(class));
+        });
+        self.counters.leak_suspects.store(n, Relaxed);
+        Some(totals)
     }
 }

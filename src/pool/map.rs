@@ -1,6 +1,6 @@
 //! The slow path of allocation: a slot from the shared free list, or a new
-//! slab mapped within the byte cap; trimming idle slabs; and asking thread
-//! caches to flush, which both rely on.
+//! slab mapped within the byte cap; trimming idle slabs (which decay reuses);
+//! and asking thread caches to flush, which both rely on.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,7 +25,11 @@ impl PoolInner {
     ) -> Result<SlotRef, Error> {
         match self.depot.pop(idx) {
             Some(slot) => Ok(slot),
-            None => self.map_slab(idx, max_size),
+            None => {
+                let got = self.map_slab(idx, max_size);
+                self.after_map_slab();
+                got
+            }
         }
     }
 
@@ -43,14 +47,7 @@ impl PoolInner {
             return Ok(slot);
         }
         let layout = self.layout(idx);
-        // Small slabs are filled with red zones when mapped (every page is
-        // touched): keep them to `SMALL_SLAB_BYTES`.
-        let target = if layout.packed {
-            self.config.slab_size.min(SMALL_SLAB_BYTES)
-        } else {
-            self.config.slab_size
-        };
-        let wanted = (target / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB);
+        let wanted = self.slab_slots(layout);
         let mut n = self.slots_within_cap(layout, wanted);
         if n == 0 {
             // Let the quarantine go and ask threads to return cached slots
@@ -82,6 +79,27 @@ impl PoolInner {
                 limit: self.max_bytes().unwrap_or(usize::MAX),
             });
         }
+        let slab = self.map_counted(&mut slabs, idx, n, layout)?;
+        class.counters.misses.fetch_add(1, Relaxed);
+        let (first, rest) = slab.slots().split_first().expect("n >= 1");
+        for s in rest {
+            class.free.push(SlotRef::new(s));
+        }
+        Ok(SlotRef::new(first))
+    }
+
+    /// Maps a slab of `n >= 1` slots of class `idx` (within the cap: the
+    /// caller checked, under the slab lock it holds), counts it, and adds it
+    /// to `slabs` (whose subscribers hear of it before any slot is handed
+    /// out).
+    fn map_counted<'s>(
+        &self,
+        slabs: &'s mut SlabSet,
+        idx: ClassIdx,
+        n: usize,
+        layout: Layout,
+    ) -> Result<&'s Slab, Error> {
+        let class = self.depot.class(idx);
         let slab = match Slab::map(&self.backing, idx, n, layout) {
             Ok(slab) => slab,
             Err(e) => {
@@ -89,19 +107,54 @@ impl PoolInner {
                 return Err(Error::Os(e));
             }
         };
-        self.counters.reserved.fetch_add(slab.reserved(), Relaxed);
+        let reserved = self.counters.reserved.fetch_add(slab.reserved(), Relaxed) + slab.reserved();
+        self.counters.peak_reserved.fetch_max(reserved, Relaxed);
         self.update_near_cap();
         self.counters.unguarded.fetch_add(slab.unguarded(), Relaxed);
         class.counters.slots.fetch_add(n, Relaxed);
         class.counters.slabs.fetch_add(1, Relaxed);
-        class.counters.misses.fetch_add(1, Relaxed);
-        // The set tells its subscribers before any slot is handed out.
-        let slab = slabs.insert(idx, slab);
-        let (first, rest) = slab.slots().split_first().expect("n >= 1");
-        for s in rest {
+        Ok(slabs.insert(idx, slab))
+    }
+
+    /// Maps one slab of class `idx` (as an allocation would, within the
+    /// cap) and puts all its slots on the free list: `min_buffers` at
+    /// build. Returns the slots mapped.
+    pub(super) fn map_free_slab(&self, slabs: &mut SlabSet, idx: ClassIdx) -> Result<usize, Error> {
+        let layout = self.layout(idx);
+        let n = self.slots_within_cap(layout, self.slab_slots(layout));
+        if n == 0 {
+            return Err(Error::Exhausted {
+                requested: layout.slot_bytes,
+                limit: self.max_bytes().unwrap_or(usize::MAX),
+            });
+        }
+        let class = self.depot.class(idx);
+        for s in self.map_counted(slabs, idx, n, layout)?.slots() {
             class.free.push(SlotRef::new(s));
         }
-        Ok(SlotRef::new(first))
+        Ok(n)
+    }
+
+    /// The slots a new slab of `layout` gets, before the cap.
+    fn slab_slots(&self, layout: Layout) -> usize {
+        // Small slabs are filled with red zones when mapped (every page is
+        // touched): keep them to `SMALL_SLAB_BYTES`.
+        let target = if layout.packed {
+            self.config.slab_size.min(SMALL_SLAB_BYTES)
+        } else {
+            self.config.slab_size
+        };
+        (target / layout.slot_bytes).clamp(1, MAX_SLOTS_PER_SLAB)
+    }
+
+    /// After a try at mapping a slab, with no lock held (a rare path): a
+    /// `fork` child's first one restarts the publisher, and the in-use
+    /// high-water mark takes a sample (a slab is mapped when a class runs
+    /// out, near the peak).
+    #[cold]
+    fn after_map_slab(&self) {
+        crate::observe::publisher::ensure_running();
+        self.sample_peak_in_use();
     }
 
     /// Whether a request of `max_size` bytes (`small`: as
@@ -151,19 +204,27 @@ impl PoolInner {
         freed
     }
 
-    /// Unmaps the idle slabs of every class but `except`; returns the bytes.
+    /// Unmaps the idle slabs of every class but `except`, down to each
+    /// class's `min_buffers`; returns the bytes.
     pub(super) fn trim_locked(&self, slabs: &mut SlabSet, except: Option<ClassIdx>) -> usize {
         let mut freed = 0;
         for c in self.classes.all() {
             if Some(c) != except && !slabs.class(c).is_empty() {
-                freed += self.trim_class_locked(slabs, c);
+                freed += self.unmap_idle_locked(slabs, c, self.decay.floor(c));
             }
         }
+        self.counters.trimmed.fetch_add(freed as u64, Relaxed);
         freed
     }
 
-    /// Unmaps the slabs of class `idx` whose slots are all on its free list.
-    fn trim_class_locked(&self, slabs: &mut SlabSet, idx: ClassIdx) -> usize {
+    /// Unmaps slabs of class `idx` whose slots are all on its free list,
+    /// while the class keeps at least `keep` slots mapped; returns the bytes.
+    pub(super) fn unmap_idle_locked(
+        &self,
+        slabs: &mut SlabSet,
+        idx: ClassIdx,
+        keep: usize,
+    ) -> usize {
         let class = self.depot.class(idx);
         // Take every free slot. Allocations of this class that find the list
         // empty meanwhile wait on the slab lock we hold, then find the slots
@@ -184,10 +245,16 @@ impl PoolInner {
                 owner
             })
             .collect();
+        let mut mapped = class.counters.slots.load(Relaxed);
         let idle: Vec<bool> = list
             .iter()
             .zip(&free_in)
-            .map(|(slab, &n)| n == slab.slots().len())
+            .map(|(slab, &n)| {
+                let len = slab.slots().len();
+                let go = n == len && mapped >= keep.saturating_add(len);
+                mapped -= if go { len } else { 0 };
+                go
+            })
             .collect();
         for (slot, &owner) in free.iter().zip(&owners) {
             if !idle[owner] {
@@ -208,7 +275,6 @@ impl PoolInner {
             class.counters.slots.fetch_sub(nslots, Relaxed);
             class.counters.slabs.fetch_sub(1, Relaxed);
         }
-        self.counters.trimmed.fetch_add(freed as u64, Relaxed);
         if freed != 0 {
             self.update_near_cap();
         }

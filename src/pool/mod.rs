@@ -13,13 +13,15 @@
 //! | `quarantine` | sealing released slots and letting them go |
 //! | `quotas` | quota accounts, and the book of buffers charged to them |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
-//! | `stats` | counters, snapshots and metric publishing |
+//! | `decay` | giving back slabs idle for the decay period, and the `min_buffers` floor |
+//! | `stats` | counters, snapshots, metric publishing, and the publisher's tick |
 //! | `leak` | walking the slabs for leak reports and suspects |
 //! | `fork` | the registry of live pools, and the `pthread_atfork` handlers |
 
 mod allocate;
 mod cap;
 mod close;
+mod decay;
 mod events;
 mod fork;
 mod leak;
@@ -37,9 +39,9 @@ use std::backtrace::Backtrace;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use crate::sync::{Mutex, RwLock};
 
 use crate::class::SizeClasses;
 use crate::clock;
@@ -51,7 +53,8 @@ use crate::mem::backing::{Anonymous, Backing, NotInherited};
 use crate::mem::slabs::SlabSet;
 use crate::observe::checks::Checks;
 use crate::observe::fault::FaultTable;
-use crate::observe::metrics::{PoolMetrics, Publisher};
+use crate::observe::metrics::PoolMetrics;
+use crate::observe::publisher;
 use crate::observe::quarantine::Quarantine;
 use crate::stats::PoolCounters;
 
@@ -112,8 +115,11 @@ pub(crate) struct PoolInner {
     tracking: bool,
     /// Metric handles, registered at build; `None` with metrics off.
     metrics: Option<PoolMetrics>,
-    /// The background publisher, started right after the pool is shared.
-    publisher: OnceLock<Publisher>,
+    /// The pool's place in the process's publisher, scheduled right after
+    /// the pool is shared (see [`PoolInner::tick`]).
+    publisher: OnceLock<publisher::Entry>,
+    /// Decay's marks and the `min_buffers` floors.
+    decay: decay::Decay,
 }
 
 impl HasDepot for PoolInner {
@@ -131,7 +137,7 @@ impl PoolInner {
         let name: Arc<str> = config.name.as_str().into();
         let metrics = config.metrics.then(|| {
             let sizes = classes.all().map(|c| classes.slot_bytes(c));
-            PoolMetrics::register(&config.name, sizes, config.max_bytes)
+            PoolMetrics::register(&config.name, sizes, config.max_bytes, config.site_metrics)
         });
         let d = config.debug;
         let tracking = config.tracking != LeakTracking::Off;
@@ -155,6 +161,7 @@ impl PoolInner {
         let slabs = SlabSet::new(Arc::clone(&name), &classes, vec![Arc::new(FaultTable)]);
         let limit = config.max_bytes;
         let inherit_on_fork = config.inherit_on_fork;
+        let decay = decay::Decay::new(&classes, &config.min_buffers);
         let inner = Arc::new(PoolInner {
             checks: Checks::new(&d, page, Arc::clone(&name)),
             depot,
@@ -182,6 +189,7 @@ impl PoolInner {
             limit: Mutex::new(limit),
             fruitless_trim: std::sync::atomic::AtomicU64::new(0),
             tracking,
+            decay,
         });
         fork::register(&inner);
         // A cap smaller than one slab is near from the start.
@@ -189,27 +197,12 @@ impl PoolInner {
             let _slabs = inner.slabs.lock();
             inner.update_near_cap();
         }
-        if inner.metrics.is_some() {
+        // The tick publishes (metrics on) and decays (decay on).
+        if inner.metrics.is_some() || inner.config.decay.is_some() {
             inner.publish_metrics();
-            let pool = Arc::downgrade(&inner);
-            let publisher = Publisher::start(
-                &inner.config.name,
-                inner.config.publish_interval,
-                move || match pool.upgrade() {
-                    // An abandoned pool whose last buffer's release missed
-                    // the last handle's drop (a benign race) shuts down here.
-                    Some(pool) if pool.depot.is_abandoned() => {
-                        pool.shutdown_if_idle();
-                        true
-                    }
-                    Some(pool) => {
-                        pool.publish_metrics();
-                        true
-                    }
-                    None => false,
-                },
-            );
-            let _ = inner.publisher.set(publisher);
+            let weak: Weak<dyn publisher::Periodic> = Arc::downgrade(&inner) as _;
+            let entry = publisher::schedule(inner.config.publish_interval, weak);
+            let _ = inner.publisher.set(entry);
         }
         inner
     }

@@ -11,11 +11,13 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use super::PoolInner;
 use crate::free::anchor::{AnchorRef, Released};
 use crate::free::cache;
 use crate::mem::slot::SlotRef;
+use crate::stats::WaitOutcome;
 use crate::waitlist::Ticket;
 use crate::Error;
 
@@ -38,6 +40,8 @@ pub(super) fn head_try() -> bool {
 pub(crate) struct RoomWait {
     /// The place in the list, once joined.
     ticket: Option<Ticket>,
+    /// When the wait began (set with the join, on the wait path only).
+    since: Option<Instant>,
 }
 
 impl RoomWait {
@@ -66,7 +70,7 @@ impl PoolInner {
         attempt: &mut dyn FnMut() -> Result<T, Error>,
     ) -> Poll<Result<T, Error>> {
         if self.is_closed() {
-            self.end_wait(wait);
+            self.end_wait(wait, WaitOutcome::Failed);
             return Poll::Ready(Err(Error::Closed));
         }
         let mut in_turn = || {
@@ -86,6 +90,7 @@ impl PoolInner {
             // Counted before joining (which `poll_turn` does now), so every
             // release after the join comes to the depot and wakes the list.
             self.detours.fetch_add(1, SeqCst);
+            wait.since = Some(Instant::now());
         }
         // Slots other threads cached before are asked back.
         let on_join = || self.ask_caches_to_flush();
@@ -96,18 +101,30 @@ impl PoolInner {
             |e| matches!(e, Error::Exhausted { .. }) && self.could_fit(max_size, small),
             on_join,
         );
-        if polled.is_ready() {
-            self.end_wait(wait);
+        if let Poll::Ready(got) = &polled {
+            let outcome = match got {
+                Ok(_) => WaitOutcome::Granted,
+                Err(_) => WaitOutcome::Failed,
+            };
+            self.end_wait(wait, outcome);
         }
         polled
     }
 
-    /// Ends a wait (served, failed, or dropped): leaves the list, passing
-    /// a wake-up on if it was the head, and uncounts its detour. Harmless
-    /// on a wait not in it.
-    pub(crate) fn end_wait(&self, wait: &mut RoomWait) {
+    /// Ends a wait (served, failed, timed out or dropped: `outcome`):
+    /// leaves the list, passing a wake-up on if it was the head, uncounts
+    /// its detour, and counts the wait and its duration. Harmless on a wait
+    /// not in it.
+    pub(crate) fn end_wait(&self, wait: &mut RoomWait, outcome: WaitOutcome) {
         if self.depot.room.leave_with(&mut wait.ticket) {
             self.detours.fetch_sub(1, SeqCst);
+            if let Some(since) = wait.since.take() {
+                let waited = since.elapsed();
+                self.counters.waits.count(outcome, waited);
+                if let Some(m) = &self.metrics {
+                    m.record_wait(waited.as_secs_f64());
+                }
+            }
         }
     }
 

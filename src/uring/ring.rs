@@ -15,8 +15,8 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
+use crate::sync::{Mutex, MutexGuard};
 use io_uring::{cqueue, squeue, IoUring, Parameters, Submitter};
-use parking_lot::{Mutex, MutexGuard};
 
 use crate::Error;
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 
-use parking_lot::RwLock;
+use crate::sync::RwLock;
 
 use super::ring::Ring;
 use crate::mem::slabs::{SlabDesc, SlabEvents};

@@ -28,7 +28,7 @@ pub(crate) use table::FaultTable;
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// One [`install_fault_handler`] at a time.
-static INSTALL_LOCK: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+static INSTALL_LOCK: crate::sync::Mutex<()> = crate::sync::const_mutex(());
 
 /// Takes the install lock for a `fork` (see [`crate::forklock`]); nothing
 /// is taken under it but the signal dispositions.

@@ -49,6 +49,11 @@ impl SlabInfo {
 
 static REGISTRY: [AtomicPtr<SlabInfo>; CAPACITY] =
     [const { AtomicPtr::new(ptr::null_mut()) }; CAPACITY];
+/// `BASES[i]` is the base address of the slab `REGISTRY[i]` describes, or 0:
+/// set after the entry is claimed and cleared before it is freed, both by
+/// the slab's pool, so `unmapped` finds its entry without reading another
+/// pool's description, which that pool may be freeing.
+static BASES: [AtomicUsize; CAPACITY] = [const { AtomicUsize::new(0) }; CAPACITY];
 /// One past the highest registry index ever used.
 static HIGH_WATER: AtomicUsize = AtomicUsize::new(0);
 
@@ -81,6 +86,7 @@ impl SlabEvents for FaultTable {
                 .compare_exchange(ptr::null_mut(), info, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
+                BASES[index].store(slab.base, Ordering::Release);
                 HIGH_WATER.fetch_max(index + 1, Ordering::AcqRel);
                 return;
             }
@@ -91,22 +97,22 @@ impl SlabEvents for FaultTable {
     }
 
     fn unmapped(&self, slab: &SlabDesc<'_>) {
-        for entry in used() {
-            let p = entry.load(Ordering::Acquire);
-            // SAFETY: a non-null entry points to a live `SlabInfo` (only this
-            // function clears entries, and it frees after clearing).
-            if unsafe { p.as_ref() }.is_some_and(|info| info.base == slab.base)
-                && entry
-                    .compare_exchange(p, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-            {
-                // SAFETY: `p` came from `Box::into_raw` in `mapped` and is
-                // ours alone now that the table no longer points to it (a
-                // signal handler already reading it races with the slab
-                // being unmapped: the limit `install_fault_handler` states).
-                drop(unsafe { Box::from_raw(p) });
-                return;
-            }
+        let Some(index) = BASES[..used().len()]
+            .iter()
+            .position(|base| base.load(Ordering::Acquire) == slab.base)
+        else {
+            return; // never registered: the table was full
+        };
+        // Only this slab's pool writes `BASES[index]` while the slab is
+        // mapped (mapped slabs have distinct bases), so the entry is ours.
+        BASES[index].store(0, Ordering::Relaxed);
+        let p = REGISTRY[index].swap(ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: `p` came from `Box::into_raw` in `mapped` and is ours
+            // alone now that the table no longer points to it (a signal
+            // handler already reading it races with the slab being
+            // unmapped: the limit `install_fault_handler` states).
+            drop(unsafe { Box::from_raw(p) });
         }
     }
 }
