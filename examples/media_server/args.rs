@@ -27,8 +27,8 @@ usage: media_server [OPTIONS]
                       (default 10; 0: never)
   --min-send-rate N   close a client reading slower than N bytes/s, averaged over
                       windows of --send-timeout (default 16KiB; 0: no minimum)
-  --idle-trim SECS    give free slabs back to the OS once the pools were quiet for SECS
-                      (default 30; 0: never)
+  --decay SECS        give a pool's free slabs back to the OS once unneeded for SECS
+                      (the pools' decay; default 30; 0: never)
   --grace SECS        how long shutdown lets responses in flight finish (default 5)
   --seconds N         shut down by itself after N seconds (default: run until a signal)
   -h, --help          this text
@@ -54,8 +54,8 @@ pub struct Args {
     pub send_timeout: Option<Duration>,
     /// Bytes per second; 0: no minimum.
     pub min_send_rate: u64,
-    /// `None`: never.
-    pub idle_trim: Option<Duration>,
+    /// The pools' decay period; `None`: never.
+    pub decay: Option<Duration>,
     pub read_path: Choice,
 }
 
@@ -76,7 +76,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         seconds: None,
         send_timeout: Some(Duration::from_secs(10)),
         min_send_rate: 16 << 10,
-        idle_trim: Some(Duration::from_secs(30)),
+        decay: Some(Duration::from_secs(30)),
         read_path: Choice::Auto,
     };
     while let Some(arg) = p.next()? {
@@ -100,9 +100,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
                 a.send_timeout = Some(seconds(&mut p, "--send-timeout")?).filter(|d| !d.is_zero())
             }
             Long("read-path") => a.read_path = cli::value(&mut p, "--read-path")?,
-            Long("idle-trim") => {
-                a.idle_trim = Some(seconds(&mut p, "--idle-trim")?).filter(|d| !d.is_zero())
-            }
+            Long("decay") => a.decay = Some(seconds(&mut p, "--decay")?).filter(|d| !d.is_zero()),
             Long("min-send-rate") => {
                 a.min_send_rate = cli::value_with(&mut p, "--min-send-rate", parse_size)? as u64
             }
@@ -173,8 +171,8 @@ mod tests {
     fn slow_client_limits() {
         let a = parse(&["--send-timeout", "0", "--min-send-rate", "0"]).unwrap();
         assert_eq!((a.send_timeout, a.min_send_rate), (None, 0));
-        assert_eq!(a.idle_trim, Some(Duration::from_secs(30)));
-        assert_eq!(parse(&["--idle-trim", "0"]).unwrap().idle_trim, None);
+        assert_eq!(a.decay, Some(Duration::from_secs(30)));
+        assert_eq!(parse(&["--decay", "0"]).unwrap().decay, None);
         assert_eq!(a.read_path, Choice::Auto);
         assert_eq!(
             parse(&["--read-path", "io_uring"]).unwrap().read_path,

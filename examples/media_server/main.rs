@@ -36,8 +36,8 @@
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
 //!                     windows of --send-timeout (default 16KiB; 0: no minimum)
-//! --idle-trim SECS    give free slabs back to the OS once the pools were quiet for SECS
-//!                     (default 30; 0: never)
+//! --decay SECS        give a pool's free slabs back to the OS once unneeded for SECS
+//!                     (the pools' decay; default 30; 0: never)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
 //! --seconds N         shut down by itself after N seconds (default: run until a signal)
 //! ```
@@ -53,8 +53,8 @@
 //! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
 //! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`),
-//! the read path (`read_path.rs`; io_uring in `uring.rs`), the idle trim
-//! (`trim.rs`), starting up (`startup.rs`); the tests share `harness.rs`.
+//! the read path (`read_path.rs`; io_uring in `uring.rs`), starting up
+//! (`startup.rs`); the tests share `harness.rs`.
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
 //! `--max-bytes` bounds it. A media response holds at most its quota
@@ -97,7 +97,6 @@ mod reader;
 mod samples;
 mod slow;
 mod startup;
-mod trim;
 #[cfg(feature = "io-uring")]
 mod uring;
 mod wire;
@@ -105,11 +104,11 @@ mod wire;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
+mod test_decay;
+#[cfg(test)]
 mod test_http;
 #[cfg(test)]
 mod test_slow;
-#[cfg(test)]
-mod test_trim;
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -380,12 +379,14 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         .max_bytes(args.max_bytes - live_bytes)
         .max_buffer_size(args.chunk)
         .slab_size((4 * args.chunk).max(1 << 20))
+        .decay(args.decay)
         .build()
         .map_err(|e| format!("cannot build the media pool: {e}"))?;
     let live_pool = BufferPool::builder()
         .name("live")
         .max_bytes(live_bytes)
         .max_buffer_size(wire::FRAME_LEN)
+        .decay(args.decay)
         .build()
         .map_err(|e| format!("cannot build the live pool: {e}"))?;
 
@@ -463,10 +464,6 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         })
     };
 
-    let trimmer = args
-        .idle_trim
-        .map(|quiet| tokio::spawn(trim::run(Arc::clone(&state), quiet)));
-
     startup::print_banner(&state, addr, direct, args.seconds);
     tracing::info!(%addr, "serving");
     if let Some(ready) = control.ready {
@@ -516,9 +513,6 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         while conns.join_next().await.is_some() {}
     }
     upkeep.abort();
-    if let Some(t) = trimmer {
-        t.abort();
-    }
     // Reader tasks end when they see their body gone; producers when they
     // see the shutdown. Give them a moment to hand their buffers back.
     let quiet_by = Instant::now() + Duration::from_secs(2);

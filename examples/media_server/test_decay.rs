@@ -1,4 +1,5 @@
-//! The idle trim: after a burst, a quiet server gives its free slabs back.
+//! The pools' decay (`--decay`): after a burst, a quiet server gives its
+//! free slabs back.
 
 use std::time::{Duration, Instant};
 
@@ -6,9 +7,9 @@ use crate::harness::{get, metric, Server, TempDir};
 
 #[test]
 fn an_idle_server_gives_memory_back() {
-    let dir = TempDir::new("trim");
+    let dir = TempDir::new("decay");
     let bytes = dir.file("clip.ts", 8 << 20);
-    let server = Server::start(&dir.0, &["--idle-trim", "1"]);
+    let server = Server::start(&dir.0, &["--decay", "1"]);
     let addr = server.addr;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -29,8 +30,7 @@ fn an_idle_server_gives_memory_back() {
             after_burst >= (8 << 20) as f64,
             "the burst mapped {after_burst} bytes"
         );
-        // Quiet for the idle period: the free slabs go back. Scrapes are
-        // no activity.
+        // Quiet for the decay period: the free slabs go back.
         let by = Instant::now() + Duration::from_secs(10);
         let mut now = after_burst;
         while now > after_burst / 2.0 && Instant::now() < by {
@@ -39,9 +39,9 @@ fn an_idle_server_gives_memory_back() {
         }
         assert!(
             now <= after_burst / 2.0,
-            "still {now} bytes reserved of {after_burst} after the idle trim"
+            "still {now} bytes reserved of {after_burst} after the decay"
         );
-        assert!(metric(addr, "media_server_idle_trim_bytes_total", &[]).await > 0.0);
+        assert!(metric(addr, "pagepool_decayed_bytes_total", &["pool=\"media\""]).await > 0.0);
     });
     drop(server);
 }
