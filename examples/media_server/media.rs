@@ -38,6 +38,9 @@ pub struct Media {
     pub generated: bool,
     /// Files whose content is the sample pattern of their name.
     pub samples: HashSet<String>,
+    /// The io_uring read path, when it runs (`--read-path`); before `pool`,
+    /// so it drops first (its thread ends once no read is in flight).
+    pub uring: Option<Arc<UringReads>>,
     pub pool: BufferPool,
     /// Bytes per read; a multiple of the page size.
     pub chunk: usize,
@@ -47,8 +50,6 @@ pub struct Media {
     pub pool_wait: Duration,
     /// Slot bytes one response may hold (its quota of the media pool).
     pub response_quota: usize,
-    /// The io_uring read path, when it runs (`--read-path`).
-    pub uring: Option<Arc<UringReads>>,
     /// Reader tasks streaming a response right now.
     pub readers: Arc<AtomicUsize>,
     pub counters: MediaCounters,

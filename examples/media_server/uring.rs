@@ -97,10 +97,11 @@ impl Drop for Request {
 /// The io_uring read path of the media pool.
 pub struct UringReads {
     registry: Arc<Registry>,
-    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    /// `None` once dropping.
+    requests: Option<mpsc::Sender<Request>>,
     /// Written after each request, to wake the ring thread.
     wake: File,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for UringReads {
@@ -139,9 +140,9 @@ impl UringReads {
             .map_err(|e| format!("cannot start the io_uring thread: {e}"))?;
         Ok(Arc::new(UringReads {
             registry,
-            requests: Mutex::new(Some(tx)),
+            requests: Some(tx),
             wake,
-            thread: Mutex::new(Some(thread)),
+            thread: Some(thread),
         }))
     }
 
@@ -172,7 +173,7 @@ impl UringReads {
                 file: Arc::clone(file),
                 slot: Arc::clone(slot),
             };
-            let sent = match &*lock(&self.requests) {
+            let sent = match &self.requests {
                 Some(tx) => tx.send(request).map_err(|e| e.0),
                 None => Err(request),
             };
@@ -207,9 +208,9 @@ impl UringReads {
 impl Drop for UringReads {
     /// Stops the thread once what is in flight completed.
     fn drop(&mut self) {
-        drop(lock(&self.requests).take());
+        drop(self.requests.take());
         let _ = (&self.wake).write(&1u64.to_ne_bytes());
-        if let Some(t) = lock(&self.thread).take() {
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
