@@ -54,6 +54,10 @@ fn allocate(pool: &BufferPool, n: usize) -> (Vec<PageBuffer>, Instant) {
 #[test]
 fn idle_slabs_go_back_after_the_period_and_not_before() {
     let pool = builder("decay-after").thread_cache(false).build().unwrap();
+    // Let the pool's looks run for more than a period first, so marks older
+    // than a period exist when the slabs are used: only the count of what
+    // was touched since keeps them (not the pool's young age).
+    thread::sleep(PERIOD + PERIOD / 2);
     let (held, last_use) = allocate(&pool, 2 * slab_slots());
     drop(held);
     let before = pool.stats();
@@ -98,6 +102,26 @@ fn slabs_holding_a_buffer_in_use_stay() {
     }
     drop(held);
     wait_for(&pool, "the last slab", |s| s.bytes_reserved == 0);
+}
+
+#[test]
+fn a_class_in_steady_use_keeps_its_slabs() {
+    let pool = builder("decay-steady").thread_cache(false).build().unwrap();
+    // Each round needs more than one slab: both stay, round after round.
+    let round = slab_slots() + slab_slots() / 4;
+    drop(allocate(&pool, round));
+    let warm = pool.stats();
+    let until = Instant::now() + 4 * PERIOD;
+    while Instant::now() < until {
+        drop(allocate(&pool, round));
+        thread::sleep(TICK / 2);
+    }
+    let s = pool.stats();
+    assert_eq!(s.decayed_bytes, 0, "a slab in use every round decayed");
+    assert_eq!(
+        (s.misses, s.bytes_reserved),
+        (warm.misses, warm.bytes_reserved)
+    );
 }
 
 #[test]

@@ -2,11 +2,13 @@
 //! aliasing model check the hand-over argument of `pagepool::design`):
 //!
 //! ```text
-//! MIRIFLAGS=-Zmiri-disable-isolation cargo +nightly miri test --test miri
+//! MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-strict-provenance" cargo +nightly miri test --test miri
 //! ```
 //!
 //! Miri cannot run `madvise` or `mprotect`, so these pools have no guard
-//! pages; metrics and leak tracking are off (no background threads). Under
+//! pages; metrics, decay and leak tracking are off (no background thread:
+//! Miri's clock is real and its runs long, so a 10 s decay would unmap
+//! slabs under the tests' own `trim` checks). Under
 //! plain `cargo test` they run as ordinary quick tests.
 
 use std::sync::mpsc;
@@ -21,6 +23,7 @@ fn pool(thread_cache: bool, debug: DebugLevel) -> BufferPool {
         .name(format!("miri-{thread_cache}-{debug:?}"))
         .guard_pages(false)
         .metrics(false)
+        .decay(None)
         .leak_tracking(LeakTracking::Off)
         .debug(debug)
         .thread_cache(thread_cache)

@@ -573,7 +573,10 @@ fn build(cfg: &PoolCfg, cap: Option<usize>, name: &str) -> BufferPool {
         .debug(cfg.debug)
         .slab_size(cfg.slab_size)
         .max_buffer_size(cfg.max_buffer_size)
-        .metrics(cfg.metrics);
+        .metrics(cfg.metrics)
+        // The model has no decay: a slow run (sanitizers) must not see
+        // slabs go by themselves.
+        .decay(None);
     b = match cfg.guards {
         Guards::Off => b.guard_pages(false),
         Guards::Auto => b.guard_pages(true),

@@ -6,7 +6,7 @@
 //! | NAL unit | what |
 //! |---|---|
 //! | access unit delimiter | primary_pic_type 0 (I) |
-//! | SPS, PPS | repeated in every access unit: a player can start at any one |
+//! | SPS (with the frame rate), PPS | repeated in every access unit: a player can start at any one |
 //! | SEI user_data_unregistered | a 16-byte UUID and the caller's bytes |
 //! | IDR slice | `I_PCM` macroblocks: 256 luma then 2 × 64 chroma samples each (4:2:0, 8 bits) |
 //!
@@ -123,7 +123,13 @@ impl<'a> Nal<'a> {
     }
 }
 
-fn sps(out: &mut Vec<u8>, pic: Picture) {
+/// 32 bits, most significant first.
+fn u32_bits(n: &mut Nal, v: u32) {
+    n.bits(v >> 16, 16);
+    n.bits(v & 0xffff, 16);
+}
+
+fn sps(out: &mut Vec<u8>, pic: Picture, fps: u32) {
     let mut n = Nal::start(out, 3, NAL_SPS);
     n.bits(66, 8); // profile_idc: Baseline
     n.bits(0b1100_0000, 8); // constraint_set0 and set1: Constrained Baseline
@@ -138,7 +144,13 @@ fn sps(out: &mut Vec<u8>, pic: Picture) {
     n.flag(true); // frame_mbs_only_flag
     n.flag(true); // direct_8x8_inference_flag
     n.flag(false); // frame_cropping_flag
-    n.flag(false); // vui_parameters_present_flag
+    n.flag(true); // vui_parameters_present_flag
+    n.bits(0, 4); // no aspect ratio, overscan, video signal or chroma location info
+    n.flag(true); // timing_info_present_flag: fps = time_scale / (2 num_units_in_tick)
+    u32_bits(&mut n, 1); // num_units_in_tick
+    u32_bits(&mut n, 2 * fps); // time_scale
+    n.flag(true); // fixed_frame_rate_flag
+    n.bits(0, 4); // no HRD parameters, pic_struct, bitstream restriction
     n.finish();
 }
 
@@ -163,12 +175,14 @@ fn pps(out: &mut Vec<u8>) {
 }
 
 /// Writes one access unit (see the module docs) at the end of `out`:
-/// `idr_pic_id` must differ between consecutive pictures, `user_data`
+/// `fps` pictures a second, `idr_pic_id` differing between consecutive
+/// pictures, `user_data`
 /// follows `uuid` in the SEI, and `samples` (of [`Picture::samples`] bytes)
 /// fill the macroblocks in raster order.
 pub fn write_access_unit(
     out: &mut Vec<u8>,
     pic: Picture,
+    fps: u32,
     idr_pic_id: u32,
     uuid: &[u8; 16],
     user_data: &[u8],
@@ -178,7 +192,7 @@ pub fn write_access_unit(
     let mut aud = Nal::start(out, 0, NAL_AUD);
     aud.bits(0, 3); // primary_pic_type 0: I slices only
     aud.finish();
-    sps(out, pic);
+    sps(out, pic, fps);
     pps(out);
 
     let mut sei = Nal::start(out, 0, NAL_SEI);

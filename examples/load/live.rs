@@ -11,7 +11,7 @@ use crate::args::Args;
 use crate::conn::header_str;
 use crate::conn::{next_data, Conn};
 use crate::totals::{Outcome, Totals};
-use crate::wire::{FrameError, LiveChecker, FRAME_LEN};
+use crate::wire::{self, FrameError, LiveChecker, FRAME_LEN};
 
 /// Follows one live subscription to its end; checks every frame.
 async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Totals) -> Outcome {
@@ -29,9 +29,13 @@ async fn live_stream(authority: &str, channel: &str, seconds: u64, totals: &Tota
     if resp.status() != StatusCode::OK {
         return Outcome::Error(format!("GET {path}: status {}", resp.status()));
     }
-    let rate = header_str(&resp, "x-pagepool-frame-rate");
-    let Ok(rate) = rate.parse::<u32>() else {
-        return Outcome::Failed(format!("GET {path}: x-pagepool-frame-rate {rate:?}"));
+    let rate = header_str(&resp, wire::FRAME_RATE_HEADER);
+    let Some(rate) = rate
+        .parse::<u32>()
+        .ok()
+        .filter(|r| (1..=wire::MAX_RATE).contains(r))
+    else {
+        return Outcome::Failed(format!("GET {path}: {} {rate:?}", wire::FRAME_RATE_HEADER));
     };
     let mut checker = LiveChecker::new(channel, rate);
     let mut frame = Vec::with_capacity(FRAME_LEN);
@@ -117,7 +121,7 @@ mod tests {
     use super::*;
     use crate::common::ts;
     use crate::fake::{self, Answer};
-    use crate::wire::{self, FrameWriter};
+    use crate::wire::FrameWriter;
 
     /// 50 frames of channel `x` at 500 frames/s, passed through `damage`,
     /// served as `/live/x`; what the live check makes of them.
@@ -129,7 +133,7 @@ mod tests {
         }
         damage(&mut body);
         let answer = Answer {
-            headers: vec![("x-pagepool-frame-rate", "500".into())],
+            headers: vec![(wire::FRAME_RATE_HEADER, "500".into())],
             body: body.into(),
         };
         let rt = fake::runtime();

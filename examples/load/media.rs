@@ -11,6 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::args::Args;
+use crate::common::pattern;
 use crate::conn::{header_str, next_data, read_all, Conn};
 use crate::totals::{Outcome, Totals};
 use crate::wire::{self, Content, FileChecker, Listed};
@@ -187,7 +188,7 @@ async fn fetch(conn: &mut Conn, target: &Target, plan: &Plan, totals: &Totals) -
         let wrong = if let Some(ts) = ts.as_mut() {
             ts.check(at, &data)
         } else if file.content == Content::Pattern {
-            wire::check_pattern(seed, at, &data)
+            pattern::check_pattern(seed, at, &data)
         } else if let Some(reference) = &target.reference {
             let want = &reference[at as usize..at as usize + data.len()];
             (want != &data[..]).then(|| (0..data.len()).find(|&i| want[i] != data[i]).unwrap_or(0))

@@ -33,9 +33,6 @@ use crate::wire::{self, FrameWriter, FRAME_LEN};
 /// pool, once the bodies are done with it) when every subscriber has read it
 /// or it is overwritten, so a channel pins at most `BACKLOG` frames.
 pub const BACKLOG: usize = 256;
-/// The header that tells a live stream's frame rate (`load` needs it to
-/// rebuild the frames it checks: the PTS follows the rate).
-pub const FRAME_RATE_HEADER: &str = "x-pagepool-frame-rate";
 /// Frames queued per subscriber between its broadcast receiver and its
 /// response body.
 const QUEUE: usize = 16;
@@ -222,7 +219,7 @@ pub async fn get(live: Arc<Live>, channel: &str, query: Option<&str>) -> Respons
     h.insert(CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-pagepool-frame-bytes", HeaderValue::from(FRAME_LEN));
-    h.insert(FRAME_RATE_HEADER, HeaderValue::from(live.rate));
+    h.insert(wire::FRAME_RATE_HEADER, HeaderValue::from(live.rate));
     h.insert("x-pagepool-lagged", HeaderValue::from_static("skip"));
     r
 }
@@ -283,7 +280,6 @@ mod tests {
 
     use super::*;
     use crate::samples::tests::{check_ts, ffprobe, run_bounded, tool};
-    use crate::wire::Stamp;
 
     /// Serves `/live/{channel}` of `live` on a free 127.0.0.1 port, for as
     /// long as the runtime runs.
@@ -309,7 +305,7 @@ mod tests {
 
     /// `ffprobe` finds H.264 in MPEG-TS on `/live/{channel}`, and `ffmpeg -i
     /// URL -c copy -t 5 out.ts` records it: every access unit in `out.ts` is
-    /// the one its stamp names, in order, with no frame missing.
+    /// the one its stamp names, in order.
     #[test]
     fn ffprobe_and_ffmpeg_open_the_live_stream() {
         let (Some(_), Some(ffmpeg)) = (tool("ffprobe"), tool("ffmpeg")) else {
@@ -336,6 +332,7 @@ mod tests {
             "codec_name=h264",
             "width=32",
             "height=16",
+            "r_frame_rate=500/1",
             "format_name=mpegts",
         ] {
             assert!(
@@ -362,18 +359,20 @@ mod tests {
         let data = std::fs::read(&out_ts).unwrap();
         std::fs::remove_file(&out_ts).unwrap();
         let sum = check_ts(&data, &mut FrameWriter::live(500), false);
-        let id = wire::channel_id("record");
-        let first = sum.stamps.first().expect("frames in out.ts").seq;
-        let want: Vec<Stamp> = (first..first + sum.stamps.len() as u64)
-            .map(|seq| Stamp { id, seq })
-            .collect();
-        assert_eq!(sum.stamps, want);
-        // 5 s of a 500 frames/s stream.
+        // In order, and 5 s of a 500 frames/s stream by their PTS. (A frame
+        // may be missing only if ffmpeg fell the whole ring behind.)
+        let seqs: Vec<u64> = sum.stamps.iter().map(|s| s.seq).collect();
+        assert!(sum
+            .stamps
+            .iter()
+            .all(|s| s.id == wire::channel_id("record")));
         assert!(
-            (2400..=2600).contains(&sum.stamps.len()),
-            "{} frames",
-            sum.stamps.len()
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {seqs:?}"
         );
+        let span = seqs[seqs.len() - 1] - seqs[0] + 1;
+        assert!((2400..=2600).contains(&span), "{span} frames");
+        println!("out.ts: {} frames of {span}", seqs.len());
         let _ = stop.send(true);
     }
 }

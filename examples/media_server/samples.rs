@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::common::pattern;
 use crate::wire::{self, Content, FrameWriter, FILE_FRAME_LEN};
 
 /// The largest whole number of `.ts` sample frames within `about` bytes.
@@ -49,7 +50,7 @@ pub fn write_sample(dir: &Path, name: &str, size: u64) -> io::Result<()> {
             let mut at = 0u64;
             while at < size {
                 let n = (size - at).min(block.len() as u64) as usize;
-                wire::fill_pattern(seed, at, &mut block[..n]);
+                pattern::fill_pattern(seed, at, &mut block[..n]);
                 out.write_all(&block[..n])?;
                 at += n as u64;
             }
@@ -203,7 +204,7 @@ pub mod tests {
         let out = run_bounded(
             Command::new("ffprobe")
                 .args(["-v", "error", "-show_entries"])
-                .arg("stream=codec_name,codec_type,profile,width,height:format=format_name")
+                .arg("stream=codec_name,codec_type,profile,width,height,r_frame_rate:format=format_name")
                 .args(["-of", "default=noprint_wrappers=1", input]),
             Duration::from_secs(60),
         );
@@ -215,9 +216,10 @@ pub mod tests {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Writes sample `name` into a directory of its own; returns its path
+    /// and content. [`remove`] takes both away.
     fn sample(name: &str, size: u64) -> (PathBuf, Vec<u8>) {
-        let dir =
-            std::env::temp_dir().join(format!("pagepool-samples-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("pagepool-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         write_sample(&dir, name, size).unwrap();
         let path = dir.join(name);
@@ -225,10 +227,14 @@ pub mod tests {
         (path, data)
     }
 
+    fn remove(path: &Path) {
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
     #[test]
     fn ts_samples_are_mpeg_ts_with_every_frame_stamped() {
         let (path, data) = sample("check-structure.ts", SAMPLES[1].1);
-        std::fs::remove_file(&path).unwrap();
+        remove(&path);
         assert_eq!(data.len() as u64, SAMPLES[1].1);
         let frames = data.len() / FILE_FRAME_LEN;
         let sum = check_ts(&data, &mut FrameWriter::file(), true);
@@ -275,6 +281,7 @@ pub mod tests {
             "codec_type=video",
             "width=160",
             "height=96",
+            "r_frame_rate=25/1",
             "format_name=mpegts",
         ] {
             assert!(
@@ -287,7 +294,7 @@ pub mod tests {
             Command::new(ffmpeg).args(["-v", "error", "-i", &file, "-f", "null", "-"]),
             Duration::from_secs(60),
         );
-        std::fs::remove_file(&path).unwrap();
+        remove(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stderr.is_empty(),

@@ -1,7 +1,8 @@
 //! What `media_server` and `load` agree on: the content of the generated
 //! sample files, the frames of the synthetic live streams, and the `/media`
 //! listing. `load` includes this file with `#[path]`; it needs only `std`
-//! and the MPEG-TS and H.264 writers of `common/` (`ts.rs`, `h264.rs`).
+//! and `common/`'s byte pattern, MPEG-TS and H.264 writers (`pattern.rs`,
+//! `ts.rs`, `h264.rs`).
 //!
 //! # Pattern files
 //!
@@ -56,6 +57,7 @@
 #![allow(dead_code)]
 
 use crate::common::h264::{self, Picture};
+use crate::common::pattern::{fnv1a64, pattern_word, splitmix64};
 use crate::common::ts;
 
 /// The content column of the `/media` listing for generated pattern files.
@@ -99,6 +101,11 @@ pub const FRAME_LEN: usize = LIVE.frame_len();
 pub const FILE_FRAME_LEN: usize = FILE.frame_len();
 /// Frames per second of the `.ts` samples.
 pub const FILE_RATE: u32 = 25;
+/// The live response header that tells the frame rate (the PTS follows it).
+pub const FRAME_RATE_HEADER: &str = "x-pagepool-frame-rate";
+/// The highest frame rate, `--live-rate`'s limit (above 90000, the PTS's
+/// clock, some frames share a PTS).
+pub const MAX_RATE: u32 = 100_000;
 /// The UUID of the stamp's SEI.
 pub const STAMP_UUID: [u8; 16] = *b"pagepool-stamp-1";
 /// Bytes of the stamp text after the UUID.
@@ -108,67 +115,9 @@ pub const STAMP_LEN: usize = 40;
 const PTS_START: u64 = 90_000;
 const PCR_DELAY: u64 = 9_000;
 
-const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
-
-/// FNV-1a, 64 bits.
-pub fn fnv1a64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The SplitMix64 finaliser.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(GOLDEN);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The seed of a sample file's pattern.
 pub fn sample_seed(name: &str) -> u64 {
     fnv1a64(name.as_bytes())
-}
-
-#[inline]
-fn word(seed: u64, k: u64) -> [u8; 8] {
-    splitmix64(seed.wrapping_add(k.wrapping_mul(GOLDEN))).to_le_bytes()
-}
-
-/// Writes the pattern of `seed` for offsets `offset..offset + out.len()`.
-pub fn fill_pattern(seed: u64, offset: u64, out: &mut [u8]) {
-    let mut pos = offset;
-    let mut i = 0;
-    while i < out.len() {
-        let w = word(seed, pos / 8);
-        let from = (pos % 8) as usize;
-        let n = (8 - from).min(out.len() - i);
-        out[i..i + n].copy_from_slice(&w[from..from + n]);
-        i += n;
-        pos += n as u64;
-    }
-}
-
-/// Checks `data` against the pattern of `seed` at `offset`; returns the index
-/// in `data` of the first wrong byte.
-pub fn check_pattern(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
-    let mut pos = offset;
-    let mut i = 0;
-    while i < data.len() {
-        let w = word(seed, pos / 8);
-        let from = (pos % 8) as usize;
-        let n = (8 - from).min(data.len() - i);
-        if data[i..i + n] != w[from..from + n] {
-            let bad = (0..n).find(|&j| data[i + j] != w[from + j]).unwrap_or(0);
-            return Some(i + bad);
-        }
-        i += n;
-        pos += n as u64;
-    }
-    None
 }
 
 /// The id of a live channel.
@@ -233,11 +182,10 @@ pub struct FrameWriter {
 }
 
 impl FrameWriter {
-    /// A writer of `layout` frames at `rate` frames per second (at most
-    /// 100000, `--live-rate`'s limit; above 90000, the PTS's clock, some
-    /// frames share a PTS).
+    /// A writer of `layout` frames at `rate` frames per second (1 to
+    /// [`MAX_RATE`]).
     pub fn new(layout: Layout, rate: u32) -> FrameWriter {
-        assert!((1..=100_000).contains(&rate), "frame rate {rate}");
+        assert!((1..=MAX_RATE).contains(&rate), "frame rate {rate}");
         let mut w = FrameWriter {
             layout,
             rate,
@@ -273,13 +221,14 @@ impl FrameWriter {
     pub fn access_unit(&mut self, id: u64, seq: u64) -> &[u8] {
         let seed = frame_seed(id, seq);
         for (k, out) in self.samples.chunks_exact_mut(8).enumerate() {
-            let w = splitmix64(seed.wrapping_add((k as u64).wrapping_mul(GOLDEN)));
-            out.copy_from_slice(&(w | 0x0101_0101_0101_0101).to_le_bytes());
+            let w = pattern_word(seed, k as u64) | 0x0101_0101_0101_0101;
+            out.copy_from_slice(&w.to_le_bytes());
         }
         self.es.clear();
         h264::write_access_unit(
             &mut self.es,
             self.layout.picture,
+            self.rate,
             (seq & 1) as u32,
             &STAMP_UUID,
             &Stamp { id, seq }.text(),
@@ -527,23 +476,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pattern_checks_any_window() {
-        let seed = sample_seed("sample-1m.ts");
-        let mut whole = vec![0u8; 100];
-        fill_pattern(seed, 0, &mut whole);
-        let mut part = vec![0u8; 37];
-        fill_pattern(seed, 13, &mut part);
-        assert_eq!(&whole[13..50], &part[..]);
-        assert_eq!(check_pattern(seed, 13, &part), None);
-        part[20] ^= 1;
-        assert_eq!(check_pattern(seed, 13, &part), Some(20));
-    }
-
-    #[test]
     fn layouts_fill_their_packets() {
         // Each access unit takes the layout's packets after the PAT and the
         // PMT, with less than a packet of stuffing.
-        for (layout, rate) in [(LIVE, 500), (FILE, FILE_RATE)] {
+        for (layout, rate) in [(LIVE, 500), (LIVE, 1), (LIVE, MAX_RATE), (FILE, FILE_RATE)] {
             let mut w = FrameWriter::new(layout, rate);
             let au = w.access_unit(7, 3).len();
             assert_eq!(

@@ -109,6 +109,9 @@ impl Sampler {
     }
 
     /// Counts one allocation on the slow path and returns its duties.
+    /// Inlined into `acquire_slow` (left to itself, LLVM's choice there moves
+    /// with unrelated code: 0.2 instructions per cycle in `instructions.rs`).
+    #[inline]
     pub(crate) fn count(&mut self) -> SampledDuties {
         self.tick -= 1;
         if self.tick != 0 {
