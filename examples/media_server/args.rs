@@ -26,7 +26,7 @@ usage: media_server [OPTIONS]
   --send-timeout SECS close a client none of whose response went out for SECS
                       (default 10; 0: never)
   --min-send-rate N   close a client reading slower than N bytes/s, averaged over
-                      windows of --send-timeout (default 16KiB; 0: no minimum)
+                      windows of --send-timeout, 10 s if 0 (default 16KiB; 0: no minimum)
   --decay SECS        give a pool's free slabs back to the OS once unneeded for SECS
                       (the pools' decay; default 30; 0: never)
   --grace SECS        how long shutdown lets responses in flight finish (default 5)
