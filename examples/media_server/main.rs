@@ -33,7 +33,7 @@
 //!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
-//! --send-timeout SECS close a client none of whose response went out for SECS
+//! --send-timeout SECS close a client to which no byte could be sent for SECS
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
 //!                     windows of --send-timeout, 10 s if 0 (default 16KiB; 0: no minimum)
