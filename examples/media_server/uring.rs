@@ -132,6 +132,18 @@ impl UringReads {
         let theirs = wake
             .try_clone()
             .map_err(|e| format!("cannot share the eventfd: {e}"))?;
+        // The first wake poll, armed here so a ring that refuses it leaves
+        // the blocking path in charge.
+        {
+            let mut ring = registry
+                .ring(0)
+                .expect("a registry of one ring")
+                .lock()
+                .map_err(|e| format!("cannot lock the io_uring: {e}"))?;
+            arm_wake(&mut ring, &theirs)
+                .and_then(|()| ring.submitter().submit().map(drop))
+                .map_err(|e| format!("cannot poll the eventfd through io_uring: {e}"))?;
+        }
         let (tx, rx) = mpsc::channel();
         let ring_registry = Arc::clone(&registry);
         let thread = std::thread::Builder::new()
@@ -250,7 +262,8 @@ fn ring_thread(registry: &Registry, requests: &mpsc::Receiver<Request>, wake: &F
     };
     let mut table: HashMap<u64, Request> = HashMap::with_capacity(ENTRIES as usize);
     let mut next_id = 1u64;
-    let mut open = arm_wake(&mut ring, wake).is_ok();
+    // `UringReads::new` armed the first wake poll.
+    let mut open = true;
     loop {
         loop {
             match requests.try_recv() {
