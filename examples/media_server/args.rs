@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::common::cli::{self, Long, Short, Stop};
 use crate::common::size::parse_size;
+use crate::read_path::Choice;
 
 pub const HELP: &str = "\
 media_server: files read with O_DIRECT into pooled buffers, live channels, metrics
@@ -18,12 +19,16 @@ usage: media_server [OPTIONS]
                       1/8 for the \"live\" pool
   --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
   --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+  --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
+                      has feature io-uring, the kernel allows it and O_DIRECT is on)
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
   --response-quota N  slot bytes one media response may hold (default four chunks)
-  --send-timeout SECS close a client none of whose response went out for SECS
+  --send-timeout SECS close a client to which no byte could be sent for SECS
                       (default 10; 0: never)
   --min-send-rate N   close a client reading slower than N bytes/s, averaged over
-                      windows of --send-timeout (default 16KiB; 0: no minimum)
+                      windows of --send-timeout, 10 s if 0 (default 16KiB; 0: no minimum)
+  --decay SECS        give a pool's free slabs back to the OS once unneeded for SECS
+                      (the pools' decay; default 30; 0: never)
   --grace SECS        how long shutdown lets responses in flight finish (default 5)
   --seconds N         shut down by itself after N seconds (default: run until a signal)
   -h, --help          this text
@@ -49,6 +54,9 @@ pub struct Args {
     pub send_timeout: Option<Duration>,
     /// Bytes per second; 0: no minimum.
     pub min_send_rate: u64,
+    /// The pools' decay period; `None`: never.
+    pub decay: Option<Duration>,
+    pub read_path: Choice,
 }
 
 fn seconds(p: &mut cli::Parser, flag: &str) -> Result<Duration, Stop> {
@@ -68,6 +76,8 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         seconds: None,
         send_timeout: Some(Duration::from_secs(10)),
         min_send_rate: 16 << 10,
+        decay: Some(Duration::from_secs(30)),
+        read_path: Choice::Auto,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -89,6 +99,8 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
             Long("send-timeout") => {
                 a.send_timeout = Some(seconds(&mut p, "--send-timeout")?).filter(|d| !d.is_zero())
             }
+            Long("read-path") => a.read_path = cli::value(&mut p, "--read-path")?,
+            Long("decay") => a.decay = Some(seconds(&mut p, "--decay")?).filter(|d| !d.is_zero()),
             Long("min-send-rate") => {
                 a.min_send_rate = cli::value_with(&mut p, "--min-send-rate", parse_size)? as u64
             }
@@ -159,6 +171,13 @@ mod tests {
     fn slow_client_limits() {
         let a = parse(&["--send-timeout", "0", "--min-send-rate", "0"]).unwrap();
         assert_eq!((a.send_timeout, a.min_send_rate), (None, 0));
+        assert_eq!(a.decay, Some(Duration::from_secs(30)));
+        assert_eq!(parse(&["--decay", "0"]).unwrap().decay, None);
+        assert_eq!(a.read_path, Choice::Auto);
+        assert_eq!(
+            parse(&["--read-path", "io_uring"]).unwrap().read_path,
+            Choice::IoUring
+        );
         let a = parse(&["--send-timeout=3", "--min-send-rate=1M"]).unwrap();
         assert_eq!(
             (a.send_timeout, a.min_send_rate),
@@ -207,6 +226,7 @@ mod tests {
                 "--media-dir" => Some("/tmp"),
                 "--max-bytes" => Some("64M"),
                 "--chunk-size" | "--response-quota" | "--min-send-rate" => Some("256K"),
+                "--read-path" => Some("blocking"),
                 _ => Some("3"),
             },
             parse,
@@ -226,6 +246,7 @@ mod tests {
             &["--grace", "soon"],
             &["--send-timeout", "-1"],
             &["--min-send-rate", "fast"],
+            &["--read-path", "aio"],
             &["--seconds"],
             &["--port", "80"],
         ] {

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --example media_server
 //! cargo run --release --example media_server -- --listen 127.0.0.1:8080 --media-dir /srv/media
+//! cargo run --release --features io-uring --example media_server    # reads through io_uring
 //! cargo run --release --example load -- --clients 8 --seconds 10    # in another terminal
 //! ```
 //!
@@ -14,7 +15,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /media` | the files: `name \t size \t content` per line (`content`: `mpegts-v1` for generated `.ts` samples, `splitmix64` for generated `.bin` ones, else `-`) |
-//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable; the unit in any case); a strong `ETag` and `Last-Modified`, with `If-None-Match` / `If-Modified-Since` (304), `If-Match` / `If-Unmodified-Since` (412) and `If-Range`; header `x-pagepool-read-mode: direct\|buffered` |
+//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable; the unit in any case); a strong `ETag` and `Last-Modified`, with `If-None-Match` / `If-Modified-Since` (304), `If-Match` / `If-Unmodified-Since` (412) and `If-Range`; headers `x-pagepool-read-mode: direct\|buffered`, `x-pagepool-read-path: io_uring\|blocking` |
 //! | `GET /live/{channel}[?seconds=N]` | a live MPEG-TS (`video/mp2t`, H.264) in stamped 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
 //! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
 //! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |
@@ -28,12 +29,16 @@
 //!                     "media" pool, 1/8 for the "live" pool
 //! --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+//! --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
+//!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
-//! --send-timeout SECS close a client none of whose response went out for SECS
+//! --send-timeout SECS close a client to which no byte could be sent for SECS
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
-//!                     windows of --send-timeout (default 16KiB; 0: no minimum)
+//!                     windows of --send-timeout, 10 s if 0 (default 16KiB; 0: no minimum)
+//! --decay SECS        give a pool's free slabs back to the OS once unneeded for SECS
+//!                     (the pools' decay; default 30; 0: never)
 //! --grace SECS        how long shutdown lets responses in flight finish (default 5)
 //! --seconds N         shut down by itself after N seconds (default: run until a signal)
 //! ```
@@ -48,7 +53,9 @@
 //! `http-range-header`), its validators and conditional requests
 //! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
-//! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`).
+//! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`),
+//! the read path (`read_path.rs`; io_uring in `uring.rs`), starting up
+//! (`startup.rs`); the tests share `harness.rs`.
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
 //! `--max-bytes` bounds it. A media response holds at most its quota
@@ -86,13 +93,19 @@ mod media;
 mod outcome;
 mod pages;
 mod range;
+mod read_path;
 mod reader;
 mod samples;
 mod slow;
+mod startup;
+#[cfg(feature = "io-uring")]
+mod uring;
 mod wire;
 
 #[cfg(test)]
 mod harness;
+#[cfg(test)]
+mod test_decay;
 #[cfg(test)]
 mod test_http;
 #[cfg(test)]
@@ -110,7 +123,7 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RANGE};
 use hyper::{Method, Request, Response, StatusCode};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use pagepool::BufferPool;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -350,7 +363,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
     if let Some(dir) = &args.media_dir {
         media::check_dir(dir)?;
     }
-    let listener = bind(args.listen)?;
+    let listener = startup::bind(args.listen)?;
     let addr = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -359,7 +372,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
 
     // The recorder first: pools register their metrics with the recorder
     // current when they are built.
-    let prometheus = recorder(args.chunk)?;
+    let prometheus = startup::recorder(args.chunk)?;
     pages::describe_server_metrics();
     let live_bytes = args.max_bytes / 8;
     let media_pool = BufferPool::builder()
@@ -367,12 +380,14 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         .max_bytes(args.max_bytes - live_bytes)
         .max_buffer_size(args.chunk)
         .slab_size((4 * args.chunk).max(1 << 20))
+        .decay(args.decay)
         .build()
         .map_err(|e| format!("cannot build the media pool: {e}"))?;
     let live_pool = BufferPool::builder()
         .name("live")
         .max_bytes(live_bytes)
         .max_buffer_size(wire::FRAME_LEN)
+        .decay(args.decay)
         .build()
         .map_err(|e| format!("cannot build the live pool: {e}"))?;
 
@@ -413,6 +428,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         }
     };
 
+    let uring = read_path::choose(args.read_path, direct, &media_pool)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = Arc::new(State {
         media: Media {
@@ -424,6 +440,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             direct: AtomicBool::new(direct),
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
+            uring,
             readers: Arc::default(),
             counters: media::MediaCounters::register(),
         },
@@ -448,7 +465,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
         })
     };
 
-    print_banner(&state, addr, direct, args.seconds);
+    startup::print_banner(&state, addr, direct, args.seconds);
     tracing::info!(%addr, "serving");
     if let Some(ready) = control.ready {
         let _ = ready.send(addr);
@@ -524,81 +541,4 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
     }
     tracing::info!("bye");
     Ok(())
-}
-
-/// The process's Prometheus recorder, installed by the first call (a test
-/// process runs several servers; they share it).
-fn recorder(chunk: usize) -> Result<PrometheusHandle, String> {
-    static INSTALLED: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
-    if let Some(handle) = INSTALLED.get() {
-        return Ok(handle.clone());
-    }
-    let handle = pagepool::metrics::histogram_buckets(chunk)
-        .into_iter()
-        .try_fold(
-            PrometheusBuilder::new().with_recommended_naming(true),
-            |b, (name, buckets)| b.set_buckets_for_metric(Matcher::Full(name.to_owned()), &buckets),
-        )
-        .and_then(PrometheusBuilder::install_recorder)
-        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
-    Ok(INSTALLED.get_or_init(|| handle).clone())
-}
-
-fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            format!("cannot listen on {addr}: address in use")
-        } else {
-            format!("cannot listen on {addr}: {e}")
-        }
-    })?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    TcpListener::from_std(std_listener).map_err(|e| format!("cannot listen on {addr}: {e}"))
-}
-
-fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Option<u64>) {
-    let m = &state.media;
-    println!("media_server listening on http://{addr}");
-    println!(
-        "media dir: {}{}",
-        m.dir.display(),
-        if m.generated {
-            " (generated samples, removed at exit)"
-        } else {
-            ""
-        }
-    );
-    if m.generated {
-        for (name, size) in media::SAMPLES {
-            println!("  {name:<16} {size:>10} bytes   http://{addr}/media/{name}");
-        }
-    }
-    println!(
-        "reads: {} KiB chunks, O_DIRECT {}; pools: media {} MiB, live {} MiB",
-        m.chunk >> 10,
-        if direct { "on" } else { "off" },
-        m.pool.max_bytes().unwrap_or(0) >> 20,
-        state.live.pool.max_bytes().unwrap_or(0) >> 20,
-    );
-    println!("endpoints:");
-    let live = format!(
-        "live MPEG-TS, {} frames/s each channel (?seconds=N to stop)",
-        state.live.rate
-    );
-    for (path, what) in [
-        ("/media", "file list: name, size, content"),
-        ("/media/{name}", "a file; Range: bytes=a-b | a- | -n"),
-        ("/live/{channel}", live.as_str()),
-        ("/metrics", "Prometheus metrics"),
-        ("/debug/buffers", "pool statistics"),
-    ] {
-        let url = format!("http://{addr}{path}");
-        println!("  GET {url:<44} {what}");
-    }
-    match seconds {
-        Some(s) => println!("stopping after {s} s, or on Ctrl-C / SIGTERM"),
-        None => println!("Ctrl-C or SIGTERM to stop"),
-    }
 }

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::body::{self, Body};
 use crate::conditional::{self, Validators, Verdict};
 use crate::range::{parse_range, Wanted};
+use crate::read_path::{UringReads, READ_PATH_HEADER};
 use crate::reader::{read_refused, Reader, ReaderGuard};
 use crate::wire;
 use crate::{text, State};
@@ -37,6 +38,9 @@ pub struct Media {
     pub generated: bool,
     /// Files whose content is the sample pattern of their name.
     pub samples: HashSet<String>,
+    /// The io_uring read path, when it runs (`--read-path`); before `pool`,
+    /// so it drops first (its thread ends once no read is in flight).
+    pub uring: Option<Arc<UringReads>>,
     pub pool: BufferPool,
     /// Bytes per read; a multiple of the page size.
     pub chunk: usize,
@@ -54,7 +58,8 @@ pub struct Media {
 /// Metric handles, registered once.
 #[derive(Debug)]
 pub struct MediaCounters {
-    pub read_direct: Counter,
+    pub read_direct_uring: Counter,
+    pub read_direct_blocking: Counter,
     pub read_buffered: Counter,
     pub pool_waits: Counter,
     pub fallbacks: Counter,
@@ -65,7 +70,7 @@ impl MediaCounters {
         metrics::describe_counter!(
             "media_server_read_bytes_total",
             metrics::Unit::Bytes,
-            "Bytes read from media files into pooled buffers, by read mode (direct: O_DIRECT; buffered: page cache)."
+            "Bytes read from media files into pooled buffers, by read mode (direct: O_DIRECT; buffered: page cache) and path (io_uring; blocking: pread on the blocking pool)."
         );
         metrics::describe_counter!(
             "media_server_pool_waits_total",
@@ -78,8 +83,9 @@ impl MediaCounters {
             "Media files that refused O_DIRECT (EINVAL) and were read buffered instead."
         );
         MediaCounters {
-            read_direct: metrics::counter!("media_server_read_bytes_total", "mode" => "direct"),
-            read_buffered: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered"),
+            read_direct_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "io_uring"),
+            read_direct_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "blocking"),
+            read_buffered: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
             pool_waits: metrics::counter!("media_server_pool_waits_total"),
             fallbacks: metrics::counter!("media_server_odirect_fallbacks_total"),
         }
@@ -340,6 +346,7 @@ pub async fn get(
     // The read mode after the first read (a read can refuse O_DIRECT where
     // the open did not; the reader then reopens the file buffered).
     let mut direct = reader.is_direct();
+    let mut path = reader.read_path();
     let body = if head || len == 0 {
         body::empty()
     } else {
@@ -366,6 +373,7 @@ pub async fn get(
             }
         };
         direct = reader.is_direct();
+        path = reader.read_path();
         // One chunk waits for hyper; the reader reads the next once hyper
         // took it (`Reader::run`).
         let (tx, rx) = mpsc::channel(1);
@@ -387,6 +395,7 @@ pub async fn get(
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type(&name)));
     h.insert(READ_MODE_HEADER, HeaderValue::from_static(mode));
+    h.insert(READ_PATH_HEADER, HeaderValue::from_static(path.label()));
     validators.insert(h);
     if status == StatusCode::PARTIAL_CONTENT {
         let last = first + len - 1;

@@ -1,6 +1,7 @@
-//! One media response's bytes: read chunk by chunk (on the blocking pool)
-//! with the crate's [`DirectFile`] into pooled buffers counted against the
-//! response's quota, and sent down the body's channel.
+//! One media response's bytes: read chunk by chunk into pooled buffers
+//! counted against the response's quota (through io_uring, or with the
+//! crate's [`DirectFile`] on the blocking pool: `read_path.rs`), and sent
+//! down the body's channel.
 
 use std::future::Future;
 use std::io;
@@ -15,6 +16,7 @@ use pagepool::{PageBuffer, Quota};
 use tokio::sync::mpsc;
 
 use crate::media::log_fallback;
+use crate::read_path::{ReadPath, Slot, UringReads};
 use crate::State;
 
 /// Counts a live reader task.
@@ -33,8 +35,12 @@ impl Drop for ReaderGuard {
     }
 }
 
-/// Reads one response's bytes, chunk by chunk, on the blocking pool.
+/// Reads one response's bytes, chunk by chunk.
 pub struct Reader {
+    /// The io_uring path and this response's completion slot, when it runs.
+    uring: Option<(Arc<UringReads>, Arc<Slot>)>,
+    /// The path the last read took.
+    path: ReadPath,
     file: Arc<DirectFile>,
     /// This response's share of the media pool.
     quota: Quota,
@@ -58,7 +64,14 @@ impl Reader {
         // Read from the page boundary at or below the first byte; the chunk
         // is sliced past the bytes before it.
         let pos = first - first % page;
+        let uring = state.media.uring.clone().map(|u| (u, Arc::default()));
         Reader {
+            path: if uring.is_some() {
+                ReadPath::IoUring
+            } else {
+                ReadPath::Blocking
+            },
+            uring,
             file: Arc::new(file),
             quota,
             chunk: state.media.chunk,
@@ -75,6 +88,12 @@ impl Reader {
     /// where the open did not; the reader then reopens the file buffered).
     pub fn is_direct(&self) -> bool {
         self.file.is_direct()
+    }
+
+    /// The path the last read took (io_uring for `O_DIRECT` files when it
+    /// runs, else blocking).
+    pub fn read_path(&self) -> ReadPath {
+        self.path
     }
 
     /// Bytes of the range not yet read.
@@ -127,6 +146,30 @@ impl Reader {
         }
     }
 
+    /// One read of `buf.max_len()` bytes (fewer at the end of the file) at
+    /// `pos`: through io_uring for an `O_DIRECT` file when it runs, else
+    /// `DirectFile::read_at` on the blocking pool. The outer `Err`: the
+    /// blocking task failed, and the buffer is gone.
+    async fn read(&mut self, mut buf: PageBuffer) -> io::Result<(PageBuffer, io::Result<usize>)> {
+        let pos = self.pos;
+        match &self.uring {
+            Some((reads, slot)) if self.file.is_direct() => {
+                self.path = ReadPath::IoUring;
+                Ok(reads.read(slot, &self.file, buf, pos).await)
+            }
+            _ => {
+                self.path = ReadPath::Blocking;
+                let file = Arc::clone(&self.file);
+                tokio::task::spawn_blocking(move || {
+                    let res = file.read_at(&mut buf, pos);
+                    (buf, res)
+                })
+                .await
+                .map_err(io::Error::other)
+            }
+        }
+    }
+
     /// The next chunk of the range.
     pub async fn next(&mut self) -> io::Result<Bytes> {
         let want_total = self.skip as u64 + self.remaining;
@@ -134,20 +177,11 @@ impl Reader {
         let want = want.min(self.chunk as u64) as usize;
         let mut buf = self.buffer(want).await?;
         let (mut buf, n) = loop {
-            let file = Arc::clone(&self.file);
-            let pos = self.pos;
-            // `DirectFile::read_at` fills the buffer from `pos` (short only at
-            // the end of the file) and sets its length.
-            let (b, res) = tokio::task::spawn_blocking(move || {
-                let res = file.read_at(&mut buf, pos);
-                (buf, res)
-            })
-            .await
-            .map_err(io::Error::other)?;
+            let (b, res) = self.read(buf).await?;
             buf = b;
             match res {
                 Ok(n) => break (buf, n),
-                Err(e) if read_refused(&e) => {
+                Err(e) if read_refused(&e) || e.raw_os_error() == Some(libc::EINVAL) => {
                     // This file system took the O_DIRECT open but refuses the
                     // read: reopen buffered and read the same chunk again.
                     let path = self.file.path().to_owned();
@@ -161,10 +195,11 @@ impl Reader {
                 Err(e) => return Err(e),
             }
         };
-        if self.is_direct() {
-            self.state.media.counters.read_direct.increment(n as u64);
-        } else {
-            self.state.media.counters.read_buffered.increment(n as u64);
+        let counters = &self.state.media.counters;
+        match (self.is_direct(), self.path) {
+            (true, ReadPath::IoUring) => counters.read_direct_uring.increment(n as u64),
+            (true, ReadPath::Blocking) => counters.read_direct_blocking.increment(n as u64),
+            (false, _) => counters.read_buffered.increment(n as u64),
         }
         if n <= self.skip {
             return Err(io::Error::new(

@@ -13,7 +13,7 @@ const STALLED: usize = 200;
 const BIG: u64 = 200_000_000;
 const SMALL: usize = 1 << 20;
 const NORMAL_GETS: usize = 20;
-const SEND_TIMEOUT: u64 = 4;
+const SEND_TIMEOUT: u64 = 8;
 
 /// A client that asks for `path` and never reads (a 4 KiB receive buffer).
 async fn stalled(addr: std::net::SocketAddr, path: &str) -> TcpStream {
@@ -85,8 +85,20 @@ fn stalled_clients_do_not_starve_normal_requests() {
         for _ in 0..STALLED {
             slow.push(stalled(addr, "/media/big.bin").await);
         }
-        // Let every stalled response fill its socket and reach its stall.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Let every stalled response fill its socket and reach its stall:
+        // no byte read for a while.
+        let read_bytes = || metric(addr, "media_server_read_bytes_total", &[]);
+        let mut last = read_bytes().await;
+        let by = Instant::now() + Duration::from_secs(20);
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = read_bytes().await;
+            if now == last || Instant::now() > by {
+                break;
+            }
+            last = now;
+        }
+        let stalled_after = started.elapsed();
         // Each holds the chunk hyper is writing (with, at a chunk's end, the
         // next one) and the one read ahead: at most three.
         let held = metric(addr, "pagepool_buffers_in_use", &["pool=\"media\""]).await;
@@ -109,33 +121,34 @@ fn stalled_clients_do_not_starve_normal_requests() {
             0.0,
             "the media pool reached its cap: stalled clients hold more than their quota"
         );
-        let cut_at = Duration::from_secs(SEND_TIMEOUT);
-        // Served beside the stalled clients, not after they were cut off.
-        assert!(
-            started.elapsed() < cut_at,
-            "the normal GETs took until {:?}",
-            started.elapsed()
-        );
+        let closed = || {
+            metric(
+                addr,
+                "media_server_slow_clients_closed_total",
+                &["reason=\"send_timeout\""],
+            )
+        };
         latencies.sort();
         eprintln!(
-            "1 MiB GETs beside {STALLED} stalled clients: min {:?}, median {:?}, max {:?}",
+            "1 MiB GETs beside {STALLED} stalled clients (stalled after {stalled_after:?}): \
+             min {:?}, median {:?}, max {:?}",
             latencies[0],
             latencies[NORMAL_GETS / 2],
             latencies[NORMAL_GETS - 1]
         );
 
+        // Served beside the stalled clients, not once they were cut off.
+        assert_eq!(
+            closed().await,
+            closed_before,
+            "the normal GETs waited for the cut-off"
+        );
         // Past the send timeout, every stalled client is cut off.
-        let due = cut_at + Duration::from_secs(3);
-        if let Some(left) = due.checked_sub(started.elapsed()) {
-            tokio::time::sleep(left).await;
+        let by = Instant::now() + Duration::from_secs(SEND_TIMEOUT + 10);
+        while closed().await - closed_before < STALLED as f64 && Instant::now() < by {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let closed = metric(
-            addr,
-            "media_server_slow_clients_closed_total",
-            &["reason=\"send_timeout\""],
-        )
-        .await;
-        assert_eq!(closed - closed_before, STALLED as f64);
+        assert_eq!(closed().await - closed_before, STALLED as f64);
         for s in slow {
             let got = drain(s, Duration::from_secs(5))
                 .await
@@ -164,6 +177,63 @@ fn stalled_clients_do_not_starve_normal_requests() {
             STALLED as f64,
             "the cut responses count as failed"
         );
+    });
+    drop(server);
+}
+
+/// A client that keeps reading, but a trickle, is cut off by the minimum
+/// send rate (not the send timeout: its writes make progress); one reading
+/// at full speed beside it is not.
+#[test]
+fn a_trickling_client_is_below_the_minimum_rate() {
+    let dir = TempDir::new("trickle");
+    dir.sparse("big.bin", BIG);
+    let small = dir.file("small.bin", SMALL);
+    let server = Server::start(&dir.0, &["--send-timeout", "2", "--min-send-rate", "1M"]);
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let reason = |r: &'static str| async move {
+            metric(addr, "media_server_slow_clients_closed_total", &[r]).await
+        };
+        let (rate_before, timeout_before) = (
+            reason("reason=\"min_send_rate\"").await,
+            reason("reason=\"send_timeout\"").await,
+        );
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /media/big.bin HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("send");
+        let started = Instant::now();
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        let ended = loop {
+            // 64 KiB every 100 ms: about 640 KiB/s, steady progress, below
+            // the 1 MiB/s minimum.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let read = tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await;
+            match read {
+                Ok(Ok(_)) => got += buf.len(),
+                Ok(Err(_)) => break true, // the end of the stream, or the reset
+                Err(_) => {}
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break false;
+            }
+        };
+        assert!(
+            ended,
+            "the trickling client was never cut off ({got} bytes)"
+        );
+        assert!((got as u64) < BIG);
+        assert_eq!(reason("reason=\"min_send_rate\"").await - rate_before, 1.0);
+        assert_eq!(reason("reason=\"send_timeout\"").await, timeout_before);
+        let r = get(addr, "/media/small.bin", &[]).await;
+        assert!(r.status == 200 && r.body == small);
+        assert_eq!(reason("reason=\"min_send_rate\"").await - rate_before, 1.0);
     });
     drop(server);
 }
