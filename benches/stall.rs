@@ -124,28 +124,21 @@ fn main() {
         .collect();
     println!("\nstall: {PACKETS} packets out; {MAPPINGS} allocations that each map a slab");
     print("no scanner", &latencies(&pool));
-    let stop = Arc::new(AtomicBool::new(false));
-    let scanner = {
-        let (pool, stop) = (pool.clone(), Arc::clone(&stop));
-        thread::spawn(move || {
-            let mut reports = 0;
-            let mut longest = Duration::ZERO;
-            while !stop.load(Relaxed) {
-                let t = Instant::now();
-                let r = pool.leak_report(Duration::ZERO);
-                longest = longest.max(t.elapsed());
-                assert!(r.buffers() >= PACKETS);
-                reports += 1;
-            }
-            (reports, longest)
-        })
-    };
-    thread::sleep(Duration::from_millis(100));
-    print("leak_report looping", &latencies(&pool));
-    stop.store(true, Relaxed);
-    let (reports, longest) = scanner.join().unwrap();
+    let (lat, reports, longest) = while_looping(&pool, || {
+        assert!(pool.leak_report(Duration::ZERO).buffers() >= PACKETS);
+    });
+    print("leak_report looping", &lat);
     println!("  ({reports} leak reports of {PACKETS} buffers, the longest {longest:?})");
-    print("100 MiB Vec looping, no pool", &with_memory_churn(&pool));
+    // For scale: a thread that touches no pool but grows and frees a vector
+    // of about a leak report's size here (100 MiB).
+    let (lat, _, _) = while_looping(&pool, || {
+        let mut v: Vec<[u64; 13]> = Vec::new();
+        for i in 0..PACKETS {
+            v.push([i as u64; 13]);
+        }
+        std::hint::black_box(&v);
+    });
+    print("100 MiB Vec looping, no pool", &lat);
     drop(packets);
     drop(pool);
     publisher_stall();
@@ -163,48 +156,31 @@ fn publisher_stall() {
     let packets: Vec<_> = (0..PACKETS)
         .map(|_| pool.allocate_buffer(64).unwrap())
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (pool, stop) = (pool.clone(), Arc::clone(&stop));
-        thread::spawn(move || {
-            let mut ticks = 0;
-            let mut longest = Duration::ZERO;
-            while !stop.load(Relaxed) {
-                let t = Instant::now();
-                pool.publish_metrics();
-                longest = longest.max(t.elapsed());
-                ticks += 1;
-            }
-            (ticks, longest)
-        })
-    };
-    thread::sleep(Duration::from_millis(100));
-    print("publish_metrics looping", &latencies(&pool));
-    stop.store(true, Relaxed);
-    let (ticks, longest) = ticker.join().unwrap();
+    let (lat, ticks, longest) = while_looping(&pool, || pool.publish_metrics());
+    print("publish_metrics looping", &lat);
     println!("  ({ticks} publishes of a pool with {PACKETS} buffers out, the longest {longest:?})");
     drop(packets);
 }
 
-/// The allocations' latency while another thread only grows a vector to
-/// 100 MiB (about a leak report's size here) and frees it, in a loop.
-fn with_memory_churn(pool: &BufferPool) -> Vec<Duration> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let churn = {
-        let stop = Arc::clone(&stop);
-        thread::spawn(move || {
+/// The allocations' latency while another thread runs `step` in a loop;
+/// with how many times it ran and its longest run.
+fn while_looping(pool: &BufferPool, step: impl Fn() + Sync) -> (Vec<Duration>, usize, Duration) {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        let looping = s.spawn(|| {
+            let (mut runs, mut longest) = (0, Duration::ZERO);
             while !stop.load(Relaxed) {
-                let mut v: Vec<[u64; 13]> = Vec::new();
-                for i in 0..PACKETS {
-                    v.push([i as u64; 13]);
-                }
-                std::hint::black_box(&v);
+                let t = Instant::now();
+                step();
+                longest = longest.max(t.elapsed());
+                runs += 1;
             }
-        })
-    };
-    thread::sleep(Duration::from_millis(100));
-    let out = latencies(pool);
-    stop.store(true, Relaxed);
-    churn.join().unwrap();
-    out
+            (runs, longest)
+        });
+        thread::sleep(Duration::from_millis(100));
+        let out = latencies(pool);
+        stop.store(true, Relaxed);
+        let (runs, longest) = looping.join().unwrap();
+        (out, runs, longest)
+    })
 }

@@ -20,6 +20,16 @@ use crate::{args, serve, Control};
 /// How long any one exchange may take before the test fails.
 pub const EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Runs `future` to completion on a runtime of its own (the test's client
+/// side; the server has its own).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
 /// A media server of this process.
 pub struct Server {
     pub addr: SocketAddr,

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{get, metric, Server, TempDir};
+use crate::harness::{block_on, get, metric, Server, TempDir};
 
 #[test]
 fn an_idle_server_gives_memory_back() {
@@ -11,11 +11,7 @@ fn an_idle_server_gives_memory_back() {
     let bytes = dir.file("clip.ts", 2 << 20);
     let server = Server::start(&dir.0, &["--decay", "1"]);
     let addr = server.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
+    block_on(async {
         let reserved = || metric(addr, "pagepool_bytes_reserved", &["pool=\"media\""]);
         // A burst: 64 responses at once map slabs for their chunks (two or
         // three chunks each).

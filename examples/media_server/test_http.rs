@@ -1,7 +1,7 @@
 //! `GET /media/{name}` over a real connection: validators, conditional
 //! requests, range units in any case.
 
-use crate::harness::{get, metric, request, Server, TempDir};
+use crate::harness::{block_on, get, metric, request, Server, TempDir};
 
 #[test]
 fn conditional_requests_and_ranges() {
@@ -9,11 +9,7 @@ fn conditional_requests_and_ranges() {
     let bytes = dir.file("clip.ts", 300_000);
     let server = Server::start(&dir.0, &[]);
     let addr = server.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
+    block_on(async {
         let path = "/media/clip.ts";
         let whole = get(addr, path, &[]).await;
         assert_eq!(whole.status, 200);
@@ -91,11 +87,7 @@ fn read_paths() {
     for flags in [&["--read-path", "blocking"][..], &[]] {
         let server = Server::start(&dir.0, flags);
         let addr = server.addr;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let path = rt.block_on(async {
+        let path = block_on(async {
             let whole = get(addr, "/media/clip.ts", &[]).await;
             assert!(whole.status == 200 && whole.body == bytes);
             let r = get(addr, "/media/clip.ts", &[("range", "bytes=4097-3000000")]).await;
@@ -144,11 +136,7 @@ fn a_response_cut_short_is_a_failure() {
     dir.sparse("long.bin", 200 << 20);
     let server = Server::start(&dir.0, &[]);
     let addr = server.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
+    block_on(async {
         let labels = ["route=\"media\"", "reason=\"file_shrank\""];
         let ok = ["route=\"media\"", "status=\"200\""];
         let failed_before = metric(addr, "media_server_responses_failed_total", &labels).await;

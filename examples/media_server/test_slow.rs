@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::harness::{get, metric, Server, TempDir};
+use crate::harness::{block_on, get, metric, Server, TempDir};
 
 const STALLED: usize = 200;
 const BIG: u64 = 200_000_000;
@@ -49,11 +49,7 @@ fn stalled_clients_do_not_starve_normal_requests() {
     let timeout = SEND_TIMEOUT.to_string();
     let server = Server::start(&dir.0, &["--send-timeout", &timeout]);
     let addr = server.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
+    block_on(async {
         let closed_before = metric(
             addr,
             "media_server_slow_clients_closed_total",
@@ -191,11 +187,7 @@ fn a_trickling_client_is_below_the_minimum_rate() {
     let small = dir.file("small.bin", SMALL);
     let server = Server::start(&dir.0, &["--send-timeout", "2", "--min-send-rate", "1M"]);
     let addr = server.addr;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    rt.block_on(async {
+    block_on(async {
         let reason = |r: &'static str| async move {
             metric(addr, "media_server_slow_clients_closed_total", &[r]).await
         };
