@@ -408,15 +408,6 @@ fn a_childs_registry_leaves_the_parents_table_alone() {
     common::child_marker("ok");
 }
 
-/// The names of this process's threads (`/proc/self/task/*/comm`).
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim_end().to_owned())
-        .collect()
-}
-
 /// A child has no publisher thread: its first slab mapping starts one,
 /// which ticks the pool the child inherited (and the parent's goes on).
 #[test]
@@ -435,7 +426,7 @@ fn a_child_restarts_the_publisher_lazily() {
         .build()
         .unwrap();
     let tickers = || {
-        thread_names()
+        common::thread_names()
             .iter()
             .filter(|n| *n == "pagepool-ticker")
             .count()

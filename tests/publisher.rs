@@ -10,17 +10,8 @@ use std::time::{Duration, Instant};
 
 use pagepool::{BufferPool, LeakTracking};
 
-/// The names of this process's threads.
-fn thread_names() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|n| n.trim_end().to_owned())
-        .collect()
-}
-
 fn publishers() -> usize {
-    thread_names()
+    common::thread_names()
         .iter()
         .filter(|n| n.as_str() == "pagepool-ticker")
         .count()
@@ -45,7 +36,7 @@ fn ten_thousand_pools_share_one_publisher_thread() {
             .assert_success(&["ok"]);
         return;
     }
-    let before = thread_names().len();
+    let before = common::thread_names().len();
     assert_eq!(publishers(), 0);
     let pools: Vec<BufferPool> = (0..10_000)
         .map(|i| {
@@ -62,7 +53,11 @@ fn ten_thousand_pools_share_one_publisher_thread() {
     // A new thread names itself once it runs.
     assert!(eventually(|| publishers() == 1));
     // The coarse clock of buffer ages is the only other thread a pool starts.
-    assert!(thread_names().len() <= before + 2, "{:?}", thread_names());
+    assert!(
+        common::thread_names().len() <= before + 2,
+        "{:?}",
+        common::thread_names()
+    );
     // Every pool is ticked: the tick recounts leak suspects, here every
     // outstanding buffer (threshold zero).
     let held: Vec<_> = [0, 4_999, 9_999]

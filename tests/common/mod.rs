@@ -342,3 +342,12 @@ pub fn full_pool(name: &str) -> (pagepool::BufferPool, Vec<pagepool::PageBuffer>
     ));
     (pool, held)
 }
+
+/// The names of this process's threads (`/proc/self/task/*/comm`).
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_owned())
+        .collect()
+}
