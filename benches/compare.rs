@@ -1240,6 +1240,9 @@ fn main() {
     for (label, size) in CONTENDED_SIZES {
         for (kind, two_threads) in [("contended_1thread", false), ("contended", true)] {
             let mut group = c.benchmark_group(format!("{kind}/{label}"));
+            // First, next to `pagepool_default`: the load on this shared
+            // VM moves between groups, and the two scalings are compared.
+            share_nothing(&mut group, size, two_threads);
             for_each_contender(
                 &pools,
                 size,
@@ -1250,7 +1253,6 @@ fn main() {
                     two_threads,
                 },
             );
-            share_nothing(&mut group, size, two_threads);
             group.finish();
         }
     }
