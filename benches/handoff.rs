@@ -1,7 +1,7 @@
 //! Producer → consumers, the media server's pattern: one thread allocates
 //! batches of 64 buffers, stamps each (its id in the first and the last 8
 //! bytes), and hands each batch, a `Vec` of 64, to one of two consumer
-//! threads in turn over a bounded channel (2 batches deep each); the
+//! threads in turn over a bounded channel (`DEPTH` batches deep each); the
 //! consumer checks every stamp and releases the batch. Time end to end
 //! (from the first allocation to both consumers having released the last
 //! batch), per buffer, at 4 KiB and 64 KiB.
@@ -36,12 +36,16 @@ use pagepool::{BufferPool, DebugLevel, LeakTracking, PageBuffer};
 
 /// Buffers per batch.
 const BATCH: usize = 64;
-/// Batches each consumer's channel holds.
-const DEPTH: usize = 2;
+/// Batches each consumer's channel holds. At 2, a consumer drained its
+/// channel and parked on nearly every batch, and the wake-ups (about 12 µs a
+/// batch on the 2-core VM, three threads on two cores) made the hand-off
+/// alone 200–250 ns a buffer, hiding the allocators; at 16 the producer
+/// runs ahead and `handoff_only` is 30–40 ns.
+const DEPTH: usize = 16;
 /// Batches per measured round.
 const BATCHES: u64 = 10_000;
 /// Rounds per contender and size.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const SIZES: [(&str, usize); 2] = [("4KiB", 4096), ("64KiB", 65_536)];
 const CONTENDERS: [&str; 4] = [
     "pagepool_default",
