@@ -1,17 +1,17 @@
 //! Memory the pool keeps beyond what its callers hold (a plain script, not
-//! criterion), for each of `pagepool_default` (guard pages, call-site
-//! tracking, `DebugLevel::Standard`, metrics on, no recorder) and
-//! `pagepool_bare` (all of that off), each pool built and dropped in turn:
+//! criterion), for `pagepool_default` (guard pages, call-site tracking,
+//! `DebugLevel::Standard`, metrics on, no recorder) and `pagepool_bare` (all
+//! of that off), each case in a fresh process of this binary:
 //!
 //! - **burst**: allocate 1 GiB of buffers of mixed sizes, 4 KiB to 1 MiB
 //!   (log-uniform, from a seeded splitmix64), writing one byte per 4 KiB
 //!   page of each; keep every 10th, drop the rest, `trim()`, then read the
 //!   process's RSS (`/proc/self/statm`). Printed: RSS before the pool was
-//!   built (the fixed part: binary, libraries, the other pool's leftovers),
+//!   built (the fixed part: binary, libraries, the pool's threads),
 //!   RSS after, the live bytes (the sizes asked for) and the pool's
 //!   `bytes_in_use` (sizes rounded up to their class), and the overhead
 //!   `RSS after − RSS before − live`, in bytes and as % of live.
-//! - **per slot**: 100,000 live small buffers (`allocate_buffer(256)`) and
+//! - **per slot** (first, on the fresh pool): 100,000 live small buffers (`allocate_buffer(256)`) and
 //!   100,000 live 4 KiB page buffers, every byte written: RSS and virtual
 //!   size growth per buffer, beside its payload (the class size).
 //!
@@ -161,13 +161,38 @@ fn per_slot(
     let payload = held[0].max_len();
     drop(held);
     pool.trim();
-    let per = |a: usize, b: usize| (b as f64 - a as f64) / n as f64;
+    let harness = std::mem::size_of::<PageBuffer>() as f64;
+    let per = |a: usize, b: usize| (b as f64 - a as f64) / n as f64 - harness;
     format!(
         "| {name} | {what} | {n} | {payload} | {:.0} | {:.0} | {:.0} |",
         per(rss0, rss1),
         per(rss0, rss1) - payload as f64,
         per(vm0, vm1),
     )
+}
+
+/// Set in a child process: the one case it runs (`pool/case`).
+const CASE_VAR: &str = "PAGEPOOL_MEMORY_CASE";
+const CASES: [&str; 3] = ["small", "page4k", "burst"];
+
+/// Runs `pool/case` in this process and prints its row.
+fn run_case(which: &str, total: usize, n: usize) {
+    let (name, case) = which.split_once('/').expect("pool/case");
+    let (_, pool) = pools()
+        .into_iter()
+        .find(|(p, _)| *p == name)
+        .expect("a pool");
+    let row = match case {
+        "small" => per_slot(name, "allocate_buffer(256)", &pool, n, |p| {
+            p.allocate_buffer(256).expect("allocation")
+        }),
+        "page4k" => per_slot(name, "page buffer 4 KiB", &pool, n, |p| {
+            p.allocate_page_size_buffer(4 * KIB).expect("allocation")
+        }),
+        "burst" => burst(name, &pool, total),
+        _ => unreachable!("{case} is not a case"),
+    };
+    println!("{row}");
 }
 
 fn main() {
@@ -177,23 +202,33 @@ fn main() {
     } else {
         (16 * MIB, 1000)
     };
-    let mut bursts = Vec::new();
-    let mut slots = Vec::new();
-    for (name, pool) in pools() {
-        bursts.push(burst(name, &pool, total));
-        slots.push(per_slot(name, "allocate_buffer(256)", &pool, n, |p| {
-            p.allocate_buffer(256).expect("allocation")
-        }));
-        slots.push(per_slot(name, "page buffer 4 KiB", &pool, n, |p| {
-            p.allocate_page_size_buffer(4 * KIB).expect("allocation")
-        }));
+    if let Ok(which) = std::env::var(CASE_VAR) {
+        run_case(&which, total, n);
+        return;
+    }
+    // Each case in a fresh process of this binary: memory freed by one case
+    // (the pool's metadata goes back to the heap, which keeps it resident)
+    // would hide the next one's growth.
+    let me = std::env::current_exe().expect("the bench binary's path");
+    let mut rows = std::collections::BTreeMap::new();
+    for (name, _) in pools() {
+        for case in CASES {
+            let out = std::process::Command::new(&me)
+                .args(std::env::args_os().skip(1))
+                .env(CASE_VAR, format!("{name}/{case}"))
+                .output()
+                .expect("start a case");
+            assert!(out.status.success(), "{name}/{case} failed: {out:?}");
+            let row = String::from_utf8(out.stdout).expect("utf-8");
+            rows.entry(case).or_insert_with(Vec::new).push(row);
+        }
     }
     if !bench_mode {
         return;
     }
     println!(
         "\n## memory: a burst of {} MiB, 4 KiB–1 MiB, every {KEEP_EVERY}th kept, then trim() \
-         (MiB unless said)\n",
+         (MiB unless said; each row a fresh process)\n",
         total / MIB
     );
     println!(
@@ -201,16 +236,15 @@ fn main() {
          | live (asked) | bytes_in_use (classes) | overhead = after − before − live | of live |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for row in &bursts {
-        println!("{row}");
-    }
+    print!("{}", rows["burst"].concat());
     println!(
-        "\n## memory per live buffer ({n} live, every byte written; bytes per buffer)\n\n\
-         One slot's metadata: 64 bytes (`size_of::<Slot>() == 64`, asserted in src/mem/slot.rs).\n"
+        "\n## memory per live buffer ({n} live, every byte written; bytes per buffer; each row a \
+         fresh process; the harness's own `Vec<PageBuffer>` ({} bytes a buffer) subtracted)\n\n\
+         One slot's metadata: 64 bytes (`size_of::<Slot>() == 64`, asserted in src/mem/slot.rs).\n",
+        std::mem::size_of::<PageBuffer>()
     );
     println!("| pool | buffer | live | payload (max_len) | RSS per buffer | RSS − payload | virtual per buffer |");
     println!("|---|---|---:|---:|---:|---:|---:|");
-    for row in &slots {
-        println!("{row}");
-    }
+    print!("{}", rows["small"].concat());
+    print!("{}", rows["page4k"].concat());
 }
