@@ -372,7 +372,7 @@ const BARE_FREE_LIST: &str = "arrayqueue_usize";
 const SHARE_NOTHING: &str = "share_nothing";
 
 /// `arrayqueue_usize`: the address of one pre-touched page-aligned buffer in
-/// an `ArrayQueue<usize>`; `buf` owns the block.
+/// an `ArrayQueue<usize>`; `_buf` owns the block.
 struct BareFreeList {
     queue: ArrayQueue<usize>,
     _buf: HeapBuf<'static, StdAlloc>,
