@@ -17,7 +17,9 @@
 //!   at once, each doing N operations; the wall time of those N, per
 //!   operation. `contended_1thread/4KiB` is the same harness on one thread.
 //!   The scaling factor is (two-thread ops/s) ÷ (one-thread ops/s), 2.0 at
-//!   best.
+//!   best. `share_nothing` runs the same harness with each thread cycling
+//!   its own `arrayqueue_usize` (nothing shared): the machine's own scaling
+//!   in that run, which the pool's is divided by.
 //!
 //! The contenders:
 //!
@@ -29,7 +31,8 @@
 //! | `std_alloc_mmap` | `std_alloc` at 1 MiB in a child process started with `MALLOC_MMAP_THRESHOLD_=131072 MALLOC_TRIM_THRESHOLD_=131072` (glibc's mmap and trim thresholds pinned at their defaults): every buffer is a fresh mapping, as a process's first big block is |
 //! | `mimalloc` | `mimalloc::MiMalloc` called as a value through `GlobalAlloc`, 4096-aligned (not the global allocator) |
 //! | `mmap_guard` | per buffer, `mmap` of size + 2 pages, `mprotect` of the first and last page to `PROT_NONE`, `munmap` on drop |
-//! | `arrayqueue` | a bare `crossbeam_queue::ArrayQueue` free list of pre-touched, page-aligned buffers: pop, write, push |
+//! | `arrayqueue_usize` | the bare free list (`overhead` and `contended` only): a `crossbeam_queue::ArrayQueue<usize>` holding the address of one pre-touched, page-aligned buffer of the size; per operation pop, write one byte through the address, push. No trait, no `Option`, no drop guard |
+//! | `arrayqueue` (wrapped) | a `crossbeam_queue::ArrayQueue` of `HeapBuf` values behind the `Contender` trait, in an `Option` taken on drop: pop, write, push. Its wrapper costs what `arrayqueue_usize` does not |
 //! | `object_pool` | `object_pool::Pool<Vec<u8>>` of pre-sized vectors: `pull`, write, drop (not page-aligned) |
 //! | `byte_pool` | `byte_pool::BytePool<Vec<u8>>::alloc(size)`, write, drop (not page-aligned) |
 //! | `opool` | `opool::Pool` with a `Vec<u8>` allocator of the size: `get`, write, drop (not page-aligned) |
@@ -114,9 +117,10 @@ const PACKET_SIZES: [(&str, usize); 1] = [("1500B", 1500)];
 const PACKET_ALIGN: usize = 64;
 
 /// The contenders in table order; the first is the one the ratios are about.
-const CONTENDERS: [&str; 9] = [
+const CONTENDERS: [&str; 10] = [
     "pagepool_default",
     "pagepool_bare",
+    BARE_FREE_LIST,
     "std_alloc",
     "mimalloc",
     "mmap_guard",
@@ -359,6 +363,38 @@ impl Contender for FreeList {
             list: self,
             buf: Some(buf),
         }
+    }
+}
+
+/// The bare free list's id.
+const BARE_FREE_LIST: &str = "arrayqueue_usize";
+/// The share-nothing loop's id in the `contended` groups.
+const SHARE_NOTHING: &str = "share_nothing";
+
+/// `arrayqueue_usize`: the address of one pre-touched page-aligned buffer in
+/// an `ArrayQueue<usize>`; `_buf` owns the block.
+struct BareFreeList {
+    queue: ArrayQueue<usize>,
+    _buf: HeapBuf<'static, StdAlloc>,
+}
+
+impl BareFreeList {
+    fn new(size: usize) -> Self {
+        let mut buf = HeapBuf::new(&STD, size);
+        buf.bytes().fill(0);
+        let queue = ArrayQueue::new(1);
+        let _ = queue.push(buf.ptr.as_ptr() as usize);
+        BareFreeList { queue, _buf: buf }
+    }
+
+    /// Pop, write one byte, push.
+    #[inline]
+    fn cycle(&self) {
+        let addr = self.queue.pop().expect("one buffer, one user");
+        // SAFETY: `addr` is the start of `_buf`, alive as long as `self`,
+        // and popping it gave this call sole use of the block.
+        unsafe { *(black_box(addr) as *mut u8) = 1 };
+        let _ = self.queue.push(addr);
     }
 }
 
@@ -661,6 +697,50 @@ impl Visit for Contended<'_, '_> {
     }
 }
 
+/// `share_nothing` in the `contended` groups: [`Contended`]'s harness with
+/// each thread on its own [`BareFreeList`].
+fn share_nothing(group: &mut BenchmarkGroup<'_, WallTime>, size: usize, two_threads: bool) {
+    let mine = BareFreeList::new(size);
+    let run = |list: &BareFreeList, n: u64| (0..n).for_each(|_| list.cycle());
+    if !two_threads {
+        group.bench_function(SHARE_NOTHING, |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                run(&mine, iters);
+                start.elapsed()
+            })
+        });
+        return;
+    }
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let (go_tx, go_rx) = sync_channel::<u64>(0);
+        let (done_tx, done_rx) = sync_channel::<()>(0);
+        let barrier = &barrier;
+        s.spawn(move || {
+            let theirs = BareFreeList::new(size);
+            while let Ok(n) = go_rx.recv() {
+                barrier.wait();
+                run(&theirs, n);
+                if done_tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        group.bench_function(SHARE_NOTHING, |b| {
+            b.iter_custom(|iters| {
+                go_tx.send(iters).expect("helper alive");
+                barrier.wait();
+                let start = Instant::now();
+                run(&mine, iters);
+                done_rx.recv().expect("helper alive");
+                start.elapsed()
+            })
+        });
+        drop(go_tx);
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Page faults and system calls.
 
@@ -950,22 +1030,31 @@ fn report(total: Duration) {
     println!(
         "\n## contended/4KiB scaling: two-thread total ops/s ÷ one-thread ops/s (2.00 = perfect)\n"
     );
-    println!("| contender | 1 thread ns/op | 2 threads wall ns/op/thread | 1 thread Mops/s | 2 threads Mops/s | scaling |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("| contender | 1 thread ns/op | 2 threads wall ns/op/thread | 1 thread Mops/s | 2 threads Mops/s | scaling | ÷ {SHARE_NOTHING} scaling |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (label, _) in CONTENDED_SIZES {
-        for c in CONTENDERS {
-            let one = estimates::mean_ns(&format!("contended_1thread/{label}"), c);
-            let two = estimates::mean_ns(&format!("contended/{label}"), c);
-            if let (Some(one), Some(two)) = (one, two) {
+        let scaling = |c: &str| {
+            let one = estimates::mean_ns(&format!("contended_1thread/{label}"), c)?;
+            let two = estimates::mean_ns(&format!("contended/{label}"), c)?;
+            Some((one, two, 2.0 * one / two))
+        };
+        let floor = scaling(SHARE_NOTHING).map(|(_, _, s)| s);
+        for c in CONTENDERS.iter().chain(&[SHARE_NOTHING]) {
+            if let Some((one, two, s)) = scaling(c) {
+                let relative = floor.map_or("—".into(), |f| fmt_ratio(s / f));
                 println!(
-                    "| {c} | {one:.1} | {two:.1} | {:.1} | {:.1} | {:.2} |",
+                    "| {c} | {one:.1} | {two:.1} | {:.1} | {:.1} | {s:.2} | {relative} |",
                     1e3 / one,
                     2e3 / two,
-                    2.0 * one / two
                 );
             }
         }
     }
+    println!(
+        "\n#20's targets: `pagepool_default ÷ {BARE_FREE_LIST}` ≤ 1.50x in `overhead` \
+         (the `vs {BARE_FREE_LIST}` column above); pagepool_default's scaling \
+         ÷ {SHARE_NOTHING}'s ≥ 0.85x."
+    );
     println!("\n## glibc with its mmap and trim thresholds pinned ({GLIBC_PINNED})\n");
     println!("| group/size | {GLIBC_PINNED} | pagepool_default | pagepool_default ÷ it |");
     println!("|---|---:|---:|---:|");
@@ -1104,6 +1193,10 @@ fn main() {
     for (kind, touch) in [("overhead", false), ("touch_all", true)] {
         for (label, size) in SIZES {
             let mut group = c.benchmark_group(format!("{kind}/{label}"));
+            if !touch {
+                let list = BareFreeList::new(size);
+                group.bench_function(BARE_FREE_LIST, |b| b.iter(|| list.cycle()));
+            }
             for_each_contender(
                 &pools,
                 size,
@@ -1147,6 +1240,9 @@ fn main() {
     for (label, size) in CONTENDED_SIZES {
         for (kind, two_threads) in [("contended_1thread", false), ("contended", true)] {
             let mut group = c.benchmark_group(format!("{kind}/{label}"));
+            // First, next to `pagepool_default`: the load on this shared
+            // VM moves between groups, and the two scalings are compared.
+            share_nothing(&mut group, size, two_threads);
             for_each_contender(
                 &pools,
                 size,
