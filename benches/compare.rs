@@ -80,6 +80,8 @@
 
 #[path = "support/estimates.rs"]
 mod estimates;
+#[path = "support/pools.rs"]
+mod pools;
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -94,7 +96,7 @@ use criterion::{BenchmarkGroup, Criterion};
 use crossbeam_queue::ArrayQueue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use mimalloc::MiMalloc;
-use pagepool::{BufferPool, DebugLevel, LeakTracking, PageBuffer};
+use pagepool::{BufferPool, PageBuffer};
 use region::Protection;
 
 /// The stride of `touch_all`: one write per 4 KiB page.
@@ -654,46 +656,13 @@ fn cycles<C: Contender>(c: &C, size: usize, n: u64) {
 impl Visit for Contended<'_, '_> {
     fn visit<C: Contender>(&mut self, name: &str, c: &C) {
         let size = self.size;
-        let group = &mut *self.group;
-        if !self.two_threads {
-            // The baseline: the same harness on one thread.
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    cycles(c, size, iters);
-                    start.elapsed()
-                })
-            });
-            return;
-        }
-        // Two threads, each doing `iters` cycles on the one contender; the
-        // helper thread lives as long as the benchmark, so no spawn is timed.
-        let barrier = Barrier::new(2);
-        std::thread::scope(|s| {
-            let (go_tx, go_rx) = sync_channel::<u64>(0);
-            let (done_tx, done_rx) = sync_channel::<()>(0);
-            let barrier = &barrier;
-            s.spawn(move || {
-                while let Ok(n) = go_rx.recv() {
-                    barrier.wait();
-                    cycles(c, size, n);
-                    if done_tx.send(()).is_err() {
-                        break;
-                    }
-                }
-            });
-            group.bench_function(name, |b| {
-                b.iter_custom(|iters| {
-                    go_tx.send(iters).expect("helper alive");
-                    barrier.wait();
-                    let start = Instant::now();
-                    cycles(c, size, iters);
-                    done_rx.recv().expect("helper alive");
-                    start.elapsed()
-                })
-            });
-            drop(go_tx);
-        });
+        one_or_two_threads(
+            self.group,
+            name,
+            self.two_threads,
+            |n| cycles(c, size, n),
+            || move |n| cycles(c, size, n),
+        );
     }
 }
 
@@ -701,12 +670,36 @@ impl Visit for Contended<'_, '_> {
 /// each thread on its own [`BareFreeList`].
 fn share_nothing(group: &mut BenchmarkGroup<'_, WallTime>, size: usize, two_threads: bool) {
     let mine = BareFreeList::new(size);
-    let run = |list: &BareFreeList, n: u64| (0..n).for_each(|_| list.cycle());
+    one_or_two_threads(
+        group,
+        SHARE_NOTHING,
+        two_threads,
+        |n| (0..n).for_each(|_| mine.cycle()),
+        move || {
+            let theirs = BareFreeList::new(size);
+            move |n| (0..n).for_each(|_| theirs.cycle())
+        },
+    );
+}
+
+/// The `contended` harness: `main(n)` runs `n` cycles on the benchmark's
+/// thread; with `two_threads`, a helper thread runs `n` more at the same
+/// time through the runner `helper()` builds there, and the time is that of
+/// both. The helper thread lives as long as the benchmark, so no spawn is
+/// timed.
+fn one_or_two_threads<H: Fn(u64)>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    two_threads: bool,
+    main: impl Fn(u64),
+    helper: impl FnOnce() -> H + Send,
+) {
     if !two_threads {
-        group.bench_function(SHARE_NOTHING, |b| {
+        // The baseline: the same harness on one thread.
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
-                run(&mine, iters);
+                main(iters);
                 start.elapsed()
             })
         });
@@ -718,21 +711,21 @@ fn share_nothing(group: &mut BenchmarkGroup<'_, WallTime>, size: usize, two_thre
         let (done_tx, done_rx) = sync_channel::<()>(0);
         let barrier = &barrier;
         s.spawn(move || {
-            let theirs = BareFreeList::new(size);
+            let run = helper();
             while let Ok(n) = go_rx.recv() {
                 barrier.wait();
-                run(&theirs, n);
+                run(n);
                 if done_tx.send(()).is_err() {
                     break;
                 }
             }
         });
-        group.bench_function(SHARE_NOTHING, |b| {
+        group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 go_tx.send(iters).expect("helper alive");
                 barrier.wait();
                 let start = Instant::now();
-                run(&mine, iters);
+                main(iters);
                 done_rx.recv().expect("helper alive");
                 start.elapsed()
             })
@@ -1157,30 +1150,10 @@ fn main() {
     // The recorder before any pool is built, so that `pagepool_default`
     // registers its handles with it; its upkeep on a thread of its own, as
     // the exporter would run it.
-    let prometheus = pagepool::prometheus::builder()
-        .install_recorder()
-        .expect("no other recorder in this process");
-    let upkeep = prometheus.clone();
-    std::thread::Builder::new()
-        .name("prometheus-upkeep".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(5));
-            upkeep.run_upkeep();
-        })
-        .expect("spawn the upkeep thread");
+    let prometheus = pools::install_prometheus();
 
-    let default = BufferPool::builder()
-        .name("compare_default")
-        .build()
-        .expect("default configuration");
-    let bare = BufferPool::builder()
-        .name("compare_bare")
-        .guard_pages(false)
-        .debug(DebugLevel::Off)
-        .leak_tracking(LeakTracking::Off)
-        .metrics(false)
-        .build()
-        .expect("bare configuration");
+    let default = pools::default_pool("compare_default");
+    let bare = pools::bare_pool("compare_bare");
     let pools = [("pagepool_default", &default), ("pagepool_bare", &bare)];
 
     if bench_mode {

@@ -26,13 +26,16 @@
 //! Without `--bench` (`cargo test --benches`) it runs a few batches of each
 //! contender, stamps checked, and prints nothing.
 
+#[path = "support/pools.rs"]
+mod pools;
+
 use std::alloc::{GlobalAlloc, Layout};
 use std::ptr::NonNull;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use mimalloc::MiMalloc;
-use pagepool::{BufferPool, DebugLevel, LeakTracking, PageBuffer};
+use pagepool::{BufferPool, PageBuffer};
 
 /// Buffers per batch.
 const BATCH: usize = 64;
@@ -212,25 +215,9 @@ fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
     // As in compare.rs: the recorder before the pools, its upkeep on a
     // thread of its own.
-    let prometheus = pagepool::prometheus::builder()
-        .install_recorder()
-        .expect("no other recorder in this process");
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(5));
-        prometheus.run_upkeep();
-    });
-    let default = BufferPool::builder()
-        .name("handoff_default")
-        .build()
-        .expect("default configuration");
-    let bare = BufferPool::builder()
-        .name("handoff_bare")
-        .guard_pages(false)
-        .debug(DebugLevel::Off)
-        .leak_tracking(LeakTracking::Off)
-        .metrics(false)
-        .build()
-        .expect("bare configuration");
+    let _prometheus = pools::install_prometheus();
+    let default = pools::default_pool("handoff_default");
+    let bare = pools::bare_pool("handoff_bare");
     let pools = [&default, &bare];
     if !bench_mode {
         for (_, size) in SIZES {

@@ -22,13 +22,16 @@
 //!
 //! Needs `valgrind` on the `PATH`; without it the bench says so and exits 0.
 
+#[path = "support/pools.rs"]
+mod pools;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::process::Command;
 use std::task::{Context, Poll, Waker};
 
-use pagepool::{BufferPool, DebugLevel, LeakTracking};
+use pagepool::BufferPool;
 
 /// Cycles collected per case: enough that the 1 in 256 sampled allocation
 /// and the rare slow paths are averaged in.
@@ -107,17 +110,10 @@ fn run_case(case: &str) {
             .expect("no other recorder in this process")
     });
     let pool = match config {
-        "default" => BufferPool::builder().name("instructions").build(),
-        "bare" => BufferPool::builder()
-            .name("instructions_bare")
-            .guard_pages(false)
-            .debug(DebugLevel::Off)
-            .leak_tracking(LeakTracking::Off)
-            .metrics(false)
-            .build(),
+        "default" => pools::default_pool("instructions"),
+        "bare" => pools::bare_pool("instructions_bare"),
         other => panic!("unknown configuration {other}"),
-    }
-    .expect("a valid configuration");
+    };
     let (bytes, call) = match size {
         "4KiB" => (4096, Call::Page),
         "4KiB_async" => (4096, Call::PageAsync),

@@ -27,9 +27,12 @@
 //! Without `--bench` (`cargo test --benches`) it runs a 16 MiB burst and
 //! 1,000 buffers per kind, and prints nothing.
 
+#[path = "support/pools.rs"]
+mod pools;
+
 use std::hint::black_box;
 
-use pagepool::{BufferPool, DebugLevel, LeakTracking, PageBuffer};
+use pagepool::{BufferPool, PageBuffer};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -84,19 +87,10 @@ fn mib(bytes: f64) -> String {
 }
 
 fn pools() -> [(&'static str, BufferPool); 2] {
-    let default = BufferPool::builder()
-        .name("memory_default")
-        .build()
-        .expect("default configuration");
-    let bare = BufferPool::builder()
-        .name("memory_bare")
-        .guard_pages(false)
-        .debug(DebugLevel::Off)
-        .leak_tracking(LeakTracking::Off)
-        .metrics(false)
-        .build()
-        .expect("bare configuration");
-    [("pagepool_default", default), ("pagepool_bare", bare)]
+    [
+        ("pagepool_default", pools::default_pool("memory_default")),
+        ("pagepool_bare", pools::bare_pool("memory_bare")),
+    ]
 }
 
 /// The burst: returns the row of the table.
