@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pagepool::{page_size, BufferPool};
+use pagepool::{page_size, BufferPool, PageBuffer, PoolBuilder};
 
 const PACKETS: usize = 1_000_000;
 const MAPPINGS: usize = 2_000;
@@ -113,15 +113,8 @@ fn main() {
         return; // `cargo test --benches`: nothing to measure
     }
     wait_overshoot();
-    let pool = BufferPool::builder()
-        .name("bench-stall")
-        .metrics(false)
-        .slab_size(2 * page_size())
-        .build()
-        .unwrap();
-    let packets: Vec<_> = (0..PACKETS)
-        .map(|_| pool.allocate_buffer(64).unwrap())
-        .collect();
+    let (pool, packets) =
+        with_packets_out(BufferPool::builder().name("bench-stall").metrics(false));
     println!("\nstall: {PACKETS} packets out; {MAPPINGS} allocations that each map a slab");
     print("no scanner", &latencies(&pool));
     let (lat, reports, longest) = while_looping(&pool, || {
@@ -144,18 +137,24 @@ fn main() {
     publisher_stall();
 }
 
+/// A pool of `builder` with two-page slabs, and `PACKETS` 64-byte packets
+/// out of it.
+fn with_packets_out(builder: PoolBuilder) -> (BufferPool, Vec<PageBuffer>) {
+    let pool = builder.slab_size(2 * page_size()).build().unwrap();
+    let packets = (0..PACKETS)
+        .map(|_| pool.allocate_buffer(64).unwrap())
+        .collect();
+    (pool, packets)
+}
+
 /// Allocations that map a slab while `publish_metrics` loops over a pool
 /// with `PACKETS` out.
 fn publisher_stall() {
-    let pool = BufferPool::builder()
-        .name("bench-stall-publisher")
-        .metrics_publish_interval(Duration::from_secs(1))
-        .slab_size(2 * page_size())
-        .build()
-        .unwrap();
-    let packets: Vec<_> = (0..PACKETS)
-        .map(|_| pool.allocate_buffer(64).unwrap())
-        .collect();
+    let (pool, packets) = with_packets_out(
+        BufferPool::builder()
+            .name("bench-stall-publisher")
+            .metrics_publish_interval(Duration::from_secs(1)),
+    );
     let (lat, ticks, longest) = while_looping(&pool, || pool.publish_metrics());
     print("publish_metrics looping", &lat);
     println!("  ({ticks} publishes of a pool with {PACKETS} buffers out, the longest {longest:?})");

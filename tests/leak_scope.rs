@@ -4,7 +4,7 @@
 use std::sync::Barrier;
 use std::thread;
 
-use pagepool::{BufferPool, LeakTracking};
+use pagepool::{BufferPool, LeakTracking, PageBuffer};
 
 #[test]
 fn only_the_leaking_threads_check_fails() {
@@ -52,10 +52,7 @@ fn a_pool_wide_check_sees_every_threads_leak() {
         .build()
         .unwrap();
     let check = pool.leak_check();
-    let other = pool.clone();
-    let theirs = thread::spawn(move || other.allocate_page_size_buffer(4096).unwrap())
-        .join()
-        .unwrap();
+    let theirs = allocated_on_another_thread(&pool);
     assert!(check.finish().is_err());
     drop(theirs);
 }
@@ -68,11 +65,16 @@ fn without_tracking_a_thread_check_counts_every_thread() {
         .build()
         .unwrap();
     let check = pool.thread_leak_check();
-    let other = pool.clone();
-    let theirs = thread::spawn(move || other.allocate_page_size_buffer(4096).unwrap())
-        .join()
-        .unwrap();
+    let theirs = allocated_on_another_thread(&pool);
     // The thread is not recorded: the check must not pass over the leak.
     assert!(check.finish().is_err());
     drop(theirs);
+}
+
+/// A buffer of `pool` that another thread allocated (and is still out).
+fn allocated_on_another_thread(pool: &BufferPool) -> PageBuffer {
+    let other = pool.clone();
+    thread::spawn(move || other.allocate_page_size_buffer(4096).unwrap())
+        .join()
+        .unwrap()
 }
