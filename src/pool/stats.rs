@@ -11,9 +11,14 @@ use crate::stats::{self, ClassStats, PoolStats};
 impl PoolInner {
     /// A snapshot of the pool's counters.
     pub(crate) fn stats(&self) -> PoolStats {
+        self.stats_of(&self.class_stats())
+    }
+
+    /// The pool's snapshot over `classes`, its classes' snapshots just taken.
+    fn stats_of(&self, classes: &[ClassStats]) -> PoolStats {
         publisher::ensure_running();
         let mut s = stats::total(
-            self.class_stats().into_iter(),
+            classes.iter().copied(),
             &self.counters,
             self.checks.corruption_counts(),
             self.max_bytes(),
@@ -53,8 +58,9 @@ impl PoolInner {
     pub(crate) fn publish_metrics(&self) {
         if let Some(m) = &self.metrics {
             let sites = self.scan_for_publish();
-            let stats = self.stats();
-            m.publish(&stats, &self.class_stats(), self.checks.corruption_counts());
+            let classes = self.class_stats();
+            let stats = self.stats_of(&classes);
+            m.publish(&stats, &classes, self.checks.corruption_counts());
             let (top, rest) = match sites {
                 Some(totals) => totals.top(m.sites.top()),
                 None => (Vec::new(), (stats.bytes_in_use, stats.buffers_in_use)),
