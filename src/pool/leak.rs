@@ -72,17 +72,7 @@ impl PoolInner {
     /// Recounts the leak suspects (a walk of the slot metadata) and stores
     /// the count in the counters.
     pub(crate) fn refresh_leak_suspects(&self) -> usize {
-        let n = if self.config.tracking == LeakTracking::Off {
-            0
-        } else {
-            let threshold = self.config.leak_age.as_nanos().min(u64::MAX as u128) as u64;
-            let now = clock::coarse_nanos();
-            let mut n = 0;
-            self.scan_slots(|_, s| n += usize::from(leak::is_suspect(s, now, threshold)));
-            n
-        };
-        self.counters.leak_suspects.store(n, Relaxed);
-        n
+        self.walk_in_use(|_, _| {})
     }
 
     /// The publisher's one walk of the slot metadata: recounts the leak
@@ -90,22 +80,30 @@ impl PoolInner {
     /// and adds up the outstanding buffers by allocation site. `None` with
     /// leak tracking off (no site is recorded).
     pub(crate) fn scan_for_publish(&self) -> Option<SiteTotals> {
-        if self.config.tracking == LeakTracking::Off {
-            self.counters.leak_suspects.store(0, Relaxed);
-            return None;
-        }
-        let threshold = self.config.leak_age.as_nanos().min(u64::MAX as u128) as u64;
-        let now = clock::coarse_nanos();
-        let mut n = 0;
         let mut totals = SiteTotals::default();
-        self.scan_slots(|class, s| {
-            if s.state.load() != SlotState::InUse {
-                return;
-            }
-            n += usize::from(leak::is_suspect(s, now, threshold));
-            totals.add(s.site(), self.classes.slot_bytes(class));
-        });
+        self.walk_in_use(|class, s| totals.add(s.site(), self.classes.slot_bytes(class)));
+        (self.config.tracking != LeakTracking::Off).then_some(totals)
+    }
+
+    /// With leak tracking on, one walk of the slot metadata that hands every
+    /// buffer in use to `visit` and counts the leak suspects; stores the
+    /// count (0 with tracking off, and no walk) and returns it.
+    fn walk_in_use(&self, mut visit: impl FnMut(ClassIdx, &Slot)) -> usize {
+        let n = if self.config.tracking == LeakTracking::Off {
+            0
+        } else {
+            let threshold = self.config.leak_age.as_nanos().min(u64::MAX as u128) as u64;
+            let now = clock::coarse_nanos();
+            let mut n = 0;
+            self.scan_slots(|class, s| {
+                if s.state.load() == SlotState::InUse {
+                    n += usize::from(leak::is_suspect(s, now, threshold));
+                    visit(class, s);
+                }
+            });
+            n
+        };
         self.counters.leak_suspects.store(n, Relaxed);
-        Some(totals)
+        n
     }
 }
