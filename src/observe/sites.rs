@@ -182,10 +182,7 @@ impl SiteGauges {
 
     /// Zeroes every series (the pool shut down) and forgets the shown sites.
     pub(crate) fn clear(&self) {
-        for gone in self.shown.lock().drain() {
-            gone.1.set(0, 0);
-        }
-        self.other.set(0, 0);
+        self.publish(Vec::new(), (0, 0));
     }
 }
 
