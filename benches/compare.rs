@@ -51,7 +51,6 @@
 //! cargo bench -p pagepool-benches --bench compare
 //! ```
 //!
-//!
 //! With `PAGEPOOL_SYSCALL_PROBE=1` it counts system calls instead: see
 //! `compare/syscall_probe.rs`.
 //!

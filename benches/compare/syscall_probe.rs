@@ -1,11 +1,9 @@
-//! # Counting system calls
-//!
-//! With `PAGEPOOL_SYSCALL_PROBE=1` the binary runs only this: install the
-//! Prometheus recorder, build a default pool, warm it with 1,000,000 cycles
-//! at 4 KiB and at 64 KiB (and drain the recorder once, as its upkeep
-//! would), write `PAGEPOOL_PROBE_BEGIN` to stderr, run
-//! `PAGEPOOL_PROBE_CYCLES` (default 1,000,000) more cycles at each size,
-//! write `PAGEPOOL_PROBE_END`, exit. Compare a run with 0 cycles against one
+//! Counting system calls: with `PAGEPOOL_SYSCALL_PROBE=1` the compare binary
+//! runs only this: install the Prometheus recorder, build a default pool,
+//! warm it with 1,000,000 cycles at 4 KiB and at 64 KiB (and drain the
+//! recorder once, as its upkeep would), write `PAGEPOOL_PROBE_BEGIN` to
+//! stderr, run `PAGEPOOL_PROBE_CYCLES` (default 1,000,000) more cycles at
+//! each size, write `PAGEPOOL_PROBE_END`, exit. Compare a run with 0 cycles against one
 //! with 1,000,000; `strace` without `-f` follows only the main thread, the one
 //! that runs the loop (with `-f` the pool's 5 ms coarse-clock thread and its
 //! metrics publisher show up too, in proportion to the run's wall time, not
