@@ -68,8 +68,9 @@
 //!                               │                                  PageBuffer { ptr, slot }
 //!                               ├─ SizeClasses   64 .. 2048 B packed (allocate_buffer),
 //!                               │                then 1,2,3,4,5,6,7,8,10,.. pages   (class.rs)
-//!                               ├─ Depot         per class (cache-padded): FreeList, a
-//!                               │                lock-free SegQueue of SlotRef, and its
+//!                               ├─ Depot         per class (cache-padded): FreeList (a
+//!                               │                lock-free SegQueue of single SlotRefs,
+//!                               │                a leaf Mutex of spilled batches) and its
 //!                               │                ClassCounters; flush epoch, abandoned,
 //!                               │                waiters for room              (free/depot.rs)
 //!                               ├─ Mutex<SlabSet> per class, sorted by address; raises
@@ -179,8 +180,13 @@
 //! itself is two words, so it is returned and moved in registers. No lock,
 //! no system call, and no atomic read-modify-write on the same-thread path;
 //! a buffer released on another thread costs one atomic decrement of its
-//! anchor's count. The depot's `SegQueue` is touched once per half bin
-//! when a thread's bin runs empty or full.
+//! anchor's count. The depot is touched once per half bin when a thread's
+//! bin runs empty or full: a full bin spills its older half as one batch
+//! (a `Vec` under the class's batch lock, one lock round trip instead of a
+//! queue push per slot) and an empty one takes a batch whole as its stack,
+//! so in the producer → consumers pattern (consumers spill what the
+//! producer refills) a bin's worth of slots crosses threads in two steps.
+//! Spills of fewer than 4 slots (bins of big classes) go one by one.
 //!
 //! Two layout choices the instruction counts showed: `cache::acquire`
 //! writes out the `FAST` and flush-epoch test that `ready_entry` makes for
@@ -538,20 +544,22 @@
 //!
 //! ## Why the orderings are enough
 //!
-//! pagepool relies on `crossbeam`'s queue for every hand-over of a slot:
+//! pagepool relies on `crossbeam`'s queue and the batch lock for every
+//! hand-over of a slot:
 //!
 //! - **No two owners.** At any time a slot is in exactly one place: owned by
 //!   one `PageBuffer`, in one thread's bin, on its class's depot
-//!   `SegQueue`, in the quarantine, or in transit inside one of the pool's
+//!   `SegQueue` or in one of its batches, in the quarantine, or in transit inside one of the pool's
 //!   functions that took it from one of those (a refill batch, `trim`'s
 //!   drained list, a spill). Every move takes it out of the old place before
 //!   it enters the new one: `SegQueue::pop` hands each pushed element to
-//!   exactly one popper (crossbeam's guarantee), a bin is touched by its
+//!   exactly one popper (crossbeam's guarantee), a batch is taken (whole, or
+//!   one slot) under its lock, a bin is touched by its
 //!   thread alone, the quarantine is a mutex-protected queue, and a buffer
 //!   gives its slot back exactly once (its `Drop`, or `release`, which skips
 //!   the `Drop`).
 //! - **Contents are handed over.** Each move between threads goes through a
-//!   release/acquire pair: the `SegQueue`'s push and pop, the quarantine's
+//!   release/acquire pair: the `SegQueue`'s push and pop, the batch lock, the quarantine's
 //!   mutex, the user's own synchronisation when a buffer (`Send`) is moved to
 //!   another thread and dropped there, the `Arc` inside `SharedBuffer` (its
 //!   last drop follows every reader's accesses), and the anchor's
@@ -559,8 +567,8 @@
 //!   write by the previous owner happens before every access by the next.
 //! - **Bins are private.** A bin is reachable only through its
 //!   thread's `thread_local!`, so its pushes and pops need no ordering; a slot
-//!   moves between threads only through the `SegQueue` (spill on one thread,
-//!   refill on another), which provides the hand-over above. A bin's entry
+//!   moves between threads only through the depot's free list (spill on one
+//!   thread, refill on another), which provides the hand-over above. A bin's entry
 //!   is keyed by the pool's process-unique id and holds the thread's anchor
 //!   (and through it an `Arc` of the pool); it is retired when the thread
 //!   exits, or when the thread makes an entry for another pool and finds

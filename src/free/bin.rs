@@ -7,6 +7,10 @@ use super::depot::FreeList;
 use crate::mem::slot::SlotRef;
 use crate::stats::{bump_own, ThreadClassCounters};
 
+/// The fewest slots a spill moves as one batch: below it, one queue push
+/// each costs less than a batch's allocation.
+const MIN_BATCH: usize = 4;
+
 /// One class's free slots in a thread's cache.
 pub(super) struct Bin {
     /// Free slots, most recently released last (LIFO). Capacity
@@ -58,9 +62,22 @@ impl Bin {
         true
     }
 
-    /// Moves up to half a bin of free slots from `free` into this bin and
-    /// returns one more for the caller.
+    /// Moves up to half a bin of free slots from `free` into this empty
+    /// bin and returns one more for the caller: a batch another bin spilled,
+    /// taken whole as this bin's stack, else singles one at a time.
     pub(super) fn refill(&mut self, free: &FreeList) -> Option<SlotRef> {
+        debug_assert!(self.slots.is_empty());
+        if let Some(batch) = free.pop_batch() {
+            // `FreeList`'s invariant: room for a bin's `limit + 1` slots,
+            // which `slots` keeps (see there); a batch is never longer than
+            // the half bin spilled.
+            if batch.capacity() > self.limit && batch.len() <= self.limit {
+                self.slots = batch;
+            } else {
+                self.slots.extend(batch);
+            }
+            return self.slots.pop();
+        }
         let first = free.pop()?;
         let batch = self.limit / 2;
         while self.slots.len() < batch {
@@ -73,11 +90,91 @@ impl Bin {
     }
 
     /// Moves the older slots of an over-full bin to `free`, keeping half a
-    /// bin (none with no caches).
+    /// bin (none with no caches): as one batch when there are at least
+    /// [`MIN_BATCH`] of them, else one at a time.
     pub(super) fn spill(&mut self, free: &FreeList) {
         let keep = self.limit / 2;
-        for slot in self.slots.drain(..self.slots.len() - keep) {
-            free.push(slot);
+        let n = self.slots.len() - keep;
+        if n < MIN_BATCH {
+            for slot in self.slots.drain(..n) {
+                free.push(slot);
+            }
+            return;
         }
+        // The newer half stays, in a stack of the bin's capacity; the older
+        // half leaves whole in the current one.
+        let mut stay = Vec::with_capacity(self.limit + 1);
+        stay.extend_from_slice(&self.slots[n..]);
+        self.slots.truncate(n);
+        free.push_batch(std::mem::replace(&mut self.slots, stay));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::class::SizeClasses;
+    use crate::mem::slot::{Edges, Slot};
+    use crate::stats::ThreadClassCounters;
+
+    /// `n` slots (metadata only: the tests never touch their bytes).
+    fn slots(n: usize) -> Vec<Slot> {
+        let class = SizeClasses::new(4096, 1 << 16)
+            .all()
+            .next()
+            .expect("a class");
+        (0..n)
+            .map(|_| Slot::new(NonNull::dangling(), class, Edges::EMPTY))
+            .collect()
+    }
+
+    #[test]
+    fn a_spill_moves_the_older_half_as_one_batch_that_a_refill_takes_whole() {
+        let counters = ThreadClassCounters::default();
+        let free = FreeList::default();
+        let meta = slots(65);
+        let all: Vec<SlotRef> = meta.iter().map(SlotRef::new).collect();
+        let mut bin = Bin::new(64, NonNull::from(&counters));
+        bin.slots.extend_from_slice(&all);
+        bin.spill(&free);
+        // The newer half stays, in a stack of the bin's capacity.
+        assert_eq!(bin.slots, all[33..]);
+        assert!(bin.slots.capacity() > bin.limit);
+        let batch = free.pop_batch().expect("one batch");
+        assert_eq!(batch, all[..33]);
+        assert!(batch.capacity() > bin.limit);
+        assert!(free.pop().is_none(), "nothing went one at a time");
+        free.push_batch(batch);
+
+        let mut other = Bin::new(64, NonNull::from(&counters));
+        assert_eq!(other.refill(&free), Some(all[32]));
+        assert_eq!(other.slots, all[..32]);
+        assert!(other.slots.capacity() > other.limit);
+        assert!(free.pop_batch().is_none() && free.pop().is_none());
+    }
+
+    #[test]
+    fn a_small_spill_goes_one_at_a_time_and_pop_and_drain_reach_batches() {
+        let counters = ThreadClassCounters::default();
+        let free = FreeList::default();
+        let meta = slots(8);
+        let all: Vec<SlotRef> = meta.iter().map(SlotRef::new).collect();
+        // A bin of 4: a spill of 3 is below `MIN_BATCH`.
+        let mut bin = Bin::new(4, NonNull::from(&counters));
+        bin.slots.extend_from_slice(&all[..5]);
+        bin.spill(&free);
+        assert_eq!(bin.slots, all[3..5]);
+        assert!(free.pop_batch().is_none());
+        let mut big = all[5..].to_vec();
+        big.reserve(8);
+        free.push_batch(big);
+        free.push_batch(Vec::new());
+        // Singles first, then the batch's slots one by one.
+        let popped: Vec<SlotRef> = std::iter::from_fn(|| free.pop()).take(4).collect();
+        assert_eq!(popped, [all[0], all[1], all[2], all[7]]);
+        let mut rest = free.drain();
+        rest.sort_by_key(|s| all.iter().position(|a| a == s));
+        assert_eq!(rest, all[5..7]);
+        assert!(free.pop().is_none());
     }
 }

@@ -1,10 +1,10 @@
-//! The depot: what a pool's thread caches share. Each class's lock-free
-//! free list and counters, the flush epoch, the cache limits, the abandoned
+//! The depot: what a pool's thread caches share. Each class's free list
+//! (lock-free singles, and spilled batches under a leaf lock) and counters, the flush epoch, the cache limits, the abandoned
 //! flag, the waiters for room, and the registry of every thread's counters.
 //!
 //! Handing a slot over through a free list: a `push` by the releasing thread
 //! *happens before* the `pop` that hands the slot out again (the queue's
-//! release/acquire pair), so everything the last owner wrote to the slot is
+//! release/acquire pair, or the batch lock's), so everything the last owner wrote to the slot is
 //! visible to the next one, and the two never overlap: a slot is on the list
 //! or owned by one buffer, never both.
 
@@ -22,32 +22,87 @@ use crate::stats::{ClassCounters, ClassStats, ThreadCounters};
 use crate::sync::{AtomicBool, AtomicU32, Mutex};
 use crate::waitlist::WaitList;
 
-/// One class's free slots.
+/// One class's free slots: those given back one at a time, and whole
+/// batches a thread cache spilled, which a refill takes whole, so a bin's
+/// worth moves between threads in one step rather than one queue operation
+/// per slot (the producer → consumers pattern: consumers spill what a
+/// producer refills).
+///
+/// Invariant: every batch on `batches` is non-empty and has room for
+/// `batch_capacity` slots, so a refill can make it a bin's stack.
 #[derive(Debug, Default)]
 pub(crate) struct FreeList {
-    queue: SegQueue<SlotRef>,
+    singles: SegQueue<SlotRef>,
+    /// A leaf lock: nothing else is taken while it is held.
+    batches: Mutex<Vec<Vec<SlotRef>>>,
 }
 
 impl FreeList {
-    /// Takes a free slot, if any.
+    /// Takes a free slot, if any: a single, else one from a batch.
     #[inline]
     pub(crate) fn pop(&self) -> Option<SlotRef> {
-        self.queue.pop()
+        if let Some(slot) = self.singles.pop() {
+            return Some(slot);
+        }
+        self.pop_from_batch()
+    }
+
+    #[cold]
+    fn pop_from_batch(&self) -> Option<SlotRef> {
+        let mut batches = self.batches.lock();
+        let last = batches.last_mut()?;
+        let slot = last.pop();
+        if last.is_empty() {
+            batches.pop();
+        }
+        slot
     }
 
     /// Gives a slot back.
     #[inline]
     pub(crate) fn push(&self, slot: SlotRef) {
-        self.queue.push(slot)
+        self.singles.push(slot)
+    }
+
+    /// Gives back a batch of slots whole (nothing if it is empty). Its
+    /// capacity is the bin's, `limit + 1`: the refill that takes it makes
+    /// it a bin's stack.
+    pub(crate) fn push_batch(&self, batch: Vec<SlotRef>) {
+        if !batch.is_empty() {
+            self.batches.lock().push(batch);
+        }
+    }
+
+    /// Takes a whole batch, if there is one.
+    pub(crate) fn pop_batch(&self) -> Option<Vec<SlotRef>> {
+        self.batches.lock().pop()
     }
 
     /// Takes every slot currently on the list.
     pub(crate) fn drain(&self) -> Vec<SlotRef> {
-        let mut out = Vec::with_capacity(self.queue.len());
-        while let Some(s) = self.queue.pop() {
+        let mut out = Vec::with_capacity(self.singles.len());
+        while let Some(s) = self.singles.pop() {
             out.push(s);
         }
+        let batches = std::mem::take(&mut *self.batches.lock());
+        out.extend(batches.into_iter().flatten());
         out
+    }
+
+    /// Takes the batch lock for a `fork` (see [`crate::forklock`]).
+    pub(crate) fn fork_hold(&self) {
+        crate::forklock::hold(&self.batches);
+    }
+
+    /// Lets go what [`fork_hold`](Self::fork_hold) took.
+    ///
+    /// # Safety
+    ///
+    /// As [`crate::forklock::release`]'s: this thread took it with
+    /// `fork_hold`, and in the child no other thread runs yet.
+    pub(crate) unsafe fn fork_release(&self, child: bool) {
+        // SAFETY: the caller's contract is `release`'s.
+        unsafe { crate::forklock::release(&self.batches, child) }
     }
 }
 
@@ -102,6 +157,9 @@ impl Depot {
     pub(crate) fn fork_hold(&self) {
         crate::forklock::hold(&self.thread_counters);
         self.room.fork_hold();
+        for class in self.classes.iter() {
+            class.free.fork_hold();
+        }
     }
 
     /// Lets go what [`fork_hold`](Self::fork_hold) took.
@@ -113,6 +171,9 @@ impl Depot {
     pub(crate) unsafe fn fork_release(&self, child: bool) {
         // SAFETY: the caller's contract is `release`'s, for both locks.
         unsafe {
+            for class in self.classes.iter() {
+                class.free.fork_release(child);
+            }
             self.room.fork_release(child);
             crate::forklock::release(&self.thread_counters, child);
         }

@@ -7,7 +7,7 @@
 //! code nests in this order: `slabs`, `mapped` (exclusively: it waits for
 //! running scans), `limit`, `backtraces`, the quarantine, the quota book
 //! (accounts, each account's waiters, shards), the depot (thread counters,
-//! waiters) and its slab-event subscribers' locks (an io_uring registry's
+//! waiters, each class's batch lock) and its slab-event subscribers' locks (an io_uring registry's
 //! table); then the process-wide metric-name, thread-name and call-site
 //! registries, the fault handler's install lock, the publisher's timer
 //! heap, and the leaves added by
