@@ -15,6 +15,8 @@
 //! | `bare/4KiB_async` | bare, through the async call polled once |
 //! | `default/1500B_page` | defaults: `allocate_page_size_buffer(1500)` (a slack canary to check) |
 //! | `default/1500B_packet` | defaults: `allocate_buffer(1500)` (a small class, red zones) |
+//! | `default/handoff_4KiB`, `default/handoff_64KiB` | per buffer, producer → two consumers as in `handoff.rs`: one thread allocates batches of 64 (writing one byte of each) and sends each batch (a `Vec`) to one of two consumers in turn over a channel 16 batches deep; the consumers write one byte and drop them (all three threads counted, the hand-off included) |
+//! | `ids/handoff` | the same hand-off of plain `u64` ids: what the two rows above pay that is not the pool |
 //!
 //! ```text
 //! cargo bench -p pagepool-benches --bench instructions
@@ -29,6 +31,7 @@ use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::process::Command;
+use std::sync::mpsc::Receiver;
 use std::task::{Context, Poll, Waker};
 
 use pagepool::BufferPool;
@@ -41,14 +44,23 @@ const WARM_UP: u32 = 10_000;
 /// The environment variable that makes this binary run one case.
 const CASE_VAR: &str = "PAGEPOOL_INSTRUCTIONS_CASE";
 
-const CASES: [&str; 6] = [
+const CASES: [&str; 9] = [
     "default/4KiB",
     "default/4KiB_async",
     "bare/4KiB",
     "bare/4KiB_async",
     "default/1500B_page",
     "default/1500B_packet",
+    "default/handoff_4KiB",
+    "default/handoff_64KiB",
+    "ids/handoff",
 ];
+/// Batches of [`HANDOFF_BATCH`] buffers the hand-off cases send.
+const HANDOFF_BATCHES: u32 = 2_000;
+/// Buffers per batch, as in `handoff.rs`.
+const HANDOFF_BATCH: u32 = 64;
+/// Batches the hand-off channels hold, as in `handoff.rs`.
+const HANDOFF_DEPTH: usize = 16;
 
 fn main() {
     match std::env::var(CASE_VAR) {
@@ -97,13 +109,23 @@ fn report() {
             .or_else(|| text.lines().find_map(|l| l.strip_prefix("summary:")))
             .and_then(|v| v.trim().parse().ok())
             .expect("a totals line in callgrind's output");
-        println!("| {case} | {:.1} |", total as f64 / f64::from(CYCLES));
+        let cycles = if case.contains("handoff") {
+            HANDOFF_BATCHES * HANDOFF_BATCH
+        } else {
+            CYCLES
+        };
+        println!("| {case} | {:.1} |", total as f64 / f64::from(cycles));
     }
 }
 
 /// One case, as the child under callgrind.
 fn run_case(case: &str) {
     let (config, size) = case.split_once('/').expect("config/size");
+    if config == "ids" {
+        warm_up_handoff(|id| id);
+        measured_cycles_handoff(|id| id);
+        return;
+    }
     let _recorder = (config == "default").then(|| {
         pagepool::prometheus::builder()
             .install_recorder()
@@ -114,6 +136,17 @@ fn run_case(case: &str) {
         "bare" => pools::bare_pool("instructions_bare"),
         other => panic!("unknown configuration {other}"),
     };
+    if let Some(size) = size.strip_prefix("handoff_") {
+        let bytes = if size == "4KiB" { 4096 } else { 65_536 };
+        let buffer = |_| {
+            let mut buf = pool.allocate_page_size_buffer(bytes).expect("room");
+            buf.as_max_slice_mut()[0] = 1;
+            buf
+        };
+        warm_up_handoff(buffer);
+        measured_cycles_handoff(buffer);
+        return;
+    }
     let (bytes, call) = match size {
         "4KiB" => (4096, Call::Page),
         "4KiB_async" => (4096, Call::PageAsync),
@@ -123,6 +156,84 @@ fn run_case(case: &str) {
     };
     warm_up(&pool, bytes, call);
     measured_cycles(&pool, bytes, call, CYCLES);
+}
+
+/// What a consumer of the hand-off cases does with an item.
+trait Consume: Send + 'static {
+    fn consume(self);
+}
+
+impl Consume for u64 {
+    fn consume(self) {
+        black_box(self);
+    }
+}
+
+impl Consume for pagepool::PageBuffer {
+    fn consume(mut self) {
+        self.as_max_slice_mut()[0] = 2;
+        black_box(&self);
+    }
+}
+
+#[inline(never)]
+fn warm_up_handoff<T: Consume>(make: impl Fn(u64) -> T) {
+    handoff(make, HANDOFF_BATCHES / 10, warm_up_consumer);
+}
+
+/// The collected hand-off: producer here, consumers on two threads (their
+/// loop is `measured_cycles_consumer`, collected too).
+#[inline(never)]
+fn measured_cycles_handoff<T: Consume>(make: impl Fn(u64) -> T) {
+    handoff(make, HANDOFF_BATCHES, measured_cycles_consumer);
+}
+
+/// Consumers fed by channels (each runs `consumer`); the calling thread
+/// makes `batches` batches with `make` and sends them in turn.
+fn handoff<T: Consume>(make: impl Fn(u64) -> T, batches: u32, consumer: fn(Receiver<Vec<T>>)) {
+    let (senders, consumers): (Vec<_>, Vec<_>) = (0..2)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(HANDOFF_DEPTH);
+            (tx, std::thread::spawn(move || consumer(rx)))
+        })
+        .unzip();
+    for b in 0..batches {
+        let batch = (0..HANDOFF_BATCH)
+            .map(|i| make(u64::from(b * HANDOFF_BATCH + i)))
+            .collect();
+        senders[b as usize % 2].send(batch).expect("a consumer");
+    }
+    drop(senders);
+    for c in consumers {
+        c.join().expect("a consumer");
+    }
+}
+
+/// A consumer's loop, collected. Its body differs from
+/// `warm_up_consumer`'s (the count it hands to `black_box`): identical
+/// functions are folded into one symbol, which callgrind would then know
+/// by the other's name.
+#[inline(never)]
+fn measured_cycles_consumer<T: Consume>(rx: Receiver<Vec<T>>) {
+    black_box(consume_all(rx));
+}
+
+#[inline(never)]
+fn warm_up_consumer<T: Consume>(rx: Receiver<Vec<T>>) {
+    consume_all(rx);
+}
+
+/// Consumes every item `rx` brings; returns how many.
+#[inline(always)]
+fn consume_all<T: Consume>(rx: Receiver<Vec<T>>) -> usize {
+    let mut n = 0;
+    for batch in rx {
+        n += batch.len();
+        for item in batch {
+            item.consume();
+        }
+    }
+    n
 }
 
 /// Which allocation a case calls.

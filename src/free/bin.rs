@@ -64,18 +64,12 @@ impl Bin {
 
     /// Moves up to half a bin of free slots from `free` into this empty
     /// bin and returns one more for the caller: a batch another bin spilled,
-    /// taken whole as this bin's stack, else singles one at a time.
+    /// taken whole as this bin's stack (the stacks all have the capacity
+    /// `slots` needs), else singles one at a time.
     pub(super) fn refill(&mut self, free: &FreeList) -> Option<SlotRef> {
         debug_assert!(self.slots.is_empty());
-        if let Some(batch) = free.pop_batch() {
-            // `FreeList`'s invariant: room for a bin's `limit + 1` slots,
-            // which `slots` keeps (see there); a batch is never longer than
-            // the half bin spilled.
-            if batch.capacity() > self.limit && batch.len() <= self.limit {
-                self.slots = batch;
-            } else {
-                self.slots.extend(batch);
-            }
+        if free.refill_batch(&mut self.slots) {
+            debug_assert!(self.slots.capacity() > self.limit);
             return self.slots.pop();
         }
         let first = free.pop()?;
@@ -99,14 +93,10 @@ impl Bin {
             for slot in self.slots.drain(..n) {
                 free.push(slot);
             }
-            return;
+        } else {
+            free.spill_batch(&mut self.slots, n);
+            debug_assert!(self.slots.capacity() > self.limit);
         }
-        // The newer half stays, in a stack of the bin's capacity; the older
-        // half leaves whole in the current one.
-        let mut stay = Vec::with_capacity(self.limit + 1);
-        stay.extend_from_slice(&self.slots[n..]);
-        self.slots.truncate(n);
-        free.push_batch(std::mem::replace(&mut self.slots, stay));
     }
 }
 
@@ -140,17 +130,18 @@ mod tests {
         // The newer half stays, in a stack of the bin's capacity.
         assert_eq!(bin.slots, all[33..]);
         assert!(bin.slots.capacity() > bin.limit);
-        let batch = free.pop_batch().expect("one batch");
-        assert_eq!(batch, all[..33]);
-        assert!(batch.capacity() > bin.limit);
-        assert!(free.pop().is_none(), "nothing went one at a time");
-        free.push_batch(batch);
-
         let mut other = Bin::new(64, NonNull::from(&counters));
         assert_eq!(other.refill(&free), Some(all[32]));
         assert_eq!(other.slots, all[..32]);
         assert!(other.slots.capacity() > other.limit);
-        assert!(free.pop_batch().is_none() && free.pop().is_none());
+        assert!(free.pop().is_none(), "the batch went whole, nothing alone");
+        // A spill hands over the bin's own stack: the batch is not copied.
+        let old = other.slots.as_ptr();
+        other.slots.extend_from_slice(&all[32..]);
+        other.spill(&free);
+        let mut third = Bin::new(64, NonNull::from(&counters));
+        assert_eq!(third.refill(&free), Some(all[32]));
+        assert_eq!(third.slots.as_ptr(), old);
     }
 
     #[test]
@@ -164,11 +155,9 @@ mod tests {
         bin.slots.extend_from_slice(&all[..5]);
         bin.spill(&free);
         assert_eq!(bin.slots, all[3..5]);
-        assert!(free.pop_batch().is_none());
         let mut big = all[5..].to_vec();
         big.reserve(8);
-        free.push_batch(big);
-        free.push_batch(Vec::new());
+        free.spill_batch(&mut big, 3);
         // Singles first, then the batch's slots one by one.
         let popped: Vec<SlotRef> = std::iter::from_fn(|| free.pop()).take(4).collect();
         assert_eq!(popped, [all[0], all[1], all[2], all[7]]);

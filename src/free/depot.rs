@@ -27,15 +27,29 @@ use crate::waitlist::WaitList;
 /// worth moves between threads in one step rather than one queue operation
 /// per slot (the producer → consumers pattern: consumers spill what a
 /// producer refills).
-///
-/// Invariant: every batch on `batches` is non-empty and has room for
-/// `batch_capacity` slots, so a refill can make it a bin's stack.
 #[derive(Debug, Default)]
 pub(crate) struct FreeList {
     singles: SegQueue<SlotRef>,
     /// A leaf lock: nothing else is taken while it is held.
-    batches: Mutex<Vec<Vec<SlotRef>>>,
+    batches: Mutex<Batches>,
 }
+
+/// The spilled batches of a class, and the empty stacks refills left.
+///
+/// Invariant: every stack in `full` or `spares` has the capacity of the
+/// class's bins (`limit + 1`: they all were bins' stacks), so each can
+/// become a bin's stack again; those in `full` are non-empty, those in
+/// `spares` empty.
+#[derive(Debug, Default)]
+struct Batches {
+    full: Vec<Vec<SlotRef>>,
+    spares: Vec<Vec<SlotRef>>,
+}
+
+/// Empty stacks a class keeps for spills (beyond them, a refill's old
+/// stack is freed): enough for the bins of a few threads that spill what
+/// others refill.
+const MAX_SPARES: usize = 8;
 
 impl FreeList {
     /// Takes a free slot, if any: a single, else one from a batch.
@@ -50,10 +64,11 @@ impl FreeList {
     #[cold]
     fn pop_from_batch(&self) -> Option<SlotRef> {
         let mut batches = self.batches.lock();
-        let last = batches.last_mut()?;
+        let last = batches.full.last_mut()?;
         let slot = last.pop();
         if last.is_empty() {
-            batches.pop();
+            let empty = batches.full.pop().expect("the last batch");
+            batches.keep_spare(empty);
         }
         slot
     }
@@ -64,28 +79,40 @@ impl FreeList {
         self.singles.push(slot)
     }
 
-    /// Gives back a batch of slots whole (nothing if it is empty). Its
-    /// capacity is the bin's, `limit + 1`: the refill that takes it makes
-    /// it a bin's stack.
-    pub(crate) fn push_batch(&self, batch: Vec<SlotRef>) {
-        if !batch.is_empty() {
-            self.batches.lock().push(batch);
-        }
+    /// Moves `bin[..n]` (`0 < n`) to the list as one batch, in `bin`'s own
+    /// stack; `bin` keeps the rest, in a spare stack of the same capacity
+    /// (or a new one).
+    pub(crate) fn spill_batch(&self, bin: &mut Vec<SlotRef>, n: usize) {
+        debug_assert!(0 < n && n <= bin.len());
+        let spare = self.batches.lock().spares.pop();
+        let mut stay = spare.unwrap_or_else(|| Vec::with_capacity(bin.capacity()));
+        stay.extend_from_slice(&bin[n..]);
+        bin.truncate(n);
+        let batch = std::mem::replace(bin, stay);
+        self.batches.lock().full.push(batch);
     }
 
-    /// Takes a whole batch, if there is one.
-    pub(crate) fn pop_batch(&self) -> Option<Vec<SlotRef>> {
-        self.batches.lock().pop()
+    /// Makes a spilled batch the empty `bin`'s stack, keeping `bin`'s old
+    /// stack as a spare; `false` (and nothing changed) when there is none.
+    pub(crate) fn refill_batch(&self, bin: &mut Vec<SlotRef>) -> bool {
+        debug_assert!(bin.is_empty());
+        let mut batches = self.batches.lock();
+        let Some(batch) = batches.full.pop() else {
+            return false;
+        };
+        let empty = std::mem::replace(bin, batch);
+        batches.keep_spare(empty);
+        true
     }
 
-    /// Takes every slot currently on the list.
+    /// Takes every slot currently on the list (and frees the spares).
     pub(crate) fn drain(&self) -> Vec<SlotRef> {
         let mut out = Vec::with_capacity(self.singles.len());
         while let Some(s) = self.singles.pop() {
             out.push(s);
         }
         let batches = std::mem::take(&mut *self.batches.lock());
-        out.extend(batches.into_iter().flatten());
+        out.extend(batches.full.into_iter().flatten());
         out
     }
 
@@ -103,6 +130,16 @@ impl FreeList {
     pub(crate) unsafe fn fork_release(&self, child: bool) {
         // SAFETY: the caller's contract is `release`'s.
         unsafe { crate::forklock::release(&self.batches, child) }
+    }
+}
+
+impl Batches {
+    /// Keeps an emptied stack for a later spill, up to [`MAX_SPARES`].
+    fn keep_spare(&mut self, empty: Vec<SlotRef>) {
+        debug_assert!(empty.is_empty());
+        if self.spares.len() < MAX_SPARES {
+            self.spares.push(empty);
+        }
     }
 }
 
