@@ -414,36 +414,31 @@ pub(crate) unsafe fn issue<P: HasDepot>(pool: &Arc<P>) -> Option<AnchorRef> {
     })
 }
 
-/// The release fast path: if this thread issued the buffer (its entry's
-/// anchor is `anchor`), the cache is caught up and the bin has room, marks
-/// slot `s` free, pushes it, counts it and settles the buffer's reference;
-/// returns whether it did (if not, it changed nothing).
+/// The release fast path: if the cache is caught up and the bin has room,
+/// marks slot `s` free, pushes it, counts it and says what became of the
+/// buffer's reference on `anchor` (settled if this thread issued the
+/// buffer, else the caller's remote step); `None` (and nothing changed)
+/// otherwise.
 ///
 /// # Safety
 /// `slot` (whose metadata is `s`) is a slot of `depot`'s pool, released by
 /// its buffer.
 #[inline(always)]
-pub(crate) unsafe fn give_back_own(
+pub(crate) unsafe fn give_back_cached(
     depot: &Depot,
     s: &Slot,
     slot: SlotRef,
     anchor: AnchorRef,
-) -> bool {
+) -> Option<Released> {
     // SAFETY: used within this call, which re-enters nothing.
-    let Some(e) = (unsafe { ready_entry(depot) }) else {
-        return false;
-    };
-    if e.anchor != anchor {
-        return false;
-    }
+    let e = unsafe { ready_entry(depot) }?;
     // SAFETY: the class of a slot of this pool (caller's contract).
     let bin = unsafe { e.bin(s.class()) };
     if !bin.push_within_limit(slot) {
-        return false;
+        return None;
     }
     s.mark_free();
-    e.issued -= 1;
-    true
+    Some(e.settle(anchor))
 }
 
 /// Takes back the free slot of class `idx` of a buffer issued through

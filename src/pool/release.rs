@@ -25,10 +25,11 @@ impl PoolInner {
     ///
     /// Inline: only the common case, a plain buffer (no flags, no edges;
     /// or only an intact standard canary, and red zones if packed) of a
-    /// pool with no detours, released on the thread that allocated it, into
-    /// a bin with room; it returns `Settled`, so the caller's remote step
-    /// folds away. Everything else (damage included) is `release_slow`,
-    /// which checks again and reports.
+    /// pool with no detours, into this thread's bin with room; it returns
+    /// `Settled` when this thread allocated it (the caller's remote step
+    /// then folds away), `Remote` when another did (the media-server
+    /// pattern: the caller's one atomic decrement). Everything else (damage
+    /// included) is `release_slow`, which checks again and reports.
     ///
     /// # Safety
     /// `slot` is the slot of a buffer of this pool, counted on `anchor`,
@@ -52,8 +53,8 @@ impl PoolInner {
     }
 
     /// The end of a release whose slot has nothing left to do: into this
-    /// thread's bin if the buffer is this thread's and no detour is on,
-    /// else `release_slow`.
+    /// thread's bin if it has room and no detour is on, else
+    /// `release_slow`.
     ///
     /// The slot's metadata is reached through `slot` here, not passed in as
     /// a reference: `release_slow` may shut the pool down and unmap the slab,
@@ -72,8 +73,9 @@ impl PoolInner {
             // SAFETY: the buffer being released keeps the slab alive.
             let s = unsafe { slot.get() };
             // SAFETY: a slot of this pool, released by its buffer.
-            if unsafe { cache::give_back_own(&self.depot, s, slot, anchor) } {
-                return Released::Settled;
+            if let Some(released) = unsafe { cache::give_back_cached(&self.depot, s, slot, anchor) }
+            {
+                return released;
             }
         }
         // SAFETY: forwarded from the caller.
