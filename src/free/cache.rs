@@ -53,6 +53,9 @@ struct Entry {
     /// The depot's id; never reused, so an entry of a dropped pool never
     /// matches a new one.
     id: u64,
+    /// `threads::id()` of the owning thread, for the allocation's stamp
+    /// (one load here instead of a lazily set thread-local).
+    thread: u32,
 }
 
 impl Entry {
@@ -261,6 +264,7 @@ fn new_entry<P: HasDepot>(entries: &mut Vec<Box<Entry>>, pool: &Arc<P>) -> usize
         bins,
         counters,
         id: depot.id(),
+        thread: crate::threads::id(),
     }));
     entries.len() - 1
 }
@@ -301,7 +305,8 @@ unsafe fn ready_entry<'a>(depot: &Depot) -> Option<&'a mut Entry> {
 }
 
 /// The common allocation: a slot of class `idx` from this thread's bin,
-/// counted on the thread's anchor, which the buffer must hold. `None` (and
+/// counted on the thread's anchor, which the buffer must hold, and the
+/// thread's `threads::id()` for the stamp. `None` (and
 /// nothing changed) when the entry is not at hand through `FAST`, has not
 /// caught up with a flush request, the allocation is sampled, or the bin is
 /// empty: the caller then takes [`acquire_slow`].
@@ -309,7 +314,7 @@ unsafe fn ready_entry<'a>(depot: &Depot) -> Option<&'a mut Entry> {
 /// # Safety
 /// `idx` is a class of `depot`'s pool.
 #[inline(always)]
-pub(crate) unsafe fn acquire(depot: &Depot, idx: ClassIdx) -> Option<(SlotRef, AnchorRef)> {
+pub(crate) unsafe fn acquire(depot: &Depot, idx: ClassIdx) -> Option<(SlotRef, AnchorRef, u32)> {
     let mut e = fast_entry(depot)?;
     // SAFETY: as in `ready_entry` (written out here, not through it: see
     // the design notes' hot path).
@@ -323,7 +328,7 @@ pub(crate) unsafe fn acquire(depot: &Depot, idx: ClassIdx) -> Option<(SlotRef, A
             e.sampler.count_quiet();
             bump_own(&bin.counters().hits);
             e.issued += 1;
-            return Some((slot, e.anchor));
+            return Some((slot, e.anchor, e.thread));
         }
     }
     None

@@ -32,9 +32,9 @@ impl PoolInner {
         };
         // SAFETY: `idx` is a class of this pool's table, the depot's too.
         match unsafe { cache::acquire(&self.depot, idx) } {
-            Some((slot, anchor)) => {
+            Some((slot, anchor, thread)) => {
                 // SAFETY: just taken off this thread's bin for this buffer.
-                unsafe { self.prepare(slot, max_size, site) };
+                unsafe { self.prepare(slot, max_size, site, thread) };
                 Ok((slot, anchor))
             }
             // A tail call: nothing of the request has to live across it here.
@@ -58,19 +58,21 @@ impl PoolInner {
     ) -> Result<(SlotRef, AnchorRef), Error> {
         // SAFETY: forwarded from the caller.
         let (slot, anchor) = unsafe { self.take_slow(idx, max_size) }?;
+        let thread = if self.tracking { threads::id() } else { 0 };
         // SAFETY: just taken for this buffer.
-        unsafe { self.prepare(slot, max_size, site) };
+        unsafe { self.prepare(slot, max_size, site, thread) };
         Ok((slot, anchor))
     }
 
     /// Marks a slot just taken for a buffer of `max_size` bytes in use, and
-    /// stamps it (with its checks and duties, if it has any).
+    /// stamps it (with its checks and duties, if it has any); `thread` is
+    /// the calling thread's `threads::id()` (anything when untracked).
     ///
     /// # Safety
     /// `slot` was just taken off a free list or bin of this pool, for this
     /// buffer alone.
     #[inline(always)]
-    unsafe fn prepare(&self, slot: SlotRef, max_size: usize, site: SiteRef) {
+    unsafe fn prepare(&self, slot: SlotRef, max_size: usize, site: SiteRef, thread: u32) {
         // SAFETY: a slot taken off a free list belongs to a mapped slab of this
         // pool (caller's contract); slabs are unmapped only after their slots
         // are drained from it.
@@ -79,9 +81,9 @@ impl PoolInner {
         let flags = s.flags.load();
         if self.checks.allocation_needs_work(s, max_size, flags) {
             // SAFETY: the slot is ours alone now; `flags` is its.
-            unsafe { self.allocate_checked(s, max_size, site, flags) };
+            unsafe { self.allocate_checked(s, max_size, site, flags, thread) };
         } else {
-            self.stamp(s, max_size, site);
+            self.stamp(s, max_size, site, thread);
         }
     }
 
@@ -165,17 +167,17 @@ impl PoolInner {
     }
 
     /// Writes the new buffer's `max_len` and what leak reports read (epoch,
-    /// and with tracking its site, time and thread) into its slot's
+    /// and with tracking its site, time and `thread`) into its slot's
     /// metadata.
     #[inline(always)]
-    fn stamp(&self, s: &Slot, max_size: usize, site: SiteRef) {
+    fn stamp(&self, s: &Slot, max_size: usize, site: SiteRef, thread: u32) {
         // `max_size <= max_buffer_size <= SIZE_LIMIT`, which fits `u32`.
         s.max_len.store(max_size as u32, Relaxed);
         s.epoch.store(self.leak_epoch.load(Relaxed), Relaxed);
         if self.tracking {
             s.site.store(site.raw(), Relaxed);
             s.allocated_at.store(clock::coarse_nanos(), Relaxed);
-            s.thread.store(threads::id(), Relaxed);
+            s.thread.store(thread, Relaxed);
         }
     }
 
@@ -188,14 +190,21 @@ impl PoolInner {
     /// The caller owns the slot (just taken off a free list); `flags` is
     /// the slot's.
     #[inline(never)]
-    unsafe fn allocate_checked(&self, s: &Slot, max_size: usize, site: SiteRef, flags: SlotFlags) {
+    unsafe fn allocate_checked(
+        &self,
+        s: &Slot,
+        max_size: usize,
+        site: SiteRef,
+        flags: SlotFlags,
+        thread: u32,
+    ) {
         // Before `stamp` overwrites them: a poison check needs the last
         // buffer's `max_len`, and its report names that buffer's owner.
         // SAFETY: forwarded from the caller; the table is the slot's pool's.
         let mut next = unsafe { self.checks.on_allocate(s, max_size, flags, &self.classes) };
         // `mark_duties` left the start of a sampled allocation here.
         let started = s.allocated_at.load(Relaxed);
-        self.stamp(s, max_size, site);
+        self.stamp(s, max_size, site, thread);
         next |= flags & (SlotFlags::SAMPLED | SlotFlags::POISON_DUE);
         if flags.intersects(SlotFlags::SAMPLED | SlotFlags::BACKTRACE_DUE) {
             next |= self.sampled_duties(s, flags, started, max_size);
