@@ -20,16 +20,20 @@
 //! ```
 //!
 //! Guard pages (`G`) are placed and red zones filled once, when the slab is
-//! mapped; allocation and release never touch the mapping again.
+//! mapped; allocation and release never touch the mapping again. A trim
+//! may give a free page slot's pages back while its slab stays mapped
+//! ([`Slab::discard_free_slot`]); a packed slab's pages all hold red zones,
+//! so only unmapping the whole slab gives them back.
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::backing::{Backing, Mapping};
 use super::canary;
 use super::guard::{self, Placed};
-use super::slot::{Edges, Slot};
+use super::slot::{Edges, Slot, SlotFlags};
 use crate::class::ClassIdx;
 use crate::config::GuardMechanism;
 use crate::limits::{EDGE_CANARY, REDZONE};
@@ -282,6 +286,48 @@ impl Slab {
     pub(crate) fn unguarded(&self) -> usize {
         self.unguarded
     }
+
+    /// Gives the data pages of free slot `s` back to the OS while the slab
+    /// stays mapped (its guard pages and edge canaries lie outside them),
+    /// unless they hold nothing ([`untouched`]) or the slab is packed;
+    /// returns the bytes given back. The slot then reads zeros, and its
+    /// metadata forgets what its bytes held: no `POISONED` (the next
+    /// allocation checks no poison), no `CANARY` (it writes the canary
+    /// afresh), and `max_len` 0, which marks it untouched until an
+    /// allocation stamps it.
+    ///
+    /// # Safety
+    /// `s` is one of this slab's slots and the caller owns it: free, on no
+    /// free list or thread cache, until this returns.
+    pub(crate) unsafe fn discard_free_slot(&self, s: &Slot) -> usize {
+        if self.layout.packed || untouched(s) {
+            return 0;
+        }
+        let offset = s.data().as_ptr() as usize - self.base();
+        let len = self.layout.slot_bytes;
+        debug_assert!(
+            offset.is_multiple_of(self.layout.page) && len.is_multiple_of(self.layout.page)
+        );
+        // SAFETY: a page slot's data is whole pages inside the mapping
+        // (`map`'s layout); the caller owns the slot, so no one accesses it.
+        if !unsafe { self.mapping.discard(offset, len) } {
+            return 0;
+        }
+        s.flags.store(
+            s.flags
+                .load()
+                .without(SlotFlags::POISONED | SlotFlags::CANARY),
+        );
+        s.max_len.store(0, Relaxed);
+        len
+    }
+}
+
+/// Whether free slot `s`'s data holds nothing: not written since its slab
+/// was mapped or its pages were discarded. Its `max_len` is then 0, which
+/// every allocation overwrites with the buffer's (at least 1).
+pub(crate) fn untouched(s: &Slot) -> bool {
+    s.max_len.load(Relaxed) == 0
 }
 
 impl Drop for Slab {

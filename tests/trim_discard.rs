@@ -1,0 +1,258 @@
+//! `trim` gives back the pages of free slots in slabs it cannot unmap (one
+//! buffer still in use keeps the slab mapped): the pages leave the process's
+//! resident set (`mincore`), the live buffer keeps its bytes, a second trim
+//! does not discard again, a reused slot reads zeros and passes the debug
+//! checks, and the guard pages around discarded slots still fault (in a
+//! child process, see `common::run_child`).
+
+mod common;
+
+use std::ptr::write_volatile;
+
+use common::{child_marker, in_child, no_fault, run_child};
+use pagepool::{
+    page_size, BufferPool, DebugLevel, GuardMechanism, PageBuffer, PoolBuilder, Zeroing,
+};
+
+/// The class the tests use: 64 KiB slots, 16 to a 1 MiB slab.
+const SLOT: usize = 64 << 10;
+
+/// Pages of `base..base + len` (page-aligned) resident now, by `mincore`.
+fn resident_pages(base: usize, len: usize) -> usize {
+    let page = page_size();
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `mincore` only writes one byte per page into `vec`, which has
+    // one per page of the range; the range is mapped (a pool's slot).
+    let rc = unsafe { libc::mincore(base as *mut libc::c_void, len, vec.as_mut_ptr()) };
+    assert_eq!(rc, 0, "mincore: {}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&b| b & 1 != 0).count()
+}
+
+/// Every slot of one slab of the 64 KiB class, every byte written with
+/// its index: the buffers and the slab's slot count.
+fn fill_one_slab(pool: &BufferPool, max_len: usize) -> Vec<PageBuffer> {
+    let first = pool.allocate_page_size_buffer(max_len).unwrap();
+    let n = pool.stats().buffers_cached + 1;
+    assert!(n >= 4, "a 1 MiB slab holds several 64 KiB slots, not {n}");
+    let mut all = vec![first];
+    all.extend((1..n).map(|_| pool.allocate_page_size_buffer(max_len).unwrap()));
+    assert_eq!(pool.stats().slabs, 1, "all from one slab");
+    for (i, b) in all.iter_mut().enumerate() {
+        b.as_max_slice_mut().fill(i as u8 + 1);
+    }
+    all
+}
+
+#[test]
+fn trim_discards_the_free_slots_of_a_slab_in_use() {
+    let pool = BufferPool::builder().name("discard").build().unwrap();
+    let mut all = fill_one_slab(&pool, SLOT);
+    let n = all.len();
+    let kept = all.remove(0);
+    let freed: Vec<usize> = all.iter().map(|b| b.as_ptr() as usize).collect();
+    let pages = SLOT / page_size();
+    assert!(freed.iter().all(|&a| resident_pages(a, SLOT) == pages));
+    drop(all);
+
+    assert_eq!(pool.trim(), 0, "the kept buffer keeps the slab mapped");
+    let s = pool.stats();
+    assert_eq!(s.slabs, 1);
+    assert_eq!(s.discarded_bytes, ((n - 1) * SLOT) as u64, "{s:?}");
+    for &a in &freed {
+        assert_eq!(resident_pages(a, SLOT), 0, "slot {a:#x} still resident");
+    }
+    let base = kept.as_ptr() as usize;
+    assert_eq!(resident_pages(base, SLOT), pages, "the live buffer stays");
+    assert!(
+        kept.as_max_slice().iter().all(|&b| b == 1),
+        "its bytes intact"
+    );
+
+    assert_eq!(pool.trim(), 0);
+    assert_eq!(
+        pool.stats().discarded_bytes,
+        s.discarded_bytes,
+        "a second trim discards nothing again"
+    );
+
+    // Reused, the discarded slots read zeros; written and freed again, the
+    // next trim discards them again.
+    let mut again: Vec<PageBuffer> = (1..n)
+        .map(|_| pool.allocate_page_size_buffer(SLOT).unwrap())
+        .collect();
+    for b in &mut again {
+        assert!(
+            b.as_max_slice().iter().all(|&x| x == 0),
+            "a discarded slot reads zeros"
+        );
+        b.as_max_slice_mut().fill(7);
+    }
+    drop(again);
+    pool.trim();
+    assert_eq!(pool.stats().discarded_bytes, 2 * s.discarded_bytes);
+    assert!(kept.as_max_slice().iter().all(|&b| b == 1));
+    drop(kept);
+    assert!(pool.trim() > 0, "the slab, idle at last, is unmapped");
+}
+
+#[test]
+fn min_buffers_stay_resident() {
+    let keep = 6;
+    let pool = BufferPool::builder()
+        .name("discard-floor")
+        .min_buffers(SLOT, keep)
+        .build()
+        .unwrap();
+    let mut all = fill_one_slab(&pool, SLOT);
+    let n = all.len();
+    let kept = all.remove(0);
+    drop(all);
+    pool.trim();
+    // The live buffer and `keep - 1` free slots make the floor's `keep`.
+    assert_eq!(
+        pool.stats().discarded_bytes,
+        ((n - keep) * SLOT) as u64,
+        "{:?}",
+        pool.stats()
+    );
+    drop(kept);
+}
+
+/// One case of the debug checks: a pool, and the size its buffers ask for.
+/// Twice: trim (discarding the free slots), reuse every discarded slot,
+/// write it, release it; no check may report anything.
+fn check_reuse(name: &str, builder: PoolBuilder, max_len: usize) {
+    let pool = builder.name(name).build().unwrap();
+    let mut all = fill_one_slab(&pool, max_len);
+    let n = all.len();
+    let kept = all.remove(0);
+    drop(all);
+    let mut discarded = 0;
+    for round in 0..2 {
+        pool.trim();
+        let s = pool.stats();
+        assert!(
+            s.discarded_bytes > discarded,
+            "{name}, round {round}: {s:?}"
+        );
+        discarded = s.discarded_bytes;
+        assert_eq!(
+            s.corruptions, 0,
+            "{name}, round {round}: false report at release"
+        );
+        let mut again: Vec<PageBuffer> = (1..n)
+            .map(|_| pool.allocate_page_size_buffer(max_len).unwrap())
+            .collect();
+        assert_eq!(
+            pool.stats().corruptions,
+            0,
+            "{name}, round {round}: false report at allocation"
+        );
+        for b in &mut again {
+            assert!(
+                b.as_max_slice().iter().all(|&x| x == 0),
+                "{name}, round {round}: a discarded slot reads zeros"
+            );
+            b.as_max_slice_mut().fill(9);
+        }
+        drop(again);
+        assert_eq!(pool.stats().corruptions, 0, "{name}, round {round}");
+    }
+    assert!(kept.as_max_slice().iter().all(|&b| b == 1));
+    drop(kept);
+    assert_eq!(pool.stats().corruptions, 0, "{name}");
+}
+
+#[test]
+fn reused_discarded_slots_pass_the_debug_checks() {
+    let b = BufferPool::builder;
+    // Poison on every release: a discarded slot lost its poison, and the
+    // next allocation must not check it. Sizes that leave slack in their
+    // last page carry a canary, which the discard wiped too.
+    for max_len in [SLOT, SLOT - 1000] {
+        check_reuse(
+            "standard",
+            b().debug(DebugLevel::Standard).poison(1, usize::MAX),
+            max_len,
+        );
+        check_reuse(
+            "standard-full-canary",
+            b().debug(DebugLevel::Standard)
+                .full_canary(true)
+                .poison(1, 256),
+            max_len,
+        );
+        check_reuse("paranoid", b().debug(DebugLevel::Paranoid), max_len);
+        check_reuse(
+            "zero-on-release",
+            b().debug(DebugLevel::Standard).zero(Zeroing::OnRelease),
+            max_len,
+        );
+    }
+}
+
+/// Printed by the child once its slots were discarded and one reused.
+const DISCARDED: &str = "DISCARDED AND REUSED";
+
+/// The child's work: discard the free slots of a slab, take one back,
+/// write one byte past its end (`after`) or before its start. Never
+/// returns.
+fn guard_child(mechanism: GuardMechanism, after: bool) -> ! {
+    let pool = BufferPool::builder()
+        .name("discard-guard")
+        .guard_mechanism(mechanism)
+        .build()
+        .unwrap();
+    let mut all = fill_one_slab(&pool, SLOT);
+    let kept = all.remove(0);
+    drop(all);
+    pool.trim();
+    assert!(pool.stats().discarded_bytes > 0);
+    // A slot whose pages were discarded, between two guards.
+    let mut buf = pool.allocate_page_size_buffer(SLOT).unwrap();
+    assert_eq!(resident_pages(buf.as_ptr() as usize, SLOT), 0);
+    buf.as_max_slice_mut().fill(3);
+    let p = buf.as_mut_ptr();
+    child_marker(DISCARDED);
+    // SAFETY: none; this write is meant to hit the guard page right after
+    // (or before) the slot and kill the process.
+    unsafe { write_volatile(if after { p.add(SLOT) } else { p.sub(1) }, 1) };
+    drop((kept, buf));
+    no_fault()
+}
+
+/// Runs `test` (whose name is also the child case) in a child and asserts
+/// it died of SIGSEGV after the discard.
+fn expect_fault(test: &str, mechanism: GuardMechanism, after: bool) {
+    if in_child(test) {
+        guard_child(mechanism, after);
+    }
+    run_child(test, test).assert_sigsegv(&[DISCARDED]);
+}
+
+#[test]
+fn guard_after_a_discarded_slot_faults() {
+    expect_fault(
+        "guard_after_a_discarded_slot_faults",
+        GuardMechanism::Auto,
+        true,
+    );
+}
+
+#[test]
+fn guard_before_a_discarded_slot_faults() {
+    expect_fault(
+        "guard_before_a_discarded_slot_faults",
+        GuardMechanism::Auto,
+        false,
+    );
+}
+
+#[test]
+fn mprotect_guard_after_a_discarded_slot_faults() {
+    expect_fault(
+        "mprotect_guard_after_a_discarded_slot_faults",
+        GuardMechanism::Mprotect,
+        true,
+    );
+}
