@@ -3,11 +3,14 @@
 //! resident set (`mincore`), the live buffer keeps its bytes, a second trim
 //! does not discard again, a reused slot reads zeros and passes the debug
 //! checks, and the guard pages around discarded slots still fault (in a
-//! child process, see `common::run_child`).
+//! child process, see `common::run_child`). Decay discards such slots once
+//! they lay free for its period; a pool whose slots an io_uring
+//! registration pins discards nothing.
 
 mod common;
 
 use std::ptr::write_volatile;
+use std::time::{Duration, Instant};
 
 use common::{child_marker, in_child, no_fault, run_child};
 use pagepool::{
@@ -114,6 +117,68 @@ fn min_buffers_stay_resident() {
         ((n - keep) * SLOT) as u64,
         "{:?}",
         pool.stats()
+    );
+    drop(kept);
+}
+
+#[test]
+fn decay_discards_slots_free_for_the_period() {
+    let pool = BufferPool::builder()
+        .name("discard-decay")
+        .thread_cache(false)
+        .decay(Some(Duration::from_millis(200)))
+        .metrics_publish_interval(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let mut all = fill_one_slab(&pool, SLOT);
+    let n = all.len();
+    let kept = all.remove(0);
+    let freed: Vec<usize> = all.iter().map(|b| b.as_ptr() as usize).collect();
+    drop(all);
+    let want = ((n - 1) * SLOT) as u64;
+    let start = Instant::now();
+    while pool.stats().discarded_bytes < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "decay discarded {:?}",
+            pool.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = pool.stats();
+    assert_eq!((s.discarded_bytes, s.slabs, s.decayed_bytes), (want, 1, 0));
+    assert!(freed.iter().all(|&a| resident_pages(a, SLOT) == 0));
+    assert!(kept.as_max_slice().iter().all(|&b| b == 1));
+}
+
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn slots_pinned_by_an_io_uring_registration_are_not_discarded() {
+    if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+    {
+        eprintln!("SKIPPED: io_uring disabled");
+        return;
+    }
+    let pool = BufferPool::builder().name("discard-uring").build().unwrap();
+    let reg = match pagepool::uring::Registry::builder().build(&pool) {
+        Ok(r) => r,
+        Err(e) if pagepool::uring::is_unavailable(&e) => {
+            eprintln!("SKIPPED: io_uring_setup refused: {e}");
+            return;
+        }
+        Err(e) => panic!("the registry builds: {e}"),
+    };
+    let mut all = fill_one_slab(&pool, SLOT);
+    let kept = all.remove(0);
+    assert!(kept.fixed_index(&reg).is_some(), "the slot is registered");
+    drop(all);
+    pool.trim();
+    assert_eq!(pool.stats().discarded_bytes, 0, "pinned pages stay");
+    drop(reg);
+    pool.trim();
+    assert!(
+        pool.stats().discarded_bytes > 0,
+        "once the registry is gone, they go"
     );
     drop(kept);
 }
