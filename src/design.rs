@@ -345,6 +345,17 @@
 //!   (`benches/decay.rs`). Allocations of a class being decayed wait on the
 //!   slab lock for the walk, as under `trim`.
 //!
+//! ## Discarding free slots' pages
+//!
+//! `trim` (and decay, past its count) also `madvise(MADV_DONTNEED)`s the
+//! data of free page slots in slabs left mapped (`Backing::discard`), past
+//! the slots the class keeps ready; guards and edge canaries stay. The slot
+//! reads zeros, loses `POISONED`, `CANARY` and `max_len` (0: a second trim
+//! skips it), and goes last in the list. Missed: a write after release into
+//! a discarded slot escapes the poison check. Packed slabs (red zones on
+//! every page) and io_uring-pinned slots (`SlabEvents::pins_pages`) keep
+//! their pages. Counted in `PoolStats::discarded_bytes`.
+//!
 //! ## Periodic work
 //!
 //! - **One thread per process.** `observe::publisher` keeps a timer heap of
