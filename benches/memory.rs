@@ -7,9 +7,10 @@
 //!   (log-uniform, from a seeded splitmix64), writing one byte per 4 KiB
 //!   page of each; keep every 10th, drop the rest, `trim()`, then read the
 //!   process's RSS (`/proc/self/statm`). Printed: RSS before the pool was
-//!   built (the fixed part: binary, libraries, the pool's threads), what
-//!   trim unmapped and what it discarded (`PoolStats::discarded_bytes`:
-//!   free slots' pages in slabs still mapped), RSS after, the live bytes
+//!   built (the fixed part: binary, libraries, the pool's threads), how
+//!   long `trim()` took, what it unmapped and what it discarded
+//!   (`PoolStats::discarded_bytes`: free slots' pages in slabs still
+//!   mapped), RSS after, the live bytes
 //!   (the sizes asked for), rounded up to whole pages, and the pool's
 //!   `bytes_in_use` (sizes rounded up to their class), the slot metadata
 //!   (64 bytes a mapped slot), and the overhead `RSS after − RSS before −
@@ -117,7 +118,9 @@ fn burst(name: &str, pool: &BufferPool, total: usize) -> String {
         .filter(|(i, _)| i % KEEP_EVERY == 0)
         .map(|(_, b)| b)
         .collect();
+    let trim_started = std::time::Instant::now();
     let trimmed = pool.trim();
+    let trim_took = trim_started.elapsed();
     let (after, _) = statm();
     let live: usize = kept.iter().map(|(size, _)| size).sum();
     let page = pagepool::page_size();
@@ -135,10 +138,11 @@ fn burst(name: &str, pool: &BufferPool, total: usize) -> String {
     drop(kept);
     pool.trim();
     format!(
-        "| {name} | {count} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} % |",
+        "| {name} | {count} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} % |",
         mib(allocated as f64),
         mib(before as f64),
         mib(peak as f64),
+        trim_took.as_secs_f64() * 1e3,
         mib(trimmed as f64),
         mib(stats.discarded_bytes as f64),
         mib(after as f64),
@@ -242,11 +246,11 @@ fn main() {
         total / MIB
     );
     println!(
-        "| pool | buffers | allocated | RSS before | RSS at peak | trim unmapped | trim discarded \
+        "| pool | buffers | allocated | RSS before | RSS at peak | trim (ms) | trim unmapped | trim discarded \
          | RSS after | live (asked) | live, whole pages | bytes_in_use (classes) \
          | slot metadata | overhead = after − before − live | of live |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     print!("{}", rows["burst"].concat());
     println!(
         "\n## memory per live buffer ({n} live, every byte written; bytes per buffer; each row a \

@@ -5,7 +5,8 @@
 //! checks, and the guard pages around discarded slots still fault (in a
 //! child process, see `common::run_child`). Decay discards such slots once
 //! they lay free for its period; a pool whose slots an io_uring
-//! registration pins discards nothing.
+//! registration pins discards nothing; a discard of neighbouring slots
+//! never spans the edge canaries that stand in for missing guards.
 
 mod common;
 
@@ -248,6 +249,12 @@ fn reused_discarded_slots_pass_the_debug_checks() {
             max_len,
         );
         check_reuse("paranoid", b().debug(DebugLevel::Paranoid), max_len);
+        // Neighbours with no guard between them: one discard each run.
+        check_reuse(
+            "no-guards",
+            b().guard_pages(false).poison(1, usize::MAX),
+            max_len,
+        );
         check_reuse(
             "zero-on-release",
             b().debug(DebugLevel::Standard).zero(Zeroing::OnRelease),
@@ -320,4 +327,51 @@ fn mprotect_guard_after_a_discarded_slot_faults() {
         GuardMechanism::Mprotect,
         true,
     );
+}
+
+/// Printed by the child once its discarded slots were reused unreported.
+const CANARIES_INTACT: &str = "EDGE CANARIES INTACT";
+
+/// With the `mprotect` budget spent, a new slab's slots have edge canaries
+/// instead of guard pages between them: a discard of neighbours must not
+/// span those pages, or each release would report the canary it wiped. In
+/// a child: the spent budget is process-wide.
+#[test]
+fn discards_leave_edge_canaries_alone() {
+    const TEST: &str = "discards_leave_edge_canaries_alone";
+    if !in_child(TEST) {
+        run_child(TEST, TEST).assert_success(&[CANARIES_INTACT]);
+        return;
+    }
+    let mprotect_pool = |name: &str| {
+        BufferPool::builder()
+            .name(name)
+            .guard_mechanism(GuardMechanism::Mprotect)
+            .build()
+            .unwrap()
+    };
+    // Each guarded slot costs at least one of the budget's memory areas.
+    let spender = mprotect_pool("discard-spend");
+    let spent: Vec<PageBuffer> = (0..common::max_map_count() / 2 + 1)
+        .map(|_| spender.allocate_page_size_buffer(page_size()).unwrap())
+        .collect();
+    let pool = mprotect_pool("discard-canaries");
+    let mut all = fill_one_slab(&pool, SLOT);
+    let n = all.len();
+    assert_eq!(pool.stats().unguarded_slots, n, "the budget is spent");
+    let kept = all.remove(0);
+    drop(all);
+    pool.trim();
+    assert_eq!(pool.stats().discarded_bytes, ((n - 1) * SLOT) as u64);
+    let mut again: Vec<PageBuffer> = (1..n)
+        .map(|_| pool.allocate_page_size_buffer(SLOT).unwrap())
+        .collect();
+    for b in &mut again {
+        b.as_max_slice_mut().fill(5);
+    }
+    drop(again);
+    drop(kept);
+    assert_eq!(pool.stats().corruptions, 0, "{:?}", pool.stats());
+    drop(spent);
+    child_marker(CANARIES_INTACT);
 }

@@ -22,7 +22,7 @@
 //! Guard pages (`G`) are placed and red zones filled once, when the slab is
 //! mapped; allocation and release never touch the mapping again. A trim
 //! may give a free page slot's pages back while its slab stays mapped
-//! ([`Slab::discard_free_slot`]); a packed slab's pages all hold red zones,
+//! ([`Slab::discard_free_slots`]); a packed slab's pages all hold red zones,
 //! so only unmapping the whole slab gives them back.
 
 use std::io;
@@ -287,39 +287,66 @@ impl Slab {
         self.unguarded
     }
 
-    /// Gives the data pages of free slot `s` back to the OS while the slab
-    /// stays mapped (its guard pages and edge canaries lie outside them),
-    /// unless they hold nothing ([`untouched`]) or the slab is packed;
-    /// returns the bytes given back. The slot then reads zeros, and its
-    /// metadata forgets what its bytes held: no `POISONED` (the next
-    /// allocation checks no poison), no `CANARY` (it writes the canary
-    /// afresh), and `max_len` 0, which marks it untouched until an
-    /// allocation stamps it.
+    /// Gives the data pages of free slots `free` (this slab's, in any
+    /// order) back to the OS while the slab stays mapped, but for those
+    /// that hold nothing ([`untouched`]) and for a packed slab's; returns
+    /// the slot bytes given back. One `madvise` per run of neighbours: a run
+    /// spans the guard pages between its slots (guard markers survive a
+    /// discard, and `mprotect`ed pages hold no memory), never a page of edge
+    /// canary. A discarded slot reads zeros, and its metadata forgets what
+    /// its bytes held: no `POISONED` (the next allocation checks no poison),
+    /// no `CANARY` (it writes the canary afresh), and `max_len` 0, which
+    /// marks it untouched until an allocation stamps it.
     ///
     /// # Safety
-    /// `s` is one of this slab's slots and the caller owns it: free, on no
-    /// free list or thread cache, until this returns.
-    pub(crate) unsafe fn discard_free_slot(&self, s: &Slot) -> usize {
-        if self.layout.packed || untouched(s) {
+    /// Every slot of `free` is one of this slab's and the caller owns it:
+    /// free, on no free list or thread cache, until this returns.
+    pub(crate) unsafe fn discard_free_slots(&self, free: &[&Slot]) -> usize {
+        if self.layout.packed {
             return 0;
         }
-        let offset = s.data().as_ptr() as usize - self.base();
-        let len = self.layout.slot_bytes;
-        debug_assert!(
-            offset.is_multiple_of(self.layout.page) && len.is_multiple_of(self.layout.page)
+        let (lead, stride, len) = (
+            self.layout.lead(),
+            self.layout.stride(),
+            self.layout.slot_bytes,
         );
-        // SAFETY: a page slot's data is whole pages inside the mapping
-        // (`map`'s layout); the caller owns the slot, so no one accesses it.
-        if !unsafe { self.mapping.discard(offset, len) } {
-            return 0;
+        let mut at: Vec<usize> = free
+            .iter()
+            .filter(|s| !untouched(s))
+            .map(|s| (s.data().as_ptr() as usize - self.base() - lead) / stride)
+            .collect();
+        at.sort_unstable();
+        let joins =
+            |a: usize, b: usize| b == a + 1 && !self.slots[a].edges().contains(Edges::CANARY_AFTER);
+        let mut given = 0;
+        for run in at.chunk_by(|&a, &b| joins(a, b)) {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            // SAFETY: slots `first..=last` and the guard pages between them
+            // are whole pages inside the mapping (`map`'s layout); the
+            // caller owns every slot of the run, and no one accesses guard
+            // pages.
+            let done = unsafe {
+                self.mapping
+                    .discard(lead + first * stride, (last - first) * stride + len)
+            };
+            for &i in run {
+                let s = &self.slots[i];
+                // Even if the OS refused (some pages may be gone): the checks
+                // then skip a round rather than report a pattern not there.
+                s.flags.store(
+                    s.flags
+                        .load()
+                        .without(SlotFlags::POISONED | SlotFlags::CANARY),
+                );
+                if done {
+                    s.max_len.store(0, Relaxed);
+                }
+            }
+            if done {
+                given += run.len() * len;
+            }
         }
-        s.flags.store(
-            s.flags
-                .load()
-                .without(SlotFlags::POISONED | SlotFlags::CANARY),
-        );
-        s.max_len.store(0, Relaxed);
-        len
+        given
     }
 }
 

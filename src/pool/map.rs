@@ -12,7 +12,7 @@ use crate::free::cache;
 use crate::limits::{MAX_SLOTS_PER_SLAB, SMALL_SLAB_BYTES};
 use crate::mem::slab::{self, Layout, Slab};
 use crate::mem::slabs::SlabSet;
-use crate::mem::slot::SlotRef;
+use crate::mem::slot::{Slot, SlotRef};
 use crate::Error;
 
 /// What a trim does with the free slots of the slabs it leaves mapped.
@@ -21,7 +21,7 @@ pub(super) enum FreePages {
     /// Leaves their pages resident: a trim for room under the cap, which
     /// only unmapping makes.
     Keep,
-    /// Gives their pages back to the OS ([`Slab::discard_free_slot`]),
+    /// Gives their pages back to the OS ([`Slab::discard_free_slots`]),
     /// beyond the slots the class keeps ready: `BufferPool::trim`, decay.
     Discard,
 }
@@ -295,8 +295,7 @@ impl PoolInner {
         // so the class has `keep` slots resident with those in use or cached.
         let staying = free.iter().zip(&owners).filter(|(_, &o)| !idle[o]);
         let mut ready = keep.saturating_sub(mapped - staying.clone().count());
-        let mut emptied = Vec::new();
-        let mut discarded = 0;
+        let mut emptied: Vec<(usize, SlotRef)> = Vec::new();
         for (slot, &owner) in staying {
             // SAFETY: drained from the free list above: free, and ours under
             // the slab lock until pushed back; its slab `list[owner]` is
@@ -306,12 +305,19 @@ impl PoolInner {
                 ready = ready.saturating_sub(1);
                 class.free.push(*slot);
             } else {
-                // SAFETY: as above; the slot is one of `list[owner]`'s.
-                discarded += unsafe { list[owner].discard_free_slot(s) };
-                emptied.push(*slot);
+                emptied.push((owner, *slot));
             }
         }
-        for slot in emptied {
+        // By slab, in list order within each (a stable sort).
+        emptied.sort_by_key(|&(owner, _)| owner);
+        let mut discarded = 0;
+        for run in emptied.chunk_by(|a, b| a.0 == b.0) {
+            // SAFETY: as above: slots of `list[run[0].0]`, ours.
+            let slots: Vec<&Slot> = run.iter().map(|(_, s)| unsafe { s.get() }).collect();
+            // SAFETY: as above.
+            discarded += unsafe { list[run[0].0].discard_free_slots(&slots) };
+        }
+        for (_, slot) in emptied {
             class.free.push(slot);
         }
         self.counters.discarded.fetch_add(discarded as u64, Relaxed);
