@@ -347,9 +347,10 @@
 //!
 //! ## Discarding free slots' pages
 //!
-//! `trim` (and decay, past its count) also `madvise(MADV_DONTNEED)`s the
-//! data of free page slots in slabs left mapped (`Backing::discard`), past
-//! the slots the class keeps ready; guards and edge canaries stay. The slot
+//! `trim` (and decay, past its count) also `madvise(MADV_DONTNEED)`s free
+//! page slots in slabs left mapped (`Backing::discard`), past the slots the
+//! class keeps ready: one call per run of neighbours, across the guards
+//! between them (markers survive it), never across edge canaries. The slot
 //! reads zeros, loses `POISONED`, `CANARY` and `max_len` (0: a second trim
 //! skips it), and goes last in the list. Missed: a write after release into
 //! a discarded slot escapes the poison check. Packed slabs (red zones on

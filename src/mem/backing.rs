@@ -80,8 +80,8 @@ impl Backing for Anonymous {
         // SAFETY: the caller names page-aligned pages of a private anonymous
         // mapping we made, which no one accesses meanwhile: MADV_DONTNEED
         // frees them, and the next touch of each maps a zero page. Guard
-        // markers (MADV_GUARD_INSTALL) and mprotect'ed pages stay as they
-        // are; neither lies in the ranges discarded.
+        // pages in the range stay guards: markers (MADV_GUARD_INSTALL)
+        // survive DONTNEED, and mprotect'ed pages keep their protection.
         unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_DONTNEED) == 0 }
     }
 }
