@@ -47,6 +47,38 @@ fn fill_one_slab(pool: &BufferPool, max_len: usize) -> Vec<PageBuffer> {
     all
 }
 
+/// A pool named `name` whose guards use `mechanism`.
+fn guarded_pool(name: &str, mechanism: GuardMechanism) -> BufferPool {
+    BufferPool::builder()
+        .name(name)
+        .guard_mechanism(mechanism)
+        .build()
+        .unwrap()
+}
+
+/// Takes `n` buffers of `max_len` bytes (the discarded slots, when that
+/// many were), checks each reads zeros (`what` names the case), writes
+/// `byte` over it; returns them.
+fn reuse_discarded(
+    pool: &BufferPool,
+    n: usize,
+    max_len: usize,
+    byte: u8,
+    what: &str,
+) -> Vec<PageBuffer> {
+    let mut again: Vec<PageBuffer> = (0..n)
+        .map(|_| pool.allocate_page_size_buffer(max_len).unwrap())
+        .collect();
+    for b in &mut again {
+        assert!(
+            b.as_max_slice().iter().all(|&x| x == 0),
+            "{what}: a discarded slot reads zeros"
+        );
+        b.as_max_slice_mut().fill(byte);
+    }
+    again
+}
+
 #[test]
 fn trim_discards_the_free_slots_of_a_slab_in_use() {
     let pool = BufferPool::builder().name("discard").build().unwrap();
@@ -81,17 +113,7 @@ fn trim_discards_the_free_slots_of_a_slab_in_use() {
 
     // Reused, the discarded slots read zeros; written and freed again, the
     // next trim discards them again.
-    let mut again: Vec<PageBuffer> = (1..n)
-        .map(|_| pool.allocate_page_size_buffer(SLOT).unwrap())
-        .collect();
-    for b in &mut again {
-        assert!(
-            b.as_max_slice().iter().all(|&x| x == 0),
-            "a discarded slot reads zeros"
-        );
-        b.as_max_slice_mut().fill(7);
-    }
-    drop(again);
+    drop(reuse_discarded(&pool, n - 1, SLOT, 7, "reuse"));
     pool.trim();
     assert_eq!(pool.stats().discarded_bytes, 2 * s.discarded_bytes);
     assert!(kept.as_max_slice().iter().all(|&b| b == 1));
@@ -206,21 +228,13 @@ fn check_reuse(name: &str, builder: PoolBuilder, max_len: usize) {
             s.corruptions, 0,
             "{name}, round {round}: false report at release"
         );
-        let mut again: Vec<PageBuffer> = (1..n)
-            .map(|_| pool.allocate_page_size_buffer(max_len).unwrap())
-            .collect();
+        let what = format!("{name}, round {round}");
+        let again = reuse_discarded(&pool, n - 1, max_len, 9, &what);
         assert_eq!(
             pool.stats().corruptions,
             0,
-            "{name}, round {round}: false report at allocation"
+            "{what}: false report at allocation"
         );
-        for b in &mut again {
-            assert!(
-                b.as_max_slice().iter().all(|&x| x == 0),
-                "{name}, round {round}: a discarded slot reads zeros"
-            );
-            b.as_max_slice_mut().fill(9);
-        }
         drop(again);
         assert_eq!(pool.stats().corruptions, 0, "{name}, round {round}");
     }
@@ -270,11 +284,7 @@ const DISCARDED: &str = "DISCARDED AND REUSED";
 /// write one byte past its end (`after`) or before its start. Never
 /// returns.
 fn guard_child(mechanism: GuardMechanism, after: bool) -> ! {
-    let pool = BufferPool::builder()
-        .name("discard-guard")
-        .guard_mechanism(mechanism)
-        .build()
-        .unwrap();
+    let pool = guarded_pool("discard-guard", mechanism);
     let mut all = fill_one_slab(&pool, SLOT);
     let kept = all.remove(0);
     drop(all);
@@ -343,19 +353,12 @@ fn discards_leave_edge_canaries_alone() {
         run_child(TEST, TEST).assert_success(&[CANARIES_INTACT]);
         return;
     }
-    let mprotect_pool = |name: &str| {
-        BufferPool::builder()
-            .name(name)
-            .guard_mechanism(GuardMechanism::Mprotect)
-            .build()
-            .unwrap()
-    };
     // Each guarded slot costs at least one of the budget's memory areas.
-    let spender = mprotect_pool("discard-spend");
+    let spender = guarded_pool("discard-spend", GuardMechanism::Mprotect);
     let spent: Vec<PageBuffer> = (0..common::max_map_count() / 2 + 1)
         .map(|_| spender.allocate_page_size_buffer(page_size()).unwrap())
         .collect();
-    let pool = mprotect_pool("discard-canaries");
+    let pool = guarded_pool("discard-canaries", GuardMechanism::Mprotect);
     let mut all = fill_one_slab(&pool, SLOT);
     let n = all.len();
     assert_eq!(pool.stats().unguarded_slots, n, "the budget is spent");
@@ -363,13 +366,7 @@ fn discards_leave_edge_canaries_alone() {
     drop(all);
     pool.trim();
     assert_eq!(pool.stats().discarded_bytes, ((n - 1) * SLOT) as u64);
-    let mut again: Vec<PageBuffer> = (1..n)
-        .map(|_| pool.allocate_page_size_buffer(SLOT).unwrap())
-        .collect();
-    for b in &mut again {
-        b.as_max_slice_mut().fill(5);
-    }
-    drop(again);
+    drop(reuse_discarded(&pool, n - 1, SLOT, 5, "edge canaries"));
     drop(kept);
     assert_eq!(pool.stats().corruptions, 0, "{:?}", pool.stats());
     drop(spent);
