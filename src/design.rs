@@ -344,18 +344,10 @@
 //!   lock; only a surplus takes the slab lock and walks a free list
 //!   (`benches/decay.rs`). Allocations of a class being decayed wait on the
 //!   slab lock for the walk, as under `trim`.
-//!
-//! ## Discarding free slots' pages
-//!
-//! `trim` (and decay, past its count) also `madvise(MADV_DONTNEED)`s free
-//! page slots in slabs left mapped (`Backing::discard`), past the slots the
-//! class keeps ready: one call per run of neighbours, across the guards
-//! between them (markers survive it), never across edge canaries. The slot
-//! reads zeros, loses `POISONED`, `CANARY` and `max_len` (0: a second trim
-//! skips it), and goes last in the list. Missed: a write after release into
-//! a discarded slot escapes the poison check. Packed slabs (red zones on
-//! every page) and io_uring-pinned slots (`SlabEvents::pins_pages`) keep
-//! their pages. Counted in `PoolStats::discarded_bytes`.
+//! - **Free slots' pages.** `trim` and decay `madvise(MADV_DONTNEED)` free
+//!   page slots of slabs left mapped (`Slab::discard_free_slots`): they read
+//!   zeros and lose `POISONED` and `CANARY`, so a write after release into
+//!   one escapes the poison check (`PoolStats::discarded_bytes`).
 //!
 //! ## Periodic work
 //!
