@@ -7,10 +7,14 @@
 //!   (log-uniform, from a seeded splitmix64), writing one byte per 4 KiB
 //!   page of each; keep every 10th, drop the rest, `trim()`, then read the
 //!   process's RSS (`/proc/self/statm`). Printed: RSS before the pool was
-//!   built (the fixed part: binary, libraries, the pool's threads),
-//!   RSS after, the live bytes (the sizes asked for) and the pool's
-//!   `bytes_in_use` (sizes rounded up to their class), and the overhead
-//!   `RSS after − RSS before − live`, in bytes and as % of live.
+//!   built (the fixed part: binary, libraries, the pool's threads), how
+//!   long `trim()` took, what it unmapped and what it discarded
+//!   (`PoolStats::discarded_bytes`: free slots' pages in slabs still
+//!   mapped), RSS after, the live bytes
+//!   (the sizes asked for), rounded up to whole pages, and the pool's
+//!   `bytes_in_use` (sizes rounded up to their class), the slot metadata
+//!   (64 bytes a mapped slot), and the overhead `RSS after − RSS before −
+//!   live`, in bytes and as % of live.
 //! - **per slot** (first, on the fresh pool): 100,000 live small buffers (`allocate_buffer(256)`) and
 //!   100,000 live 4 KiB page buffers, every byte written: RSS and virtual
 //!   size growth per buffer, beside its payload (the class size).
@@ -114,22 +118,38 @@ fn burst(name: &str, pool: &BufferPool, total: usize) -> String {
         .filter(|(i, _)| i % KEEP_EVERY == 0)
         .map(|(_, b)| b)
         .collect();
+    let trim_started = std::time::Instant::now();
     let trimmed = pool.trim();
+    let trim_took = trim_started.elapsed();
     let (after, _) = statm();
     let live: usize = kept.iter().map(|(size, _)| size).sum();
+    let page = pagepool::page_size();
+    let live_pages: usize = kept
+        .iter()
+        .map(|(size, _)| size.next_multiple_of(page))
+        .sum();
     let stats = pool.stats();
+    let slots: usize = pool
+        .class_stats()
+        .iter()
+        .map(|c| c.buffers_in_use + c.buffers_cached + c.buffers_quarantined)
+        .sum();
     let overhead = after as f64 - before as f64 - live as f64;
     drop(kept);
     pool.trim();
     format!(
-        "| {name} | {count} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} % |",
+        "| {name} | {count} | {} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} % |",
         mib(allocated as f64),
         mib(before as f64),
         mib(peak as f64),
+        trim_took.as_secs_f64() * 1e3,
         mib(trimmed as f64),
+        mib(stats.discarded_bytes as f64),
         mib(after as f64),
         mib(live as f64),
+        mib(live_pages as f64),
         mib(stats.bytes_in_use as f64),
+        mib((slots * 64) as f64),
         mib(overhead),
         100.0 * overhead / live as f64,
     )
@@ -226,10 +246,11 @@ fn main() {
         total / MIB
     );
     println!(
-        "| pool | buffers | allocated | RSS before | RSS at peak | trim gave back | RSS after \
-         | live (asked) | bytes_in_use (classes) | overhead = after − before − live | of live |"
+        "| pool | buffers | allocated | RSS before | RSS at peak | trim (ms) | trim unmapped | trim discarded \
+         | RSS after | live (asked) | live, whole pages | bytes_in_use (classes) \
+         | slot metadata | overhead = after − before − live | of live |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     print!("{}", rows["burst"].concat());
     println!(
         "\n## memory per live buffer ({n} live, every byte written; bytes per buffer; each row a \

@@ -308,12 +308,17 @@ impl BufferPool {
     }
 
     /// Empties the quarantine, then unmaps every slab whose slots are all on
-    /// the pool's shared free lists, and returns the bytes given back to the
-    /// OS (guard pages included). The calling thread's cached slots go back
-    /// first; other threads return theirs at their next call or when they
-    /// exit, so a slab holding one of those stays mapped until a later trim.
-    /// Allocations of a class being trimmed wait for the trim rather than
-    /// map a new slab.
+    /// the pool's shared free lists, and returns the bytes unmapped (guard
+    /// pages included). In the slabs left mapped, the pages of the free
+    /// slots of page classes go back to the OS too (`madvise(MADV_DONTNEED)`,
+    /// beyond the [`min_buffers`](crate::PoolBuilder::min_buffers)): they
+    /// read zeros when next handed out, stay in `bytes_reserved`, and are
+    /// counted in [`PoolStats::discarded_bytes`], not in the value returned.
+    /// Small classes' slabs and slots pinned by an io_uring registration keep
+    /// their pages. The calling thread's cached slots go back first; other
+    /// threads return theirs at their next call or when they exit, so a slab
+    /// holding one of those stays mapped until a later trim. Allocations of
+    /// a class being trimmed wait for the trim rather than map a new slab.
     pub fn trim(&self) -> usize {
         self.inner.trim_all()
     }

@@ -350,6 +350,10 @@
 //!   lock; only a surplus takes the slab lock and walks a free list
 //!   (`benches/decay.rs`). Allocations of a class being decayed wait on the
 //!   slab lock for the walk, as under `trim`.
+//! - **Free slots' pages.** `trim` and decay `madvise(MADV_DONTNEED)` free
+//!   page slots of slabs left mapped (`Slab::discard_free_slots`): they read
+//!   zeros and lose `POISONED` and `CANARY`, so a write after release into
+//!   one escapes the poison check (`PoolStats::discarded_bytes`).
 //!
 //! ## Periodic work
 //!

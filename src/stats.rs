@@ -49,6 +49,12 @@ pub struct PoolStats {
     /// Bytes given back to the OS by decay (idle slabs past
     /// [`PoolBuilder::decay`](crate::PoolBuilder::decay)), in all.
     pub decayed_bytes: u64,
+    /// Bytes of free slots whose pages trim and decay gave back to the OS
+    /// while their slabs stayed mapped (a slab with a buffer in use keeps
+    /// its mapping; its free page slots read zeros afterwards), in all. Not
+    /// in `trimmed_bytes`, `decayed_bytes` or what `trim` returns: those
+    /// are unmapped bytes, which leave `bytes_reserved`; these stay in it.
+    pub discarded_bytes: u64,
     /// Slots served without one of their guard pages because the guard budget
     /// ran out (a canary watches their edges instead). Zero without guards.
     pub unguarded_slots: usize,
@@ -332,6 +338,8 @@ pub(crate) struct PoolCounters {
     pub(crate) trimmed: AtomicU64,
     /// Bytes unmapped by decay, in all.
     pub(crate) decayed: AtomicU64,
+    /// Bytes of free slots' pages discarded by trim and decay, in all.
+    pub(crate) discarded: AtomicU64,
     /// Slots missing a guard page, in mapped slabs.
     pub(crate) unguarded: AtomicUsize,
     /// `ZeroSize` and `TooLarge` refusals.
@@ -364,6 +372,7 @@ pub(crate) fn total(
         bytes_limit: limit,
         trimmed_bytes: pool.trimmed.load(Relaxed),
         decayed_bytes: pool.decayed.load(Relaxed),
+        discarded_bytes: pool.discarded.load(Relaxed),
         unguarded_slots: pool.unguarded.load(Relaxed),
         rejected: pool.rejected.load(Relaxed),
         corruptions: corruptions.iter().sum(),

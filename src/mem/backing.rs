@@ -2,8 +2,9 @@
 //! the private anonymous mappings every pool uses today.
 //!
 //! A slab asks its backing for one page-aligned, readable and writable
-//! range and gives it back when it is unmapped; nothing above this file
-//! knows how. A shared-memory backing (a `memfd` mapped `MAP_SHARED`, for
+//! range, may hand some of its pages back while it stays mapped
+//! ([`Backing::discard`], for trim), and gives the range back when it is
+//! unmapped; nothing above this file knows how. A shared-memory backing (a `memfd` mapped `MAP_SHARED`, for
 //! handing buffers to another process) or a huge-page one (`MAP_HUGETLB`)
 //! is one more `impl Backing`.
 
@@ -27,6 +28,21 @@ pub(crate) trait Backing: Send + Sync + fmt::Debug {
     /// `base` and `len` are exactly a range this backing's `map` returned,
     /// not yet given back, and nothing accesses it any more.
     unsafe fn unmap(&self, base: NonNull<u8>, len: usize);
+
+    /// Gives the memory behind `base..base + len` back to the OS while the
+    /// range stays mapped: afterwards it reads as zeros and costs no memory
+    /// until written. Returns whether it did; a backing that cannot (a
+    /// shared mapping, whose pages would come back from the file) leaves
+    /// the bytes as they are and returns `false`.
+    ///
+    /// # Safety
+    /// `base..base + len` is page-aligned, inside a range this backing's
+    /// `map` returned and has not given back, and nothing accesses it while
+    /// this runs (whatever it held is lost).
+    unsafe fn discard(&self, base: NonNull<u8>, len: usize) -> bool {
+        let _ = (base, len);
+        false
+    }
 }
 
 /// Private anonymous mappings (`mmap(MAP_PRIVATE | MAP_ANONYMOUS)`).
@@ -59,6 +75,15 @@ impl Backing for Anonymous {
         let rc = unsafe { libc::munmap(base.as_ptr().cast(), len) };
         debug_assert_eq!(rc, 0, "munmap of a range we mapped");
     }
+
+    unsafe fn discard(&self, base: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: the caller names page-aligned pages of a private anonymous
+        // mapping we made, which no one accesses meanwhile: MADV_DONTNEED
+        // frees them, and the next touch of each maps a zero page. Guard
+        // pages in the range stay guards: markers (MADV_GUARD_INSTALL)
+        // survive DONTNEED, and mprotect'ed pages keep their protection.
+        unsafe { libc::madvise(base.as_ptr().cast(), len, libc::MADV_DONTNEED) == 0 }
+    }
 }
 
 /// [`Anonymous`] mappings marked `madvise(MADV_DONTFORK)`: a child of
@@ -86,6 +111,12 @@ impl Backing for NotInherited {
         // SAFETY: the caller's contract is `Anonymous::unmap`'s, which made
         // the range.
         unsafe { Anonymous.unmap(base, len) }
+    }
+
+    unsafe fn discard(&self, base: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: the caller's contract is `Anonymous::discard`'s, whose
+        // mapping this is (MADV_DONTFORK does not change what DONTNEED does).
+        unsafe { Anonymous.discard(base, len) }
     }
 }
 
@@ -129,6 +160,19 @@ impl Mapping {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// [`Backing::discard`] of `len` bytes at `offset` into the mapping.
+    ///
+    /// # Safety
+    /// `offset..offset + len` is page-aligned and inside the mapping, and
+    /// nothing accesses it while this runs (whatever it held is lost).
+    pub(crate) unsafe fn discard(&self, offset: usize, len: usize) -> bool {
+        debug_assert!(offset.checked_add(len).is_some_and(|end| end <= self.len));
+        // SAFETY: inside the range `backing.map` returned (the field's
+        // invariant and the caller's bounds), not given back before drop;
+        // the caller vouches that no one accesses it.
+        unsafe { self.backing.discard(self.base.add(offset), len) }
     }
 }
 

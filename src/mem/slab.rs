@@ -20,16 +20,20 @@
 //! ```
 //!
 //! Guard pages (`G`) are placed and red zones filled once, when the slab is
-//! mapped; allocation and release never touch the mapping again.
+//! mapped; allocation and release never touch the mapping again. A trim
+//! may give a free page slot's pages back while its slab stays mapped
+//! ([`Slab::discard_free_slots`]); a packed slab's pages all hold red zones,
+//! so only unmapping the whole slab gives them back.
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::backing::{Backing, Mapping};
 use super::canary;
 use super::guard::{self, Placed};
-use super::slot::{Edges, Slot};
+use super::slot::{Edges, Slot, SlotFlags};
 use crate::class::ClassIdx;
 use crate::config::GuardMechanism;
 use crate::limits::{EDGE_CANARY, REDZONE};
@@ -282,6 +286,75 @@ impl Slab {
     pub(crate) fn unguarded(&self) -> usize {
         self.unguarded
     }
+
+    /// Gives the data pages of free slots `free` (this slab's, in any
+    /// order) back to the OS while the slab stays mapped, but for those
+    /// that hold nothing ([`untouched`]) and for a packed slab's; returns
+    /// the slot bytes given back. One `madvise` per run of neighbours: a run
+    /// spans the guard pages between its slots (guard markers survive a
+    /// discard, and `mprotect`ed pages hold no memory), never a page of edge
+    /// canary. A discarded slot reads zeros, and its metadata forgets what
+    /// its bytes held: no `POISONED` (the next allocation checks no poison),
+    /// no `CANARY` (it writes the canary afresh), and `max_len` 0, which
+    /// marks it untouched until an allocation stamps it.
+    ///
+    /// # Safety
+    /// Every slot of `free` is one of this slab's and the caller owns it:
+    /// free, on no free list or thread cache, until this returns.
+    pub(crate) unsafe fn discard_free_slots(&self, free: &[&Slot]) -> usize {
+        if self.layout.packed {
+            return 0;
+        }
+        let (lead, stride, len) = (
+            self.layout.lead(),
+            self.layout.stride(),
+            self.layout.slot_bytes,
+        );
+        let mut at: Vec<usize> = free
+            .iter()
+            .filter(|s| !untouched(s))
+            .map(|s| (s.data().as_ptr() as usize - self.base() - lead) / stride)
+            .collect();
+        at.sort_unstable();
+        let joins =
+            |a: usize, b: usize| b == a + 1 && !self.slots[a].edges().contains(Edges::CANARY_AFTER);
+        let mut given = 0;
+        for run in at.chunk_by(|&a, &b| joins(a, b)) {
+            let (first, last) = (run[0], run[run.len() - 1]);
+            // SAFETY: slots `first..=last` and the guard pages between them
+            // are whole pages inside the mapping (`map`'s layout); the
+            // caller owns every slot of the run, and no one accesses guard
+            // pages.
+            let done = unsafe {
+                self.mapping
+                    .discard(lead + first * stride, (last - first) * stride + len)
+            };
+            for &i in run {
+                let s = &self.slots[i];
+                // Even if the OS refused (some pages may be gone): the checks
+                // then skip a round rather than report a pattern not there.
+                s.flags.store(
+                    s.flags
+                        .load()
+                        .without(SlotFlags::POISONED | SlotFlags::CANARY),
+                );
+                if done {
+                    s.max_len.store(0, Relaxed);
+                }
+            }
+            if done {
+                given += run.len() * len;
+            }
+        }
+        given
+    }
+}
+
+/// Whether free slot `s`'s data holds nothing: not written since its slab
+/// was mapped or its pages were discarded. Its `max_len` is then 0, which
+/// every allocation overwrites with the buffer's (at least 1).
+pub(crate) fn untouched(s: &Slot) -> bool {
+    s.max_len.load(Relaxed) == 0
 }
 
 impl Drop for Slab {

@@ -43,6 +43,14 @@ pub(crate) trait SlabEvents: Send + Sync + fmt::Debug {
     /// A slab is about to be unmapped; no slot of it is in use.
     fn unmapped(&self, slab: &SlabDesc<'_>);
 
+    /// Whether this subscriber holds the pages of page-class slots (an
+    /// io_uring buffer registration pins them): a trim must not discard
+    /// them, since the holder would keep the old pages while the slot maps
+    /// fresh zero ones.
+    fn pins_pages(&self) -> bool {
+        false
+    }
+
     /// Before `fork`, with the slab lock held by the fork handler: takes
     /// and keeps this subscriber's own locks ([`crate::forklock::hold`]).
     fn fork_hold(&self) {}
@@ -161,6 +169,13 @@ impl SlabSet {
             // SAFETY: the caller's contract, for each subscriber.
             unsafe { s.fork_release(child) };
         }
+    }
+
+    /// Whether a subscriber pins the pages of page-class slots
+    /// ([`SlabEvents::pins_pages`]): then no free slot's pages may be
+    /// discarded.
+    pub(crate) fn pages_pinned(&self) -> bool {
+        self.subscribers.iter().any(|s| s.pins_pages())
     }
 
     /// The slabs of class `class`, by address.

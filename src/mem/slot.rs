@@ -235,7 +235,9 @@ pub(crate) struct Slot {
     pub(crate) release_site: AtomicUsize,
     /// Clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,
-    /// `max_len` of the current (or last) buffer.
+    /// `max_len` of the current (or last) buffer; 0 (untouched, see
+    /// `slab::untouched`) until the first, and after a trim discards the
+    /// free slot's pages.
     pub(crate) max_len: AtomicU32,
     /// `len` of the current buffer (kept here so a `PageBuffer` is two
     /// words); invariant `len <= max_len`.

@@ -8,13 +8,15 @@
 //! handed out since a mark, so when the newest mark at least one period old
 //! says a class touched `k` slots since, every slot beyond `max(k, floor)` lay
 //! free for the whole period, and the slabs wholly among them are unmapped
-//! (the trim machinery, `unmap_idle_locked`). Reading the counters costs the
+//! (the trim machinery, `unmap_idle_locked`); so many free slots of the
+//! slabs left mapped have their pages discarded too. Reading the counters costs the
 //! hot path nothing; see the `design` module.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+use super::map::FreePages;
 use super::PoolInner;
 use crate::class::{ClassIdx, SizeClasses};
 use crate::sync::Mutex;
@@ -136,7 +138,7 @@ impl PoolInner {
             if slots.load(Relaxed) <= keep {
                 continue;
             }
-            freed += self.unmap_idle_locked(&mut slabs, c, keep);
+            freed += self.unmap_idle_locked(&mut slabs, c, keep, FreePages::Discard);
             // Room for a whole slab beyond `keep` is left: each slab holds a
             // slot in use, quarantined or cached by a thread.
             let smallest = slabs.class(c).iter().map(|s| s.slots().len()).min();

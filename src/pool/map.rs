@@ -1,6 +1,7 @@
 //! The slow path of allocation: a slot from the shared free list, or a new
-//! slab mapped within the byte cap; trimming idle slabs (which decay reuses);
-//! and asking thread caches to flush, which both rely on.
+//! slab mapped within the byte cap; trimming idle slabs and discarding the
+//! pages of free slots in busy ones (which decay reuses); and asking thread
+//! caches to flush, which both rely on.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -9,10 +10,21 @@ use super::{wait, PoolInner};
 use crate::class::ClassIdx;
 use crate::free::cache;
 use crate::limits::{MAX_SLOTS_PER_SLAB, SMALL_SLAB_BYTES};
-use crate::mem::slab::{Layout, Slab};
+use crate::mem::slab::{self, Layout, Slab};
 use crate::mem::slabs::SlabSet;
-use crate::mem::slot::SlotRef;
+use crate::mem::slot::{Slot, SlotRef};
 use crate::Error;
+
+/// What a trim does with the free slots of the slabs it leaves mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FreePages {
+    /// Leaves their pages resident: a trim for room under the cap, which
+    /// only unmapping makes.
+    Keep,
+    /// Gives their pages back to the OS ([`Slab::discard_free_slots`]),
+    /// beyond the slots the class keeps ready: `BufferPool::trim`, decay.
+    Discard,
+}
 
 impl PoolInner {
     /// Takes a slot of class `idx` from the depot's free list, or maps a
@@ -197,26 +209,37 @@ impl PoolInner {
     }
 
     /// `BufferPool::trim`: empties the quarantine, flushes this thread's
-    /// cache (and asks the others to), unmaps every idle slab; returns the
-    /// bytes given back, and wakes the head waiter (the room is under the
-    /// cap now).
+    /// cache (and asks the others to), unmaps every idle slab and discards
+    /// the pages of the other free slots; returns the bytes unmapped, and
+    /// wakes the head waiter (the room is under the cap now).
     pub(crate) fn trim_all(self: &Arc<Self>) -> usize {
         self.release_quarantine();
         self.ask_caches_to_flush();
         let mut slabs = self.slabs.lock();
-        let freed = self.trim_locked(&mut slabs, None);
+        let freed = self.trim_classes(&mut slabs, None, FreePages::Discard);
         drop(slabs);
         self.depot.notify_room();
         freed
     }
 
     /// Unmaps the idle slabs of every class but `except`, down to each
-    /// class's `min_buffers`; returns the bytes.
+    /// class's `min_buffers`, for room under the cap; returns the bytes.
     pub(super) fn trim_locked(&self, slabs: &mut SlabSet, except: Option<ClassIdx>) -> usize {
+        self.trim_classes(slabs, except, FreePages::Keep)
+    }
+
+    /// [`trim_locked`](Self::trim_locked), doing `free_pages` with the free
+    /// slots of the slabs left mapped.
+    fn trim_classes(
+        &self,
+        slabs: &mut SlabSet,
+        except: Option<ClassIdx>,
+        free_pages: FreePages,
+    ) -> usize {
         let mut freed = 0;
         for c in self.classes.all() {
             if Some(c) != except && !slabs.class(c).is_empty() {
-                freed += self.unmap_idle_locked(slabs, c, self.decay.floor(c));
+                freed += self.unmap_idle_locked(slabs, c, self.decay.floor(c), free_pages);
             }
         }
         self.counters.trimmed.fetch_add(freed as u64, Relaxed);
@@ -225,11 +248,14 @@ impl PoolInner {
 
     /// Unmaps slabs of class `idx` whose slots are all on its free list,
     /// while the class keeps at least `keep` slots mapped; returns the bytes.
+    /// With [`FreePages::Discard`], the pages of the free slots left beyond
+    /// the `keep` slots also go back (counted in `discarded`).
     pub(super) fn unmap_idle_locked(
         &self,
         slabs: &mut SlabSet,
         idx: ClassIdx,
         keep: usize,
+        free_pages: FreePages,
     ) -> usize {
         let class = self.depot.class(idx);
         // Take every free slot. Allocations of this class that find the list
@@ -262,11 +288,39 @@ impl PoolInner {
                 go
             })
             .collect();
-        for (slot, &owner) in free.iter().zip(&owners) {
-            if !idle[owner] {
+        let discard =
+            free_pages == FreePages::Discard && !self.layout(idx).packed && !slabs.pages_pinned();
+        // The free slots staying, resident ones ahead: the first `ready` of
+        // them (in the list's order, the next handed out) keep their pages,
+        // so the class has `keep` slots resident with those in use or cached.
+        let staying = free.iter().zip(&owners).filter(|(_, &o)| !idle[o]);
+        let mut ready = keep.saturating_sub(mapped - staying.clone().count());
+        let mut emptied: Vec<(usize, SlotRef)> = Vec::new();
+        for (slot, &owner) in staying {
+            // SAFETY: drained from the free list above: free, and ours under
+            // the slab lock until pushed back; its slab `list[owner]` is
+            // mapped.
+            let s = unsafe { slot.get() };
+            if !discard || (ready > 0 && !slab::untouched(s)) {
+                ready = ready.saturating_sub(1);
                 class.free.push(*slot);
+            } else {
+                emptied.push((owner, *slot));
             }
         }
+        // By slab, in list order within each (a stable sort).
+        emptied.sort_by_key(|&(owner, _)| owner);
+        let mut discarded = 0;
+        for run in emptied.chunk_by(|a, b| a.0 == b.0) {
+            // SAFETY: as above: slots of `list[run[0].0]`, ours.
+            let slots: Vec<&Slot> = run.iter().map(|(_, s)| unsafe { s.get() }).collect();
+            // SAFETY: as above.
+            discarded += unsafe { list[run[0].0].discard_free_slots(&slots) };
+        }
+        for (_, slot) in emptied {
+            class.free.push(slot);
+        }
+        self.counters.discarded.fetch_add(discarded as u64, Relaxed);
         let mut freed = 0;
         // Scans reading slot metadata outside the slab lock finish first.
         let _unmapping = idle.contains(&true).then(|| self.mapped.write());

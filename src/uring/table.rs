@@ -194,6 +194,11 @@ fn runs(mut slots: Vec<(usize, u16)>) -> Vec<(u16, Vec<usize>)> {
 }
 
 impl SlabEvents for Table {
+    /// Registered slots are pinned by the kernel.
+    fn pins_pages(&self) -> bool {
+        true
+    }
+
     /// Holds the table state (taken under the slab lock by `mapped` and
     /// `unmapped`, alone by lookups), so a child can map and trim.
     fn fork_hold(&self) {
