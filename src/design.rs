@@ -160,7 +160,8 @@
 //! `flags` together with `max_len & alloc_mask` (a buffer with slack to
 //! guard, a poisoned slot, a sampled duty, zeroing), and plain stores into
 //! the slot's metadata line (state, len, max_len, anchor, leak epoch; with
-//! call-site tracking also site, coarse time, thread). Everything rarer (an
+//! call-site tracking also site, coarse time, and the thread's number, which
+//! the cache entry keeps beside the anchor). Everything rarer (an
 //! empty bin, another pool, a flush request, a sampled allocation, a debug
 //! step) is out of line: `allocate_slow`, `allocate_checked`.
 //!
@@ -179,7 +180,8 @@
 //! `release_detour`). The buffer
 //! itself is two words, so it is returned and moved in registers. No lock,
 //! no system call, and no atomic read-modify-write on the same-thread path;
-//! a buffer released on another thread costs one atomic decrement of its
+//! a buffer released on another thread takes the same inline path into the
+//! releasing thread's bin and then costs one atomic decrement of its
 //! anchor's count. The depot is touched once per half bin when a thread's
 //! bin runs empty or full: a full bin spills its older half as one batch
 //! (a `Vec` under the class's batch lock, one lock round trip instead of a
@@ -203,14 +205,16 @@
 //!
 //! | case | instructions |
 //! |---|---:|
-//! | 4 KiB, every default on | 130.7 |
-//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 156.7 |
-//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 105.0 |
+//! | 4 KiB, every default on | 126.2 |
+//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 151.2 |
+//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 106.0 |
 //! | 4 KiB, bare, the async call polled once | 131.0 |
-//! | 1500-byte page buffer, its slack canary checked | 233.0 |
-//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 271.2 |
+//! | 1500-byte page buffer, its slack canary checked | 228.5 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 267.6 |
+//! | producer → two consumers, 4 KiB, per buffer (hand-off included; the hand-off of plain ids alone: 11.3) | 121.0 |
+//! | producer → two consumers, 64 KiB, per buffer | 169.4 |
 //!
-//! The async call's first poll is the immediate call inlined; the 26 more
+//! The async call's first poll is the immediate call inlined; the 25 more
 //! instructions are its `Poll<Result<PageBuffer, Error>>` written to the
 //! stack and read back (the cold wait path returns the same value through
 //! memory, so the two paths meet there) and the future's own fields.
