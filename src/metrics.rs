@@ -72,6 +72,7 @@
 //! | `pagepool_slabs` | gauge | pool | mapped slabs |
 //! | `pagepool_trimmed_bytes_total` | counter | pool | bytes given back by trim |
 //! | `pagepool_decayed_bytes_total` | counter | pool | bytes given back by decay (slabs idle for the decay period) |
+//! | `pagepool_discarded_bytes_total` | counter | pool | bytes of free slots whose pages trim or decay gave back (`madvise(MADV_DONTNEED)`) while their slabs stayed mapped; they stay in `pagepool_bytes_reserved` |
 //! | `pagepool_rejected_total` | counter | pool | requests refused as bad input (zero size, too large) |
 //! | `pagepool_unguarded_slots` | gauge | pool | slots served without a guard page (budget spent) |
 //! | `pagepool_corruptions_total` | counter | pool, kind | memory corruptions found, by kind: `slack_canary`, `edge_canary`, `poison` |

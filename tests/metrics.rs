@@ -347,3 +347,41 @@ fn corruptions_and_leak_suspects_are_published() {
     assert_eq!(pool.stats().corruptions, 1);
     drop(held);
 }
+
+#[test]
+fn discarded_bytes_are_published() {
+    let page = page_size();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let pool = metrics::with_local_recorder(&recorder, || {
+        BufferPool::builder()
+            .name("discard")
+            .slab_size(16 * page)
+            .build()
+            .unwrap()
+    });
+    // Three one-page buffers from one slab; the one kept holds it mapped.
+    let bufs: Vec<_> = (0..3)
+        .map(|_| {
+            let mut b = pool.allocate_page_size_buffer(page).unwrap();
+            b.as_max_slice_mut().fill(7);
+            b
+        })
+        .collect();
+    assert_eq!(pool.stats().slabs, 1);
+    let mut bufs = bufs.into_iter();
+    let kept = bufs.next().unwrap();
+    drop(bufs);
+    assert_eq!(pool.trim(), 0, "the slab holds a buffer");
+    let s = pool.stats();
+    assert_eq!(s.discarded_bytes, 2 * page as u64);
+    pool.publish_metrics();
+    let v = values(&snapshotter);
+    let p = [("pool", "discard")];
+    assert_eq!(
+        counter(&v, "pagepool_discarded_bytes_total", &p),
+        2 * page as u64
+    );
+    assert_eq!(counter(&v, "pagepool_trimmed_bytes_total", &p), 0);
+    drop(kept);
+}

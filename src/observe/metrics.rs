@@ -34,6 +34,8 @@ pub const SLABS: &str = "pagepool_slabs";
 pub const TRIMMED_BYTES_TOTAL: &str = "pagepool_trimmed_bytes_total";
 /// `pagepool_decayed_bytes_total{pool}`.
 pub const DECAYED_BYTES_TOTAL: &str = "pagepool_decayed_bytes_total";
+/// `pagepool_discarded_bytes_total{pool}`.
+pub const DISCARDED_BYTES_TOTAL: &str = "pagepool_discarded_bytes_total";
 /// `pagepool_rejected_total{pool}`.
 pub const REJECTED_TOTAL: &str = "pagepool_rejected_total";
 /// `pagepool_unguarded_slots{pool}`.
@@ -68,7 +70,7 @@ pub const BYTES_RESERVED_PEAK: &str = "pagepool_bytes_reserved_peak";
 pub use super::sites::{SITE_BUFFERS, SITE_BYTES};
 
 /// Every metric name pagepool registers, as scraped.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 28] = [
     ALLOCATIONS_TOTAL,
     RELEASES_TOTAL,
     BUFFERS_IN_USE,
@@ -79,6 +81,7 @@ pub const ALL: [&str; 27] = [
     SLABS,
     TRIMMED_BYTES_TOTAL,
     DECAYED_BYTES_TOTAL,
+    DISCARDED_BYTES_TOTAL,
     REJECTED_TOTAL,
     UNGUARDED_SLOTS,
     CORRUPTIONS_TOTAL,
@@ -144,6 +147,11 @@ fn describe() {
         DECAYED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes given back to the OS by decay (slabs idle for the decay period)."
+    );
+    describe_counter!(
+        DISCARDED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of free slots whose pages trim or decay gave back to the OS while their slabs stayed mapped."
     );
     describe_counter!(
         REJECTED_TOTAL,
@@ -313,6 +321,7 @@ pub(crate) struct PoolMetrics {
     slabs: Gauge,
     trimmed: Counter,
     decayed: Counter,
+    discarded: Counter,
     rejected: Counter,
     unguarded: Gauge,
     corruptions: [Counter; 3],
@@ -369,6 +378,7 @@ impl PoolMetrics {
             slabs: gauge!(SLABS, "pool" => p.clone()),
             trimmed: counter!(TRIMMED_BYTES_TOTAL, "pool" => p.clone()),
             decayed: counter!(DECAYED_BYTES_TOTAL, "pool" => p.clone()),
+            discarded: counter!(DISCARDED_BYTES_TOTAL, "pool" => p.clone()),
             rejected: counter!(REJECTED_TOTAL, "pool" => p.clone()),
             unguarded: gauge!(UNGUARDED_SLOTS, "pool" => p.clone()),
             corruptions: CorruptionKind::ALL
@@ -440,6 +450,7 @@ impl PoolMetrics {
         self.slabs.set(pool.slabs as f64);
         self.trimmed.absolute(pool.trimmed_bytes);
         self.decayed.absolute(pool.decayed_bytes);
+        self.discarded.absolute(pool.discarded_bytes);
         self.rejected.absolute(pool.rejected);
         self.unguarded.set(pool.unguarded_slots as f64);
         for (c, n) in self.corruptions.iter().zip(corruptions) {
