@@ -278,11 +278,27 @@ impl Checks {
         {
             return false;
         }
-        // SAFETY: the caller owns the slot, flagged `CANARY` for its
-        // `max_len`; a packed slot lies between its red zones.
+        let max_len = s.max_len.load(Relaxed) as usize;
+        let data = s.data().as_ptr();
+        debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
+        if edges.is_empty() {
+            // A page slot: the span ends with `max_len`'s last page (see
+            // `canary_span`), no table to read.
+            let to = (max_len + self.page - 1) & !(self.page - 1);
+            // SAFETY: the caller owns the slot, flagged `CANARY` for its
+            // `max_len`; `max_len..to` lies inside it.
+            return unsafe { self.span_intact(data, max_len, to) };
+        }
+        // A packed slot: the span ends with the slot, whose size is read
+        // once for it and for the red zone after it.
+        let len = classes.slot_bytes(s.class());
+        // SAFETY: as above, `max_len..len` inside the slot; both 16-byte
+        // windows lie in the red zones around it (a packed slot is 64-byte
+        // aligned between 64-byte red zones of its mapped slab).
         unsafe {
-            self.slack_intact(s, s.max_len.load(Relaxed) as usize, classes)
-                && (edges.is_empty() || self.red_zones_intact(s, classes))
+            self.span_intact(data, max_len, len)
+                && canary::intact16(data.sub(16))
+                && canary::intact16(data.add(len))
         }
     }
 
@@ -308,10 +324,22 @@ impl Checks {
     #[inline(always)]
     unsafe fn slack_intact(&self, s: &Slot, max_len: usize, classes: &SizeClasses) -> bool {
         let (from, to) = self.canary_span(s, max_len, classes);
-        debug_assert!(from < to && s.canary_max.load(Relaxed) as usize == max_len);
-        let data = s.data().as_ptr();
-        // SAFETY: the windows lie inside `from..to`, inside our slot (64-byte
-        // aligned, so their aligned words are in it too).
+        debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
+        // SAFETY: `from..to` is inside our slot (`canary_span`).
+        unsafe { self.span_intact(s.data().as_ptr(), from, to) }
+    }
+
+    /// Whether the canary holds over the windows a release compares of the
+    /// span `from..to` of the slot at `data`.
+    ///
+    /// # Safety
+    /// `from < to`, and `data + from..data + to` lies inside a slot the
+    /// caller owns, which starts 64-byte aligned at `data` (so the aligned
+    /// words of the windows are in it too).
+    #[inline(always)]
+    unsafe fn span_intact(&self, data: *const u8, from: usize, to: usize) -> bool {
+        debug_assert!(from < to);
+        // SAFETY: the windows lie inside `from..to` (`canary_windows`).
         unsafe {
             match self.canary_windows(from, to) {
                 [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
