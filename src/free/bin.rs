@@ -7,8 +7,8 @@ use super::depot::FreeList;
 use crate::mem::slot::SlotRef;
 use crate::stats::{bump_own, ThreadClassCounters};
 
-/// The fewest slots a spill moves as one batch: below it, one queue push
-/// each costs less than a batch's allocation.
+/// The fewest slots a spill moves as one batch: below it, a queue push
+/// each costs less than the batch's two lock round trips.
 const MIN_BATCH: usize = 4;
 
 /// One class's free slots in a thread's cache.

@@ -1,11 +1,12 @@
 //! The depot: what a pool's thread caches share. Each class's free list
-//! (lock-free singles, and spilled batches under a leaf lock) and counters, the flush epoch, the cache limits, the abandoned
-//! flag, the waiters for room, and the registry of every thread's counters.
+//! (lock-free singles, and spilled batches under a leaf lock) and counters,
+//! the flush epoch, the cache limits, the abandoned flag, the waiters for
+//! room, and the registry of every thread's counters.
 //!
 //! Handing a slot over through a free list: a `push` by the releasing thread
 //! *happens before* the `pop` that hands the slot out again (the queue's
-//! release/acquire pair, or the batch lock's), so everything the last owner wrote to the slot is
-//! visible to the next one, and the two never overlap: a slot is on the list
+//! release/acquire pair, or the batch lock's), so everything the last owner
+//! wrote to the slot is visible to the next one, and the two never overlap: a slot is on the list
 //! or owned by one buffer, never both.
 
 use std::sync::atomic::AtomicU64;
@@ -61,13 +62,12 @@ impl FreeList {
         self.pop_from_batch()
     }
 
+    /// `pop` when there is no single: the last slot of the last batch.
     #[cold]
     fn pop_from_batch(&self) -> Option<SlotRef> {
         let mut batches = self.batches.lock();
-        let last = batches.full.last_mut()?;
-        let slot = last.pop();
-        if last.is_empty() {
-            let empty = batches.full.pop().expect("the last batch");
+        let slot = batches.full.last_mut()?.pop();
+        if let Some(empty) = batches.full.pop_if(|b| b.is_empty()) {
             batches.keep_spare(empty);
         }
         slot
@@ -206,7 +206,7 @@ impl Depot {
     /// As [`crate::forklock::release`]'s: this thread took them with
     /// `fork_hold`, and in the child no other thread runs yet.
     pub(crate) unsafe fn fork_release(&self, child: bool) {
-        // SAFETY: the caller's contract is `release`'s, for both locks.
+        // SAFETY: the caller's contract is `release`'s, for each lock.
         unsafe {
             for class in self.classes.iter() {
                 class.free.fork_release(child);
