@@ -83,7 +83,7 @@ impl Checks {
     /// in place and nothing else to do), or any flag.
     #[inline(always)]
     pub(crate) fn allocation_needs_work(&self, s: &Slot, max_len: usize, flags: SlotFlags) -> bool {
-        (max_len & self.alloc_mask) | usize::from(flags.bits()) != 0
+        (max_len & self.alloc_mask != 0 || !flags.is_empty())
             && !(flags == SlotFlags::CANARY
                 && self.zero == Zeroing::Off
                 && s.canary_max.load(Relaxed) as usize == max_len)
