@@ -94,6 +94,10 @@ pub(crate) struct SizeClasses {
     /// Slot bytes of each class, ascending; the last is the largest
     /// buffer's pages.
     bytes: Box<[usize]>,
+    /// `small + GRID_TABLE[m]` at index `m`: the class of a request of
+    /// `m + 1` pages, read with one load (entries past the largest class are
+    /// never read: `class_for` checks `max` first).
+    page_index: [u16; GRID_TABLE_PAGES],
 }
 
 /// Grid index of the smallest class holding `n >= 1` pages: a table lookup
@@ -165,11 +169,14 @@ impl SizeClasses {
             .copied()
             .chain((0..=last).map(|i| grid_pages(i).min(max_pages) * page))
             .collect::<Box<[usize]>>();
+        // Classes fit `u16`: `ClassIdx` has `CLASS_BITS` (13) bits.
+        let page_index = std::array::from_fn(|m| (small + GRID_TABLE[m] as usize) as u16);
         SizeClasses {
             max: max_buffer_size,
             page_shift: page.trailing_zeros(),
             small,
             bytes,
+            page_index,
         }
     }
 
@@ -194,7 +201,11 @@ impl SizeClasses {
     fn index_for(&self, bytes: usize) -> usize {
         debug_assert!(bytes >= 1 && bytes <= self.max);
         // Whole pages needed, less one: `ceil(bytes / page) - 1`.
-        self.small + grid_index_above((bytes - 1) >> self.page_shift)
+        let m = (bytes - 1) >> self.page_shift;
+        match self.page_index.get(m) {
+            Some(&idx) => usize::from(idx),
+            None => self.small + grid_index_computed(m + 1),
+        }
     }
 
     /// Index of the small class serving a request of `bytes`
