@@ -314,6 +314,25 @@ mod tests {
     }
 
     #[test]
+    fn page_classes_from_the_pool_table_agree_with_the_arithmetic() {
+        // A pool with every small class and one with a few (a small largest
+        // buffer), across the table's end at 256 pages.
+        for max in [(2 << 20) + 5, 300] {
+            let c = SizeClasses::new(4096, max);
+            let edges = [4096, 4097, 256 * 4096, 256 * 4096 + 1, max];
+            let sizes = (1..=max).step_by(1021).chain(edges);
+            for bytes in sizes.filter(|&b| b <= max) {
+                let by_arithmetic = c.small + grid_index_computed(bytes.div_ceil(4096));
+                assert_eq!(
+                    c.index_for(bytes),
+                    by_arithmetic,
+                    "{bytes} bytes, max {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn small_classes_fit_every_packet_size() {
         let c = SizeClasses::new(4096, 16 << 20);
         assert_eq!(c.small, SMALL_SIZES.len());
