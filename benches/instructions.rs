@@ -16,6 +16,7 @@
 //! | `default/1500B_page` | defaults: `allocate_page_size_buffer(1500)` (a slack canary to check) |
 //! | `default/1500B_packet` | defaults: `allocate_buffer(1500)` (a small class, red zones) |
 //! | `default/4KiB_quota` | defaults: `Quota::allocate_page_size_buffer(4096)` on a quota of the pool (a media server's per-connection quota: the charge and credit included) |
+//! | `default/4KiB_quota_async` | the same through `Quota::allocate_page_size_buffer_async`, polled once with a no-op waker |
 //! | `default/handoff_4KiB`, `default/handoff_64KiB` | per buffer, producer → two consumers as in `handoff.rs`: one thread allocates batches of 64 (writing one byte of each) and sends each batch (a `Vec`) to one of two consumers in turn over a channel 16 batches deep; the consumers write one byte and drop them (all three threads counted, the hand-off included) |
 //! | `ids/handoff` | the same hand-off of plain `u64` ids: what the two rows above pay that is not the pool |
 //!
@@ -45,7 +46,7 @@ const WARM_UP: u32 = 10_000;
 /// The environment variable that makes this binary run one case.
 const CASE_VAR: &str = "PAGEPOOL_INSTRUCTIONS_CASE";
 
-const CASES: [&str; 10] = [
+const CASES: [&str; 11] = [
     "default/4KiB",
     "default/4KiB_async",
     "bare/4KiB",
@@ -53,6 +54,7 @@ const CASES: [&str; 10] = [
     "default/1500B_page",
     "default/1500B_packet",
     "default/4KiB_quota",
+    "default/4KiB_quota_async",
     "default/handoff_4KiB",
     "default/handoff_64KiB",
     "ids/handoff",
@@ -155,6 +157,7 @@ fn run_case(case: &str) {
         "1500B_page" => (1500, Call::Page),
         "1500B_packet" => (1500, Call::Packet),
         "4KiB_quota" => (4096, Call::Quota),
+        "4KiB_quota_async" => (4096, Call::QuotaAsync),
         other => panic!("unknown size {other}"),
     };
     warm_up(&pool, bytes, call);
@@ -250,6 +253,9 @@ enum Call {
     Packet,
     /// `Quota::allocate_page_size_buffer` on a quota of the pool.
     Quota,
+    /// `Quota::allocate_page_size_buffer_async`, polled once with a no-op
+    /// waker.
+    QuotaAsync,
 }
 
 #[inline(never)]
@@ -269,6 +275,18 @@ fn measured_cycles_inner(pool: &BufferPool, size: usize, call: Call, n: u32) {
         let mut cx = Context::from_waker(Waker::noop());
         for _ in 0..n {
             let mut wait = pin!(pool.allocate_page_size_buffer_async(black_box(size)));
+            let Poll::Ready(got) = wait.as_mut().poll(&mut cx) else {
+                panic!("a warm pool has room");
+            };
+            let mut buf = got.expect("room");
+            buf.as_max_slice_mut()[0] = 1;
+            black_box(&buf);
+        }
+    } else if call == Call::QuotaAsync {
+        let quota = pool.quota(1 << 30);
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..n {
+            let mut wait = pin!(quota.allocate_page_size_buffer_async(black_box(size)));
             let Poll::Ready(got) = wait.as_mut().poll(&mut cx) else {
                 panic!("a warm pool has room");
             };
