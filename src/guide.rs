@@ -59,7 +59,11 @@
 //! After a burst, slabs no class needed for the decay period go back to the
 //! OS from the pool's background thread (`PoolStats::decayed_bytes`,
 //! `pagepool_decayed_bytes_total`); `trim` gives back every idle slab at
-//! once. Neither goes below the `min_buffers`. See [`crate::design`] for
+//! once. Both also give back the pages of free page slots in slabs a live
+//! buffer keeps mapped (`PoolStats::discarded_bytes`,
+//! `pagepool_discarded_bytes_total`): after a burst, the resident memory
+//! falls to about what is still in use. Neither goes below the
+//! `min_buffers`. See [`crate::design`] for
 //! what decay counts and what it never touches.
 //!
 //! ## Metrics
