@@ -33,6 +33,8 @@
 //!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
+//! --reads-in-flight N file reads in flight at once per read path; the others wait,
+//!                     those a response waits on and younger responses' first (default 8)
 //! --send-timeout SECS close a client to which no byte could be sent for SECS
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
@@ -54,7 +56,8 @@
 //! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
 //! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`),
-//! the read path (`read_path.rs`; io_uring in `uring.rs`), starting up
+//! the read path (`read_path.rs`; io_uring in `uring.rs`) and the order of
+//! its reads (`read_queue.rs`), starting up
 //! (`startup.rs`); the tests share `harness.rs`.
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
@@ -94,6 +97,7 @@ mod outcome;
 mod pages;
 mod range;
 mod read_path;
+mod read_queue;
 mod reader;
 mod samples;
 mod slow;
@@ -441,6 +445,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
             uring,
+            read_queues: media::ReadQueues::new(args.reads_in_flight),
             readers: Arc::default(),
             counters: media::MediaCounters::register(),
         },

@@ -21,6 +21,7 @@ use crate::body::{self, Body};
 use crate::conditional::{self, Validators, Verdict};
 use crate::range::{parse_range, Wanted};
 use crate::read_path::{UringReads, READ_PATH_HEADER};
+use crate::read_queue::ReadQueue;
 use crate::reader::{read_refused, Reader, ReaderGuard};
 use crate::wire;
 use crate::{text, State};
@@ -50,9 +51,28 @@ pub struct Media {
     pub pool_wait: Duration,
     /// Slot bytes one response may hold (its quota of the media pool).
     pub response_quota: usize,
+    /// The order of reads on each read path.
+    pub read_queues: ReadQueues,
     /// Reader tasks streaming a response right now.
     pub readers: Arc<AtomicUsize>,
     pub counters: MediaCounters,
+}
+
+/// A [`ReadQueue`] per read path.
+#[derive(Debug)]
+pub struct ReadQueues {
+    pub uring: Arc<ReadQueue>,
+    pub blocking: Arc<ReadQueue>,
+}
+
+impl ReadQueues {
+    /// At most `limit` reads in flight on each path.
+    pub fn new(limit: usize) -> ReadQueues {
+        ReadQueues {
+            uring: ReadQueue::new(limit),
+            blocking: ReadQueue::new(limit),
+        }
+    }
 }
 
 /// Metric handles, registered once.
@@ -377,6 +397,7 @@ pub async fn get(
         // One chunk waits for hyper; the reader reads the next once hyper
         // took it (`Reader::run`).
         let (tx, rx) = mpsc::channel(1);
+        let turn = reader.turn();
         if reader.remaining() > 0 {
             let guard = ReaderGuard::new(&media.readers);
             tokio::spawn(async move {
@@ -384,7 +405,7 @@ pub async fn get(
                 drop(guard);
             });
         }
-        body::sized(chunk, rx, len)
+        body::sized(chunk, rx, len, turn)
     };
 
     let mode = if direct { "direct" } else { "buffered" };
