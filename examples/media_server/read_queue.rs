@@ -49,6 +49,12 @@ impl Turn {
         self.wanted.store(wanted, Ordering::Relaxed);
     }
 
+    /// Whether the response's body waits for a chunk.
+    #[cfg(test)]
+    pub fn is_wanted(&self) -> bool {
+        self.wanted.load(Ordering::Relaxed)
+    }
+
     /// Counts `n` bytes read for the response.
     pub fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Ordering::Relaxed);
