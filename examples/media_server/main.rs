@@ -29,6 +29,9 @@
 //!                     "media" pool, 1/8 for the "live" pool
 //! --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+//! --direct-min-size N read files smaller than N through the page cache, not O_DIRECT
+//!                     (default 0: every file O_DIRECT; nginx's `directio` reads
+//!                     a file, or its tail, shorter than its output buffer so)
 //! --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
 //!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
@@ -442,6 +445,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             pool: media_pool,
             chunk: args.chunk,
             direct: AtomicBool::new(direct),
+            direct_min_size: args.direct_min_size,
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
             uring,

@@ -47,6 +47,9 @@ pub struct Media {
     pub chunk: usize,
     /// Whether to try `O_DIRECT` (the startup probe did not rule it out).
     pub direct: AtomicBool,
+    /// Files smaller than this are read through the page cache
+    /// (`--direct-min-size`).
+    pub direct_min_size: u64,
     /// How long a read waits for the pool to have room before giving up.
     pub pool_wait: Duration,
     /// Slot bytes one response may hold (its quota of the media pool).
@@ -80,7 +83,8 @@ impl ReadQueues {
 pub struct MediaCounters {
     pub read_direct_uring: Counter,
     pub read_direct_blocking: Counter,
-    pub read_buffered: Counter,
+    pub read_buffered_uring: Counter,
+    pub read_buffered_blocking: Counter,
     pub pool_waits: Counter,
     pub fallbacks: Counter,
 }
@@ -105,7 +109,8 @@ impl MediaCounters {
         MediaCounters {
             read_direct_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "io_uring"),
             read_direct_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "blocking"),
-            read_buffered: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
+            read_buffered_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "io_uring"),
+            read_buffered_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
             pool_waits: metrics::counter!("media_server_pool_waits_total"),
             fallbacks: metrics::counter!("media_server_odirect_fallbacks_total"),
         }
@@ -183,10 +188,16 @@ fn unsupported(e: &io::Error) -> bool {
     DirectError::of(e).is_some_and(|d| d.kind() == DirectErrorKind::Unsupported)
 }
 
-/// Opens a media file: with `O_DIRECT` when `try_direct` and the file system
-/// accepts it ([`DirectFile::open_or_buffered`]), else through the page
-/// cache. Returns the file, its size and validators (of the open file).
-fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64, Validators)> {
+/// Opens a media file: with `O_DIRECT` when `try_direct`, the file has at
+/// least `direct_min` bytes and the file system accepts it
+/// ([`DirectFile::open_or_buffered`]), else through the page cache.
+/// Returns the file, its size, its validators (of the open file) and
+/// whether `O_DIRECT` was tried.
+fn open_media(
+    path: &Path,
+    try_direct: bool,
+    direct_min: u64,
+) -> io::Result<(DirectFile, u64, Validators, bool)> {
     // Only regular files: opening a FIFO would block, a directory is no media.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
@@ -195,13 +206,14 @@ fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64, Val
             "not a regular file",
         ));
     }
+    let try_direct = try_direct && meta.len() >= direct_min;
     let file = if try_direct {
         DirectFile::open_or_buffered(path)?
     } else {
         DirectFile::open_buffered(path)?
     };
     let meta = file.as_file().metadata()?;
-    Ok((file, meta.len(), Validators::of(&meta)))
+    Ok((file, meta.len(), Validators::of(&meta), try_direct))
 }
 
 /// `GET /media`: one line per regular file, `name \t size \t pattern`.
@@ -299,7 +311,8 @@ pub async fn get(
     // On the worker, as nginx does: on a local file system the open and
     // `fstat` take microseconds, less than the blocking pool's two thread
     // hops would cost.
-    let (file, size, validators) = match open_media(&path, try_direct) {
+    let opened = open_media(&path, try_direct, media.direct_min_size);
+    let (file, size, validators, try_direct) = match opened {
         Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return text(StatusCode::NOT_FOUND, format!("no such file: {name}\n"))

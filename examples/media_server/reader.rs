@@ -158,14 +158,15 @@ impl Reader {
 
     /// One read of `buf.max_len()` bytes (fewer at the end of the file) at
     /// `pos`, once its path's queue lets it (`read_queue.rs`): through
-    /// io_uring for an `O_DIRECT` file when it runs, else
+    /// io_uring when it runs (page-cache reads too: a cached one completes
+    /// within the submit), else
     /// `DirectFile::read_at` on the blocking pool. The outer `Err`: the
     /// blocking task failed, and the buffer is gone.
     async fn read(&mut self, mut buf: PageBuffer) -> io::Result<(PageBuffer, io::Result<usize>)> {
         let pos = self.pos;
         let queues = &self.state.media.read_queues;
         match &self.uring {
-            Some((reads, slot)) if self.file.is_direct() => {
+            Some((reads, slot)) => {
                 self.path = ReadPath::IoUring;
                 let _pass = queues.uring.enter(&self.turn).await;
                 Ok(reads.read(slot, &self.file, buf, pos).await)
@@ -215,7 +216,8 @@ impl Reader {
         match (self.is_direct(), self.path) {
             (true, ReadPath::IoUring) => counters.read_direct_uring.increment(n as u64),
             (true, ReadPath::Blocking) => counters.read_direct_blocking.increment(n as u64),
-            (false, _) => counters.read_buffered.increment(n as u64),
+            (false, ReadPath::IoUring) => counters.read_buffered_uring.increment(n as u64),
+            (false, ReadPath::Blocking) => counters.read_buffered_blocking.increment(n as u64),
         }
         if n <= self.skip {
             return Err(io::Error::new(

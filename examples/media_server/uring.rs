@@ -285,6 +285,9 @@ impl Inner {
                 tracing::warn!(error = %e, "io_uring submit failed; retried at the next completion");
             }
         }
+        // A page-cache hit completes within the submit: no need to wait for
+        // the reaper.
+        self.complete_popped(&mut ring);
     }
 
     /// Completes every read whose completion is in the ring.
@@ -292,6 +295,10 @@ impl Inner {
         let Some(mut ring) = self.ring() else { return };
         // Entries an interrupted submit left queued.
         let _ = ring.submitter().submit();
+        self.complete_popped(&mut ring);
+    }
+
+    fn complete_popped(&self, ring: &mut RingGuard<'_>) {
         let mut reads = lock(&self.reads);
         while let Some(c) = ring.pop_completion() {
             if let Some(r) = reads.in_flight.remove(&c.user_data()) {
