@@ -404,18 +404,20 @@ pub async fn get(
         };
         direct = reader.is_direct();
         path = reader.read_path();
-        // One chunk waits for hyper; the reader reads the next once hyper
-        // took it (`Reader::run`).
-        let (tx, rx) = mpsc::channel(1);
-        let turn = reader.turn();
-        if reader.remaining() > 0 {
+        if reader.remaining() == 0 {
+            body::full(chunk) // one chunk: no reader task, no channel
+        } else {
+            // One chunk waits for hyper; the reader reads the next once
+            // hyper took it (`Reader::run`).
+            let (tx, rx) = mpsc::channel(1);
+            let turn = reader.turn();
             let guard = ReaderGuard::new(&media.readers);
             tokio::spawn(async move {
                 reader.run(tx).await;
                 drop(guard);
             });
+            body::sized(chunk, rx, len, turn)
         }
-        body::sized(chunk, rx, len, turn)
     };
 
     let mode = if direct { "direct" } else { "buffered" };

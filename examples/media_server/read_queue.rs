@@ -168,6 +168,11 @@ impl ReadQueue {
         }
     }
 
+    /// Reads in flight at most.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Reads waiting for a pass.
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
