@@ -27,7 +27,7 @@ usage: media_server [OPTIONS]
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
   --response-quota N  slot bytes one media response may hold (default four chunks)
   --reads-in-flight N file reads in flight at once per read path; the others wait,
-                      those a response waits on and younger responses' first (default 8)
+                      those a response waits on and younger responses' first (default 32)
   --send-timeout SECS close a client to which no byte could be sent for SECS
                       (default 10; 0: never)
   --min-send-rate N   close a client reading slower than N bytes/s, averaged over
@@ -87,7 +87,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         min_send_rate: 16 << 10,
         decay: Some(Duration::from_secs(30)),
         read_path: Choice::Auto,
-        reads_in_flight: 8,
+        reads_in_flight: 32,
         direct_min_size: 0,
     };
     while let Some(arg) = p.next()? {

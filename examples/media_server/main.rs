@@ -37,7 +37,7 @@
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
 //! --reads-in-flight N file reads in flight at once per read path; the others wait,
-//!                     those a response waits on and younger responses' first (default 8)
+//!                     those a response waits on and younger responses' first (default 32)
 //! --send-timeout SECS close a client to which no byte could be sent for SECS
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
