@@ -373,7 +373,7 @@ async fn reap(inner: Arc<Inner>) {
         };
         let mut count = [0u8; 8];
         // Clears the readiness once the counter is drained (`WouldBlock`).
-        let _ = ready.try_io(|fd| (&*fd.get_ref()).read(&mut count));
+        let _ = ready.try_io(|fd| fd.get_ref().read(&mut count));
         inner.complete_ready();
     }
 }
