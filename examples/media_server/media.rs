@@ -40,7 +40,8 @@ pub struct Media {
     /// Files whose content is the sample pattern of their name.
     pub samples: HashSet<String>,
     /// The io_uring read path, when it runs (`--read-path`); before `pool`,
-    /// so it drops first (its thread ends once no read is in flight).
+    /// so it drops first (it stops its reaper; its reads in flight keep
+    /// their buffers until the kernel is done).
     pub uring: Option<Arc<UringReads>>,
     pub pool: BufferPool,
     /// Bytes per read; a multiple of the page size.
