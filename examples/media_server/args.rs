@@ -19,10 +19,15 @@ usage: media_server [OPTIONS]
                       1/8 for the \"live\" pool
   --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
   --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+  --direct-min-size N read files smaller than N through the page cache, not O_DIRECT
+                      (default 0: every file O_DIRECT; nginx's `directio` reads
+                      a file, or its tail, shorter than its output buffer so)
   --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
                       has feature io-uring, the kernel allows it and O_DIRECT is on)
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
   --response-quota N  slot bytes one media response may hold (default four chunks)
+  --reads-in-flight N file reads in flight at once per read path; the others wait,
+                      those a response waits on and younger responses' first (default 32)
   --send-timeout SECS close a client to which no byte could be sent for SECS
                       (default 10; 0: never)
   --min-send-rate N   close a client reading slower than N bytes/s, averaged over
@@ -57,6 +62,10 @@ pub struct Args {
     /// The pools' decay period; `None`: never.
     pub decay: Option<Duration>,
     pub read_path: Choice,
+    /// Files smaller than this are read through the page cache.
+    pub direct_min_size: u64,
+    /// File reads in flight at once per read path (at least 1).
+    pub reads_in_flight: usize,
 }
 
 fn seconds(p: &mut cli::Parser, flag: &str) -> Result<Duration, Stop> {
@@ -78,6 +87,8 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         min_send_rate: 16 << 10,
         decay: Some(Duration::from_secs(30)),
         read_path: Choice::Auto,
+        reads_in_flight: 32,
+        direct_min_size: 0,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -99,6 +110,10 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
             Long("send-timeout") => {
                 a.send_timeout = Some(seconds(&mut p, "--send-timeout")?).filter(|d| !d.is_zero())
             }
+            Long("direct-min-size") => {
+                a.direct_min_size = cli::value_with(&mut p, "--direct-min-size", parse_size)? as u64
+            }
+            Long("reads-in-flight") => a.reads_in_flight = cli::value(&mut p, "--reads-in-flight")?,
             Long("read-path") => a.read_path = cli::value(&mut p, "--read-path")?,
             Long("decay") => a.decay = Some(seconds(&mut p, "--decay")?).filter(|d| !d.is_zero()),
             Long("min-send-rate") => {
@@ -130,6 +145,9 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
             a.chunk
         )
         .into());
+    }
+    if a.reads_in_flight == 0 {
+        return Err("--reads-in-flight must be at least 1".into());
     }
     if a.live_rate == 0 || a.live_rate > 100_000 {
         return Err("--live-rate must be between 1 and 100000".into());
@@ -225,7 +243,9 @@ mod tests {
                 "--listen" => Some("127.0.0.1:0"),
                 "--media-dir" => Some("/tmp"),
                 "--max-bytes" => Some("64M"),
-                "--chunk-size" | "--response-quota" | "--min-send-rate" => Some("256K"),
+                "--chunk-size" | "--response-quota" | "--min-send-rate" | "--direct-min-size" => {
+                    Some("256K")
+                }
                 "--read-path" => Some("blocking"),
                 _ => Some("3"),
             },
@@ -247,6 +267,7 @@ mod tests {
             &["--send-timeout", "-1"],
             &["--min-send-rate", "fast"],
             &["--read-path", "aio"],
+            &["--reads-in-flight", "0"],
             &["--seconds"],
             &["--port", "80"],
         ] {

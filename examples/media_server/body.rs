@@ -4,7 +4,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
@@ -12,6 +13,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::mpsc;
+
+use crate::read_queue::Turn;
 
 /// A response body.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -44,12 +47,14 @@ pub fn stream(first: Option<Bytes>, mut rx: Chunks) -> Body {
 /// `first`, then the chunks on `rx`: `len` bytes in all. Its end is known
 /// (hyper needs no further poll once the last byte is out), and a channel
 /// that closes short of `len` is an error, so the response is aborted
-/// rather than ended early.
-pub fn sized(first: Bytes, rx: Chunks, len: u64) -> Body {
+/// rather than ended early. `turn` learns when hyper waits for a chunk
+/// (its read is then urgent: `read_queue.rs`).
+pub fn sized(first: Bytes, rx: Chunks, len: u64, turn: Arc<Turn>) -> Body {
     BodyExt::boxed(Sized {
         first: Some(first),
         rx,
         remaining: len,
+        turn,
     })
 }
 
@@ -57,6 +62,7 @@ struct Sized {
     first: Option<Bytes>,
     rx: Chunks,
     remaining: u64,
+    turn: Arc<Turn>,
 }
 
 impl HttpBody for Sized {
@@ -72,16 +78,21 @@ impl HttpBody for Sized {
         }
         let chunk = match self.first.take() {
             Some(c) => c,
-            None => match ready!(self.rx.poll_recv(cx)) {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => {
+            None => match self.rx.poll_recv(cx) {
+                Poll::Pending => {
+                    self.turn.set_wanted(true);
+                    return Poll::Pending;
+                }
+                Poll::Ready(Some(Ok(c))) => c,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
                     return Poll::Ready(Some(Err(io::Error::other(
                         "the reader stopped before the end of the response",
                     ))))
                 }
             },
         };
+        self.turn.set_wanted(false);
         self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }

@@ -29,10 +29,15 @@
 //!                     "media" pool, 1/8 for the "live" pool
 //! --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
+//! --direct-min-size N read files smaller than N through the page cache, not O_DIRECT
+//!                     (default 0: every file O_DIRECT; nginx's `directio` reads
+//!                     a file, or its tail, shorter than its output buffer so)
 //! --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
 //!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
+//! --reads-in-flight N file reads in flight at once per read path; the others wait,
+//!                     those a response waits on and younger responses' first (default 32)
 //! --send-timeout SECS close a client to which no byte could be sent for SECS
 //!                     (default 10; 0: never)
 //! --min-send-rate N   close a client reading slower than N bytes/s, averaged over
@@ -54,7 +59,8 @@
 //! (`conditional.rs`, on `headers`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
 //! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`),
-//! the read path (`read_path.rs`; io_uring in `uring.rs`), starting up
+//! the read path (`read_path.rs`; io_uring in `uring.rs`) and the order of
+//! its reads (`read_queue.rs`), starting up
 //! (`startup.rs`); the tests share `harness.rs`.
 //!
 //! Memory: every byte read or sent lives in one of the two pools, so
@@ -94,6 +100,7 @@ mod outcome;
 mod pages;
 mod range;
 mod read_path;
+mod read_queue;
 mod reader;
 mod samples;
 mod slow;
@@ -438,9 +445,11 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             pool: media_pool,
             chunk: args.chunk,
             direct: AtomicBool::new(direct),
+            direct_min_size: args.direct_min_size,
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
             uring,
+            read_queues: media::ReadQueues::new(args.reads_in_flight),
             readers: Arc::default(),
             counters: media::MediaCounters::register(),
         },

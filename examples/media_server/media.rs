@@ -21,6 +21,7 @@ use crate::body::{self, Body};
 use crate::conditional::{self, Validators, Verdict};
 use crate::range::{parse_range, Wanted};
 use crate::read_path::{UringReads, READ_PATH_HEADER};
+use crate::read_queue::ReadQueue;
 use crate::reader::{read_refused, Reader, ReaderGuard};
 use crate::wire;
 use crate::{text, State};
@@ -39,20 +40,43 @@ pub struct Media {
     /// Files whose content is the sample pattern of their name.
     pub samples: HashSet<String>,
     /// The io_uring read path, when it runs (`--read-path`); before `pool`,
-    /// so it drops first (its thread ends once no read is in flight).
+    /// so it drops first (it stops its reaper; its reads in flight keep
+    /// their buffers until the kernel is done).
     pub uring: Option<Arc<UringReads>>,
     pub pool: BufferPool,
     /// Bytes per read; a multiple of the page size.
     pub chunk: usize,
     /// Whether to try `O_DIRECT` (the startup probe did not rule it out).
     pub direct: AtomicBool,
+    /// Files smaller than this are read through the page cache
+    /// (`--direct-min-size`).
+    pub direct_min_size: u64,
     /// How long a read waits for the pool to have room before giving up.
     pub pool_wait: Duration,
     /// Slot bytes one response may hold (its quota of the media pool).
     pub response_quota: usize,
+    /// The order of reads on each read path.
+    pub read_queues: ReadQueues,
     /// Reader tasks streaming a response right now.
     pub readers: Arc<AtomicUsize>,
     pub counters: MediaCounters,
+}
+
+/// A [`ReadQueue`] per read path.
+#[derive(Debug)]
+pub struct ReadQueues {
+    pub uring: Arc<ReadQueue>,
+    pub blocking: Arc<ReadQueue>,
+}
+
+impl ReadQueues {
+    /// At most `limit` reads in flight on each path.
+    pub fn new(limit: usize) -> ReadQueues {
+        ReadQueues {
+            uring: ReadQueue::new(limit),
+            blocking: ReadQueue::new(limit),
+        }
+    }
 }
 
 /// Metric handles, registered once.
@@ -60,7 +84,8 @@ pub struct Media {
 pub struct MediaCounters {
     pub read_direct_uring: Counter,
     pub read_direct_blocking: Counter,
-    pub read_buffered: Counter,
+    pub read_buffered_uring: Counter,
+    pub read_buffered_blocking: Counter,
     pub pool_waits: Counter,
     pub fallbacks: Counter,
 }
@@ -85,7 +110,8 @@ impl MediaCounters {
         MediaCounters {
             read_direct_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "io_uring"),
             read_direct_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "blocking"),
-            read_buffered: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
+            read_buffered_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "io_uring"),
+            read_buffered_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
             pool_waits: metrics::counter!("media_server_pool_waits_total"),
             fallbacks: metrics::counter!("media_server_odirect_fallbacks_total"),
         }
@@ -163,10 +189,16 @@ fn unsupported(e: &io::Error) -> bool {
     DirectError::of(e).is_some_and(|d| d.kind() == DirectErrorKind::Unsupported)
 }
 
-/// Opens a media file: with `O_DIRECT` when `try_direct` and the file system
-/// accepts it ([`DirectFile::open_or_buffered`]), else through the page
-/// cache. Returns the file, its size and validators (of the open file).
-fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64, Validators)> {
+/// Opens a media file: with `O_DIRECT` when `try_direct`, the file has at
+/// least `direct_min` bytes and the file system accepts it
+/// ([`DirectFile::open_or_buffered`]), else through the page cache.
+/// Returns the file, its size, its validators (of the open file) and
+/// whether `O_DIRECT` was tried.
+fn open_media(
+    path: &Path,
+    try_direct: bool,
+    direct_min: u64,
+) -> io::Result<(DirectFile, u64, Validators, bool)> {
     // Only regular files: opening a FIFO would block, a directory is no media.
     let meta = std::fs::metadata(path)?;
     if !meta.is_file() {
@@ -175,13 +207,14 @@ fn open_media(path: &Path, try_direct: bool) -> io::Result<(DirectFile, u64, Val
             "not a regular file",
         ));
     }
+    let try_direct = try_direct && meta.len() >= direct_min;
     let file = if try_direct {
         DirectFile::open_or_buffered(path)?
     } else {
         DirectFile::open_buffered(path)?
     };
     let meta = file.as_file().metadata()?;
-    Ok((file, meta.len(), Validators::of(&meta)))
+    Ok((file, meta.len(), Validators::of(&meta), try_direct))
 }
 
 /// `GET /media`: one line per regular file, `name \t size \t pattern`.
@@ -276,13 +309,11 @@ pub async fn get(
     let media = &state.media;
     let path = media.dir.join(&name);
     let try_direct = media.direct.load(Relaxed);
-    let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || open_media(&path, try_direct))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)))
-    };
-    let (file, size, validators) = match opened {
+    // On the worker, as nginx does: on a local file system the open and
+    // `fstat` take microseconds, less than the blocking pool's two thread
+    // hops would cost.
+    let opened = open_media(&path, try_direct, media.direct_min_size);
+    let (file, size, validators, try_direct) = match opened {
         Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return text(StatusCode::NOT_FOUND, format!("no such file: {name}\n"))
@@ -374,17 +405,20 @@ pub async fn get(
         };
         direct = reader.is_direct();
         path = reader.read_path();
-        // One chunk waits for hyper; the reader reads the next once hyper
-        // took it (`Reader::run`).
-        let (tx, rx) = mpsc::channel(1);
-        if reader.remaining() > 0 {
+        if reader.remaining() == 0 {
+            body::full(chunk) // one chunk: no reader task, no channel
+        } else {
+            // One chunk waits for hyper; the reader reads the next once
+            // hyper took it (`Reader::run`).
+            let (tx, rx) = mpsc::channel(1);
+            let turn = reader.turn();
             let guard = ReaderGuard::new(&media.readers);
             tokio::spawn(async move {
                 reader.run(tx).await;
                 drop(guard);
             });
+            body::sized(chunk, rx, len, turn)
         }
-        body::sized(chunk, rx, len)
     };
 
     let mode = if direct { "direct" } else { "buffered" };

@@ -11,6 +11,8 @@
 //! response handed over before it; what is left when the connection ends
 //! failed.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +21,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::StatusCode;
+use metrics::Counter;
 
 use crate::body::Body;
 use crate::slow::Slow;
@@ -101,8 +104,7 @@ impl Exchange {
         }
         r.sending.retain(|s| {
             if s.handed_over {
-                metrics::counter!("media_server_requests_total", "route" => s.route, "status" => s.status.as_str().to_owned())
-                    .increment(1);
+                count_answered(s.route, s.status);
             }
             !s.handed_over
         });
@@ -124,6 +126,25 @@ impl Exchange {
                 .increment(1);
         }
     }
+}
+
+/// Counts a response of `route` with `status` written whole in
+/// `media_server_requests_total`, through a handle looked up once per
+/// thread and pair (the registry's lookup hashes the labels, and the
+/// status label is a `String`).
+fn count_answered(route: &'static str, status: StatusCode) {
+    thread_local! {
+        static HANDLES: RefCell<HashMap<(&'static str, StatusCode), Counter>> =
+            RefCell::default();
+    }
+    HANDLES.with_borrow_mut(|handles| {
+        handles
+            .entry((route, status))
+            .or_insert_with(|| {
+                metrics::counter!("media_server_requests_total", "route" => route, "status" => status.as_str().to_owned())
+            })
+            .increment(1);
+    });
 }
 
 /// A response body that tells its [`Exchange`] when it is all handed over

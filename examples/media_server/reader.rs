@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::media::log_fallback;
 use crate::read_path::{ReadPath, Slot, UringReads};
+use crate::read_queue::Turn;
 use crate::State;
 
 /// Counts a live reader task.
@@ -41,6 +42,8 @@ pub struct Reader {
     uring: Option<(Arc<UringReads>, Arc<Slot>)>,
     /// The path the last read took.
     path: ReadPath,
+    /// This response's place in the read path's queue.
+    turn: Arc<Turn>,
     file: Arc<DirectFile>,
     /// This response's share of the media pool.
     quota: Quota,
@@ -72,6 +75,7 @@ impl Reader {
                 ReadPath::Blocking
             },
             uring,
+            turn: Arc::default(),
             file: Arc::new(file),
             quota,
             chunk: state.media.chunk,
@@ -94,6 +98,12 @@ impl Reader {
     /// runs, else blocking).
     pub fn read_path(&self) -> ReadPath {
         self.path
+    }
+
+    /// This response's place in the read queues (its body tells it when
+    /// hyper waits).
+    pub fn turn(&self) -> Arc<Turn> {
+        Arc::clone(&self.turn)
     }
 
     /// Bytes of the range not yet read.
@@ -147,21 +157,27 @@ impl Reader {
     }
 
     /// One read of `buf.max_len()` bytes (fewer at the end of the file) at
-    /// `pos`: through io_uring for an `O_DIRECT` file when it runs, else
+    /// `pos`, once its path's queue lets it (`read_queue.rs`): through
+    /// io_uring when it runs (page-cache reads too: a cached one completes
+    /// within the submit), else
     /// `DirectFile::read_at` on the blocking pool. The outer `Err`: the
     /// blocking task failed, and the buffer is gone.
     async fn read(&mut self, mut buf: PageBuffer) -> io::Result<(PageBuffer, io::Result<usize>)> {
         let pos = self.pos;
+        let queues = &self.state.media.read_queues;
         match &self.uring {
-            Some((reads, slot)) if self.file.is_direct() => {
+            Some((reads, slot)) => {
                 self.path = ReadPath::IoUring;
+                let _pass = queues.uring.enter(&self.turn).await;
                 Ok(reads.read(slot, &self.file, buf, pos).await)
             }
             _ => {
                 self.path = ReadPath::Blocking;
+                let pass = queues.blocking.enter(&self.turn).await;
                 let file = Arc::clone(&self.file);
                 tokio::task::spawn_blocking(move || {
                     let res = file.read_at(&mut buf, pos);
+                    drop(pass);
                     (buf, res)
                 })
                 .await
@@ -195,11 +211,13 @@ impl Reader {
                 Err(e) => return Err(e),
             }
         };
+        self.turn.add_read(n as u64);
         let counters = &self.state.media.counters;
         match (self.is_direct(), self.path) {
             (true, ReadPath::IoUring) => counters.read_direct_uring.increment(n as u64),
             (true, ReadPath::Blocking) => counters.read_direct_blocking.increment(n as u64),
-            (false, _) => counters.read_buffered.increment(n as u64),
+            (false, ReadPath::IoUring) => counters.read_buffered_uring.increment(n as u64),
+            (false, ReadPath::Blocking) => counters.read_buffered_blocking.increment(n as u64),
         }
         if n <= self.skip {
             return Err(io::Error::new(

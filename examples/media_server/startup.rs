@@ -57,8 +57,12 @@ pub fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Opti
             println!("  {name:<16} {size:>10} bytes   http://{addr}/media/{name}");
         }
     }
+    let below = match (direct, m.direct_min_size) {
+        (true, n) if n > 0 => format!(" (page cache below {n} bytes)"),
+        _ => String::new(),
+    };
     println!(
-        "reads: {} KiB chunks, O_DIRECT {}, read path {}; pools: media {} MiB, live {} MiB",
+        "reads: {} KiB chunks, O_DIRECT {}{below}, read path {}, {} in flight; pools: media {} MiB, live {} MiB",
         m.chunk >> 10,
         if direct { "on" } else { "off" },
         if m.uring.is_some() {
@@ -66,6 +70,7 @@ pub fn print_banner(state: &State, addr: SocketAddr, direct: bool, seconds: Opti
         } else {
             "blocking"
         },
+        m.read_queues.uring.limit(),
         m.pool.max_bytes().unwrap_or(0) >> 20,
         state.live.pool.max_bytes().unwrap_or(0) >> 20,
     );

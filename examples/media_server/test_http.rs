@@ -78,13 +78,15 @@ fn conditional_requests_and_ranges() {
 
 /// The read path each response names: `blocking` when asked for; with
 /// feature `io-uring`, `io_uring` by default where the kernel allows it and
-/// the directory takes `O_DIRECT`. The bytes are the file's either way,
-/// ranges at odd offsets and the unaligned tail included.
+/// the directory takes `O_DIRECT`, for page-cache reads too (a file below
+/// `--direct-min-size`). The bytes are the file's either way, ranges at odd
+/// offsets and the unaligned tail included.
 #[test]
 fn read_paths() {
     let dir = TempDir::new("paths");
     let bytes = dir.file("clip.ts", (3 << 20) + 4321);
-    for flags in [&["--read-path", "blocking"][..], &[]] {
+    let buffered = &["--direct-min-size", "4M"][..];
+    for flags in [&["--read-path", "blocking"][..], &[], buffered] {
         let server = Server::start(&dir.0, flags);
         let addr = server.addr;
         let path = block_on(async {
@@ -104,7 +106,12 @@ fn read_paths() {
         drop(server);
         let (path, mode) = path;
         let path = path.expect("an x-pagepool-read-path header");
-        if flags.is_empty() {
+        if flags == buffered {
+            assert_eq!(mode.as_deref(), Some("buffered"));
+            if io_uring_here() {
+                assert_eq!(path, "io_uring");
+            }
+        } else if flags.is_empty() {
             let uring = mode.as_deref() == Some("direct") && io_uring_here();
             if uring {
                 assert_eq!(path, "io_uring");

@@ -1,13 +1,23 @@
 //! Clients that stop reading: they hold their quota, not the pool; normal
 //! requests beside them are served whole; they are cut off after the send
-//! timeout, and their responses count as failed.
+//! timeout, and their responses count as failed. And the order of reads
+//! that keeps a new response from queueing behind theirs (`read_queue.rs`).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::body;
 use crate::harness::{block_on, get, metric, Server, TempDir};
+use crate::read_queue::{Pass, ReadQueue, Turn};
 
 const STALLED: usize = 200;
 const BIG: u64 = 200_000_000;
@@ -228,4 +238,116 @@ fn a_trickling_client_is_below_the_minimum_rate() {
         assert_eq!(reason("reason=\"min_send_rate\"").await - rate_before, 1.0);
     });
     drop(server);
+}
+
+fn poll<F: Future + ?Sized>(f: Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+/// A response's turn: `read` bytes read so far, its body waiting or not.
+fn turn(read: u64, wanted: bool) -> Arc<Turn> {
+    let t = Arc::<Turn>::default();
+    t.add_read(read);
+    t.set_wanted(wanted);
+    t
+}
+
+type Entering = Pin<Box<dyn Future<Output = Pass>>>;
+
+/// `turn`'s read, entered and polled once: it has to wait.
+fn waiting(queue: &Arc<ReadQueue>, turn: &Arc<Turn>) -> Entering {
+    let (queue, turn) = (Arc::clone(queue), Arc::clone(turn));
+    let mut f: Entering = Box::pin(async move { queue.enter(&turn).await });
+    assert!(poll(f.as_mut()).is_pending(), "the queue is full");
+    f
+}
+
+/// A queue of one read in flight, and that read's pass.
+fn full_queue() -> (Arc<ReadQueue>, Pass) {
+    let queue = ReadQueue::new(1);
+    let Poll::Ready(pass) = poll(std::pin::pin!(queue.enter(&turn(0, true)))) else {
+        panic!("an empty queue lets a read in");
+    };
+    (queue, pass)
+}
+
+/// 200 stalled clients' responses each read megabytes before their sockets
+/// fill: a new response's read goes before theirs, not after.
+#[test]
+fn a_new_response_reads_before_responses_that_read_more() {
+    let (queue, pass) = full_queue();
+    let mut stalled: Vec<Entering> = (0..3)
+        .map(|_| waiting(&queue, &turn(3 << 20, true)))
+        .collect();
+    let mut new = waiting(&queue, &turn(0, true));
+    drop(pass);
+    let Poll::Ready(pass) = poll(new.as_mut()) else {
+        panic!("the new response's read waited behind the stalled ones'");
+    };
+    for s in &mut stalled {
+        assert!(poll(s.as_mut()).is_pending());
+    }
+    // Then the others, one at a time, first come first.
+    drop(pass);
+    let Poll::Ready(pass) = poll(stalled[0].as_mut()) else {
+        panic!("the first stalled read is next");
+    };
+    assert!(poll(stalled[1].as_mut()).is_pending());
+    drop(pass);
+    assert!(poll(stalled[1].as_mut()).is_ready());
+}
+
+/// A read its response waits on (hyper asked for the chunk) goes before a
+/// read ahead, also one that became wanted while it waited.
+#[test]
+fn a_read_the_body_waits_on_goes_before_read_ahead() {
+    let (queue, pass) = full_queue();
+    let ahead = turn(0, false);
+    let mut read_ahead = waiting(&queue, &ahead);
+    let later = turn(1 << 20, false);
+    let mut wanted_later = waiting(&queue, &later);
+    let mut demand = waiting(&queue, &turn(2 << 20, true));
+    later.set_wanted(true);
+    drop(pass);
+    let Poll::Ready(pass) = poll(wanted_later.as_mut()) else {
+        panic!("the read that became wanted is first");
+    };
+    assert!(poll(read_ahead.as_mut()).is_pending());
+    drop(pass);
+    let Poll::Ready(_pass) = poll(demand.as_mut()) else {
+        panic!("a wanted read goes before read-ahead");
+    };
+    assert!(poll(read_ahead.as_mut()).is_pending());
+}
+
+/// A read dropped while it waits (its client left) gives up its place, and
+/// one dropped after it was let in hands its pass on.
+#[test]
+fn a_read_dropped_while_waiting_hands_its_place_on() {
+    let (queue, pass) = full_queue();
+    let gone = waiting(&queue, &turn(0, true));
+    let admitted_then_gone = waiting(&queue, &turn(0, true));
+    let mut next = waiting(&queue, &turn(0, true));
+    drop(gone);
+    assert_eq!(queue.waiting(), 2);
+    drop(pass); // admits `admitted_then_gone`, which is never polled again
+    drop(admitted_then_gone);
+    assert!(poll(next.as_mut()).is_ready(), "the pass was lost");
+    assert_eq!(queue.waiting(), 0);
+}
+
+/// The body tells its turn when hyper waits for a chunk.
+#[test]
+fn the_body_marks_its_next_read_wanted_while_hyper_waits() {
+    let t = Arc::<Turn>::default();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut b = body::sized(Bytes::from_static(b"ab"), rx, 4, Arc::clone(&t));
+    assert!(t.is_wanted(), "a new response's first read is wanted");
+    assert!(poll(std::pin::pin!(b.frame())).is_ready());
+    assert!(!t.is_wanted(), "hyper has a chunk");
+    assert!(poll(std::pin::pin!(b.frame())).is_pending());
+    assert!(t.is_wanted(), "hyper waits for the next");
+    tx.try_send(Ok(Bytes::from_static(b"cd"))).expect("room");
+    assert!(poll(std::pin::pin!(b.frame())).is_ready());
+    assert!(!t.is_wanted());
 }
