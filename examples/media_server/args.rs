@@ -20,8 +20,8 @@ usage: media_server [OPTIONS]
   --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
   --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
   --direct-min-size N read files smaller than N through the page cache, not O_DIRECT
-                      (default 0: every file O_DIRECT; nginx's `directio` reads
-                      a file, or its tail, shorter than its output buffer so)
+                      (default one chunk, as nginx's `directio` reads a file, or
+                      its tail, shorter than its output buffer; 0: every file O_DIRECT)
   --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
                       has feature io-uring, the kernel allows it and O_DIRECT is on)
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
@@ -62,8 +62,9 @@ pub struct Args {
     /// The pools' decay period; `None`: never.
     pub decay: Option<Duration>,
     pub read_path: Choice,
-    /// Files smaller than this are read through the page cache.
-    pub direct_min_size: u64,
+    /// Files smaller than this are read through the page cache; `None`:
+    /// one chunk.
+    pub direct_min_size: Option<u64>,
     /// File reads in flight at once per read path (at least 1).
     pub reads_in_flight: usize,
 }
@@ -88,7 +89,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         decay: Some(Duration::from_secs(30)),
         read_path: Choice::Auto,
         reads_in_flight: 32,
-        direct_min_size: 0,
+        direct_min_size: None,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -111,7 +112,8 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
                 a.send_timeout = Some(seconds(&mut p, "--send-timeout")?).filter(|d| !d.is_zero())
             }
             Long("direct-min-size") => {
-                a.direct_min_size = cli::value_with(&mut p, "--direct-min-size", parse_size)? as u64
+                a.direct_min_size =
+                    Some(cli::value_with(&mut p, "--direct-min-size", parse_size)? as u64)
             }
             Long("reads-in-flight") => a.reads_in_flight = cli::value(&mut p, "--reads-in-flight")?,
             Long("read-path") => a.read_path = cli::value(&mut p, "--read-path")?,

@@ -445,7 +445,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             pool: media_pool,
             chunk: args.chunk,
             direct: AtomicBool::new(direct),
-            direct_min_size: args.direct_min_size,
+            direct_min_size: args.direct_min_size.unwrap_or(args.chunk as u64),
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
             uring,
