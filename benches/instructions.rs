@@ -20,10 +20,10 @@
 //! | `default/handoff_4KiB`, `default/handoff_64KiB` | per buffer, producer → two consumers as in `handoff.rs`: one thread allocates batches of 64 (writing one byte of each) and sends each batch (a `Vec`) to one of two consumers in turn over a channel 16 batches deep; the consumers write one byte and drop them (all three threads counted, the hand-off included) |
 //! | `ids/handoff` | the same hand-off of plain `u64` ids: what the two rows above pay that is not the pool |
 //!
-//! The hand-off cases are the only ones whose counts move: a consumer that
-//! finds its channel empty spins before it parks, and how often it does
-//! depends on how the three threads are scheduled (on an idle machine they
-//! repeat within ±1 %; beside other work they rise by half).
+//! The hand-off cases are the only ones whose counts move a little: a
+//! consumer that finds its channel empty spins before it parks, and how
+//! often depends on how valgrind schedules the three threads (runs repeat
+//! within about 2 %).
 //!
 //! ```text
 //! cargo bench -p pagepool-benches --bench instructions

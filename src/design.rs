@@ -205,16 +205,17 @@
 //!
 //! | case | instructions |
 //! |---|---:|
-//! | 4 KiB, every default on | 126.2 |
-//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 151.2 |
-//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 106.0 |
-//! | 4 KiB, bare, the async call polled once | 131.0 |
-//! | 1500-byte page buffer, its slack canary checked | 228.5 |
-//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 267.6 |
-//! | producer → two consumers, 4 KiB, per buffer (hand-off included; the hand-off of plain ids alone: 11.3) | 121.0 |
-//! | producer → two consumers, 64 KiB, per buffer | 169.4 |
+//! | 4 KiB, every default on | 124.2 |
+//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 148.2 |
+//! | 4 KiB, bare (no guards, debug, tracking or metrics) | 104.0 |
+//! | 4 KiB, bare, the async call polled once | 128.0 |
+//! | 1500-byte page buffer, its slack canary checked | 221.6 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 255.9 |
+//! | 4 KiB through a `Quota` (its book and account), sync / async | 550.4 / 683.4 |
+//! | producer → two consumers, 4 KiB, per buffer (hand-off included; the hand-off of plain ids alone: 18) | 186 |
+//! | producer → two consumers, 64 KiB, per buffer | 265 |
 //!
-//! The async call's first poll is the immediate call inlined; the 25 more
+//! The async call's first poll is the immediate call inlined; the 24 more
 //! instructions are its `Poll<Result<PageBuffer, Error>>` written to the
 //! stack and read back (the cold wait path returns the same value through
 //! memory, so the two paths meet there) and the future's own fields.

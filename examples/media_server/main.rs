@@ -30,8 +30,8 @@
 //! --chunk-size N      bytes per file read, a multiple of the page size (default 256KiB)
 //! --live-rate N       frames per second per live channel (default 500, about 5.3 Mbit/s)
 //! --direct-min-size N read files smaller than N through the page cache, not O_DIRECT
-//!                     (default 0: every file O_DIRECT; nginx's `directio` reads
-//!                     a file, or its tail, shorter than its output buffer so)
+//!                     (default one chunk, as nginx's `directio` reads a file, or
+//!                     its tail, shorter than its output buffer; 0: every file O_DIRECT)
 //! --read-path P       auto, io_uring or blocking (default auto: io_uring where the build
 //!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
