@@ -82,7 +82,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 
 use contenders::{for_each_contender, BareFreeList, ChannelOnly, Packets, Visit, BARE_FREE_LIST};
-use groups::{share_nothing, Contended, CrossThread, SingleThread, CHANNEL_DEPTH};
+use groups::{ContendedPairs, CrossThread, SingleThread, CHANNEL_DEPTH};
 
 const KIB: usize = 1024;
 const SIZES: [(&str, usize); 3] = [("4KiB", 4 * KIB), ("64KiB", 64 * KIB), ("1MiB", 1024 * KIB)];
@@ -178,23 +178,18 @@ fn main() {
         group.finish();
     }
     for (label, size) in CONTENDED_SIZES {
-        for (kind, two_threads) in [("contended_1thread", false), ("contended", true)] {
-            let mut group = c.benchmark_group(format!("{kind}/{label}"));
-            // First, next to `pagepool_default`: the load on this shared
-            // VM moves between groups, and the two scalings are compared.
-            share_nothing(&mut group, size, two_threads);
-            for_each_contender(
-                &pools,
-                size,
-                2,
-                &mut Contended {
-                    group: &mut group,
-                    size,
-                    two_threads,
-                },
-            );
-            group.finish();
-        }
+        // Each contender's one- and two-thread runs back to back, and
+        // `share_nothing` first, next to `pagepool_default`: the load on this
+        // shared VM moves from minute to minute, and a scaling divides the
+        // two runs (with every one-thread run before every two-thread one, a
+        // load that came or went in between made the ratios meaningless).
+        let mut pairs = ContendedPairs {
+            c: &mut c,
+            label,
+            size,
+        };
+        pairs.share_nothing();
+        for_each_contender(&pools, size, 2, &mut pairs);
     }
 
     c.final_summary();

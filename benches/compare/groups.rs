@@ -9,7 +9,7 @@ use std::sync::Barrier;
 use std::time::Instant;
 
 use criterion::measurement::WallTime;
-use criterion::BenchmarkGroup;
+use criterion::{BenchmarkGroup, Criterion};
 
 use crate::contenders::{BareFreeList, Bytes, Contender, Visit};
 
@@ -125,6 +125,46 @@ impl Visit for Contended<'_, '_> {
             |n| cycles(c, size, n),
             || move |n| cycles(c, size, n),
         );
+    }
+}
+
+/// The `contended` groups, one contender at a time: its one-thread run
+/// (`contended_1thread/{label}`) and at once its two-thread run
+/// (`contended/{label}`).
+pub(crate) struct ContendedPairs<'c> {
+    pub(crate) c: &'c mut Criterion,
+    pub(crate) label: &'static str,
+    pub(crate) size: usize,
+}
+
+impl ContendedPairs<'_> {
+    /// Both kinds of group, in turn, each with whatever `bench` adds.
+    fn pair(&mut self, mut bench: impl FnMut(&mut BenchmarkGroup<'_, WallTime>, bool)) {
+        for (kind, two_threads) in [("contended_1thread", false), ("contended", true)] {
+            let mut group = self.c.benchmark_group(format!("{kind}/{}", self.label));
+            bench(&mut group, two_threads);
+            group.finish();
+        }
+    }
+
+    /// `share_nothing`'s pair.
+    pub(crate) fn share_nothing(&mut self) {
+        let size = self.size;
+        self.pair(|group, two_threads| share_nothing(group, size, two_threads));
+    }
+}
+
+impl Visit for ContendedPairs<'_> {
+    fn visit<C: Contender>(&mut self, name: &str, c: &C) {
+        let size = self.size;
+        self.pair(|group, two_threads| {
+            Contended {
+                group,
+                size,
+                two_threads,
+            }
+            .visit(name, c)
+        });
     }
 }
 
