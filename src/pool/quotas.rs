@@ -59,8 +59,8 @@ impl QuotaAccount {
 
 /// One shard of the book: charged buffers by slot address. Hashed with
 /// rapidhash rather than std's SipHash: the keys are our own slot
-/// addresses, not input an attacker picks, and SipHash cost more than the
-/// rest of a quota's allocation and release together.
+/// addresses, not input an attacker picks, and SipHash was a third of a
+/// quota's allocation and release (`benches/README.md`).
 type BookShard = Mutex<HashMap<usize, Arc<QuotaAccount>, rapidhash::fast::RandomState>>;
 
 /// Every live account of a pool, and which account each charged buffer
