@@ -177,18 +177,14 @@
 //! zones) and goes on to the same push (`release_flagged`); the allocation
 //! of a slot that serves the same size again, its canary in place, stays on
 //! the plain path. Everything else is out of line (`Checks::on_release`,
-//! `release_detour`). The buffer
-//! itself is two words, so it is returned and moved in registers. No lock,
-//! no system call, and no atomic read-modify-write on the same-thread path;
-//! a buffer released on another thread takes the same inline path into the
-//! releasing thread's bin and then costs one atomic decrement of its
-//! anchor's count. The depot is touched once per half bin when a thread's
-//! bin runs empty or full: a full bin spills its older half as one batch
-//! (a `Vec` under the class's batch lock, one lock round trip instead of a
-//! queue push per slot) and an empty one takes a batch whole as its stack,
-//! so in the producer → consumers pattern (consumers spill what the
-//! producer refills) a bin's worth of slots crosses threads in two steps.
-//! Spills of fewer than 4 slots (bins of big classes) go one by one.
+//! `release_detour`). The buffer itself is two words, returned and moved in
+//! registers. No lock, no system call, no atomic read-modify-write on the
+//! same-thread path; a buffer released on another thread takes the same
+//! inline path into that thread's bin, plus one atomic decrement of its
+//! anchor's count. A bin that runs full spills its older half as one batch
+//! (its own `Vec`, under the class's leaf lock) that an empty bin takes
+//! whole (`free/depot.rs`), so producer → consumers moves a bin's worth of
+//! slots in two steps.
 //!
 //! Two layout choices the instruction counts showed: `cache::acquire`
 //! writes out the `FAST` and flush-epoch test that `ready_entry` makes for
@@ -211,14 +207,12 @@
 //! | 4 KiB, bare, the async call polled once | 128.0 |
 //! | 1500-byte page buffer, its slack canary checked | 221.6 |
 //! | 1500-byte packet (`allocate_buffer`), its red zones checked | 255.9 |
-//! | 4 KiB through a `Quota` (its book and account), sync / async | 550.4 / 683.4 |
-//! | producer → two consumers, 4 KiB, per buffer (hand-off included; the hand-off of plain ids alone: 18) | 186 |
-//! | producer → two consumers, 64 KiB, per buffer | 265 |
+//! | producer → two consumers, per buffer, 4 KiB / 64 KiB (the hand-off alone: 18) | 186 / 265 |
 //!
-//! The async call's first poll is the immediate call inlined; the 24 more
+//! The async call's first poll is the immediate call inlined; its 24 more
 //! instructions are its `Poll<Result<PageBuffer, Error>>` written to the
-//! stack and read back (the cold wait path returns the same value through
-//! memory, so the two paths meet there) and the future's own fields.
+//! stack and read back (the cold wait path returns it through memory too)
+//! and the future's fields. A `Quota`'s cycle: `benches/README.md`.
 //!
 //! ## Who keeps a pool alive
 //!
