@@ -345,10 +345,9 @@
 //!   call keeps its cache (at most 1 MiB or 64 slots per class, see
 //!   `PoolBuilder::thread_cache`) until it does or exits; near the cap
 //!   caches hold nothing (above).
-//! - **Cost.** A look reads the counters under the thread-counter registry
-//!   lock; only a surplus takes the slab lock and walks a free list
-//!   (`benches/decay.rs`). Allocations of a class being decayed wait on the
-//!   slab lock for the walk, as under `trim`.
+//! - **Cost.** A look reads the counters under the thread-counter lock;
+//!   only a surplus takes the slab lock (allocations of that class wait, as
+//!   under `trim`) and walks a free list (`benches/decay.rs`).
 //! - **Free slots' pages.** `trim` and decay `madvise(MADV_DONTNEED)` free
 //!   page slots of slabs left mapped (`Slab::discard_free_slots`): they read
 //!   zeros and lose `POISONED` and `CANARY`, so a write after release into
