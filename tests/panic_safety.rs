@@ -258,8 +258,12 @@ fn a_panicking_log_subscriber_during_release_loses_no_slot() {
     let mut buf = pool.allocate_page_size_buffer(100).unwrap();
     // SAFETY: byte 100 of a 100-byte buffer lies in its slot's slack (the
     // slot is a whole page), which is mapped and ours: a planted overflow the
-    // slack canary reports at release.
-    unsafe { buf.as_mut_ptr().add(100).write(0xee) };
+    // slack canary reports at release. Flipped, not set: a set value can be
+    // the canary's own byte there (one address in 256).
+    unsafe {
+        let p = buf.as_mut_ptr().add(100);
+        p.write(!p.read());
+    }
     let r = quietly(|| {
         tracing::subscriber::with_default(PanickingSubscriber, || drop(buf));
     });
