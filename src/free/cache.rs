@@ -435,14 +435,35 @@ pub(crate) unsafe fn give_back_cached(
     slot: SlotRef,
     anchor: AnchorRef,
 ) -> Option<Released> {
+    // SAFETY: forwarded from the caller. Marked once in this thread's
+    // bin, which only this thread touches.
+    unsafe { push_cached(depot, s.class(), slot, anchor, || s.mark_free()) }
+}
+
+/// Pushes the free slot `slot` of class `idx` onto this thread's bin, if
+/// the cache is caught up and the bin has room, counts it, runs `pushed`,
+/// and settles the buffer's reference on `anchor` if this thread issued it;
+/// `None` (and nothing changed) otherwise.
+///
+/// # Safety
+/// `idx` is a class of `depot`'s pool, and `slot` a slot of that class
+/// released by its buffer.
+#[inline(always)]
+unsafe fn push_cached(
+    depot: &Depot,
+    idx: ClassIdx,
+    slot: SlotRef,
+    anchor: AnchorRef,
+    pushed: impl FnOnce(),
+) -> Option<Released> {
     // SAFETY: used within this call, which re-enters nothing.
     let e = unsafe { ready_entry(depot) }?;
-    // SAFETY: the class of a slot of this pool (caller's contract).
-    let bin = unsafe { e.bin(s.class()) };
+    // SAFETY: forwarded from the caller.
+    let bin = unsafe { e.bin(idx) };
     if !bin.push_within_limit(slot) {
         return None;
     }
-    s.mark_free();
+    pushed();
     Some(e.settle(anchor))
 }
 
@@ -461,16 +482,12 @@ pub(crate) unsafe fn give_back<P: HasDepot>(
     slot: SlotRef,
     anchor: AnchorRef,
 ) -> Released {
-    // SAFETY: used within this block, which re-enters nothing.
-    if let Some(e) = unsafe { ready_entry(pool.depot()) } {
-        // SAFETY: forwarded from the caller.
-        let bin = unsafe { e.bin(idx) };
-        if bin.push_within_limit(slot) {
-            return e.settle(anchor);
-        }
-    }
     // SAFETY: forwarded from the caller.
-    unsafe { give_back_slow(pool, idx, slot, anchor) }
+    match unsafe { push_cached(pool.depot(), idx, slot, anchor, || {}) } {
+        Some(released) => released,
+        // SAFETY: forwarded from the caller.
+        None => unsafe { give_back_slow(pool, idx, slot, anchor) },
+    }
 }
 
 /// `give_back` when the bin is full (or the pool keeps no caches).
