@@ -295,11 +295,7 @@ impl Checks {
         // SAFETY: as above, `max_len..len` inside the slot; both 16-byte
         // windows lie in the red zones around it (a packed slot is 64-byte
         // aligned between 64-byte red zones of its mapped slab).
-        unsafe {
-            self.span_intact(data, max_len, len)
-                && canary::intact16(data.sub(16))
-                && canary::intact16(data.add(len))
-        }
+        unsafe { self.span_intact(data, max_len, len) && red_zones_around(data, len) }
     }
 
     /// Whether the 16 bytes of red zone each side of packed slot `s` (the
@@ -310,10 +306,9 @@ impl Checks {
     /// 64-byte red zones of its mapped slab.
     #[inline(always)]
     unsafe fn red_zones_intact(&self, s: &Slot, classes: &SizeClasses) -> bool {
-        let data = s.data().as_ptr();
-        let len = classes.slot_bytes(s.class());
-        // SAFETY: both 16-byte windows lie in the red zones around the slot.
-        unsafe { canary::intact16(data.sub(16)) && canary::intact16(data.add(len)) }
+        // SAFETY: forwarded from the caller: the packed slot at `data`, of
+        // its class's size.
+        unsafe { red_zones_around(s.data().as_ptr(), classes.slot_bytes(s.class())) }
     }
 
     /// Whether the canary of the current buffer (`max_len` bytes, flagged
@@ -496,4 +491,17 @@ impl Checks {
         }
         .raise(self.on_corruption);
     }
+}
+
+/// Whether the 16 bytes of red zone each side of the packed slot of `len`
+/// bytes at `data` (the ones nearest it) hold the canary: four word
+/// compares.
+///
+/// # Safety
+/// `data` is a packed slot of `len` bytes the caller owns: it is 64-byte
+/// aligned between 64-byte red zones of its mapped slab.
+#[inline(always)]
+unsafe fn red_zones_around(data: *const u8, len: usize) -> bool {
+    // SAFETY: both 16-byte windows lie in the red zones around the slot.
+    unsafe { canary::intact16(data.sub(16)) && canary::intact16(data.add(len)) }
 }
