@@ -277,6 +277,78 @@ impl DirectFile {
         }
     }
 
+    /// [`read_at`](Self::read_at) for a buffered file, only if the page
+    /// cache holds every byte asked for: `preadv2(RWF_NOWAIT)`, which copies
+    /// from the cache and never waits for the disk, so an async server may
+    /// call it on its worker and fall back to a read that may block
+    /// (io_uring, a blocking pool) only on a miss.
+    ///
+    /// `Ok(Some(n))` is `read_at`'s result, with the same contract.
+    /// `Ok(None)` means some byte would need the disk (or the kernel offers
+    /// no `RWF_NOWAIT` for the file, or the file is `O_DIRECT`, which has no
+    /// cache to read): `buf`'s length is then 0, its contents unspecified.
+    /// The kernel starts reading the missing pages ahead, so the read that
+    /// follows waits less (on a fast disk this one may already find them).
+    ///
+    /// # Errors
+    /// Those of `read_at` that its checks find before any system call, and
+    /// any other error of `preadv2(2)` as it is.
+    ///
+    /// ```
+    /// use pagepool::direct::DirectFile;
+    /// let path = std::env::temp_dir().join(format!("cached-{}", std::process::id()));
+    /// std::fs::write(&path, b"just written: in the page cache")?;
+    /// let file = DirectFile::open_buffered(&path)?;
+    /// let pool = pagepool::BufferPool::new();
+    /// let mut buf = pool.allocate_page_size_buffer(4096)?;
+    /// assert_eq!(file.try_read_cached_at(&mut buf, 0)?, Some(31));
+    /// assert_eq!(&buf[..], b"just written: in the page cache");
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_read_cached_at(
+        &self,
+        buf: &mut PageBuffer,
+        offset: u64,
+    ) -> io::Result<Option<usize>> {
+        let want = self.plan_read(buf, offset)?;
+        buf.clear();
+        if self.direct {
+            return Ok(None);
+        }
+        let dst = &mut buf.as_max_slice_mut()[..want];
+        let mut done = 0;
+        while done < want {
+            let rest = &mut dst[done..];
+            let iov = libc::iovec {
+                iov_base: rest.as_mut_ptr().cast(),
+                iov_len: rest.len(),
+            };
+            // `plan_read` checked that `offset + want` fits an `off_t`.
+            let at = (offset + done as u64) as libc::off_t;
+            // SAFETY: `iov` describes `rest`, memory of `buf` we borrow
+            // mutably for the call, and `preadv2` writes at most
+            // `iov_len` bytes into it; the descriptor is open (we own it).
+            let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+            match n {
+                0 => break, // the end of the file
+                // Positive and at most `rest.len()`: fits usize.
+                n if n > 0 => done += n as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EINTR) => continue,
+                        // Not cached, or no RWF_NOWAIT here.
+                        Some(libc::EAGAIN | libc::EOPNOTSUPP) => return Ok(None),
+                        _ => return Err(e),
+                    }
+                }
+            }
+        }
+        buf.set_len(done)?;
+        Ok(Some(done))
+    }
+
     /// The checks `read_at` makes before any system call (and io_uring
     /// reads with it): the bytes a read at `offset` into `buf` asks for,
     /// `max_len()` rounded down to the alignment, or the error.

@@ -339,3 +339,111 @@ fn o_direct_on_dev_shm() {
         None => println!("/dev/shm took the O_DIRECT open but refused the reads"),
     }
 }
+
+/// Drops `path`'s clean pages from the page cache.
+fn evict(path: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: a plain advice call on a descriptor we hold open.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise: {}", io::Error::from_raw_os_error(rc));
+}
+
+/// tmpfs (`TMPFS_MAGIC`) keeps its pages: nothing there is evicted.
+fn on_tmpfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: `statfs` fills the zeroed struct we own and reads the C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the call.
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    let magic = st.f_type as i64;
+    magic == 0x0102_1994
+}
+
+#[test]
+fn cached_reads_read_what_read_at_reads_up_to_the_end() {
+    let file = pattern_file(&target_tmp(), "direct-cached", FILE_LEN);
+    let f = DirectFile::open_buffered(&file.0).unwrap();
+    let pool = BufferPool::new();
+    let expected = pattern_bytes(FILE_LEN);
+    let mut offset = 0;
+    loop {
+        let mut buf = pool.allocate_page_size_buffer(MIB).unwrap();
+        buf.as_max_slice_mut().fill(0xee);
+        // Just written: every page is cached.
+        let n = f.try_read_cached_at(&mut buf, offset as u64).unwrap();
+        let n = n.expect("a file just written is in the page cache");
+        assert_eq!(buf.len(), n, "the length is set to the bytes read");
+        assert!(buf[..] == expected[offset..offset + n], "bytes at {offset}");
+        offset += n;
+        if n < MIB {
+            break;
+        }
+    }
+    assert_eq!(offset, FILE_LEN, "whole chunks, then the 123-byte tail");
+    let mut buf = pool.allocate_page_size_buffer(4096).unwrap();
+    assert_eq!(
+        f.try_read_cached_at(&mut buf, FILE_LEN as u64).unwrap(),
+        Some(0)
+    );
+    assert_eq!(f.try_read_cached_at(&mut buf, 1 << 40).unwrap(), Some(0));
+}
+
+/// A read that finds pages missing starts their readahead, which a fast
+/// disk can finish before the read looks again (it then serves them), so
+/// the file is evicted and read up to 8 times until one read is refused.
+#[test]
+fn a_cached_read_refuses_what_only_the_disk_has() {
+    let test = "a_cached_read_refuses_what_only_the_disk_has";
+    let file = pattern_file(&target_tmp(), "direct-uncached", MIB);
+    if on_tmpfs(&file.0) {
+        println!("SKIPPED: {test}: not run, tmpfs keeps its pages in memory");
+        return;
+    }
+    let f = DirectFile::open_buffered(&file.0).unwrap();
+    let pool = BufferPool::new();
+    let mut buf = pool.allocate_page_size_buffer(MIB).unwrap();
+    let mut results = Vec::new();
+    for _ in 0..8 {
+        buf.as_max_slice_mut()[..8].copy_from_slice(b"leftover");
+        buf.set_len(8).unwrap();
+        evict(&file.0);
+        let got = f.try_read_cached_at(&mut buf, 0).unwrap();
+        results.push(got);
+        match got {
+            None => {
+                assert_eq!(buf.len(), 0, "a refused read leaves an empty buffer");
+                break;
+            }
+            Some(n) => assert!(n == MIB && buf[..] == pattern_bytes(MIB)[..]),
+        }
+    }
+    assert_eq!(results.last(), Some(&None), "results: {results:?}");
+    // A read that may wait brings the pages in; then the cached read serves.
+    assert_eq!(f.read_at(&mut buf, 0).unwrap(), MIB);
+    assert_eq!(f.try_read_cached_at(&mut buf, 0).unwrap(), Some(MIB));
+    assert!(buf[..] == pattern_bytes(MIB)[..]);
+}
+
+#[test]
+fn a_cached_read_of_an_o_direct_file_is_refused_and_checked() {
+    let test = "a_cached_read_of_an_o_direct_file_is_refused_and_checked";
+    let file = pattern_file(&target_tmp(), "direct-cached-odirect", MIB);
+    let Some(f) = open_or_skip(&file.0, test) else {
+        return;
+    };
+    let pool = BufferPool::new();
+    let mut buf = pool.allocate_page_size_buffer(MIB).unwrap();
+    assert_eq!(f.try_read_cached_at(&mut buf, 0).unwrap(), None);
+    // The alignment checks come first, as for `read_at`.
+    let e = f.try_read_cached_at(&mut buf, 1).unwrap_err();
+    assert!(
+        matches!(
+            direct_kind(&e),
+            Some(DirectErrorKind::MisalignedOffset { .. })
+        ),
+        "{e}"
+    );
+}

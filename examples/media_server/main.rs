@@ -15,7 +15,7 @@
 //! | endpoint | what |
 //! |---|---|
 //! | `GET /media` | the files: `name \t size \t content` per line (`content`: `mpegts-v1` for generated `.ts` samples, `splitmix64` for generated `.bin` ones, else `-`) |
-//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable; the unit in any case); a strong `ETag` and `Last-Modified`, with `If-None-Match` / `If-Modified-Since` (304), `If-Match` / `If-Unmodified-Since` (412) and `If-Range`; headers `x-pagepool-read-mode: direct\|buffered`, `x-pagepool-read-path: io_uring\|blocking` |
+//! | `GET /media/{name}` | the file, `Range: bytes=a-b`, `a-` or `-n` (206, or 416 when unsatisfiable; the unit in any case); a strong `ETag` and `Last-Modified`, with `If-None-Match` / `If-Modified-Since` (304), `If-Match` / `If-Unmodified-Since` (412) and `If-Range`; headers `x-pagepool-read-mode: direct\|buffered`, `x-pagepool-read-path: io_uring\|blocking\|page_cache` |
 //! | `GET /live/{channel}[?seconds=N]` | a live MPEG-TS (`video/mp2t`, H.264) in stamped 1316-byte frames (see `wire.rs`); lagging subscribers skip ahead |
 //! | `GET /metrics` | Prometheus text format: pagepool's pools and the server's counters |
 //! | `GET /debug/buffers[?min_age=S]` | each pool's stats and the size classes in use |

@@ -86,6 +86,7 @@ pub struct MediaCounters {
     pub read_direct_blocking: Counter,
     pub read_buffered_uring: Counter,
     pub read_buffered_blocking: Counter,
+    pub read_buffered_cached: Counter,
     pub pool_waits: Counter,
     pub fallbacks: Counter,
 }
@@ -95,7 +96,7 @@ impl MediaCounters {
         metrics::describe_counter!(
             "media_server_read_bytes_total",
             metrics::Unit::Bytes,
-            "Bytes read from media files into pooled buffers, by read mode (direct: O_DIRECT; buffered: page cache) and path (io_uring; blocking: pread on the blocking pool)."
+            "Bytes read from media files into pooled buffers, by read mode (direct: O_DIRECT; buffered: page cache) and path (io_uring; blocking: pread on the blocking pool; page_cache: a buffered read the page cache held whole, copied on the worker)."
         );
         metrics::describe_counter!(
             "media_server_pool_waits_total",
@@ -112,6 +113,7 @@ impl MediaCounters {
             read_direct_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "direct", "path" => "blocking"),
             read_buffered_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "io_uring"),
             read_buffered_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
+            read_buffered_cached: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "page_cache"),
             pool_waits: metrics::counter!("media_server_pool_waits_total"),
             fallbacks: metrics::counter!("media_server_odirect_fallbacks_total"),
         }

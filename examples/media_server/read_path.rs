@@ -1,9 +1,11 @@
 //! How media files are read (`--read-path`): through io_uring into
 //! registered pooled buffers (`uring.rs`, feature `io-uring`), or with a
 //! `pread` on tokio's blocking pool. `auto` takes io_uring where the build
-//! has it, the kernel allows it and `O_DIRECT` is on; the startup banner,
-//! the `x-pagepool-read-path` header and the `path` label of
-//! `media_server_read_bytes_total` say which runs.
+//! has it, the kernel allows it and `O_DIRECT` is on; the startup banner
+//! says which runs. A buffered read whose bytes are all in the page cache
+//! takes neither: the worker copies them (`DirectFile::try_read_cached_at`).
+//! The `x-pagepool-read-path` header and the `path` label of
+//! `media_server_read_bytes_total` say which path a read took.
 
 use std::sync::Arc;
 
@@ -40,6 +42,8 @@ impl std::str::FromStr for Choice {
 pub enum ReadPath {
     IoUring,
     Blocking,
+    /// A buffered read the page cache served on the worker.
+    PageCache,
 }
 
 impl ReadPath {
@@ -47,6 +51,7 @@ impl ReadPath {
         match self {
             ReadPath::IoUring => "io_uring",
             ReadPath::Blocking => "blocking",
+            ReadPath::PageCache => "page_cache",
         }
     }
 }

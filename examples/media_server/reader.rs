@@ -157,13 +157,24 @@ impl Reader {
     }
 
     /// One read of `buf.max_len()` bytes (fewer at the end of the file) at
-    /// `pos`, once its path's queue lets it (`read_queue.rs`): through
-    /// io_uring when it runs (page-cache reads too: a cached one completes
-    /// within the submit), else
+    /// `pos`: on the worker when the file is buffered and the page cache
+    /// holds every byte (as `nginx` reads; no queue, no thread hop, no
+    /// completion to reap), else once its path's queue lets it
+    /// (`read_queue.rs`), through io_uring when it runs or
     /// `DirectFile::read_at` on the blocking pool. The outer `Err`: the
     /// blocking task failed, and the buffer is gone.
     async fn read(&mut self, mut buf: PageBuffer) -> io::Result<(PageBuffer, io::Result<usize>)> {
         let pos = self.pos;
+        if !self.file.is_direct() {
+            match self.file.try_read_cached_at(&mut buf, pos) {
+                Ok(Some(n)) => {
+                    self.path = ReadPath::PageCache;
+                    return Ok((buf, Ok(n)));
+                }
+                Ok(None) => {} // a byte is on the disk only
+                Err(e) => return Ok((buf, Err(e))),
+            }
+        }
         let queues = &self.state.media.read_queues;
         match &self.uring {
             Some((reads, slot)) => {
@@ -218,6 +229,7 @@ impl Reader {
             (true, ReadPath::Blocking) => counters.read_direct_blocking.increment(n as u64),
             (false, ReadPath::IoUring) => counters.read_buffered_uring.increment(n as u64),
             (false, ReadPath::Blocking) => counters.read_buffered_blocking.increment(n as u64),
+            (_, ReadPath::PageCache) => counters.read_buffered_cached.increment(n as u64),
         }
         if n <= self.skip {
             return Err(io::Error::new(

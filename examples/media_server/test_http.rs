@@ -78,9 +78,10 @@ fn conditional_requests_and_ranges() {
 
 /// The read path each response names: `blocking` when asked for; with
 /// feature `io-uring`, `io_uring` by default where the kernel allows it and
-/// the directory takes `O_DIRECT`, for page-cache reads too (a file below
-/// `--direct-min-size`). The bytes are the file's either way, ranges at odd
-/// offsets and the unaligned tail included.
+/// the directory takes `O_DIRECT`; `page_cache` for a buffered file (below
+/// `--direct-min-size`) whose first chunk the page cache holds. The bytes
+/// are the file's either way, ranges at odd offsets and the unaligned tail
+/// included.
 #[test]
 fn read_paths() {
     let dir = TempDir::new("paths");
@@ -108,9 +109,7 @@ fn read_paths() {
         let path = path.expect("an x-pagepool-read-path header");
         if flags == buffered {
             assert_eq!(mode.as_deref(), Some("buffered"));
-            if io_uring_here() {
-                assert_eq!(path, "io_uring");
-            }
+            assert_eq!(path, "page_cache", "the file was just written");
         } else if flags.is_empty() {
             let uring = mode.as_deref() == Some("direct") && io_uring_here();
             if uring {
@@ -122,6 +121,63 @@ fn read_paths() {
             assert_eq!(path, "blocking");
         }
     }
+}
+
+/// A buffered file the page cache does not hold is read where a read may
+/// wait: io_uring where it runs, else the blocking pool. A read that finds
+/// pages missing starts their readahead, which a fast disk can finish
+/// before the read looks again (it then serves from the cache), so the file
+/// is evicted and fetched up to 8 times until one read takes the disk path.
+#[test]
+fn an_evicted_file_is_read_where_a_read_may_wait() {
+    let dir = TempDir::new("evicted");
+    let bytes = dir.file("clip.ts", 1 << 20);
+    let clip = dir.0.join("clip.ts");
+    let server = Server::start(&dir.0, &["--direct-min-size", "4M"]);
+    let mut paths = Vec::new();
+    for _ in 0..8 {
+        if !evict(&clip) {
+            eprintln!("SKIPPED: the temp dir is tmpfs, which keeps its pages in memory");
+            return;
+        }
+        let whole = block_on(get(server.addr, "/media/clip.ts", &[]));
+        assert!(whole.status == 200 && whole.body == bytes);
+        let path = whole.header("x-pagepool-read-path").expect("a read path");
+        paths.push(path.to_owned());
+        if path != "page_cache" {
+            break;
+        }
+    }
+    let last = paths.last().map(String::as_str);
+    assert!(
+        matches!(last, Some("io_uring" | "blocking")),
+        "paths: {paths:?}"
+    );
+}
+
+/// Drops `path`'s pages from the page cache (the file is synced first);
+/// `false` on tmpfs, whose pages are the file and stay.
+fn evict(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: `fstatfs` fills the zeroed struct we own; the descriptor is open.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) }, 0);
+    #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets
+    if st.f_type as i64 == 0x0102_1994 {
+        return false; // TMPFS_MAGIC
+    }
+    f.sync_all().unwrap();
+    // SAFETY: a plain advice call on a descriptor we hold open.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(
+        rc,
+        0,
+        "posix_fadvise: {}",
+        std::io::Error::from_raw_os_error(rc)
+    );
+    true
 }
 
 /// Whether this build and kernel can set up a registry.
