@@ -144,6 +144,38 @@ mod tests {
         assert_eq!(third.slots.as_ptr(), old);
     }
 
+    /// A producer's refills can run far ahead of its consumers' spills:
+    /// the stacks they leave wait for those spills, which then allocate
+    /// none, up to `MAX_SPARES`.
+    #[test]
+    fn spills_take_the_stacks_a_run_of_refills_left() {
+        use super::super::depot::MAX_SPARES;
+        let free = FreeList::default();
+        let meta = slots(MIN_BATCH);
+        let batch: Vec<SlotRef> = meta.iter().map(SlotRef::new).collect();
+        for run in [200, MAX_SPARES + 10] {
+            let mut stack = Vec::with_capacity(65);
+            for _ in 0..run {
+                stack.extend_from_slice(&batch);
+                free.spill_batch(&mut stack, MIN_BATCH);
+            }
+            for _ in 0..run {
+                let mut empty = Vec::with_capacity(65);
+                assert!(free.refill_batch(&mut empty));
+            }
+            // A hand-off's 128 batches in flight, and more, are all kept.
+            let kept = if run == 200 { 200 } else { MAX_SPARES };
+            assert_eq!(free.spares(), kept);
+            let mut stack = Vec::with_capacity(65);
+            for _ in 0..kept {
+                stack.extend_from_slice(&batch);
+                free.spill_batch(&mut stack, MIN_BATCH);
+            }
+            assert_eq!(free.spares(), 0, "every spill took a spare");
+            drop(free.drain());
+        }
+    }
+
     #[test]
     fn a_small_spill_goes_one_at_a_time_and_pop_and_drain_reach_batches() {
         let counters = ThreadClassCounters::default();

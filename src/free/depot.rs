@@ -48,9 +48,10 @@ struct Batches {
 }
 
 /// Empty stacks a class keeps for spills (beyond them, a refill's old
-/// stack is freed): enough for the bins of a few threads that spill what
-/// others refill.
-const MAX_SPARES: usize = 8;
+/// stack is freed; trim and decay free them all): as many as a producer's
+/// refills run ahead of its consumers' spills (a 16-deep channel of 64
+/// buffers of 64 KiB is 128 batches), at most 256 × 520 bytes a class.
+pub(super) const MAX_SPARES: usize = 256;
 
 impl FreeList {
     /// Takes a free slot, if any: a single, else one from a batch.
@@ -114,6 +115,12 @@ impl FreeList {
         let batches = std::mem::take(&mut *self.batches.lock());
         out.extend(batches.full.into_iter().flatten());
         out
+    }
+
+    /// The empty stacks kept for spills.
+    #[cfg(test)]
+    pub(super) fn spares(&self) -> usize {
+        self.batches.lock().spares.len()
     }
 
     /// Takes the batch lock for a `fork` (see [`crate::forklock`]).
