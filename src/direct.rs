@@ -338,8 +338,9 @@ impl DirectFile {
                     let e = io::Error::last_os_error();
                     match e.raw_os_error() {
                         Some(libc::EINTR) => continue,
-                        // Not cached, or no RWF_NOWAIT here.
-                        Some(libc::EAGAIN | libc::EOPNOTSUPP) => return Ok(None),
+                        // Not cached; no RWF_NOWAIT for this file; no
+                        // `preadv2` (Linux before 4.6).
+                        Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS) => return Ok(None),
                         _ => return Err(e),
                     }
                 }
