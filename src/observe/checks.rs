@@ -22,7 +22,7 @@ use crate::threads;
 const CANARY_WINDOW: usize = 16;
 
 /// Bytes of red zone on each side of a packed slot that a release compares
-/// (all of them with the full canary): `canary::intact16`'s two words.
+/// (all of them with the full canary): `canary::diff16`'s two words.
 const REDZONE_WINDOW: usize = 16;
 
 /// One pool's checks: its resolved debug settings, and what they found.
@@ -287,15 +287,18 @@ impl Checks {
             let to = (max_len + self.page - 1) & !(self.page - 1);
             // SAFETY: the caller owns the slot, flagged `CANARY` for its
             // `max_len`; `max_len..to` lies inside it.
-            return unsafe { self.span_intact(data, max_len, to) };
+            return unsafe { self.span_diff(data, max_len, to) } == 0;
         }
         // A packed slot: the span ends with the slot, whose size is read
         // once for it and for the red zone after it.
-        let len = classes.slot_bytes(s.class());
+        // SAFETY: the slot's class is one of its pool's table (caller's
+        // contract: `classes` is that table).
+        let len = unsafe { classes.slot_bytes_unchecked(s.class()) };
         // SAFETY: as above, `max_len..len` inside the slot; both 16-byte
         // windows lie in the red zones around it (a packed slot is 64-byte
-        // aligned between 64-byte red zones of its mapped slab).
-        unsafe { self.span_intact(data, max_len, len) && red_zones_around(data, len) }
+        // aligned between 64-byte red zones of its mapped slab). All seven
+        // words are compared, then one test.
+        unsafe { self.span_diff(data, max_len, len) | red_zones_diff(data, len) == 0 }
     }
 
     /// Whether the 16 bytes of red zone each side of packed slot `s` (the
@@ -308,7 +311,7 @@ impl Checks {
     unsafe fn red_zones_intact(&self, s: &Slot, classes: &SizeClasses) -> bool {
         // SAFETY: forwarded from the caller: the packed slot at `data`, of
         // its class's size.
-        unsafe { red_zones_around(s.data().as_ptr(), classes.slot_bytes(s.class())) }
+        unsafe { red_zones_diff(s.data().as_ptr(), classes.slot_bytes(s.class())) == 0 }
     }
 
     /// Whether the canary of the current buffer (`max_len` bytes, flagged
@@ -321,24 +324,24 @@ impl Checks {
         let (from, to) = self.canary_span(s, max_len, classes);
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
         // SAFETY: `from..to` is inside our slot (`canary_span`).
-        unsafe { self.span_intact(s.data().as_ptr(), from, to) }
+        unsafe { self.span_diff(s.data().as_ptr(), from, to) == 0 }
     }
 
-    /// Whether the canary holds over the windows a release compares of the
-    /// span `from..to` of the slot at `data`.
+    /// How the windows a release compares of the canary span `from..to` of
+    /// the slot at `data` differ from the canary (0: they hold it).
     ///
     /// # Safety
     /// `from < to`, and `data + from..data + to` lies inside a slot the
     /// caller owns, which starts 64-byte aligned at `data` (so the aligned
     /// words of the windows are in it too).
     #[inline(always)]
-    unsafe fn span_intact(&self, data: *const u8, from: usize, to: usize) -> bool {
+    unsafe fn span_diff(&self, data: *const u8, from: usize, to: usize) -> u64 {
         debug_assert!(from < to);
         // SAFETY: the windows lie inside `from..to` (`canary_windows`).
         unsafe {
             match self.canary_windows(from, to) {
-                [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
-                [(a, len), _] => canary::intact(data.add(a), len),
+                [(a, _), (b, 8)] => canary::head_tail_diff(data.add(a), data.add(b)),
+                [(a, len), _] => canary::diff(data.add(a), len),
             }
         }
     }
@@ -348,7 +351,7 @@ impl Checks {
     /// canary or when short, else the head (from `from` to the end of the
     /// two aligned words that start at or before it: 9 to 16 bytes, where a
     /// small overflow lands) and the last 8 (`to` is 8-aligned), which
-    /// `canary::intact_head_tail` compares. Offsets are from the slot's
+    /// `canary::head_tail_diff` compares. Offsets are from the slot's
     /// start, which is 64-byte aligned, so each window is whole aligned
     /// words but for the head's first.
     #[inline(always)]
@@ -493,15 +496,15 @@ impl Checks {
     }
 }
 
-/// Whether the 16 bytes of red zone each side of the packed slot of `len`
-/// bytes at `data` (the ones nearest it) hold the canary: four word
-/// compares.
+/// How the 16 bytes of red zone each side of the packed slot of `len` bytes
+/// at `data` (the ones nearest it) differ from the canary (0: they hold
+/// it): four word compares.
 ///
 /// # Safety
 /// `data` is a packed slot of `len` bytes the caller owns: it is 64-byte
 /// aligned between 64-byte red zones of its mapped slab.
 #[inline(always)]
-unsafe fn red_zones_around(data: *const u8, len: usize) -> bool {
+unsafe fn red_zones_diff(data: *const u8, len: usize) -> u64 {
     // SAFETY: both 16-byte windows lie in the red zones around the slot.
-    unsafe { canary::intact16(data.sub(16)) && canary::intact16(data.add(len)) }
+    unsafe { canary::diff16(data.sub(16)) | canary::diff16(data.add(len)) }
 }
