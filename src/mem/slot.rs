@@ -322,6 +322,12 @@ impl Slot {
         self.flags.load().bits() | self.edges().bits() != 0
     }
 
+    /// `flags` and `edges` in one number, for a test of both at once.
+    #[inline(always)]
+    pub(crate) const fn release_key(flags: SlotFlags, edges: Edges) -> u16 {
+        flags.bits() as u16 | (edges.bits() as u16) << 8
+    }
+
     /// Marks the slot as handed out. A plain store, not a swap: the free
     /// list already made us its only owner, and the state is for readers.
     #[inline(always)]

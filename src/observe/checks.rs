@@ -28,8 +28,14 @@ const REDZONE_WINDOW: usize = 16;
 /// One pool's checks: its resolved debug settings, and what they found.
 #[derive(Debug)]
 pub(crate) struct Checks {
-    /// Bytes in a page (a power of two).
-    page: usize,
+    /// Bytes in a page (a power of two) less one.
+    page_mask: usize,
+    /// The `Slot::release_key` of a slot the release's quick test may pass
+    /// with its page canary: `CANARY`, no edges (`u16::MAX`, no key, with
+    /// the full canary).
+    quick_page_key: u16,
+    /// The same for a packed slot: `CANARY`, `Edges::PACKED_SLOT`.
+    quick_packed_key: u16,
     /// A buffer of `max_len` bytes has a canary when `max_len & canary_mask
     /// != 0` (0: no canary; `page - 1`: the standard canary, for buffers
     /// that end inside a page; `usize::MAX`: the full canary, for all).
@@ -60,8 +66,18 @@ impl Checks {
             (true, false) => page - 1,
             (true, true) => usize::MAX,
         };
+        let (quick_page_key, quick_packed_key) = if debug.full_canary {
+            (u16::MAX, u16::MAX)
+        } else {
+            (
+                Slot::release_key(SlotFlags::CANARY, Edges::EMPTY),
+                Slot::release_key(SlotFlags::CANARY, Edges::PACKED_SLOT),
+            )
+        };
         Checks {
-            page,
+            page_mask: page - 1,
+            quick_page_key,
+            quick_packed_key,
             canary_mask,
             alloc_mask: if debug.zero == Zeroing::Off {
                 canary_mask
@@ -107,7 +123,7 @@ impl Checks {
             classes.slot_bytes(s.class())
         } else {
             // Pages are powers of two: round up with a mask, not a division.
-            (max_len + self.page - 1) & !(self.page - 1)
+            (max_len + self.page_mask) & !self.page_mask
         };
         debug_assert!(end <= classes.slot_bytes(s.class()));
         (max_len, end)
@@ -272,19 +288,19 @@ impl Checks {
         edges: Edges,
         classes: &SizeClasses,
     ) -> bool {
-        if flags != SlotFlags::CANARY
-            || (!edges.is_empty() && edges != Edges::PACKED_SLOT)
-            || self.full_canary
-        {
+        let key = Slot::release_key(flags, edges);
+        if key != self.quick_page_key && key != self.quick_packed_key {
             return false;
         }
         let max_len = s.max_len.load(Relaxed) as usize;
         let data = s.data().as_ptr();
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
-        if edges.is_empty() {
+        if key == self.quick_page_key {
             // A page slot: the span ends with `max_len`'s last page (see
-            // `canary_span`), no table to read.
-            let to = (max_len + self.page - 1) & !(self.page - 1);
+            // `canary_span`), no table to read; `max_len` is not a whole
+            // number of pages (it has a canary).
+            debug_assert!(max_len & self.page_mask != 0);
+            let to = (max_len | self.page_mask) + 1;
             // SAFETY: the caller owns the slot, flagged `CANARY` for its
             // `max_len`; `max_len..to` lies inside it.
             return unsafe { self.span_diff(data, max_len, to) } == 0;
