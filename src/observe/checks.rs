@@ -303,7 +303,7 @@ impl Checks {
             let to = (max_len | self.page_mask) + 1;
             // SAFETY: the caller owns the slot, flagged `CANARY` for its
             // `max_len`; `max_len..to` lies inside it.
-            return unsafe { self.span_diff(data, max_len, to) } == 0;
+            return unsafe { Self::span_diff(false, data, max_len, to) } == 0;
         }
         // A packed slot: the span ends with the slot, whose size is read
         // once for it and for the red zone after it.
@@ -314,7 +314,7 @@ impl Checks {
         // windows lie in the red zones around it (a packed slot is 64-byte
         // aligned between 64-byte red zones of its mapped slab). All seven
         // words are compared, then one test.
-        unsafe { self.span_diff(data, max_len, len) | red_zones_diff(data, len) == 0 }
+        unsafe { Self::span_diff(false, data, max_len, len) | red_zones_diff(data, len) == 0 }
     }
 
     /// Whether the 16 bytes of red zone each side of packed slot `s` (the
@@ -340,22 +340,23 @@ impl Checks {
         let (from, to) = self.canary_span(s, max_len, classes);
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
         // SAFETY: `from..to` is inside our slot (`canary_span`).
-        unsafe { self.span_diff(s.data().as_ptr(), from, to) == 0 }
+        unsafe { Self::span_diff(self.full_canary, s.data().as_ptr(), from, to) == 0 }
     }
 
     /// How the windows a release compares of the canary span `from..to` of
-    /// the slot at `data` differ from the canary (0: they hold it).
+    /// the slot at `data` (all of it with the full canary: `full`) differ
+    /// from the canary (0: they hold it).
     ///
     /// # Safety
     /// `from < to`, and `data + from..data + to` lies inside a slot the
     /// caller owns, which starts 64-byte aligned at `data` (so the aligned
     /// words of the windows are in it too).
     #[inline(always)]
-    unsafe fn span_diff(&self, data: *const u8, from: usize, to: usize) -> u64 {
+    unsafe fn span_diff(full: bool, data: *const u8, from: usize, to: usize) -> u64 {
         debug_assert!(from < to);
         // SAFETY: the windows lie inside `from..to` (`canary_windows`).
         unsafe {
-            match self.canary_windows(from, to) {
+            match Self::canary_windows(full, from, to) {
                 [(a, _), (b, 8)] => canary::head_tail_diff(data.add(a), data.add(b)),
                 [(a, len), _] => canary::diff(data.add(a), len),
             }
@@ -364,16 +365,16 @@ impl Checks {
 
     /// The parts of the canary span `from..to` a release compares, as
     /// `(offset, len)` pairs (a `len` of 0: none): all of it with the full
-    /// canary or when short, else the head (from `from` to the end of the
+    /// canary (`full`) or when short, else the head (from `from` to the end of the
     /// two aligned words that start at or before it: 9 to 16 bytes, where a
     /// small overflow lands) and the last 8 (`to` is 8-aligned), which
     /// `canary::head_tail_diff` compares. Offsets are from the slot's
     /// start, which is 64-byte aligned, so each window is whole aligned
     /// words but for the head's first.
     #[inline(always)]
-    fn canary_windows(&self, from: usize, to: usize) -> [(usize, usize); 2] {
+    fn canary_windows(full: bool, from: usize, to: usize) -> [(usize, usize); 2] {
         let head_end = (from & !7) + CANARY_WINDOW;
-        if self.full_canary || to <= head_end + 8 {
+        if full || to <= head_end + 8 {
             [(from, to - from), (to, 0)]
         } else {
             [(from, head_end - from), (to - 8, 8)]
@@ -389,8 +390,7 @@ impl Checks {
     unsafe fn canary_damaged(&self, s: &Slot, from: usize, to: usize, classes: &SizeClasses) {
         let data = s.data().as_ptr();
         // The first damaged window (offsets from the slot's start).
-        let found = self
-            .canary_windows(from, to)
+        let found = Self::canary_windows(self.full_canary, from, to)
             .into_iter()
             .find_map(|(at, len)| {
                 // SAFETY: the windows lie inside `from..to`, inside our slot
