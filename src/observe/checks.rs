@@ -36,6 +36,10 @@ pub(crate) struct Checks {
     quick_page_key: u16,
     /// The same for a packed slot: `CANARY`, `Edges::PACKED_SLOT`.
     quick_packed_key: u16,
+    /// The flags (as a `u16`) of a slot an allocation of its canary's size
+    /// finds ready, with nothing to do: `CANARY` (`u16::MAX`, no flags,
+    /// when buffers are zeroed).
+    ready_flags: u16,
     /// A buffer of `max_len` bytes has a canary when `max_len & canary_mask
     /// != 0` (0: no canary; `page - 1`: the standard canary, for buffers
     /// that end inside a page; `usize::MAX`: the full canary, for all).
@@ -78,6 +82,11 @@ impl Checks {
             page_mask: page - 1,
             quick_page_key,
             quick_packed_key,
+            ready_flags: if debug.zero == Zeroing::Off {
+                u16::from(SlotFlags::CANARY.bits())
+            } else {
+                u16::MAX
+            },
             canary_mask,
             alloc_mask: if debug.zero == Zeroing::Off {
                 canary_mask
@@ -100,8 +109,7 @@ impl Checks {
     #[inline(always)]
     pub(crate) fn allocation_needs_work(&self, s: &Slot, max_len: usize, flags: SlotFlags) -> bool {
         (max_len & self.alloc_mask != 0 || !flags.is_empty())
-            && !(flags == SlotFlags::CANARY
-                && self.zero == Zeroing::Off
+            && !(u16::from(flags.bits()) == self.ready_flags
                 && s.canary_max.load(Relaxed) as usize == max_len)
     }
 
