@@ -373,9 +373,9 @@ impl Checks {
 
     /// The parts of the canary span `from..to` a release compares, as
     /// `(offset, len)` pairs (a `len` of 0: none): all of it with the full
-    /// canary (`full`) or when short, else the head (from `from` to the end of the
-    /// two aligned words that start at or before it: 9 to 16 bytes, where a
-    /// small overflow lands) and the last 8 (`to` is 8-aligned), which
+    /// canary (`full`) or when short, else the head (from `from` to the end
+    /// of the two aligned words that start at or before it: 9 to 16 bytes,
+    /// where a small overflow lands) and the last 8 (`to` is 8-aligned), which
     /// `canary::head_tail_diff` compares. Offsets are from the slot's
     /// start, which is 64-byte aligned, so each window is whole aligned
     /// words but for the head's first.
