@@ -31,11 +31,11 @@ pub(crate) struct Checks {
     /// Bytes in a page (a power of two) less one.
     page_mask: usize,
     /// The `Slot::release_key` of a slot the release's quick test may pass
-    /// with its page canary: `CANARY`, no edges (`u16::MAX`, no key, with
+    /// with its page canary: `CANARY`, no edges (`u32::MAX`, no key, with
     /// the full canary).
-    quick_page_key: u16,
+    quick_page_key: u32,
     /// The same for a packed slot: `CANARY`, `Edges::PACKED_SLOT`.
-    quick_packed_key: u16,
+    quick_packed_key: u32,
     /// The flags (as a `u16`) of a slot an allocation of its canary's size
     /// finds ready, with nothing to do: `CANARY` (`u16::MAX`, no flags,
     /// when buffers are zeroed).
@@ -71,7 +71,7 @@ impl Checks {
             (true, true) => usize::MAX,
         };
         let (quick_page_key, quick_packed_key) = if debug.full_canary {
-            (u16::MAX, u16::MAX)
+            (u32::MAX, u32::MAX)
         } else {
             (
                 Slot::release_key(SlotFlags::CANARY, Edges::EMPTY),
@@ -279,31 +279,32 @@ impl Checks {
         s.flags.store(lasting);
     }
 
+    /// Whether a release of slot `s`, whose flags are `flags`, may take the
+    /// quick test ([`Checks::release_checks_pass`]): its only duty is its
+    /// standard canary (and, if packed, its red zones). `false` for
+    /// anything else: the caller then takes the full release path, whose
+    /// `on_release` checks and reports.
+    #[inline(always)]
+    pub(crate) fn release_may_pass(&self, s: &Slot, flags: SlotFlags) -> bool {
+        let key = s.key_with(flags);
+        key == self.quick_page_key || key == self.quick_packed_key
+    }
+
     /// The release's quick test of a slot whose only duty is its standard
     /// canary (and, if packed, its red zones): whether all of that is
-    /// intact, so the plain path may go on. `false` for anything else: the
-    /// caller then takes the full release path, whose `on_release` checks
-    /// again and reports.
+    /// intact, so the plain path may go on. `false`: the caller takes the
+    /// full release path, whose `on_release` checks again and reports.
     ///
     /// # Safety
-    /// The caller owns the slot; `flags` and `edges` are its; `classes` is
-    /// its pool's table.
+    /// The caller owns the slot, whose release `release_may_pass`;
+    /// `classes` is its pool's table.
     #[inline(always)]
-    pub(crate) unsafe fn release_checks_pass(
-        &self,
-        s: &Slot,
-        flags: SlotFlags,
-        edges: Edges,
-        classes: &SizeClasses,
-    ) -> bool {
-        let key = Slot::release_key(flags, edges);
-        if key != self.quick_page_key && key != self.quick_packed_key {
-            return false;
-        }
+    pub(crate) unsafe fn release_checks_pass(&self, s: &Slot, classes: &SizeClasses) -> bool {
+        debug_assert!(self.release_may_pass(s, s.flags.load()));
         let max_len = s.max_len.load(Relaxed) as usize;
         let data = s.data().as_ptr();
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
-        if key == self.quick_page_key {
+        if s.edges().is_empty() {
             // A page slot: the span ends with `max_len`'s last page (see
             // `canary_span`), no table to read; `max_len` is not a whole
             // number of pages (it has a canary).

@@ -61,12 +61,14 @@ impl PoolInner {
     }
 
     /// Whether the release of `slot`, which has flags or edges, may take
-    /// the plain path (`Ok`): its only work is an intact standard canary
-    /// (and red zones, if packed). `Err` sends it to `release_slow` (a
-    /// quota's buffer among them: `QUOTA` is not a flag the checks pass).
-    /// A leaf out of line, so the release goes on inline in its caller; it
-    /// hands `slot` back in its return registers, so the caller keeps no
-    /// register of its own for it across the call.
+    /// the plain path (`Ok`): its only duty is its standard canary (and red
+    /// zones, if packed), intact. `Err` sends it to `release_slow` (a
+    /// quota's buffer among them: `QUOTA` is not a flag the checks pass),
+    /// which checks again and reports. A leaf out of line, so the release
+    /// goes on inline in its caller; it hands `slot` back in its return
+    /// registers, so the caller keeps no register of its own for it across
+    /// the call. Other duties return before the compares' registers are
+    /// saved: those are `canary_checks_pass`, a tail call.
     ///
     /// # Safety
     /// The caller owns the slot (its buffer is being released).
@@ -74,13 +76,24 @@ impl PoolInner {
     unsafe fn flagged_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        // SAFETY: forwarded from the caller; the flags and edges are the
-        // slot's, the table its pool's.
-        let pass = unsafe {
-            self.checks
-                .release_checks_pass(s, s.flags.load(), s.edges(), &self.classes)
-        };
-        if pass {
+        if !self.checks.release_may_pass(s, s.flags.load()) {
+            return Err(slot);
+        }
+        // SAFETY: forwarded from the caller; the slot's release may pass.
+        unsafe { self.canary_checks_pass(slot) }
+    }
+
+    /// `flagged_checks_pass` past its first test: `Ok` when the canary (and
+    /// red zones) of `slot` are intact.
+    ///
+    /// # Safety
+    /// The caller owns the slot, whose release `Checks::release_may_pass`.
+    #[inline(never)]
+    unsafe fn canary_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        // SAFETY: forwarded from the caller; the table is the slot's pool's.
+        if unsafe { self.checks.release_checks_pass(s, &self.classes) } {
             Ok(slot)
         } else {
             Err(slot)
