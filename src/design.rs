@@ -205,8 +205,8 @@
 //! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 148.2 |
 //! | 4 KiB, bare (no guards, debug, tracking or metrics) | 104.0 |
 //! | 4 KiB, bare, the async call polled once | 128.0 |
-//! | 1500-byte page buffer, its slack canary checked | 191.2 |
-//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 219.6 |
+//! | 1500-byte page buffer, its slack canary checked | 192.0 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 220.5 |
 //! | producer → two consumers, per buffer, 4 KiB / 64 KiB (the hand-off alone: 18) | 186 / 265 |
 //!
 //! The async call's first poll is the immediate call inlined; its 24 more
