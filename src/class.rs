@@ -244,6 +244,19 @@ impl SizeClasses {
     pub(crate) fn slot_bytes(&self, idx: ClassIdx) -> usize {
         self.bytes[idx.0]
     }
+
+    /// [`SizeClasses::slot_bytes`] without the bounds check, for the
+    /// release's hot path.
+    ///
+    /// # Safety
+    /// `idx` is a class of this table (the `ClassIdx` invariant, for the
+    /// table it belongs to).
+    #[inline(always)]
+    pub(crate) unsafe fn slot_bytes_unchecked(&self, idx: ClassIdx) -> usize {
+        debug_assert!(idx.0 < self.bytes.len());
+        // SAFETY: below the number of classes (caller's contract).
+        unsafe { *self.bytes.get_unchecked(idx.0) }
+    }
 }
 
 #[cfg(test)]

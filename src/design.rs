@@ -172,9 +172,9 @@
 //! a plain decrement of the anchor count. The releasing thread and site are
 //! stored only by a release that poisons or quarantines the slot: the
 //! reports of a later use after release are their only readers. A slot
-//! whose only duty is its standard canary (and red zones, if packed) takes
-//! one out-of-line call that compares three words (seven with the red
-//! zones) and goes on to the same push (`release_flagged`); the allocation
+//! whose only duty is its standard canary (and red zones, if packed) calls
+//! an out-of-line leaf comparing three words (seven with the red zones),
+//! then the same inline push (`flagged_checks_pass`); the allocation
 //! of a slot that serves the same size again, its canary in place, stays on
 //! the plain path. Everything else is out of line (`Checks::on_release`,
 //! `release_detour`). The buffer itself is two words, returned and moved in
@@ -205,8 +205,8 @@
 //! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 148.2 |
 //! | 4 KiB, bare (no guards, debug, tracking or metrics) | 104.0 |
 //! | 4 KiB, bare, the async call polled once | 128.0 |
-//! | 1500-byte page buffer, its slack canary checked | 221.6 |
-//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 255.9 |
+//! | 1500-byte page buffer, its slack canary checked | 192.0 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 220.5 |
 //! | producer → two consumers, per buffer, 4 KiB / 64 KiB (the hand-off alone: 18) | 186 / 265 |
 //!
 //! The async call's first poll is the immediate call inlined; its 24 more
@@ -394,7 +394,7 @@
 //! pool's book (16 mutex-guarded shards of slot address to account) and
 //! flagged `SlotFlags::QUOTA`, so its release, on whatever path and whenever
 //! the last `Bytes` or `SharedBuffer` clone of it drops, takes
-//! `release_flagged`, which credits the account and wakes its head waiter.
+//! `release_slow`, which credits the account and wakes its head waiter.
 //! Buffers outside quotas never touch the book: their release tests the
 //! same flag byte it always tested. A reservation that does not become a
 //! buffer (the pool refused, or the future was dropped) is given back.

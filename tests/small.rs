@@ -211,6 +211,48 @@ fn red_zone_and_slack_damage_is_counted_and_repaired() {
     assert_eq!(pool.stats().corruptions, 2);
 }
 
+/// Every byte of the windows a standard release compares is damage it
+/// counts: the 16 bytes of red zone each side of a packet's slot, and its
+/// slack's head (to 16 bytes past `max_len`'s word) and last 8 bytes; and
+/// for a page buffer, its slack's head and the page's last 8 bytes.
+#[test]
+fn every_byte_of_the_compared_windows_is_caught() {
+    let pool = BufferPool::builder().name("windows").build().unwrap();
+    let page = page_size();
+    let cases: [(bool, std::ops::Range<isize>); 6] = [
+        (true, -16..0),
+        (true, 1500..1512),
+        (true, 1528..1536),
+        (true, 1536..1552),
+        (false, 1500..1512),
+        (false, page as isize - 8..page as isize),
+    ];
+    let mut expected = 0;
+    for (packet, range) in cases {
+        for at in range {
+            let mut buf = if packet {
+                pool.allocate_buffer(1500).unwrap()
+            } else {
+                pool.allocate_page_size_buffer(1500).unwrap()
+            };
+            // SAFETY (test): `at` is in the slot's slack or the red zones
+            // around a packed slot, mapped canary; the flip is the planted
+            // damage, repaired by the release.
+            unsafe {
+                let p = buf.as_mut_ptr().offset(at);
+                ptr::write_volatile(p, !ptr::read_volatile(p));
+            }
+            drop(buf);
+            expected += 1;
+            assert_eq!(
+                pool.stats().corruptions,
+                expected,
+                "packet {packet}, offset {at}"
+            );
+        }
+    }
+}
+
 /// Past the last slot of a small slab (its red zone and the padding) is the
 /// slab's guard page: SIGSEGV, and the fault handler names the buffer.
 #[test]

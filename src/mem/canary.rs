@@ -1,13 +1,12 @@
 //! The canary: an address-dependent byte pattern that should never change.
 //!
-//! The 8 bytes of the aligned word at `a` are a hash of `a` (one multiply,
-//! one shift, two xors), little-endian: the pattern differs from place to
-//! place (a copy of canary bytes to another address does not pass for
-//! canary), no byte value is favoured, and fills and checks run a word at a
-//! time with a couple of instructions per word.
+//! The 8 bytes of the aligned word at `a` are a hash of `a`: `a` times an
+//! odd constant into 128 bits, the two halves xor'ed (a folded multiply),
+//! little-endian. The pattern differs from place to place (a copy of canary
+//! bytes to another address does not pass for canary), no byte value is
+//! favoured at any byte position, and fills and checks run a word at a
+//! time with a few instructions per word (an address, one `mul`, one xor).
 
-/// Mixes the address into the pattern (an arbitrary odd constant).
-const SEED: u64 = 0x5851_f42d_4c95_7f2d;
 /// The multiplier of the hash (the 64-bit golden ratio, odd).
 const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -16,9 +15,10 @@ const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 #[inline(always)]
 fn word(a: usize) -> u64 {
     debug_assert!(a.is_multiple_of(8));
-    let x = (a as u64 ^ SEED).wrapping_mul(MUL);
-    // The high bits, which depend on every address bit, into the low bytes.
-    x ^ (x >> 29)
+    // The high half depends on every address bit; the low half varies in
+    // every bit but the lowest three (zero, as `a` is 8-aligned).
+    let x = u128::from(a as u64) * u128::from(MUL);
+    (x as u64) ^ ((x >> 64) as u64)
 }
 
 /// The canary byte at address `a`.
@@ -52,19 +52,30 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
     }
 }
 
-/// Whether `p..p + len` holds the canary: the fast test of a release,
-/// a whole aligned word at a time (the words that hold the range's first and
-/// last bytes are read in full and the bytes outside the range masked off).
-/// [`check`] then says where the damage is.
+/// Whether `p..p + len` holds the canary: [`diff`] is 0.
+///
+/// # Safety
+/// As for [`diff`].
+#[inline(always)]
+pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
+    // SAFETY: forwarded from the caller.
+    unsafe { diff(p, len) == 0 }
+}
+
+/// How `p..p + len` differs from the canary, or'ed into one word: 0 when it
+/// holds the canary. The fast test of a release, a whole aligned word at a
+/// time (the words that hold the range's first and last bytes are read in
+/// full and the bytes outside the range masked off). [`check`] then says
+/// where the damage is.
 ///
 /// # Safety
 /// The 8-byte-aligned words that contain the range are readable memory.
 /// Concurrent writers (the bugs this looks for) make the answer approximate,
 /// not undefined in practice: every access is volatile.
 #[inline(always)]
-pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
+pub(crate) unsafe fn diff(p: *const u8, len: usize) -> u64 {
     if len == 0 {
-        return true;
+        return 0;
     }
     let start = p.addr();
     let end = start + len;
@@ -79,7 +90,7 @@ pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
     let head = !0u64 << (8 * (start - first));
     let tail = !0u64 >> (8 * (last + 8 - end));
     if first == last {
-        return diff(first) & head & tail == 0;
+        return diff(first) & head & tail;
     }
     let mut acc = diff(first) & head | diff(last) & tail;
     let mut a = first + 8;
@@ -87,19 +98,20 @@ pub(crate) unsafe fn intact(p: *const u8, len: usize) -> bool {
         acc |= diff(a);
         a += 8;
     }
-    acc == 0
+    acc
 }
 
-/// Whether the canary holds over the standard windows of a slack span:
-/// from `p` to the end of the aligned word after the one that holds `p`
-/// (9 to 16 bytes, where a small overflow lands), and the aligned word at
-/// `tail` (the span's last 8 bytes). Three word compares, one mask.
+/// How the standard windows of a slack span differ from the canary (0:
+/// they hold it): from `p` to the end of the aligned word after the one
+/// that holds `p` (9 to 16 bytes, where a small overflow lands), and the
+/// aligned word at `tail` (the span's last 8 bytes). Three word compares,
+/// one mask.
 ///
 /// # Safety
 /// The aligned words at `p & !7`, the next one, and `tail` are readable;
-/// `tail` is 8-aligned. Reads are volatile, as in [`intact`].
+/// `tail` is 8-aligned. Reads are volatile, as in [`diff`].
 #[inline(always)]
-pub(crate) unsafe fn intact_head_tail(p: *const u8, tail: *const u8) -> bool {
+pub(crate) unsafe fn head_tail_diff(p: *const u8, tail: *const u8) -> u64 {
     let start = p.addr();
     let first = start & !7;
     debug_assert!(tail.addr().is_multiple_of(8));
@@ -107,16 +119,16 @@ pub(crate) unsafe fn intact_head_tail(p: *const u8, tail: *const u8) -> bool {
     let diff =
         |at: *const u8| u64::from_le(unsafe { at.cast::<u64>().read_volatile() }) ^ word(at.addr());
     let head = !0u64 << (8 * (start - first));
-    (diff(p.with_addr(first)) & head) | diff(p.with_addr(first + 8)) | diff(tail) == 0
+    (diff(p.with_addr(first)) & head) | diff(p.with_addr(first + 8)) | diff(tail)
 }
 
-/// Whether the 16 bytes at the 16-aligned address `p` hold the canary: two
-/// word compares, for the red zones of packed slots.
+/// How the 16 bytes at the 16-aligned address `p` differ from the canary
+/// (0: they hold it): two word compares, for the red zones of packed slots.
 ///
 /// # Safety
 /// `p..p + 16` is readable memory; `p` is 16-byte aligned.
 #[inline(always)]
-pub(crate) unsafe fn intact16(p: *const u8) -> bool {
+pub(crate) unsafe fn diff16(p: *const u8) -> u64 {
     let a = p.addr();
     debug_assert!(a.is_multiple_of(16));
     // SAFETY: two aligned words inside the caller's readable range; the
@@ -128,7 +140,7 @@ pub(crate) unsafe fn intact16(p: *const u8) -> bool {
             p.add(8).cast::<u64>().read_volatile(),
         )
     };
-    (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8)) == 0
+    (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8))
 }
 
 /// Compares `p..p + len` with the canary; returns the offset (from `p`) of
@@ -163,10 +175,11 @@ mod tests {
     fn the_pattern_favours_no_byte_and_moves_with_the_address() {
         // 64 KiB of pattern at a typical mapping address.
         let base = 0x7f3a_1234_0000usize;
-        let mut seen = [0u32; 256];
+        // Counts by byte position, then value.
+        let mut seen = [[0u32; 256]; 8];
         for a in (base..base + 65536).step_by(8) {
-            for b in word(a).to_le_bytes() {
-                seen[b as usize] += 1;
+            for (i, b) in word(a).to_le_bytes().into_iter().enumerate() {
+                seen[i][b as usize] += 1;
             }
             // Neither the next word, nor the same word one page or one
             // cache line away, matches: a copy of canary to another place
@@ -176,12 +189,15 @@ mod tests {
             }
             assert_eq!(byte(a + 3), word(a).to_le_bytes()[3]);
         }
-        // 256 of each value on average; every value within a factor of 2.
-        let (min, max) = (seen.iter().min(), seen.iter().max());
-        assert!(
-            seen.iter().all(|&n| (128..=384).contains(&n)),
-            "{min:?}..{max:?}"
-        );
+        // 32 of each value at each position on average (8192 words); every
+        // value within a factor of 2 there.
+        for (i, at) in seen.iter().enumerate() {
+            let (min, max) = (at.iter().min(), at.iter().max());
+            assert!(
+                at.iter().all(|&n| (16..=64).contains(&n)),
+                "byte {i}: {min:?}..{max:?}"
+            );
+        }
     }
 
     #[test]
@@ -205,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn head_tail_sees_its_windows_and_only_them() {
+    fn head_tail_diff_sees_its_windows_and_only_them() {
         let mut buf = vec![0u64; 16]; // 128 bytes, 8-aligned
         let base = buf.as_mut_ptr().cast::<u8>();
         // SAFETY: all offsets below stay inside `buf`.
@@ -214,18 +230,18 @@ mod tests {
                 let p = base.add(from);
                 let tail = base.add(120);
                 fill(p, 128 - from);
-                assert!(intact_head_tail(p, tail), "from {from}");
+                assert_eq!(head_tail_diff(p, tail), 0, "from {from}");
                 // The head: `from` up to 16 bytes past its word's start.
                 let head = (from..16).chain(120..128);
                 for i in head {
                     *base.add(i) ^= 0x01;
-                    assert!(!intact_head_tail(p, tail), "from {from}, byte {i}");
+                    assert_ne!(head_tail_diff(p, tail), 0, "from {from}, byte {i}");
                     *base.add(i) ^= 0x01;
                 }
                 // Between the windows, and before `p`: not compared.
                 for i in (0..from).chain(16..120) {
                     *base.add(i) ^= 0x01;
-                    assert!(intact_head_tail(p, tail), "from {from}, byte {i}");
+                    assert_eq!(head_tail_diff(p, tail), 0, "from {from}, byte {i}");
                     *base.add(i) ^= 0x01;
                 }
             }
@@ -233,25 +249,25 @@ mod tests {
     }
 
     #[test]
-    fn intact16_sees_every_byte() {
+    fn diff16_sees_every_byte() {
         let mut buf = vec![0u64; 8]; // 64 bytes, 8-aligned
         let base = buf.as_mut_ptr().cast::<u8>();
         // SAFETY: all offsets below stay inside `buf`.
         unsafe {
             let p = base.add(16 - (base as usize % 16));
             fill(p, 16);
-            assert!(intact16(p));
+            assert_eq!(diff16(p), 0);
             for i in 0..16 {
                 *p.add(i) ^= 0x01;
-                assert!(!intact16(p), "byte {i}");
+                assert_ne!(diff16(p), 0, "byte {i}");
                 *p.add(i) ^= 0x01;
             }
-            assert!(intact16(p));
+            assert_eq!(diff16(p), 0);
         }
     }
 
     #[test]
-    fn intact16_agrees_with_the_pattern_at_every_alignment() {
+    fn diff16_agrees_with_the_pattern_at_every_alignment() {
         // 4 KiB + 16 of canary: every 16-aligned window, across 256-byte
         // blocks and with every low byte, holds it; a shifted copy does not.
         let mut buf = vec![0u8; 4096 + 32];
@@ -261,10 +277,10 @@ mod tests {
             let p = base.add(16 - (base as usize % 16));
             fill(p, 4096 + 16);
             for off in (0..4096).step_by(16) {
-                assert!(intact16(p.add(off)), "offset {off}");
+                assert_eq!(diff16(p.add(off)), 0, "offset {off}");
             }
             std::ptr::copy(p.add(16), p, 16);
-            assert!(!intact16(p), "a copy of the next window passed");
+            assert_ne!(diff16(p), 0, "a copy of the next window passed");
         }
     }
 }

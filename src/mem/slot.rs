@@ -322,6 +322,20 @@ impl Slot {
         self.flags.load().bits() | self.edges().bits() != 0
     }
 
+    /// `flags` and `edges` in one number, for a test of both at once: the
+    /// flags in the low byte, the edges where `class_edges` holds them (so
+    /// a slot's key is its flags or'ed with `class_edges` less the class).
+    #[inline(always)]
+    pub(crate) const fn release_key(flags: SlotFlags, edges: Edges) -> u32 {
+        flags.bits() as u32 | (edges.bits() as u32) << CLASS_BITS
+    }
+
+    /// This slot's [`Slot::release_key`] for `flags`.
+    #[inline(always)]
+    pub(crate) fn key_with(&self, flags: SlotFlags) -> u32 {
+        flags.bits() as u32 | u32::from(self.class_edges & !((1 << CLASS_BITS) - 1))
+    }
+
     /// Marks the slot as handed out. A plain store, not a swap: the free
     /// list already made us its only owner, and the state is for readers.
     #[inline(always)]

@@ -22,14 +22,24 @@ use crate::threads;
 const CANARY_WINDOW: usize = 16;
 
 /// Bytes of red zone on each side of a packed slot that a release compares
-/// (all of them with the full canary): `canary::intact16`'s two words.
+/// (all of them with the full canary): `canary::diff16`'s two words.
 const REDZONE_WINDOW: usize = 16;
 
 /// One pool's checks: its resolved debug settings, and what they found.
 #[derive(Debug)]
 pub(crate) struct Checks {
-    /// Bytes in a page (a power of two).
-    page: usize,
+    /// Bytes in a page (a power of two) less one.
+    page_mask: usize,
+    /// The `Slot::release_key` of a slot the release's quick test may pass
+    /// with its page canary: `CANARY`, no edges (`u32::MAX`, no key, with
+    /// the full canary).
+    quick_page_key: u32,
+    /// The same for a packed slot: `CANARY`, `Edges::PACKED_SLOT`.
+    quick_packed_key: u32,
+    /// The flags (as a `u16`) of a slot an allocation of its canary's size
+    /// finds ready, with nothing to do: `CANARY` (`u16::MAX`, no flags,
+    /// when buffers are zeroed).
+    ready_flags: u16,
     /// A buffer of `max_len` bytes has a canary when `max_len & canary_mask
     /// != 0` (0: no canary; `page - 1`: the standard canary, for buffers
     /// that end inside a page; `usize::MAX`: the full canary, for all).
@@ -60,8 +70,23 @@ impl Checks {
             (true, false) => page - 1,
             (true, true) => usize::MAX,
         };
+        let (quick_page_key, quick_packed_key) = if debug.full_canary {
+            (u32::MAX, u32::MAX)
+        } else {
+            (
+                Slot::release_key(SlotFlags::CANARY, Edges::EMPTY),
+                Slot::release_key(SlotFlags::CANARY, Edges::PACKED_SLOT),
+            )
+        };
         Checks {
-            page,
+            page_mask: page - 1,
+            quick_page_key,
+            quick_packed_key,
+            ready_flags: if debug.zero == Zeroing::Off {
+                u16::from(SlotFlags::CANARY.bits())
+            } else {
+                u16::MAX
+            },
             canary_mask,
             alloc_mask: if debug.zero == Zeroing::Off {
                 canary_mask
@@ -84,8 +109,7 @@ impl Checks {
     #[inline(always)]
     pub(crate) fn allocation_needs_work(&self, s: &Slot, max_len: usize, flags: SlotFlags) -> bool {
         (max_len & self.alloc_mask != 0 || !flags.is_empty())
-            && !(flags == SlotFlags::CANARY
-                && self.zero == Zeroing::Off
+            && !(u16::from(flags.bits()) == self.ready_flags
                 && s.canary_max.load(Relaxed) as usize == max_len)
     }
 
@@ -107,7 +131,7 @@ impl Checks {
             classes.slot_bytes(s.class())
         } else {
             // Pages are powers of two: round up with a mask, not a division.
-            (max_len + self.page - 1) & !(self.page - 1)
+            (max_len + self.page_mask) & !self.page_mask
         };
         debug_assert!(end <= classes.slot_bytes(s.class()));
         (max_len, end)
@@ -255,47 +279,51 @@ impl Checks {
         s.flags.store(lasting);
     }
 
+    /// Whether a release of slot `s`, whose flags are `flags`, may take the
+    /// quick test ([`Checks::release_checks_pass`]): its only duty is its
+    /// standard canary (and, if packed, its red zones). `false` for
+    /// anything else: the caller then takes the full release path, whose
+    /// `on_release` checks and reports.
+    #[inline(always)]
+    pub(crate) fn release_may_pass(&self, s: &Slot, flags: SlotFlags) -> bool {
+        let key = s.key_with(flags);
+        key == self.quick_page_key || key == self.quick_packed_key
+    }
+
     /// The release's quick test of a slot whose only duty is its standard
     /// canary (and, if packed, its red zones): whether all of that is
-    /// intact, so the plain path may go on. `false` for anything else: the
-    /// caller then takes the full release path, whose `on_release` checks
-    /// again and reports.
+    /// intact, so the plain path may go on. `false`: the caller takes the
+    /// full release path, whose `on_release` checks again and reports.
     ///
     /// # Safety
-    /// The caller owns the slot; `flags` and `edges` are its; `classes` is
-    /// its pool's table.
+    /// The caller owns the slot, whose release `release_may_pass`;
+    /// `classes` is its pool's table.
     #[inline(always)]
-    pub(crate) unsafe fn release_checks_pass(
-        &self,
-        s: &Slot,
-        flags: SlotFlags,
-        edges: Edges,
-        classes: &SizeClasses,
-    ) -> bool {
-        if flags != SlotFlags::CANARY
-            || (!edges.is_empty() && edges != Edges::PACKED_SLOT)
-            || self.full_canary
-        {
-            return false;
-        }
+    pub(crate) unsafe fn release_checks_pass(&self, s: &Slot, classes: &SizeClasses) -> bool {
+        debug_assert!(self.release_may_pass(s, s.flags.load()));
         let max_len = s.max_len.load(Relaxed) as usize;
         let data = s.data().as_ptr();
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
-        if edges.is_empty() {
+        if s.edges().is_empty() {
             // A page slot: the span ends with `max_len`'s last page (see
-            // `canary_span`), no table to read.
-            let to = (max_len + self.page - 1) & !(self.page - 1);
+            // `canary_span`), no table to read; `max_len` is not a whole
+            // number of pages (it has a canary).
+            debug_assert!(max_len & self.page_mask != 0);
+            let to = (max_len | self.page_mask) + 1;
             // SAFETY: the caller owns the slot, flagged `CANARY` for its
             // `max_len`; `max_len..to` lies inside it.
-            return unsafe { self.span_intact(data, max_len, to) };
+            return unsafe { Self::span_diff(false, data, max_len, to) } == 0;
         }
         // A packed slot: the span ends with the slot, whose size is read
         // once for it and for the red zone after it.
-        let len = classes.slot_bytes(s.class());
+        // SAFETY: the slot's class is one of its pool's table (caller's
+        // contract: `classes` is that table).
+        let len = unsafe { classes.slot_bytes_unchecked(s.class()) };
         // SAFETY: as above, `max_len..len` inside the slot; both 16-byte
         // windows lie in the red zones around it (a packed slot is 64-byte
-        // aligned between 64-byte red zones of its mapped slab).
-        unsafe { self.span_intact(data, max_len, len) && red_zones_around(data, len) }
+        // aligned between 64-byte red zones of its mapped slab). All seven
+        // words are compared, then one test.
+        unsafe { Self::span_diff(false, data, max_len, len) | red_zones_diff(data, len) == 0 }
     }
 
     /// Whether the 16 bytes of red zone each side of packed slot `s` (the
@@ -308,7 +336,7 @@ impl Checks {
     unsafe fn red_zones_intact(&self, s: &Slot, classes: &SizeClasses) -> bool {
         // SAFETY: forwarded from the caller: the packed slot at `data`, of
         // its class's size.
-        unsafe { red_zones_around(s.data().as_ptr(), classes.slot_bytes(s.class())) }
+        unsafe { red_zones_diff(s.data().as_ptr(), classes.slot_bytes(s.class())) == 0 }
     }
 
     /// Whether the canary of the current buffer (`max_len` bytes, flagged
@@ -321,40 +349,41 @@ impl Checks {
         let (from, to) = self.canary_span(s, max_len, classes);
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
         // SAFETY: `from..to` is inside our slot (`canary_span`).
-        unsafe { self.span_intact(s.data().as_ptr(), from, to) }
+        unsafe { Self::span_diff(self.full_canary, s.data().as_ptr(), from, to) == 0 }
     }
 
-    /// Whether the canary holds over the windows a release compares of the
-    /// span `from..to` of the slot at `data`.
+    /// How the windows a release compares of the canary span `from..to` of
+    /// the slot at `data` (all of it with the full canary: `full`) differ
+    /// from the canary (0: they hold it).
     ///
     /// # Safety
     /// `from < to`, and `data + from..data + to` lies inside a slot the
     /// caller owns, which starts 64-byte aligned at `data` (so the aligned
     /// words of the windows are in it too).
     #[inline(always)]
-    unsafe fn span_intact(&self, data: *const u8, from: usize, to: usize) -> bool {
+    unsafe fn span_diff(full: bool, data: *const u8, from: usize, to: usize) -> u64 {
         debug_assert!(from < to);
         // SAFETY: the windows lie inside `from..to` (`canary_windows`).
         unsafe {
-            match self.canary_windows(from, to) {
-                [(a, _), (b, 8)] => canary::intact_head_tail(data.add(a), data.add(b)),
-                [(a, len), _] => canary::intact(data.add(a), len),
+            match Self::canary_windows(full, from, to) {
+                [(a, _), (b, 8)] => canary::head_tail_diff(data.add(a), data.add(b)),
+                [(a, len), _] => canary::diff(data.add(a), len),
             }
         }
     }
 
     /// The parts of the canary span `from..to` a release compares, as
     /// `(offset, len)` pairs (a `len` of 0: none): all of it with the full
-    /// canary or when short, else the head (from `from` to the end of the
-    /// two aligned words that start at or before it: 9 to 16 bytes, where a
-    /// small overflow lands) and the last 8 (`to` is 8-aligned), which
-    /// `canary::intact_head_tail` compares. Offsets are from the slot's
+    /// canary (`full`) or when short, else the head (from `from` to the end
+    /// of the two aligned words that start at or before it: 9 to 16 bytes,
+    /// where a small overflow lands) and the last 8 (`to` is 8-aligned), which
+    /// `canary::head_tail_diff` compares. Offsets are from the slot's
     /// start, which is 64-byte aligned, so each window is whole aligned
     /// words but for the head's first.
     #[inline(always)]
-    fn canary_windows(&self, from: usize, to: usize) -> [(usize, usize); 2] {
+    fn canary_windows(full: bool, from: usize, to: usize) -> [(usize, usize); 2] {
         let head_end = (from & !7) + CANARY_WINDOW;
-        if self.full_canary || to <= head_end + 8 {
+        if full || to <= head_end + 8 {
             [(from, to - from), (to, 0)]
         } else {
             [(from, head_end - from), (to - 8, 8)]
@@ -370,8 +399,7 @@ impl Checks {
     unsafe fn canary_damaged(&self, s: &Slot, from: usize, to: usize, classes: &SizeClasses) {
         let data = s.data().as_ptr();
         // The first damaged window (offsets from the slot's start).
-        let found = self
-            .canary_windows(from, to)
+        let found = Self::canary_windows(self.full_canary, from, to)
             .into_iter()
             .find_map(|(at, len)| {
                 // SAFETY: the windows lie inside `from..to`, inside our slot
@@ -493,15 +521,15 @@ impl Checks {
     }
 }
 
-/// Whether the 16 bytes of red zone each side of the packed slot of `len`
-/// bytes at `data` (the ones nearest it) hold the canary: four word
-/// compares.
+/// How the 16 bytes of red zone each side of the packed slot of `len` bytes
+/// at `data` (the ones nearest it) differ from the canary (0: they hold
+/// it): four word compares.
 ///
 /// # Safety
 /// `data` is a packed slot of `len` bytes the caller owns: it is 64-byte
 /// aligned between 64-byte red zones of its mapped slab.
 #[inline(always)]
-unsafe fn red_zones_around(data: *const u8, len: usize) -> bool {
+unsafe fn red_zones_diff(data: *const u8, len: usize) -> u64 {
     // SAFETY: both 16-byte windows lie in the red zones around the slot.
-    unsafe { canary::intact16(data.sub(16)) && canary::intact16(data.add(len)) }
+    unsafe { canary::diff16(data.sub(16)) | canary::diff16(data.add(len)) }
 }

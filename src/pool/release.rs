@@ -24,12 +24,13 @@ impl PoolInner {
     /// Returns a buffer's slot to a free list or the quarantine.
     ///
     /// Inline: only the common case, a plain buffer (no flags, no edges;
-    /// or only an intact standard canary, and red zones if packed) of a
-    /// pool with no detours, into this thread's bin with room; it returns
-    /// `Settled` when this thread allocated it (the caller's remote step
-    /// then folds away), `Remote` when another did (the media-server
-    /// pattern: the caller's one atomic decrement). Everything else (damage
-    /// included) is `release_slow`, which checks again and reports.
+    /// or only an intact standard canary, and red zones if packed, which
+    /// the out-of-line `flagged_checks_pass` compares) of a pool with no
+    /// detours, into this thread's bin with room; it returns `Settled` when
+    /// this thread allocated it (the caller's remote step then folds away),
+    /// `Remote` when another did (the media-server pattern: the caller's
+    /// one atomic decrement). Everything else (damage included) is
+    /// `release_slow`, which checks again and reports.
     ///
     /// # Safety
     /// `slot` is the slot of a buffer of this pool, counted on `anchor`,
@@ -43,13 +44,60 @@ impl PoolInner {
     ) -> Released {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        if s.release_has_work() {
-            // Out of line, with nothing left to do here after it.
-            // SAFETY: forwarded from the caller.
-            return unsafe { self.release_flagged(slot, anchor, site) };
-        }
-        // SAFETY: forwarded from the caller; the slot has nothing to do.
+        let slot = if s.release_has_work() {
+            // SAFETY: the caller owns the slot.
+            match unsafe { self.flagged_checks_pass(slot) } {
+                Ok(slot) => slot,
+                // Out of line, with nothing left to do here after it.
+                // SAFETY: forwarded from the caller; nothing was changed yet.
+                Err(slot) => return unsafe { self.release_slow(slot, anchor, site) },
+            }
+        } else {
+            slot
+        };
+        // SAFETY: forwarded from the caller; the slot has nothing (left) to
+        // do: the checks passed, and only read.
         unsafe { self.release_plain(slot, anchor, site) }
+    }
+
+    /// Whether the release of `slot`, which has flags or edges, may take
+    /// the plain path (`Ok`): its only duty is its standard canary (and red
+    /// zones, if packed), intact. `Err` sends it to `release_slow` (a
+    /// quota's buffer among them: `QUOTA` is not a flag the checks pass),
+    /// which checks again and reports. A leaf out of line, so the release
+    /// goes on inline in its caller; it hands `slot` back in its return
+    /// registers, so the caller keeps no register of its own for it across
+    /// the call. Other duties return before the compares' registers are
+    /// saved: those are `canary_checks_pass`, a tail call.
+    ///
+    /// # Safety
+    /// The caller owns the slot (its buffer is being released).
+    #[inline(never)]
+    unsafe fn flagged_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        if !self.checks.release_may_pass(s, s.flags.load()) {
+            return Err(slot);
+        }
+        // SAFETY: forwarded from the caller; the slot's release may pass.
+        unsafe { self.canary_checks_pass(slot) }
+    }
+
+    /// `flagged_checks_pass` past its first test: `Ok` when the canary (and
+    /// red zones) of `slot` are intact.
+    ///
+    /// # Safety
+    /// The caller owns the slot, whose release `Checks::release_may_pass`.
+    #[inline(never)]
+    unsafe fn canary_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        // SAFETY: forwarded from the caller; the table is the slot's pool's.
+        if unsafe { self.checks.release_checks_pass(s, &self.classes) } {
+            Ok(slot)
+        } else {
+            Err(slot)
+        }
     }
 
     /// The end of a release whose slot has nothing left to do: into this
@@ -80,37 +128,6 @@ impl PoolInner {
         }
         // SAFETY: forwarded from the caller.
         unsafe { self.release_slow(slot, anchor, site) }
-    }
-
-    /// `release` of a slot with flags or edges: when its only work is an
-    /// intact standard canary (and red zones, if packed), the plain path;
-    /// otherwise `release_slow` (a quota's buffer among them: `QUOTA` is
-    /// not a flag the checks pass).
-    ///
-    /// # Safety
-    /// As for `release`.
-    #[inline(never)]
-    unsafe fn release_flagged(
-        self: &Arc<Self>,
-        slot: SlotRef,
-        anchor: AnchorRef,
-        site: Site,
-    ) -> Released {
-        // SAFETY: the buffer being released keeps the pool and its slabs alive.
-        let s = unsafe { slot.get() };
-        let (flags, edges) = (s.flags.load(), s.edges());
-        // SAFETY: the caller owns the slot; the flags and edges are its.
-        if unsafe {
-            self.checks
-                .release_checks_pass(s, flags, edges, &self.classes)
-        } {
-            // SAFETY: forwarded from the caller; the checks passed (and
-            // only read), so the slot has nothing left to do.
-            unsafe { self.release_plain(slot, anchor, site) }
-        } else {
-            // SAFETY: forwarded from the caller; nothing was changed yet.
-            unsafe { self.release_slow(slot, anchor, site) }
-        }
     }
 
     /// `release` in full: a quota's credit, the checks and duties the
