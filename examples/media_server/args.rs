@@ -26,6 +26,8 @@ usage: media_server [OPTIONS]
                       has feature io-uring, the kernel allows it and O_DIRECT is on)
   --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
   --response-quota N  slot bytes one media response may hold (default four chunks)
+  --open-files N      media files kept open between requests, each checked against
+                      a statx of its path on every request (default 256; 0: none)
   --reads-in-flight N file reads in flight at once per read path; the others wait,
                       those a response waits on and younger responses' first (default 32)
   --send-timeout SECS close a client to which no byte could be sent for SECS
@@ -67,6 +69,8 @@ pub struct Args {
     pub direct_min_size: Option<u64>,
     /// File reads in flight at once per read path (at least 1).
     pub reads_in_flight: usize,
+    /// Media files kept open (0: none).
+    pub open_files: usize,
 }
 
 fn seconds(p: &mut cli::Parser, flag: &str) -> Result<Duration, Stop> {
@@ -89,6 +93,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
         decay: Some(Duration::from_secs(30)),
         read_path: Choice::Auto,
         reads_in_flight: 32,
+        open_files: 256,
         direct_min_size: None,
     };
     while let Some(arg) = p.next()? {
@@ -116,6 +121,7 @@ pub fn parse_args(mut p: cli::Parser) -> Result<Args, Stop> {
                     Some(cli::value_with(&mut p, "--direct-min-size", parse_size)? as u64)
             }
             Long("reads-in-flight") => a.reads_in_flight = cli::value(&mut p, "--reads-in-flight")?,
+            Long("open-files") => a.open_files = cli::value(&mut p, "--open-files")?,
             Long("read-path") => a.read_path = cli::value(&mut p, "--read-path")?,
             Long("decay") => a.decay = Some(seconds(&mut p, "--decay")?).filter(|d| !d.is_zero()),
             Long("min-send-rate") => {

@@ -36,6 +36,8 @@
 //!                     has feature io-uring, the kernel allows it and O_DIRECT is on)
 //! --pool-wait SECS    how long a media read waits for pool room before failing (default 5)
 //! --response-quota N  slot bytes one media response may hold (default four chunks)
+//! --open-files N      media files kept open between requests, each checked against
+//!                     a statx of its path on every request (default 256; 0: none)
 //! --reads-in-flight N file reads in flight at once per read path; the others wait,
 //!                     those a response waits on and younger responses' first (default 32)
 //! --send-timeout SECS close a client to which no byte could be sent for SECS
@@ -56,7 +58,8 @@
 //! (`outcome.rs`), the response body (`body.rs`, on `http-body-util`),
 //! `/media` (`media.rs`) with its `Range` header (`range.rs`, on
 //! `http-range-header`), its validators and conditional requests
-//! (`conditional.rs`, on `headers`) and its reads through the
+//! (`conditional.rs`, on `headers`), the files it keeps open
+//! (`open_files.rs`) and its reads through the
 //! crate's `DirectFile` (`reader.rs`), `/live` (`live.rs`), `/metrics` and
 //! `/debug/buffers` (`pages.rs`), the wire formats `load` checks (`wire.rs`),
 //! the read path (`read_path.rs`; io_uring in `uring.rs`) and the order of
@@ -96,6 +99,7 @@ mod conditional;
 mod conn;
 mod live;
 mod media;
+mod open_files;
 mod outcome;
 mod pages;
 mod range;
@@ -449,6 +453,7 @@ async fn serve(args: Args, control: Control) -> Result<(), String> {
             pool_wait: args.pool_wait,
             response_quota: args.response_quota.unwrap_or(4 * args.chunk),
             uring,
+            open_files: open_files::OpenFiles::new(args.open_files),
             read_queues: media::ReadQueues::new(args.reads_in_flight),
             readers: Arc::default(),
             counters: media::MediaCounters::register(),

@@ -2,6 +2,7 @@
 //! pooled page-aligned buffers, streamed with Range support.
 
 use std::collections::HashSet;
+use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::body::{self, Body};
 use crate::conditional::{self, Validators, Verdict};
+use crate::open_files::{Found, OpenFiles, Opened};
 use crate::range::{parse_range, Wanted};
 use crate::read_path::{UringReads, READ_PATH_HEADER};
 use crate::read_queue::ReadQueue;
@@ -55,6 +57,8 @@ pub struct Media {
     pub pool_wait: Duration,
     /// Slot bytes one response may hold (its quota of the media pool).
     pub response_quota: usize,
+    /// Files kept open between requests (`--open-files`).
+    pub open_files: OpenFiles,
     /// The order of reads on each read path.
     pub read_queues: ReadQueues,
     /// Reader tasks streaming a response right now.
@@ -87,6 +91,8 @@ pub struct MediaCounters {
     pub read_buffered_uring: Counter,
     pub read_buffered_blocking: Counter,
     pub read_buffered_cached: Counter,
+    pub open_file_hits: Counter,
+    pub open_file_misses: Counter,
     pub pool_waits: Counter,
     pub fallbacks: Counter,
 }
@@ -97,6 +103,11 @@ impl MediaCounters {
             "media_server_read_bytes_total",
             metrics::Unit::Bytes,
             "Bytes read from media files into pooled buffers, by read mode (direct: O_DIRECT; buffered: page cache) and path (io_uring; blocking: pread on the blocking pool; page_cache: a buffered read the page cache held whole, copied on the worker)."
+        );
+        metrics::describe_counter!(
+            "media_server_open_files_total",
+            metrics::Unit::Count,
+            "Media requests by whether their file was found open (hit: the path's statx matched the file kept open) or opened (miss)."
         );
         metrics::describe_counter!(
             "media_server_pool_waits_total",
@@ -114,6 +125,8 @@ impl MediaCounters {
             read_buffered_uring: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "io_uring"),
             read_buffered_blocking: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "blocking"),
             read_buffered_cached: metrics::counter!("media_server_read_bytes_total", "mode" => "buffered", "path" => "page_cache"),
+            open_file_hits: metrics::counter!("media_server_open_files_total", "result" => "hit"),
+            open_file_misses: metrics::counter!("media_server_open_files_total", "result" => "miss"),
             pool_waits: metrics::counter!("media_server_pool_waits_total"),
             fallbacks: metrics::counter!("media_server_odirect_fallbacks_total"),
         }
@@ -191,32 +204,24 @@ fn unsupported(e: &io::Error) -> bool {
     DirectError::of(e).is_some_and(|d| d.kind() == DirectErrorKind::Unsupported)
 }
 
-/// Opens a media file: with `O_DIRECT` when `try_direct`, the file has at
-/// least `direct_min` bytes and the file system accepts it
+/// Opens a media file (a regular one: [`OpenFiles::open`] checked): with
+/// `O_DIRECT` when `try_direct` and the file system accepts it
 /// ([`DirectFile::open_or_buffered`]), else through the page cache.
-/// Returns the file, its size, its validators (of the open file) and
-/// whether `O_DIRECT` was tried.
-fn open_media(
-    path: &Path,
-    try_direct: bool,
-    direct_min: u64,
-) -> io::Result<(DirectFile, u64, Validators, bool)> {
-    // Only regular files: opening a FIFO would block, a directory is no media.
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            "not a regular file",
-        ));
-    }
-    let try_direct = try_direct && meta.len() >= direct_min;
+/// Returns the file with its size and validators, and its `fstat`.
+fn open_media(path: &Path, try_direct: bool) -> io::Result<(Opened, Metadata)> {
     let file = if try_direct {
         DirectFile::open_or_buffered(path)?
     } else {
         DirectFile::open_buffered(path)?
     };
     let meta = file.as_file().metadata()?;
-    Ok((file, meta.len(), Validators::of(&meta), try_direct))
+    let opened = Opened {
+        size: meta.len(),
+        validators: Validators::of(&meta),
+        file: Arc::new(file),
+        try_direct,
+    };
+    Ok((opened, meta))
 }
 
 /// `GET /media`: one line per regular file, `name \t size \t pattern`.
@@ -310,13 +315,14 @@ pub async fn get(
     }
     let media = &state.media;
     let path = media.dir.join(&name);
-    let try_direct = media.direct.load(Relaxed);
-    // On the worker, as nginx does: on a local file system the open and
-    // `fstat` take microseconds, less than the blocking pool's two thread
-    // hops would cost.
-    let opened = open_media(&path, try_direct, media.direct_min_size);
-    let (file, size, validators, try_direct) = match opened {
-        Ok(o) => o,
+    let direct = media.direct.load(Relaxed);
+    let wants_direct = |m: &Metadata| direct && m.len() >= media.direct_min_size;
+    // On the worker, as nginx does: on a local file system a `statx` (and
+    // on a miss the open and `fstat`) take microseconds, less than the
+    // blocking pool's two thread hops would cost.
+    let opened = media.open_files.open(&path, wants_direct, open_media);
+    let (file, size, validators, try_direct, found) = match opened {
+        Ok((o, found)) => (o.file, o.size, o.validators, o.try_direct, found),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return text(StatusCode::NOT_FOUND, format!("no such file: {name}\n"))
         }
@@ -331,9 +337,15 @@ pub async fn get(
             );
         }
     };
-    if try_direct && !file.is_direct() {
-        media.counters.fallbacks.increment(1);
-        log_fallback(&name, "open");
+    match found {
+        Found::Open => media.counters.open_file_hits.increment(1),
+        Found::Opened => {
+            media.counters.open_file_misses.increment(1);
+            if try_direct && !file.is_direct() {
+                media.counters.fallbacks.increment(1);
+                log_fallback(&name, "open");
+            }
+        }
     }
 
     let range = match conditional::evaluate(headers, &validators) {

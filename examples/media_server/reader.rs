@@ -62,7 +62,13 @@ pub struct Reader {
 impl Reader {
     /// A reader of bytes `first..first + len` of `file`, with buffers from
     /// `quota`.
-    pub fn new(file: DirectFile, quota: Quota, first: u64, len: u64, state: Arc<State>) -> Reader {
+    pub fn new(
+        file: Arc<DirectFile>,
+        quota: Quota,
+        first: u64,
+        len: u64,
+        state: Arc<State>,
+    ) -> Reader {
         let page = pagepool::page_size() as u64;
         // Read from the page boundary at or below the first byte; the chunk
         // is sliced past the bytes before it.
@@ -76,7 +82,7 @@ impl Reader {
             },
             uring,
             turn: Arc::default(),
-            file: Arc::new(file),
+            file,
             quota,
             chunk: state.media.chunk,
             page,
