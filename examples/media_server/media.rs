@@ -19,7 +19,7 @@ use pagepool::BufferPool;
 use tokio::sync::mpsc;
 
 use crate::body::{self, Body};
-use crate::conditional::{self, Validators, Verdict};
+use crate::conditional::{self, Verdict};
 use crate::open_files::{Found, OpenFiles, Opened};
 use crate::range::{parse_range, Wanted};
 use crate::read_path::{UringReads, READ_PATH_HEADER};
@@ -214,14 +214,7 @@ fn open_media(path: &Path, try_direct: bool) -> io::Result<(Opened, Metadata)> {
     } else {
         DirectFile::open_buffered(path)?
     };
-    let meta = file.as_file().metadata()?;
-    let opened = Opened {
-        size: meta.len(),
-        validators: Validators::of(&meta),
-        file: Arc::new(file),
-        try_direct,
-    };
-    Ok((opened, meta))
+    Opened::of(file, try_direct)
 }
 
 /// `GET /media`: one line per regular file, `name \t size \t pattern`.

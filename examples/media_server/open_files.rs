@@ -31,6 +31,21 @@ pub struct Opened {
     pub try_direct: bool,
 }
 
+impl Opened {
+    /// `file` with what its `fstat` says (size, validators), and the
+    /// `fstat` itself.
+    pub fn of(file: DirectFile, try_direct: bool) -> io::Result<(Opened, Metadata)> {
+        let meta = file.as_file().metadata()?;
+        let opened = Opened {
+            size: meta.len(),
+            validators: Validators::of(&meta),
+            file: Arc::new(file),
+            try_direct,
+        };
+        Ok((opened, meta))
+    }
+}
+
 /// What tells one version of a file from another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileId {
@@ -167,15 +182,7 @@ mod tests {
     ) -> impl FnMut(&Path, bool) -> io::Result<(Opened, Metadata)> + '_ {
         move |path, try_direct| {
             *opens += 1;
-            let file = DirectFile::open_buffered(path)?;
-            let meta = file.as_file().metadata()?;
-            let opened = Opened {
-                size: meta.len(),
-                validators: Validators::of(&meta),
-                file: Arc::new(file),
-                try_direct,
-            };
-            Ok((opened, meta))
+            Opened::of(DirectFile::open_buffered(path)?, try_direct)
         }
     }
 
