@@ -345,24 +345,25 @@ impl Checks {
         // SAFETY: the slot's class is one of its pool's table (caller's
         // contract: `classes` is that table).
         let len = unsafe { classes.slot_bytes_unchecked(s.class()) };
+        debug_assert!(max_len < len);
+        // The windows of `canary_windows` and the 16 bytes of red zone each
+        // side, as three runs of words: the red zone before; the span's
+        // last word and the red zone after it; the head. When the span is
+        // short (`canary_windows` compares all of it), the head and the
+        // second run still cover it: the head ends at most 16 bytes into
+        // the red zone after the slot, and the run starts at most 16 bytes
+        // past the head's end. So the same bytes are compared either way,
+        // with no branch.
         // SAFETY: the caller owns the slot, flagged `CANARY` for its
-        // `max_len`: `max_len..len` lies inside it, and so do the windows
-        // (`canary_windows`); the 16 bytes each side of it lie in the red
-        // zones around it (a packed slot is 64-byte aligned between 64-byte
-        // red zones of its mapped slab). All seven words are compared, then
-        // one test.
+        // `max_len < len`; the slot is 64-byte aligned between 64-byte red
+        // zones of its mapped slab, so the head's two words (from
+        // `max_len`'s aligned word, at most `len - 8`, up to at most
+        // `len + 8`), `len - 8..len + 16`, and `-16..0` are all readable:
+        // in the slot or its red zones.
         let diff = unsafe {
-            match Self::canary_windows(false, max_len, len) {
-                // The span's last word and the red zone after it: three
-                // words in a row (`b` is `len - 8`).
-                [(a, _), (b, 8)] => {
-                    debug_assert!(b + 8 == len);
-                    canary::head_diff(data.add(a))
-                        | canary::diff_words::<3>(data.add(b))
-                        | canary::diff16(data.sub(16))
-                }
-                [(a, n), _] => canary::diff(data.add(a), n) | red_zones_diff(data, len),
-            }
+            canary::diff16(data.sub(16))
+                | canary::diff_words::<3>(data.add(len - 8))
+                | canary::head_diff(data.add(max_len))
         };
         diff == 0
     }
