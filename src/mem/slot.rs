@@ -231,7 +231,8 @@ pub(crate) struct Slot {
     pub(crate) site: AtomicUsize,
     /// Release site of the last buffer (a `SiteRef` word) if it was
     /// released with `PageBuffer::release` or from C and poisoned or
-    /// quarantined; 0 otherwise.
+    /// quarantined; 0 otherwise. While a buffer charged to a quota lives
+    /// (`SlotFlags::QUOTA`), its account instead (`pool::quotas`).
     pub(crate) release_site: AtomicUsize,
     /// Clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,
