@@ -225,6 +225,16 @@ impl WaitList {
         }
     }
 
+    /// `wake_head` with its first test inline, for a caller that most
+    /// often finds no one waiting (a quota's release): the call only when
+    /// someone does (which tests again).
+    #[inline(always)]
+    pub(crate) fn wake_head_inline(&self) {
+        if self.any() {
+            self.wake_head();
+        }
+    }
+
     /// Wakes every waiter (the pool closed: none will get room).
     pub(crate) fn wake_all(&self) {
         if !self.any() {

@@ -50,7 +50,7 @@ impl QuotaAccount {
     /// the head waiter.
     pub(crate) fn unreserve(&self, charge: usize) {
         self.held.fetch_sub(charge, Relaxed);
-        self.room.wake_head();
+        self.room.wake_head_inline();
     }
 }
 
