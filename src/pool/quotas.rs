@@ -163,7 +163,7 @@ impl PoolInner {
     /// The release of a buffer flagged `QUOTA` in slot `s`: credits its
     /// account, and clears the flag and the account's reference (the
     /// release may record its site there next).
-    #[cold]
+    #[inline(always)]
     pub(super) fn credit(&self, s: &Slot) {
         s.flags.store(s.flags.load().without(SlotFlags::QUOTA));
         let raw = s.release_site.swap(0, Relaxed);
