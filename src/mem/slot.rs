@@ -157,8 +157,8 @@ bit_set! {
         /// Capture a backtrace (a sampled duty), between the cache's
         /// acquire and the end of the allocation only.
         BACKTRACE_DUE = 64;
-        /// The buffer is charged to a quota (in the pool's quota book),
-        /// which its release credits.
+        /// The buffer is charged to a quota (whose account the slot holds
+        /// in `release_site` meanwhile), which its release credits.
         QUOTA = 128;
     }
 }

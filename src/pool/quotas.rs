@@ -1,5 +1,5 @@
 //! Quotas: accounts that cap what one client holds of a pool, and the book
-//! that says which account each charged buffer counts against.
+//! of live accounts (a charged buffer's slot holds its own account).
 //!
 //! A buffer allocated through a quota is charged its slot's bytes (its size
 //! class, what it really holds of the pool), marked `SlotFlags::QUOTA`, and
