@@ -203,15 +203,23 @@ impl WaitList {
     }
 
     /// [`leave`](Self::leave)s with `ticket`'s ticket, if it holds one, and
-    /// empties it; says whether it held one.
+    /// empties it; says whether it held one. The test inline (a request
+    /// served at once never queued), the leave out of line.
+    #[inline(always)]
     pub(crate) fn leave_with(&self, ticket: &mut Option<Ticket>) -> bool {
         match ticket.take() {
             Some(t) => {
-                self.leave(t);
+                self.leave_now(t);
                 true
             }
             None => false,
         }
+    }
+
+    /// `leave`, out of line: for `leave_with`.
+    #[inline(never)]
+    fn leave_now(&self, t: Ticket) {
+        self.leave(t);
     }
 
     /// Wakes the waiter at the head, if any: room was made.
@@ -222,6 +230,16 @@ impl WaitList {
         let head = self.queue.lock().waiters.front().map(|w| w.1.clone());
         if let Some(w) = head {
             w.wake();
+        }
+    }
+
+    /// `wake_head` with its first test inline, for a caller that most
+    /// often finds no one waiting (a quota's release): the call only when
+    /// someone does (which tests again).
+    #[inline(always)]
+    pub(crate) fn wake_head_inline(&self) {
+        if self.any() {
+            self.wake_head();
         }
     }
 

@@ -7,7 +7,9 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use pagepool::{page_size, BufferPool, Error};
+mod common;
+
+use pagepool::{page_size, BufferPool, CorruptionAction, Error};
 
 #[test]
 fn the_quota_caps_slot_bytes_and_says_which_cap_was_hit() {
@@ -219,4 +221,45 @@ fn stalled_clients_cannot_starve_a_new_one() {
     });
     drop(held);
     assert_eq!(pool.stats().bytes_in_quotas, 0);
+}
+
+/// A quota's buffer keeps its account in its slot while it lives; its
+/// release gives that word back to the release site, which a poison report
+/// then names (`Abort`: report, then SIGABRT).
+#[test]
+fn a_quota_buffer_written_after_release_is_reported_with_its_release_site() {
+    if common::in_child("quota-poison") {
+        let pool = BufferPool::builder()
+            .name("quota-poison")
+            .poison(1, usize::MAX)
+            .on_corruption(CorruptionAction::Abort)
+            .build()
+            .unwrap();
+        let quota = pool.quota(1 << 20);
+        let mut buf = quota.allocate_buffer(1500).unwrap();
+        let p = buf.as_mut_ptr();
+        let line = line!() + 1;
+        buf.release();
+        common::child_marker(&format!("line={line}"));
+        assert_eq!(quota.stats().buffers, 0, "credited at release");
+        // SAFETY (test): the packed slot stays mapped in its slab; the write
+        // into its poison is the planted use after release.
+        unsafe { std::ptr::write_volatile(p.add(7), 0) };
+        let again = quota.allocate_buffer(1500).unwrap();
+        drop(again);
+        common::no_fault();
+    }
+    let out = common::run_child(
+        "a_quota_buffer_written_after_release_is_reported_with_its_release_site",
+        "quota-poison",
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{}", out.stderr);
+    let line: u32 = out.value("line");
+    let needle = format!("released at tests/quota.rs:{line}:");
+    assert!(
+        out.stderr.contains(&needle),
+        "stderr lacks {needle:?}:\n{}",
+        out.stderr
+    );
 }

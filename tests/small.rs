@@ -253,6 +253,36 @@ fn every_byte_of_the_compared_windows_is_caught() {
     }
 }
 
+/// A packet whose slack is short (its last byte within 24 bytes of its
+/// slot's end, where the release compares all of the slack): every byte of
+/// the slack and of the 16 bytes of red zone each side is damage it counts,
+/// and writes to the buffer's own bytes are not.
+#[test]
+fn a_short_slack_is_compared_whole() {
+    let pool = BufferPool::builder().name("short").build().unwrap();
+    let slot = small_slot(1500);
+    let mut expected = 0;
+    for len in slot - 24..slot {
+        let damage = (-16..0).chain(len as isize..slot as isize + 16);
+        for at in damage.chain(len as isize - 9..len as isize) {
+            let mut buf = pool.allocate_buffer(len).unwrap();
+            assert_eq!(buf.max_len(), len);
+            // SAFETY (test): `at` is in the buffer, its slot's slack or the
+            // red zones around the packed slot, mapped; a flip outside the
+            // buffer is the planted damage, repaired by the release.
+            unsafe {
+                let p = buf.as_mut_ptr().offset(at);
+                ptr::write_volatile(p, !ptr::read_volatile(p));
+            }
+            drop(buf);
+            if !(0..len as isize).contains(&at) {
+                expected += 1;
+            }
+            assert_eq!(pool.stats().corruptions, expected, "len {len}, offset {at}");
+        }
+    }
+}
+
 /// Past the last slot of a small slab (its red zone and the padding) is the
 /// slab's guard page: SIGSEGV, and the fault handler names the buffer.
 #[test]

@@ -1,13 +1,15 @@
 //! The canary: an address-dependent byte pattern that should never change.
 //!
-//! The 8 bytes of the aligned word at `a` are a hash of `a`: `a` times an
-//! odd constant into 128 bits, the two halves xor'ed (a folded multiply),
-//! little-endian. The pattern differs from place to place (a copy of canary
-//! bytes to another address does not pass for canary), no byte value is
-//! favoured at any byte position, and fills and checks run a word at a
-//! time with a few instructions per word (an address, one `mul`, one xor).
+//! The 8 bytes of the aligned word at `a` are the word's index (`a / 8`)
+//! times an odd constant (a Weyl sequence), little-endian. The pattern
+//! differs from place to place (a copy of canary bytes to another address
+//! does not pass for canary), no byte value is favoured at any byte
+//! position, and the next word is this one plus the constant: fills and
+//! checks run a word at a time, one add (or one multiply, for a word on its
+//! own) per word.
 
-/// The multiplier of the hash (the 64-bit golden ratio, odd).
+/// The multiplier of the pattern (the 64-bit golden ratio, odd): also the
+/// step from one word to the next.
 const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// The canary word at an 8-aligned address `a`, little-endian (byte `i` of
@@ -15,10 +17,15 @@ const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 #[inline(always)]
 fn word(a: usize) -> u64 {
     debug_assert!(a.is_multiple_of(8));
-    // The high half depends on every address bit; the low half varies in
-    // every bit but the lowest three (zero, as `a` is 8-aligned).
-    let x = u128::from(a as u64) * u128::from(MUL);
-    (x as u64) ^ ((x >> 64) as u64)
+    // An odd multiplier: consecutive words' indices give every low byte in
+    // turn, the golden ratio spreads the higher ones evenly.
+    ((a >> 3) as u64).wrapping_mul(MUL)
+}
+
+/// The canary word after `w` (at the next aligned address).
+#[inline(always)]
+fn next(w: u64) -> u64 {
+    w.wrapping_add(MUL)
 }
 
 /// The canary byte at address `a`.
@@ -40,10 +47,12 @@ pub(crate) unsafe fn fill(p: *mut u8, len: usize) {
         unsafe { p.with_addr(a).write(byte(a)) };
         a += 1;
     }
+    let mut w = word(a & !7);
     while a + 8 <= end {
         // SAFETY: `a` is 8-aligned and `a + 8 <= end`.
-        unsafe { p.with_addr(a).cast::<u64>().write(word(a).to_le()) };
+        unsafe { p.with_addr(a).cast::<u64>().write(w.to_le()) };
         a += 8;
+        w = next(w);
     }
     while a < end {
         // SAFETY: as above.
@@ -83,20 +92,22 @@ pub(crate) unsafe fn diff(p: *const u8, len: usize) -> u64 {
     let last = (end - 1) & !7;
     // SAFETY: `a` is one of the aligned words that hold part of the range;
     // the caller guarantees they are readable (`p`'s allocation holds them).
-    let diff =
-        |a: usize| u64::from_le(unsafe { p.with_addr(a).cast::<u64>().read_volatile() }) ^ word(a);
+    let read = |a: usize| u64::from_le(unsafe { p.with_addr(a).cast::<u64>().read_volatile() });
     // The first word without the bytes before the range, the last without
     // those after it (the same word when the range is inside one).
     let head = !0u64 << (8 * (start - first));
     let tail = !0u64 >> (8 * (last + 8 - end));
+    let w = word(first);
     if first == last {
-        return diff(first) & head & tail;
+        return (read(first) ^ w) & head & tail;
     }
-    let mut acc = diff(first) & head | diff(last) & tail;
+    let mut acc = (read(first) ^ w) & head | (read(last) ^ word(last)) & tail;
     let mut a = first + 8;
+    let mut w = next(w);
     while a < last {
-        acc |= diff(a);
+        acc |= read(a) ^ w;
         a += 8;
+        w = next(w);
     }
     acc
 }
@@ -112,35 +123,64 @@ pub(crate) unsafe fn diff(p: *const u8, len: usize) -> u64 {
 /// `tail` is 8-aligned. Reads are volatile, as in [`diff`].
 #[inline(always)]
 pub(crate) unsafe fn head_tail_diff(p: *const u8, tail: *const u8) -> u64 {
+    // SAFETY: forwarded from the caller: the head's two words, and the
+    // aligned word at `tail`.
+    unsafe { head_diff(p) | diff_words::<1>(tail) }
+}
+
+/// How the head window of a slack span differs from the canary (0: it
+/// holds it): from `p` to the end of the aligned word after the one that
+/// holds `p` (9 to 16 bytes). Two word compares, one mask.
+///
+/// # Safety
+/// The aligned words at `p & !7` and the next one are readable. Reads are
+/// volatile, as in [`diff`].
+#[inline(always)]
+pub(crate) unsafe fn head_diff(p: *const u8) -> u64 {
     let start = p.addr();
     let first = start & !7;
-    debug_assert!(tail.addr().is_multiple_of(8));
-    // SAFETY: the caller guarantees the three aligned words are readable.
-    let diff =
-        |at: *const u8| u64::from_le(unsafe { at.cast::<u64>().read_volatile() }) ^ word(at.addr());
     let head = !0u64 << (8 * (start - first));
-    (diff(p.with_addr(first)) & head) | diff(p.with_addr(first + 8)) | diff(tail)
+    // SAFETY: the caller guarantees the two aligned words are readable.
+    let (x, y) = unsafe {
+        let at = p.with_addr(first).cast::<u64>();
+        (at.read_volatile(), at.add(1).read_volatile())
+    };
+    let w = word(first);
+    ((u64::from_le(x) ^ w) & head) | (u64::from_le(y) ^ next(w))
+}
+
+/// How the `N` aligned words from the 8-aligned `p` differ from the canary
+/// (0: they hold it): `N` word compares, one multiply.
+///
+/// # Safety
+/// `p..p + 8 * N` is readable memory; `p` is 8-byte aligned. Reads are
+/// volatile, as in [`diff`].
+#[inline(always)]
+pub(crate) unsafe fn diff_words<const N: usize>(p: *const u8) -> u64 {
+    debug_assert!(p.addr().is_multiple_of(8));
+    let mut w = word(p.addr());
+    let mut acc = 0;
+    for i in 0..N {
+        // SAFETY: word `i < N` of the caller's readable, aligned range.
+        let x = unsafe { p.cast::<u64>().add(i).read_volatile() };
+        acc |= u64::from_le(x) ^ w;
+        w = next(w);
+    }
+    acc
 }
 
 /// How the 16 bytes at the 16-aligned address `p` differ from the canary
 /// (0: they hold it): two word compares, for the red zones of packed slots.
 ///
 /// # Safety
-/// `p..p + 16` is readable memory; `p` is 16-byte aligned.
+/// `p..p + 16` is readable memory; `p` is 16-byte aligned. The red zones
+/// border other buffers, so the reads are volatile (a racing overflow from
+/// a neighbour is the bug this looks for).
 #[inline(always)]
 pub(crate) unsafe fn diff16(p: *const u8) -> u64 {
-    let a = p.addr();
-    debug_assert!(a.is_multiple_of(16));
-    // SAFETY: two aligned words inside the caller's readable range; the
-    // red zones border other buffers, so the reads are volatile (a racing
-    // overflow from a neighbour is the bug this looks for).
-    let (x, y) = unsafe {
-        (
-            p.cast::<u64>().read_volatile(),
-            p.add(8).cast::<u64>().read_volatile(),
-        )
-    };
-    (u64::from_le(x) ^ word(a)) | (u64::from_le(y) ^ word(a + 8))
+    debug_assert!(p.addr().is_multiple_of(16));
+    // SAFETY: forwarded from the caller: two aligned words.
+    unsafe { diff_words::<2>(p) }
 }
 
 /// Compares `p..p + len` with the canary; returns the offset (from `p`) of

@@ -157,8 +157,8 @@ bit_set! {
         /// Capture a backtrace (a sampled duty), between the cache's
         /// acquire and the end of the allocation only.
         BACKTRACE_DUE = 64;
-        /// The buffer is charged to a quota (in the pool's quota book),
-        /// which its release credits.
+        /// The buffer is charged to a quota (whose account the slot holds
+        /// in `release_site` meanwhile), which its release credits.
         QUOTA = 128;
     }
 }
@@ -231,7 +231,8 @@ pub(crate) struct Slot {
     pub(crate) site: AtomicUsize,
     /// Release site of the last buffer (a `SiteRef` word) if it was
     /// released with `PageBuffer::release` or from C and poisoned or
-    /// quarantined; 0 otherwise.
+    /// quarantined; 0 otherwise. While a buffer charged to a quota lives
+    /// (`SlotFlags::QUOTA`), its account instead (`pool::quotas`).
     pub(crate) release_site: AtomicUsize,
     /// Clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,

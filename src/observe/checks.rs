@@ -279,51 +279,93 @@ impl Checks {
         s.flags.store(lasting);
     }
 
-    /// Whether a release of slot `s`, whose flags are `flags`, may take the
-    /// quick test ([`Checks::release_checks_pass`]): its only duty is its
-    /// standard canary (and, if packed, its red zones). `false` for
-    /// anything else: the caller then takes the full release path, whose
-    /// `on_release` checks and reports.
+    /// Whether a release of page slot `s` (no edges), whose flags are
+    /// `flags`, may take the quick test
+    /// ([`Checks::release_page_checks_pass`]): its only duty is its
+    /// standard canary. `false` for anything else (and for a packed slot,
+    /// whose test is [`Checks::release_may_pass_packed`]): the caller then
+    /// takes the full release path, whose `on_release` checks and reports.
     #[inline(always)]
-    pub(crate) fn release_may_pass(&self, s: &Slot, flags: SlotFlags) -> bool {
-        let key = s.key_with(flags);
-        key == self.quick_page_key || key == self.quick_packed_key
+    pub(crate) fn release_may_pass_page(&self, s: &Slot, flags: SlotFlags) -> bool {
+        s.key_with(flags) == self.quick_page_key
     }
 
-    /// The release's quick test of a slot whose only duty is its standard
-    /// canary (and, if packed, its red zones): whether all of that is
-    /// intact, so the plain path may go on. `false`: the caller takes the
-    /// full release path, whose `on_release` checks again and reports.
+    /// The same for a packed slot: its only duty is its standard canary and
+    /// red zones; its quick test is [`Checks::release_packed_checks_pass`].
+    #[inline(always)]
+    pub(crate) fn release_may_pass_packed(&self, s: &Slot, flags: SlotFlags) -> bool {
+        s.key_with(flags) == self.quick_packed_key
+    }
+
+    /// The release's quick test of a page slot whose only duty is its
+    /// standard canary: whether that is intact, so the plain path may go
+    /// on. `false`: the caller takes the full release path, whose
+    /// `on_release` checks again and reports.
     ///
     /// # Safety
-    /// The caller owns the slot, whose release `release_may_pass`;
-    /// `classes` is its pool's table.
+    /// The caller owns the slot, whose release `release_may_pass_page`.
     #[inline(always)]
-    pub(crate) unsafe fn release_checks_pass(&self, s: &Slot, classes: &SizeClasses) -> bool {
-        debug_assert!(self.release_may_pass(s, s.flags.load()));
+    pub(crate) unsafe fn release_page_checks_pass(&self, s: &Slot) -> bool {
+        debug_assert!(self.release_may_pass_page(s, s.flags.load()));
         let max_len = s.max_len.load(Relaxed) as usize;
         let data = s.data().as_ptr();
         debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
-        if s.edges().is_empty() {
-            // A page slot: the span ends with `max_len`'s last page (see
-            // `canary_span`), no table to read; `max_len` is not a whole
-            // number of pages (it has a canary).
-            debug_assert!(max_len & self.page_mask != 0);
-            let to = (max_len | self.page_mask) + 1;
-            // SAFETY: the caller owns the slot, flagged `CANARY` for its
-            // `max_len`; `max_len..to` lies inside it.
-            return unsafe { Self::span_diff(false, data, max_len, to) } == 0;
-        }
-        // A packed slot: the span ends with the slot, whose size is read
-        // once for it and for the red zone after it.
+        debug_assert!(s.edges().is_empty());
+        // A page slot: the span ends with `max_len`'s last page (see
+        // `canary_span`), no table to read; `max_len` is not a whole number
+        // of pages (it has a canary).
+        debug_assert!(max_len & self.page_mask != 0);
+        let to = (max_len | self.page_mask) + 1;
+        // SAFETY: the caller owns the slot, flagged `CANARY` for its
+        // `max_len`; `max_len..to` lies inside it.
+        unsafe { Self::span_diff(false, data, max_len, to) == 0 }
+    }
+
+    /// The release's quick test of a packed slot whose only duty is its
+    /// standard canary and red zones: whether all of that is intact, so
+    /// the plain path may go on. `false`: as for
+    /// [`Checks::release_page_checks_pass`].
+    ///
+    /// # Safety
+    /// The caller owns the slot, whose release `release_may_pass_packed`;
+    /// `classes` is its pool's table.
+    #[inline(always)]
+    pub(crate) unsafe fn release_packed_checks_pass(
+        &self,
+        s: &Slot,
+        classes: &SizeClasses,
+    ) -> bool {
+        debug_assert!(self.release_may_pass_packed(s, s.flags.load()));
+        let max_len = s.max_len.load(Relaxed) as usize;
+        let data = s.data().as_ptr();
+        debug_assert!(s.canary_max.load(Relaxed) as usize == max_len);
+        debug_assert!(s.edges().contains(Edges::PACKED));
+        // The span ends with the slot, whose size is read once for it and
+        // for the red zone after it.
         // SAFETY: the slot's class is one of its pool's table (caller's
         // contract: `classes` is that table).
         let len = unsafe { classes.slot_bytes_unchecked(s.class()) };
-        // SAFETY: as above, `max_len..len` inside the slot; both 16-byte
-        // windows lie in the red zones around it (a packed slot is 64-byte
-        // aligned between 64-byte red zones of its mapped slab). All seven
-        // words are compared, then one test.
-        unsafe { Self::span_diff(false, data, max_len, len) | red_zones_diff(data, len) == 0 }
+        debug_assert!(max_len < len);
+        // The windows of `canary_windows` and the 16 bytes of red zone each
+        // side, as three runs of words: the red zone before; the span's
+        // last word and the red zone after it; the head. When the span is
+        // short (`canary_windows` compares all of it), the head and the
+        // second run still cover it: the head ends at most 16 bytes into
+        // the red zone after the slot, and the run starts at most 16 bytes
+        // past the head's end. So the same bytes are compared either way,
+        // with no branch.
+        // SAFETY: the caller owns the slot, flagged `CANARY` for its
+        // `max_len < len`; the slot is 64-byte aligned between 64-byte red
+        // zones of its mapped slab, so the head's two words (from
+        // `max_len`'s aligned word, at most `len - 8`, up to at most
+        // `len + 8`), `len - 8..len + 16`, and `-16..0` are all readable:
+        // in the slot or its red zones.
+        let diff = unsafe {
+            canary::diff16(data.sub(16))
+                | canary::diff_words::<3>(data.add(len - 8))
+                | canary::head_diff(data.add(max_len))
+        };
+        diff == 0
     }
 
     /// Whether the 16 bytes of red zone each side of packed slot `s` (the

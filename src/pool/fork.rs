@@ -6,7 +6,7 @@
 //! The prepare handler takes, pool by pool and in this order, the locks the
 //! code nests in this order: `slabs`, `mapped` (exclusively: it waits for
 //! running scans), `limit`, `backtraces`, the quarantine, the quota book
-//! (accounts, each account's waiters, shards), the depot (thread counters,
+//! (accounts, each account's waiters), the depot (thread counters,
 //! waiters, each class's batch lock) and its slab-event subscribers' locks (an io_uring registry's
 //! table); then the process-wide metric-name, thread-name and call-site
 //! registries, the fault handler's install lock, the publisher's timer

@@ -11,7 +11,7 @@
 //! | `wait` | waiting for room when the cap is reached, first come first served |
 //! | `cap` | the byte cap, changed at run time, and closing to new buffers |
 //! | `quarantine` | sealing released slots and letting them go |
-//! | `quotas` | quota accounts, and the book of buffers charged to them |
+//! | `quotas` | quota accounts, and the book of live accounts (a charged buffer's slot holds its account) |
 //! | `close` | the last handle's drop, and shutting down once no buffer is out |
 //! | `decay` | giving back slabs idle for the decay period, and the `min_buffers` floor |
 //! | `stats` | counters, snapshots, metric publishing, and the publisher's tick |

@@ -1,13 +1,13 @@
 //! Quotas: accounts that cap what one client holds of a pool, and the book
-//! that says which account each charged buffer counts against.
+//! of live accounts (a charged buffer's slot holds its own account).
 //!
 //! A buffer allocated through a quota is charged its slot's bytes (its size
 //! class, what it really holds of the pool), marked `SlotFlags::QUOTA`, and
-//! entered in the book by slot address; its release, whichever path it
-//! takes, credits the account and wakes the quota's head waiter. Buffers
-//! outside quotas never touch the book.
+//! its slot holds a counted reference to the account while it lives (in
+//! `Slot::release_site`, unused until the release); its release, whichever
+//! path it takes, credits the account and wakes the quota's head waiter.
+//! Buffers outside quotas never touch an account.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Weak};
@@ -17,9 +17,6 @@ use crate::sync::Mutex;
 use super::PoolInner;
 use crate::mem::slot::{Slot, SlotFlags};
 use crate::waitlist::WaitList;
-
-/// Shards of the book: releases of different buffers rarely share a lock.
-const BOOK_SHARDS: usize = 16;
 
 /// One quota's cap and what its buffers hold.
 #[derive(Debug)]
@@ -53,38 +50,20 @@ impl QuotaAccount {
     /// the head waiter.
     pub(crate) fn unreserve(&self, charge: usize) {
         self.held.fetch_sub(charge, Relaxed);
-        self.room.wake_head();
+        self.room.wake_head_inline();
     }
 }
 
-/// One shard of the book: charged buffers by slot address. Hashed with
-/// rapidhash rather than std's SipHash: the keys are our own slot
-/// addresses, not input an attacker picks, and SipHash was a third of a
-/// quota's allocation and release (`benches/README.md`).
-type BookShard = Mutex<HashMap<usize, Arc<QuotaAccount>, rapidhash::fast::RandomState>>;
-
-/// Every live account of a pool, and which account each charged buffer
-/// counts against.
-#[derive(Debug)]
+/// Every live account of a pool.
+#[derive(Debug, Default)]
 pub(crate) struct QuotaBook {
-    /// Charged buffers by slot address, sharded by address.
-    charged: Box<[BookShard]>,
     /// Live accounts, to wake their waiters when the pool closes.
     accounts: Mutex<Vec<Weak<QuotaAccount>>>,
 }
 
-impl Default for QuotaBook {
-    fn default() -> Self {
-        QuotaBook {
-            charged: (0..BOOK_SHARDS).map(|_| Mutex::default()).collect(),
-            accounts: Mutex::default(),
-        }
-    }
-}
-
 impl QuotaBook {
-    /// Takes the accounts list, every live account's waiters' queue, then
-    /// every shard, for a `fork`; returns the accounts, to be let go with
+    /// Takes the accounts list and every live account's waiters' queue,
+    /// for a `fork`; returns the accounts, to be let go with
     /// [`fork_release`](Self::fork_release).
     pub(crate) fn fork_hold(&self) -> Vec<Arc<QuotaAccount>> {
         crate::forklock::hold(&self.accounts);
@@ -96,9 +75,6 @@ impl QuotaBook {
             .collect();
         for a in &live {
             a.room.fork_hold();
-        }
-        for shard in self.charged.iter() {
-            crate::forklock::hold(shard);
         }
         live
     }
@@ -113,21 +89,11 @@ impl QuotaBook {
     pub(crate) unsafe fn fork_release(&self, live: &[Arc<QuotaAccount>], child: bool) {
         // SAFETY: the caller's contract is `release`'s, for every lock.
         unsafe {
-            for shard in self.charged.iter() {
-                crate::forklock::release(shard, child);
-            }
             for a in live {
                 a.room.fork_release(child);
             }
             crate::forklock::release(&self.accounts, child);
         }
-    }
-
-    /// The shard of the buffer at `addr`.
-    fn shard(&self, addr: usize) -> &BookShard {
-        // Slots are at least 64-byte aligned: mix the bits above that.
-        let h = (addr >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        &self.charged[h >> (usize::BITS - BOOK_SHARDS.trailing_zeros())]
     }
 }
 
@@ -177,14 +143,17 @@ impl PoolInner {
     }
 
     /// Charges the buffer in slot `s`, just allocated for a request whose
-    /// `charge` bytes `account` reserved, to that account.
+    /// `charge` bytes `account` reserved, to that account: the slot holds
+    /// a counted reference to it until `credit` takes it back.
     pub(crate) fn charge(&self, s: &Slot, account: &Arc<QuotaAccount>, charge: usize) {
         debug_assert_eq!(charge, self.classes.slot_bytes(s.class()));
-        let addr = s.data().as_ptr() as usize;
-        self.quotas
-            .shard(addr)
-            .lock()
-            .insert(addr, Arc::clone(account));
+        debug_assert!(!s.flags.load().contains(SlotFlags::QUOTA));
+        // `release_site` is the last release's, which only a poison check
+        // at allocation (done by now) and a quarantined slot's report
+        // read: free while the buffer lives. The pointer's provenance is
+        // exposed, to be taken up again by `credit`.
+        let raw = Arc::into_raw(Arc::clone(account)).expose_provenance();
+        s.release_site.store(raw, Relaxed);
         account.buffers.fetch_add(1, Relaxed);
         self.counters.quota_bytes.fetch_add(charge, Relaxed);
         // The buffer's owner is the only writer of its flags.
@@ -192,15 +161,21 @@ impl PoolInner {
     }
 
     /// The release of a buffer flagged `QUOTA` in slot `s`: credits its
-    /// account, and clears the flag.
-    #[cold]
+    /// account, and clears the flag and the account's reference (the
+    /// release may record its site there next).
+    #[inline(always)]
     pub(super) fn credit(&self, s: &Slot) {
         s.flags.store(s.flags.load().without(SlotFlags::QUOTA));
-        let addr = s.data().as_ptr() as usize;
-        let Some(account) = self.quotas.shard(addr).lock().remove(&addr) else {
-            debug_assert!(false, "a QUOTA buffer is not in the book");
+        let raw = s.release_site.swap(0, Relaxed);
+        if raw == 0 {
+            debug_assert!(false, "a QUOTA buffer holds no account");
             return;
-        };
+        }
+        // SAFETY: `charge` stored this word from `Arc::into_raw` of the
+        // account, exposed, and only this release (the buffer's owner)
+        // takes it back, once (it was swapped for 0).
+        let account =
+            unsafe { Arc::from_raw(std::ptr::with_exposed_provenance::<QuotaAccount>(raw)) };
         let charge = self.classes.slot_bytes(s.class());
         self.counters.quota_bytes.fetch_sub(charge, Relaxed);
         account.buffers.fetch_sub(1, Relaxed);

@@ -68,7 +68,8 @@ impl PoolInner {
     /// goes on inline in its caller; it hands `slot` back in its return
     /// registers, so the caller keeps no register of its own for it across
     /// the call. Other duties return before the compares' registers are
-    /// saved: those are `canary_checks_pass`, a tail call.
+    /// saved: those are `packed_checks_pass` and `page_checks_pass`, tail
+    /// calls.
     ///
     /// # Safety
     /// The caller owns the slot (its buffer is being released).
@@ -76,24 +77,48 @@ impl PoolInner {
     unsafe fn flagged_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
-        if !self.checks.release_may_pass(s, s.flags.load()) {
-            return Err(slot);
+        let flags = s.flags.load();
+        if self.checks.release_may_pass_packed(s, flags) {
+            // SAFETY: forwarded from the caller; the slot's release may pass.
+            return unsafe { self.packed_checks_pass(slot) };
         }
-        // SAFETY: forwarded from the caller; the slot's release may pass.
-        unsafe { self.canary_checks_pass(slot) }
+        if self.checks.release_may_pass_page(s, flags) {
+            // SAFETY: as above.
+            return unsafe { self.page_checks_pass(slot) };
+        }
+        Err(slot)
     }
 
-    /// `flagged_checks_pass` past its first test: `Ok` when the canary (and
-    /// red zones) of `slot` are intact.
+    /// `flagged_checks_pass` past its first test, for a packed slot: `Ok`
+    /// when its canary and red zones are intact.
     ///
     /// # Safety
-    /// The caller owns the slot, whose release `Checks::release_may_pass`.
+    /// The caller owns the slot, whose release
+    /// `Checks::release_may_pass_packed`.
     #[inline(never)]
-    unsafe fn canary_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
+    unsafe fn packed_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
         // SAFETY: the buffer being released keeps the pool and its slabs alive.
         let s = unsafe { slot.get() };
         // SAFETY: forwarded from the caller; the table is the slot's pool's.
-        if unsafe { self.checks.release_checks_pass(s, &self.classes) } {
+        if unsafe { self.checks.release_packed_checks_pass(s, &self.classes) } {
+            Ok(slot)
+        } else {
+            Err(slot)
+        }
+    }
+
+    /// `flagged_checks_pass` past its first test, for a page slot: `Ok`
+    /// when its canary is intact.
+    ///
+    /// # Safety
+    /// The caller owns the slot, whose release
+    /// `Checks::release_may_pass_page`.
+    #[inline(never)]
+    unsafe fn page_checks_pass(&self, slot: SlotRef) -> Result<SlotRef, SlotRef> {
+        // SAFETY: the buffer being released keeps the pool and its slabs alive.
+        let s = unsafe { slot.get() };
+        // SAFETY: forwarded from the caller.
+        if unsafe { self.checks.release_page_checks_pass(s) } {
             Ok(slot)
         } else {
             Err(slot)

@@ -426,7 +426,7 @@ static void abort_on_corruption(void) {
     EXPECT(pagepool_allocator_create_ex("c-abort", &c, &a), S_OK);
     pagepool_buffer *b = NULL;
     EXPECT(pagepool_allocate_page_size_buffer(a, 100, &b), S_OK);
-    data_of(b)[100] = 0;
+    data_of(b)[100] ^= 0xff; /* changed whatever the canary byte was */
     faulting();
     pagepool_buffer_release(b, NULL);
 }
