@@ -119,8 +119,21 @@ fn restart() {
     let mut guard = lock();
     if FORKED.swap(false, Relaxed) {
         if let Some(state) = guard.as_mut() {
+            state.reschedule_all(Instant::now());
             start_if_stopped(state);
         }
+    }
+}
+
+impl State {
+    /// Every target once, due at `now`. A `fork` child's heap lacks the
+    /// entries the parent's thread had popped for a tick when the fork
+    /// came (they were in that thread's `due`, not in the heap); without
+    /// this, such a pool would never be ticked in the child.
+    fn reschedule_all(&mut self, now: Instant) {
+        self.heap.clear();
+        self.heap
+            .extend(self.targets.keys().map(|&id| Reverse((now, id))));
     }
 }
 
@@ -254,6 +267,36 @@ mod tests {
         assert_eq!(stops.0.load(Relaxed), 3, "ticked after it said stop");
         let state = lock();
         assert!(!state.as_ref().unwrap().targets.contains_key(&_a.id));
+    }
+
+    #[test]
+    fn a_fork_childs_restart_schedules_every_target_once() {
+        let c: Arc<dyn Periodic> = Arc::new(Count(AtomicUsize::new(0), usize::MAX));
+        let scheduled = || Scheduled {
+            interval: Duration::from_secs(1),
+            target: Arc::downgrade(&c),
+        };
+        let later = Instant::now() + Duration::from_secs(1);
+        // Targets 0 and 2 were popped for a tick by the parent's thread when
+        // the fork came; 1 is in the heap.
+        let mut state = State {
+            heap: BinaryHeap::from([Reverse((later, 1))]),
+            targets: (0..3).map(|id| (id, scheduled())).collect(),
+            next_id: 3,
+            running: false,
+        };
+        let now = Instant::now();
+        state.reschedule_all(now);
+        let mut ids: Vec<u64> = state
+            .heap
+            .iter()
+            .map(|&Reverse((at, id))| {
+                assert_eq!(at, now);
+                id
+            })
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 1, 2]);
     }
 
     #[test]
