@@ -208,6 +208,15 @@ const CLASS_BITS: u32 = 13;
 // doubling up to SIZE_LIMIT, plus the small ones).
 const _: () = assert!(SIZE_LIMIT.ilog2() * 4 + 16 < 1 << CLASS_BITS);
 
+/// The bit of a [`Slot::release_site`] word that marks a quota's account
+/// (`pool::quotas`) rather than a site. A `SiteRef` word never has it: both
+/// of its pointees are at least 4-aligned (its tag is bit 0).
+pub(crate) const ACCOUNT_TAG: usize = 2;
+const _: () = assert!(
+    std::mem::align_of::<std::panic::Location<'static>>() >= 4
+        && std::mem::align_of::<crate::site::Site>() >= 4
+);
+
 /// Metadata of one slot: one cache line, in its slab's `slots` array, at a
 /// stable address for as long as the slab is mapped.
 ///
@@ -232,7 +241,8 @@ pub(crate) struct Slot {
     /// Release site of the last buffer (a `SiteRef` word) if it was
     /// released with `PageBuffer::release` or from C and poisoned or
     /// quarantined; 0 otherwise. While a buffer charged to a quota lives
-    /// (`SlotFlags::QUOTA`), its account instead (`pool::quotas`).
+    /// (`SlotFlags::QUOTA`), its account instead, tagged [`ACCOUNT_TAG`]
+    /// (`pool::quotas`).
     pub(crate) release_site: AtomicUsize,
     /// Clock (`clock::coarse_nanos`) at allocation; 0 when untracked.
     pub(crate) allocated_at: AtomicU64,
@@ -379,10 +389,16 @@ impl Slot {
         unsafe { SiteRef::from_raw(self.site.load(Relaxed)) }
     }
 
-    /// The release site (`SiteRef::NONE` when not recorded).
+    /// The release site (`SiteRef::NONE` when not recorded, and while the
+    /// word holds a quota's account).
     pub(crate) fn release_site(&self) -> SiteRef {
-        // SAFETY: only 0 and `SiteRef::raw` words are ever stored here.
-        unsafe { SiteRef::from_raw(self.release_site.load(Relaxed)) }
+        let raw = self.release_site.load(Relaxed);
+        if raw & ACCOUNT_TAG != 0 {
+            return SiteRef::NONE;
+        }
+        // SAFETY: the word is not an account (checked above), so it is 0 or
+        // a `SiteRef::raw` word, the only other values ever stored here.
+        unsafe { SiteRef::from_raw(raw) }
     }
 }
 
@@ -463,5 +479,29 @@ mod tests {
         );
         let both = SlotFlags::QUOTA | SlotFlags::CANARY;
         assert_eq!(both.without(SlotFlags::QUOTA), SlotFlags::CANARY);
+    }
+
+    #[test]
+    fn a_release_site_word_holding_an_account_reads_as_no_site() {
+        let class = crate::class::SizeClasses::new(4096, 1 << 16)
+            .all()
+            .next()
+            .expect("a class");
+        let s = Slot::new(NonNull::dangling(), class, Edges::EMPTY);
+        let site = SiteRef::rust(std::panic::Location::caller());
+        assert_eq!(
+            site.raw() & ACCOUNT_TAG,
+            0,
+            "a site word has no account tag"
+        );
+        s.release_site.store(site.raw(), Relaxed);
+        assert_eq!(s.release_site(), site);
+        // What `pool::quotas::charge` stores: an account's address, tagged.
+        let account = std::sync::Arc::new(0u64);
+        s.release_site.store(
+            std::sync::Arc::as_ptr(&account).addr() | ACCOUNT_TAG,
+            Relaxed,
+        );
+        assert_eq!(s.release_site(), SiteRef::NONE);
     }
 }

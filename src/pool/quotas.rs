@@ -15,8 +15,11 @@ use std::sync::{Arc, Weak};
 use crate::sync::Mutex;
 
 use super::PoolInner;
-use crate::mem::slot::{Slot, SlotFlags};
+use crate::mem::slot::{Slot, SlotFlags, ACCOUNT_TAG};
 use crate::waitlist::WaitList;
+
+// A charged slot's word holds an account's address with `ACCOUNT_TAG` set.
+const _: () = assert!(std::mem::align_of::<QuotaAccount>() > ACCOUNT_TAG);
 
 /// One quota's cap and what its buffers hold.
 #[derive(Debug)]
@@ -153,7 +156,7 @@ impl PoolInner {
         // read: free while the buffer lives. The pointer's provenance is
         // exposed, to be taken up again by `credit`.
         let raw = Arc::into_raw(Arc::clone(account)).expose_provenance();
-        s.release_site.store(raw, Relaxed);
+        s.release_site.store(raw | ACCOUNT_TAG, Relaxed);
         account.buffers.fetch_add(1, Relaxed);
         self.counters.quota_bytes.fetch_add(charge, Relaxed);
         // The buffer's owner is the only writer of its flags.
@@ -167,13 +170,14 @@ impl PoolInner {
     pub(super) fn credit(&self, s: &Slot) {
         s.flags.store(s.flags.load().without(SlotFlags::QUOTA));
         let raw = s.release_site.swap(0, Relaxed);
-        if raw == 0 {
+        if raw & ACCOUNT_TAG == 0 {
             debug_assert!(false, "a QUOTA buffer holds no account");
             return;
         }
-        // SAFETY: `charge` stored this word from `Arc::into_raw` of the
-        // account, exposed, and only this release (the buffer's owner)
-        // takes it back, once (it was swapped for 0).
+        let raw = raw & !ACCOUNT_TAG;
+        // SAFETY: a tagged word is stored only by `charge`, from
+        // `Arc::into_raw` of the account, exposed; only this release (the
+        // buffer's owner) takes it back, once (it was swapped for 0).
         let account =
             unsafe { Arc::from_raw(std::ptr::with_exposed_provenance::<QuotaAccount>(raw)) };
         let charge = self.classes.slot_bytes(s.class());
