@@ -35,7 +35,7 @@
 //! | `mem` | leaves | `Slot` (one 64-byte metadata line) with its typed `SlotState`, `SlotFlags` and `Edges`; `SlotRef`; `Slab` and its `Layout`; `SlabSet`, which raises the `mapped`/`unmapped` events (`SlabEvents`); the `Backing` seam (anonymous mappings, optionally `MADV_DONTFORK`); guard pages; the canary and poison patterns |
 //! | `free` | `mem`, leaves | the anchor's biased count (`Anchor<P>`, seen below the pool as `AnchorRef`); the `Depot` (class free lists and counters, flush epoch, cache limits, abandoned flag, the `WaitList` of waiters for room, thread-counter registry); per-thread bins over the depot, which report `Taken` and `Released` instead of calling the pool; the sampling countdown |
 //! | `observe` | `mem`, `free`'s types, leaves | debug checks of one slot and their `Corruption` report; the quarantine queue; the fault handler and its slab table (subscribed to slab events); leak descriptions and reports; metric handles; the process's one publisher thread and its timer heap of `Periodic` targets (`publisher`); the top-N site totals and their gauges (`sites`) |
-//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), decay and the `min_buffers` floor (`decay`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of charged buffers (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`), the live-pool registry and `pthread_atfork` handlers (`fork`) |
+//! | `pool` | everything below | `PoolInner`: allocate and release over the layers below, mapping under the cap and trimming (`map`), decay and the `min_buffers` floor (`decay`), one poll of a wait for room (`wait`), the run-time cap and closing (`cap`), quota accounts and the book of live accounts (`quotas`), sealing into the quarantine, abandoning and shutdown, slab-event subscriptions (`events`), the live-pool registry and `pthread_atfork` handlers (`fork`) |
 //! | public surface | everything below, and each other without a cycle | the API |
 //!
 //! The words used across the layers:
@@ -188,26 +188,25 @@
 //!
 //! Two layout choices the instruction counts showed: `cache::acquire`
 //! writes out the `FAST` and flush-epoch test that `ready_entry` makes for
-//! the release paths (through the helper it compiled to four more
-//! instructions), and `allocate` tail-calls `allocate_slow` with the whole
-//! rest of the allocation rather than returning into the inline path, so
-//! the request's size need not survive a call and stays in a scratch
-//! register (one instruction less per allocation). An anchor's pool `Arc`
-//! is its first field, so an `AnchorRef` is also the `&Arc<PoolInner>` a
-//! release needs, with no address arithmetic.
+//! the release paths (through the helper: four more instructions), and
+//! `allocate` tail-calls `allocate_slow` with the whole rest of the
+//! allocation rather than returning into the inline path, so the request's
+//! size need not survive a call and stays in a scratch register (one
+//! instruction less per allocation). An anchor's pool `Arc` is its first
+//! field, so an `AnchorRef` is also the `&Arc<PoolInner>` a release needs.
 //!
-//! Per allocate + write + release (`cargo bench -p pagepool-benches --bench instructions`,
-//! callgrind, the loop included, with the Prometheus recorder installed):
+//! Per allocate + write + release (`--bench instructions`, callgrind, the
+//! loop included, with the Prometheus recorder installed):
 //!
 //! | case | instructions |
 //! |---|---:|
-//! | 4 KiB, every default on | 124.2 |
-//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 148.2 |
+//! | 4 KiB, every default on | 123.3 |
+//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 147.3 |
 //! | 4 KiB, bare (no guards, debug, tracking or metrics) | 104.0 |
 //! | 4 KiB, bare, the async call polled once | 128.0 |
-//! | 1500-byte page buffer, its slack canary checked | 192.0 |
-//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 220.5 |
-//! | producer → two consumers, per buffer, 4 KiB / 64 KiB (the hand-off alone: 18) | 186 / 265 |
+//! | 1500-byte page buffer, its slack canary checked | 177.3 |
+//! | 1500-byte packet (`allocate_buffer`), its red zones checked | 189.7 |
+//! | producer → two consumers, per buffer, 4 KiB / 64 KiB (the hand-off alone: 18) | 174 / 221 |
 //!
 //! The async call's first poll is the immediate call inlined; its 24 more
 //! instructions are its `Poll<Result<PageBuffer, Error>>` written to the
@@ -390,12 +389,13 @@
 //! slot bytes its live buffers hold, and a `WaitList` of its own. An
 //! allocation reserves its slot's bytes (its size class) with one
 //! compare-and-swap, then allocates from the pool (waiting there, in the
-//! pool's line, if the async form must); a buffer it makes is entered in the
-//! pool's book (16 mutex-guarded shards of slot address to account) and
-//! flagged `SlotFlags::QUOTA`, so its release, on whatever path and whenever
-//! the last `Bytes` or `SharedBuffer` clone of it drops, takes
-//! `release_slow`, which credits the account and wakes its head waiter.
-//! Buffers outside quotas never touch the book: their release tests the
+//! pool's line, if the async form must); a buffer it makes holds a counted
+//! reference to the account in its slot (`release_site`, tagged, unused
+//! while it lives) and is flagged `SlotFlags::QUOTA`, so its release, on
+//! whatever path and whenever the last `Bytes` or `SharedBuffer` clone of
+//! it drops, takes `release_slow`, which credits the account and wakes its
+//! head waiter.
+//! Buffers outside quotas never touch an account: their release tests the
 //! same flag byte it always tested. A reservation that does not become a
 //! buffer (the pool refused, or the future was dropped) is given back.
 //!
@@ -450,8 +450,8 @@
 //! registry of weak references. The prepare handler takes, pool by pool,
 //! every lock in the order the code nests them: `slabs`, `mapped`
 //! (exclusively, so it waits for a running scan), the cap, the backtraces
-//! map, the quarantine, the quota book (accounts, each account's waiters,
-//! the shards), the depot (thread-counter registry, waiters), and each
+//! map, the quarantine, the quota book (accounts, each account's waiters),
+//! the depot (thread-counter registry, waiters), and each
 //! slab-event subscriber's own locks (an io_uring registry's table, taken
 //! under the slab lock); then the process-wide metric-name, thread-name and
 //! call-site registries and the fault handler's install lock, which pool
