@@ -200,8 +200,8 @@
 //!
 //! | case | instructions |
 //! |---|---:|
-//! | 4 KiB, every default on | 123.3 |
-//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 147.3 |
+//! | 4 KiB, every default on | 123.4 |
+//! | 4 KiB, every default on, `allocate_page_size_buffer_async` polled once | 147.4 |
 //! | 4 KiB, bare (no guards, debug, tracking or metrics) | 104.0 |
 //! | 4 KiB, bare, the async call polled once | 128.0 |
 //! | 1500-byte page buffer, its slack canary checked | 177.3 |

@@ -148,7 +148,9 @@ impl WaitList {
 
     /// Leaves the list (served, failed, timed out or dropped); if `t` was at
     /// the head, wakes the next waiter, whose turn it is now. Leaving twice
-    /// is harmless.
+    /// is harmless. Out of line: its callers' common case holds no ticket
+    /// ([`leave_with`](Self::leave_with)).
+    #[inline(never)]
     pub(crate) fn leave(&self, t: Ticket) {
         let mut q = self.queue.lock();
         let Some(i) = q.position(t) else {
@@ -209,37 +211,28 @@ impl WaitList {
     pub(crate) fn leave_with(&self, ticket: &mut Option<Ticket>) -> bool {
         match ticket.take() {
             Some(t) => {
-                self.leave_now(t);
+                self.leave(t);
                 true
             }
             None => false,
         }
     }
 
-    /// `leave`, out of line: for `leave_with`.
-    #[inline(never)]
-    fn leave_now(&self, t: Ticket) {
-        self.leave(t);
+    /// Wakes the waiter at the head, if any: room was made. The test
+    /// inline (most callers find no one waiting), the wake out of line.
+    #[inline(always)]
+    pub(crate) fn wake_head(&self) {
+        if self.any() {
+            self.wake_waiting_head();
+        }
     }
 
-    /// Wakes the waiter at the head, if any: room was made.
-    pub(crate) fn wake_head(&self) {
-        if !self.any() {
-            return;
-        }
+    /// `wake_head` past its test.
+    #[inline(never)]
+    fn wake_waiting_head(&self) {
         let head = self.queue.lock().waiters.front().map(|w| w.1.clone());
         if let Some(w) = head {
             w.wake();
-        }
-    }
-
-    /// `wake_head` with its first test inline, for a caller that most
-    /// often finds no one waiting (a quota's release): the call only when
-    /// someone does (which tests again).
-    #[inline(always)]
-    pub(crate) fn wake_head_inline(&self) {
-        if self.any() {
-            self.wake_head();
         }
     }
 

@@ -53,7 +53,7 @@ impl QuotaAccount {
     /// the head waiter.
     pub(crate) fn unreserve(&self, charge: usize) {
         self.held.fetch_sub(charge, Relaxed);
-        self.room.wake_head_inline();
+        self.room.wake_head();
     }
 }
 
