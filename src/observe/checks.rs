@@ -376,9 +376,11 @@ impl Checks {
     /// 64-byte red zones of its mapped slab.
     #[inline(always)]
     unsafe fn red_zones_intact(&self, s: &Slot, classes: &SizeClasses) -> bool {
-        // SAFETY: forwarded from the caller: the packed slot at `data`, of
-        // its class's size.
-        unsafe { red_zones_diff(s.data().as_ptr(), classes.slot_bytes(s.class())) == 0 }
+        let data = s.data().as_ptr();
+        let len = classes.slot_bytes(s.class());
+        // SAFETY: forwarded from the caller: both 16-byte windows lie in the
+        // red zones around the packed slot at `data`, of its class's size.
+        unsafe { canary::diff16(data.sub(16)) | canary::diff16(data.add(len)) == 0 }
     }
 
     /// Whether the canary of the current buffer (`max_len` bytes, flagged
@@ -561,17 +563,4 @@ impl Checks {
         }
         .raise(self.on_corruption);
     }
-}
-
-/// How the 16 bytes of red zone each side of the packed slot of `len` bytes
-/// at `data` (the ones nearest it) differ from the canary (0: they hold
-/// it): four word compares.
-///
-/// # Safety
-/// `data` is a packed slot of `len` bytes the caller owns: it is 64-byte
-/// aligned between 64-byte red zones of its mapped slab.
-#[inline(always)]
-unsafe fn red_zones_diff(data: *const u8, len: usize) -> u64 {
-    // SAFETY: both 16-byte windows lie in the red zones around the slot.
-    unsafe { canary::diff16(data.sub(16)) | canary::diff16(data.add(len)) }
 }
