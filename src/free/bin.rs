@@ -103,19 +103,12 @@ impl Bin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::class::SizeClasses;
-    use crate::mem::slot::{Edges, Slot};
+    use crate::mem::slot::Slot;
     use crate::stats::ThreadClassCounters;
 
     /// `n` slots (metadata only: the tests never touch their bytes).
     fn slots(n: usize) -> Vec<Slot> {
-        let class = SizeClasses::new(4096, 1 << 16)
-            .all()
-            .next()
-            .expect("a class");
-        (0..n)
-            .map(|_| Slot::new(NonNull::dangling(), class, Edges::EMPTY))
-            .collect()
+        (0..n).map(|_| Slot::detached()).collect()
     }
 
     #[test]

@@ -441,6 +441,19 @@ impl SlotRef {
 }
 
 #[cfg(test)]
+impl Slot {
+    /// Metadata of the first class of a 4 KiB-page table, pointing nowhere:
+    /// for tests that never touch a slot's bytes.
+    pub(crate) fn detached() -> Slot {
+        let class = crate::class::SizeClasses::new(4096, 1 << 16)
+            .all()
+            .next()
+            .expect("a class");
+        Slot::new(NonNull::dangling(), class, Edges::EMPTY)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -483,11 +496,7 @@ mod tests {
 
     #[test]
     fn a_release_site_word_holding_an_account_reads_as_no_site() {
-        let class = crate::class::SizeClasses::new(4096, 1 << 16)
-            .all()
-            .next()
-            .expect("a class");
-        let s = Slot::new(NonNull::dangling(), class, Edges::EMPTY);
+        let s = Slot::detached();
         let site = SiteRef::rust(std::panic::Location::caller());
         assert_eq!(
             site.raw() & ACCOUNT_TAG,
